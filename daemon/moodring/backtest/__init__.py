@@ -1,0 +1,1 @@
+"""Backtests: history CSVs replayed through the engine."""

@@ -1,0 +1,258 @@
+"""The engine: bar builders, derived series and metrics wired from the settings.
+
+It knows nothing of sockets, files or HTTP: the daemon feeds it live trades and candles,
+the backtest feeds it history, and both read the same metric values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from moodring.market.bar import Bar
+from moodring.market.builder import BarBuilder
+from moodring.market.series import BarSource, Join, RatioSeries
+from moodring.market.timeframe import Timeframe
+from moodring.metrics.base import Indicator, PairIndicator
+from moodring.metrics.breakout import Breakout
+from moodring.metrics.correlation import Correlation
+from moodring.metrics.divergence import Divergence
+from moodring.metrics.mfi import MFI
+from moodring.metrics.moving import EMA, SMA, MACross, PctChange, ZScore
+from moodring.settings import (
+    AverageConfig,
+    BreakoutConfig,
+    CorrelationConfig,
+    DivergenceConfig,
+    MACrossConfig,
+    MetricConfig,
+    MFIConfig,
+    PctChangeConfig,
+    Settings,
+    ZScoreConfig,
+)
+
+MetricListener = Callable[["MetricNode", int], None]
+
+
+def make_indicator(config: MetricConfig) -> Indicator | PairIndicator:
+    """Return a fresh indicator for a metric's config."""
+    match config:
+        case CorrelationConfig():
+            return Correlation(config.window)
+        case DivergenceConfig():
+            return Divergence(config.window, config.lookback, config.threshold)
+        case MFIConfig():
+            return MFI(config.period)
+        case BreakoutConfig():
+            return Breakout(config.lookback)
+        case AverageConfig(type="sma"):
+            return SMA(config.period)
+        case AverageConfig():
+            return EMA(config.period)
+        case PctChangeConfig():
+            return PctChange(config.lookback)
+        case ZScoreConfig():
+            return ZScore(config.window)
+        case MACrossConfig():
+            return MACross(config.fast, config.slow, config.kind)
+    raise TypeError(f"no indicator for {type(config).__name__}")
+
+
+def output_names(name: str, indicator: Indicator | PairIndicator) -> tuple[str, ...]:
+    """Return the column names of a metric: its name, or ``name.output`` for several outputs."""
+    if len(indicator.outputs) == 1:
+        return (name,)
+    return tuple(f"{name}.{output}" for output in indicator.outputs)
+
+
+@dataclass(slots=True, eq=False)
+class MetricNode:
+    """One configured metric: its indicator and where its closed and forming bars come from."""
+
+    name: str
+    config: MetricConfig
+    indicator: Indicator | PairIndicator
+    outputs: tuple[str, ...]
+    feeds: frozenset[str]
+    forming: Callable[[], tuple[float, ...]]
+    time: int = -1
+    dirty: bool = True
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """Return the outputs after the latest closed bar."""
+        return self.indicator.values
+
+
+class Engine:
+    """Turns trades and candles into bars and metric values, per the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._capacity = _history_by_input(settings)
+        self._sources: dict[tuple[str, str], BarSource] = {}
+        self._builders: dict[str, list[BarBuilder]] = {name: [] for name in settings.feeds}
+        self._listeners: list[MetricListener] = []
+        self.metrics: dict[str, MetricNode] = {}
+        for name, config in settings.metrics.items():
+            self.metrics[name] = self._wire(name, config)
+        self._dependents: dict[str, tuple[MetricNode, ...]] = {
+            feed: tuple(n for n in self.metrics.values() if feed in n.feeds)
+            for feed in settings.feeds
+        }
+        self._forming: dict[str, float] = dict(self._flatten(lambda node: node.values))
+        self._forming_view = MappingProxyType(self._forming)
+
+    def subscribe(self, listener: MetricListener) -> None:
+        """Call ``listener(node, bar_time)`` each time a metric takes a closed bar."""
+        self._listeners.append(listener)
+
+    def builders(self, feed: str) -> list[BarBuilder]:
+        """Return the feed's bar builders, one per timeframe in use."""
+        return self._builders[feed]
+
+    def source(self, series: str, timeframe: str) -> BarSource:
+        """Return the bar source of a feed or derived series at a timeframe, creating it."""
+        key = (series, timeframe)
+        found = self._sources.get(key)
+        if found is not None:
+            return found
+        capacity = max(2, self._capacity.get(key, 2))
+        ratio = self.settings.series.get(series)
+        if ratio is None:
+            feed = self.settings.feeds[series]
+            builder = BarBuilder(
+                Timeframe.parse(timeframe), fill_gaps=feed.round_the_clock, capacity=capacity
+            )
+            self._builders[series].append(builder)
+            source: BarSource = builder
+        else:
+            a, b = (self.source(leg, timeframe) for leg in ratio.ratio)
+            source = RatioSeries(a, b, capacity)
+        self._sources[key] = source
+        return source
+
+    def on_trade(
+        self, feed: str, t_ms: int, price: float, amount: float, trade_id: object = None
+    ) -> None:
+        """Feed one trade to every bar builder of the feed."""
+        for builder in self._builders[feed]:
+            builder.add_trade(t_ms, price, amount, trade_id)
+        for node in self._dependents[feed]:
+            node.dirty = True
+
+    def on_candle(
+        self,
+        feed: str,
+        t_ms: int,
+        bar: Bar,
+        *,
+        closed: bool = False,
+        length_ms: int | None = None,
+    ) -> None:
+        """Feed one exchange candle (or a history bar) to every bar builder of the feed."""
+        for builder in self._builders[feed]:
+            builder.add_candle(
+                t_ms, bar.open, bar.high, bar.low, bar.close, bar.volume,
+                closed=closed, length_ms=length_ms,
+            )  # fmt: skip
+        for node in self._dependents[feed]:
+            node.dirty = True
+
+    def advance(self, now_ms: int) -> None:
+        """Close every bar whose interval has ended by ``now_ms``."""
+        for builders in self._builders.values():
+            for builder in builders:
+                builder.advance(now_ms)
+        for node in self.metrics.values():
+            node.dirty = True
+
+    def values(self) -> dict[str, float]:
+        """Return every metric output after the latest closed bars."""
+        return dict(self._flatten(lambda node: node.values))
+
+    def forming_values(self) -> Mapping[str, float]:
+        """Return every metric output including the forming bars, as a live read-only view.
+
+        Only metrics whose feeds changed since the last call are recomputed.
+        """
+        out = self._forming
+        for node in self.metrics.values():
+            if node.dirty:
+                node.dirty = False
+                values = node.forming()
+                if len(values) == 1:
+                    out[node.name] = values[0]
+                else:
+                    for name, value in zip(node.outputs, values, strict=True):
+                        out[name] = value
+        return self._forming_view
+
+    def _flatten(
+        self, read: Callable[[MetricNode], tuple[float, ...]]
+    ) -> Iterator[tuple[str, float]]:
+        for node in self.metrics.values():
+            yield from zip(node.outputs, read(node), strict=True)
+
+    def _wire(self, name: str, config: MetricConfig) -> MetricNode:
+        indicator = make_indicator(config)
+        inputs = [self.source(series, config.timeframe) for series in config.inputs()]
+        feeds = frozenset(self._legs(config.inputs()))
+        outputs = output_names(name, indicator)
+        if isinstance(indicator, PairIndicator):
+            join = Join(inputs[0], inputs[1])
+            pair_indicator = indicator
+
+            def peek_pair() -> tuple[float, ...]:
+                pair = join.forming()
+                if pair is None:
+                    return pair_indicator.values
+                return pair_indicator.peek_bars(*pair)
+
+            node = MetricNode(name, config, indicator, outputs, feeds, peek_pair)
+
+            def on_pair(a: Bar, b: Bar) -> None:
+                pair_indicator.update_bars(a, b)
+                self._notify(node, a.time)
+
+            join.subscribe(on_pair)
+            return node
+        source, single = inputs[0], indicator
+
+        def peek() -> tuple[float, ...]:
+            bar = source.forming()
+            return single.values if bar is None else single.peek_bar(bar)
+
+        node = MetricNode(name, config, indicator, outputs, feeds, peek)
+
+        def on_bar(bar: Bar) -> None:
+            single.update_bar(bar)
+            self._notify(node, bar.time)
+
+        source.subscribe(on_bar)
+        return node
+
+    def _legs(self, series: tuple[str, ...]) -> Iterator[str]:
+        for name in series:
+            ratio = self.settings.series.get(name)
+            yield from ratio.ratio if ratio else (name,)
+
+    def _notify(self, node: MetricNode, time: int) -> None:
+        node.time = time
+        for listener in self._listeners:
+            listener(node, time)
+
+
+def _history_by_input(settings: Settings) -> dict[tuple[str, str], int]:
+    """Return, per (series, timeframe), the most closed bars any metric looks back over."""
+    need: dict[tuple[str, str], int] = {}
+    for config in settings.metrics.values():
+        for series in config.inputs():
+            key = (series, config.timeframe)
+            need[key] = max(need.get(key, 0), config.history())
+            ratio = settings.series.get(series)
+            for leg in ratio.ratio if ratio else ():
+                need[(leg, config.timeframe)] = max(need.get((leg, config.timeframe), 0), 2)
+    return need

@@ -1,0 +1,1 @@
+"""Market data: timeframes, ring buffers, bar builders and derived series."""

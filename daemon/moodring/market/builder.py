@@ -1,0 +1,207 @@
+"""Bar building: trades or exchange candles in, forming bar and closed bars out."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from moodring.market.bar import Bar
+from moodring.market.ring import BarRing
+from moodring.market.timeframe import Timeframe
+
+BarListener = Callable[[Bar], None]
+_NAN = float("nan")
+
+
+class BarBuilder:
+    """Builds one feed's bars of one timeframe from trades or exchange OHLCV candles.
+
+    The forming bar lives in plain float attributes (cheap per tick); closed bars go to a
+    numpy ring and to the listeners. ``fill_gaps`` turns an interval without trades into a
+    flat bar at the last close with volume 0, as exchanges' klines do on 24/7 markets;
+    session markets leave it off, so no bars exist outside the session. Candles are never
+    filled: an exchange sends flat candles itself, so a missing candle is a data gap.
+    """
+
+    __slots__ = (
+        "_base",
+        "_forming",
+        "_from_trades",
+        "_listeners",
+        "_recent_ids",
+        "_seen_ids",
+        "_sub_time",
+        "bars",
+        "close",
+        "duplicates",
+        "fill_gaps",
+        "high",
+        "last_close",
+        "last_time",
+        "late",
+        "low",
+        "open",
+        "time",
+        "timeframe",
+        "volume",
+    )
+
+    def __init__(
+        self,
+        timeframe: Timeframe,
+        *,
+        fill_gaps: bool = True,
+        capacity: int = 2,
+        dedupe_window: int = 4096,
+    ) -> None:
+        self.timeframe = timeframe
+        self.fill_gaps = fill_gaps
+        self.bars = BarRing(capacity)
+        self.time = -1
+        self.open = self.high = self.low = self.close = _NAN
+        self.volume = 0.0
+        self.last_time = -1
+        self.last_close = _NAN
+        self.duplicates = 0
+        self.late = 0
+        self._listeners: list[BarListener] = []
+        self._seen_ids: set[object] = set()
+        self._recent_ids: deque[object] = deque(maxlen=dedupe_window)
+        self._sub_time = -1
+        self._base: tuple[float, float, float, float] | None = None
+        self._forming: Bar | None = None
+        self._from_trades = False
+
+    def subscribe(self, listener: BarListener) -> None:
+        """Call ``listener`` with every closed bar."""
+        self._listeners.append(listener)
+
+    def forming(self) -> Bar | None:
+        """Return the forming bar, or None between bars (built once per change)."""
+        bar = self._forming
+        if bar is None and self.time >= 0:
+            bar = self._forming = Bar(
+                self.time, self.open, self.high, self.low, self.close, self.volume
+            )
+        return bar
+
+    def add_trade(
+        self, t_ms: int, price: float, amount: float, trade_id: object | None = None
+    ) -> None:
+        """Add one trade; a duplicate id or a trade older than the forming bar is dropped."""
+        self._from_trades = True
+        if trade_id is not None:
+            seen = self._seen_ids
+            if trade_id in seen:
+                self.duplicates += 1
+                return
+            recent = self._recent_ids
+            if len(recent) == recent.maxlen:
+                seen.discard(recent[0])
+            recent.append(trade_id)
+            seen.add(trade_id)
+        tf = self.timeframe
+        start = t_ms - (t_ms - tf.offset_ms) % tf.ms
+        if start == self.time:
+            self._forming = None
+            if price > self.high:
+                self.high = price
+            elif price < self.low:
+                self.low = price
+            self.close = price
+            self.volume += amount
+            return
+        if start < self.time or start <= self.last_time:
+            self.late += 1
+            return
+        if self.time >= 0:
+            self._close_forming()
+        if self.fill_gaps:
+            self._fill_until(start)
+        self._forming = None
+        self.time = start
+        self.open = self.high = self.low = self.close = price
+        self.volume = amount
+
+    def add_candle(
+        self,
+        t_ms: int,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        *,
+        closed: bool = False,
+        length_ms: int | None = None,
+    ) -> None:
+        """Add an exchange candle (forming or closed) of this or a finer timeframe.
+
+        Updates of the same candle replace it; a candle with a later open time folds the
+        previous one into the bar. A closed candle that ends the bar closes it at once.
+        """
+        self._from_trades = False
+        tf = self.timeframe
+        start = t_ms - (t_ms - tf.offset_ms) % tf.ms
+        if start > self.time:
+            if start <= self.last_time:
+                self.late += 1
+                return
+            if self.time >= 0:
+                self._close_forming()
+            self.time = start
+            self._base = None
+        elif start < self.time or t_ms < self._sub_time:
+            self.late += 1
+            return
+        elif t_ms > self._sub_time:
+            self._base = self._folded()
+        self._sub_time = t_ms
+        self._forming = None
+        base = self._base
+        if base is None:
+            self.open, self.high, self.low, self.volume = open_, high, low, volume
+        else:
+            self.open = base[0]
+            self.high = high if high > base[1] else base[1]
+            self.low = low if low < base[2] else base[2]
+            self.volume = base[3] + volume
+        self.close = close
+        if closed and length_ms is not None and t_ms + length_ms >= start + tf.ms:
+            self._close_forming()
+
+    def advance(self, now_ms: int) -> None:
+        """Close the forming bar once its interval has ended (and fill empty trade intervals)."""
+        if self.time >= 0 and now_ms >= self.time + self.timeframe.ms:
+            self._close_forming()
+        if self.fill_gaps and self._from_trades and self.time < 0:
+            self._fill_until(self.timeframe.floor(now_ms))
+
+    def _folded(self) -> tuple[float, float, float, float]:
+        """Return the forming bar so far as (open, high, low, volume)."""
+        return (self.open, self.high, self.low, self.volume)
+
+    def _fill_until(self, start: int) -> None:
+        """Emit flat zero-volume bars for the empty intervals before ``start``."""
+        if self.last_time < 0:
+            return
+        step = self.timeframe.ms
+        c = self.last_close
+        t = self.last_time + step
+        while t < start:
+            self._emit(Bar(t, c, c, c, c, 0.0))
+            t += step
+
+    def _close_forming(self) -> None:
+        bar = Bar(self.time, self.open, self.high, self.low, self.close, self.volume)
+        self.time = -1
+        self._sub_time = -1
+        self._forming = None
+        self._emit(bar)
+
+    def _emit(self, bar: Bar) -> None:
+        self.last_time = bar.time
+        self.last_close = bar.close
+        self.bars.push(bar)
+        for listener in self._listeners:
+            listener(bar)

@@ -1,0 +1,67 @@
+"""What every indicator offers the engine: named outputs, closed-bar updates and peeks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from moodring.market.bar import Bar
+from moodring.market.frame import BarFrame
+
+NAN = float("nan")
+
+
+class Indicator(ABC):
+    """A one-input indicator: ``update_bar`` on each closed bar, ``peek_bar`` with the forming one.
+
+    ``values`` holds one float per name in ``outputs`` (NaN until the window is full);
+    ``batch`` computes the same outputs for a whole history at once, for backtests.
+    """
+
+    __slots__ = ()
+    outputs: ClassVar[tuple[str, ...]] = ("value",)
+    value: float
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """Return the outputs after the latest closed bar."""
+        return (self.value,)
+
+    @abstractmethod
+    def update_bar(self, bar: Bar) -> None:
+        """Fold a closed bar into the indicator."""
+
+    @abstractmethod
+    def peek_bar(self, bar: Bar) -> tuple[float, ...]:
+        """Return the outputs as they would be if ``bar`` closed now, changing nothing."""
+
+    @abstractmethod
+    def batch(self, bars: BarFrame) -> np.ndarray:
+        """Return an (n, len(outputs)) array of the outputs after each closed bar."""
+
+
+class PairIndicator(ABC):
+    """A two-input indicator fed with pairs of bars joined on open time."""
+
+    __slots__ = ()
+    outputs: ClassVar[tuple[str, ...]] = ("value",)
+    value: float
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """Return the outputs after the latest closed bar."""
+        return (self.value,)
+
+    @abstractmethod
+    def update_bars(self, a: Bar, b: Bar) -> None:
+        """Fold a closed pair of joined bars into the indicator."""
+
+    @abstractmethod
+    def peek_bars(self, a: Bar, b: Bar) -> tuple[float, ...]:
+        """Return the outputs as they would be if the forming pair closed now."""
+
+    @abstractmethod
+    def batch(self, a: BarFrame, b: BarFrame) -> np.ndarray:
+        """Return an (n, len(outputs)) array after each joined pair (rows of equal time)."""

@@ -1,0 +1,77 @@
+"""Rolling Pearson correlation of two series' log returns on joined bars."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from moodring.market.bar import Bar
+from moodring.market.frame import BarFrame
+from moodring.metrics.base import NAN, PairIndicator
+from moodring.metrics.moments import PairMoments, correlation_of, covariances, rolling_moments
+
+
+class Correlation(PairIndicator):
+    """Correlation of log returns of consecutive joined bars over the last ``window`` returns."""
+
+    __slots__ = ("_moments", "_prev_a", "_prev_b", "value")
+
+    def __init__(self, window: int) -> None:
+        self._moments = PairMoments(window)
+        self._prev_a = NAN
+        self._prev_b = NAN
+        self.value = NAN
+
+    def update(self, a_close: float, b_close: float) -> None:
+        """Fold the closes of a joined pair of closed bars."""
+        pa, pb = self._prev_a, self._prev_b
+        self._prev_a, self._prev_b = a_close, b_close
+        if pa != pa:
+            return
+        m = self._moments
+        m.push(math.log(a_close / pa), math.log(b_close / pb))
+        if m.full:
+            n = m.count
+            self.value = correlation_of(*covariances(n, m.sx, m.sy, m.sxx, m.syy, m.sxy))
+
+    def peek(self, a_close: float, b_close: float) -> float:
+        """Return the correlation if the forming pair closed at these prices."""
+        m = self._moments
+        pa = self._prev_a
+        n = m.window
+        if pa != pa or m.count + 1 < n:
+            return self.value
+        x = math.log(a_close / pa)
+        y = math.log(b_close / self._prev_b)
+        if m.flat_with(x, y):
+            return NAN
+        ox, oy = m.oldest()
+        sx = m.sx + x - ox
+        sy = m.sy + y - oy
+        vx = m.sxx + x * x - ox * ox - sx * sx / n
+        vy = m.syy + y * y - oy * oy - sy * sy / n
+        if vx <= 0.0 or vy <= 0.0:
+            return NAN
+        return (m.sxy + x * y - ox * oy - sx * sy / n) / math.sqrt(vx * vy)
+
+    def update_bars(self, a: Bar, b: Bar) -> None:
+        """Fold a closed pair of joined bars."""
+        self.update(a.close, b.close)
+
+    def peek_bars(self, a: Bar, b: Bar) -> tuple[float, ...]:
+        """Return the outputs including the forming pair."""
+        return (self.peek(a.close, b.close),)
+
+    def batch(self, a: BarFrame, b: BarFrame) -> np.ndarray:
+        """Return the correlation after each joined bar."""
+        out = np.full((len(a), 1), np.nan)
+        if len(a) < 2:
+            return out
+        x = np.diff(np.log(a.close))
+        y = np.diff(np.log(b.close))
+        vx, vy, cxy, _, _ = rolling_moments(x, y, self._moments.window)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where((vx > 0) & (vy > 0), cxy / np.sqrt(vx * vy), np.nan)
+        out[1:, 0] = r
+        return out
