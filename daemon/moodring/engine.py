@@ -93,6 +93,7 @@ class Engine:
         self.settings = settings
         self._capacity = _history_by_input(settings)
         self._sources: dict[tuple[str, str], BarSource] = {}
+        self._joins: dict[tuple[str, str, str], Join] = {}
         self._builders: dict[str, list[BarBuilder]] = {name: [] for name in settings.feeds}
         self._listeners: list[MetricListener] = []
         self.metrics: dict[str, MetricNode] = {}
@@ -202,7 +203,8 @@ class Engine:
         feeds = frozenset(self._legs(config.inputs()))
         outputs = output_names(name, indicator)
         if isinstance(indicator, PairIndicator):
-            join = Join(inputs[0], inputs[1])
+            key = (*config.inputs(), config.timeframe)
+            join = self._joins.get(key) or self._joins.setdefault(key, Join(*inputs))
             pair_indicator = indicator
 
             def peek_pair() -> tuple[float, ...]:

@@ -20,13 +20,18 @@ class MetricTable:
 
     @classmethod
     def from_series(cls, series: dict[str, tuple[np.ndarray, np.ndarray]]) -> MetricTable:
-        """Build a table from ``name -> (times, values)`` pairs with their own times."""
-        times = [t for t, _ in series.values()]
-        union = np.unique(np.concatenate(times)) if times else np.empty(0, np.int64)
+        """Build a table from ``name -> (times, values)``; each times array sorted and unique."""
+        distinct = list({id(t): t for t, _ in series.values()}.values())
+        if not distinct:
+            return cls(np.empty(0, np.int64))
+        union = np.concatenate(distinct)
+        union.sort(kind="stable")  # merges the sorted runs
+        union = union[np.r_[True, union[1:] != union[:-1]]]
+        rows = {id(t): np.searchsorted(union, t) for t in distinct}
         columns: dict[str, np.ndarray] = {}
         for name, (t, values) in series.items():
             column = np.full(union.shape[0], np.nan)
-            column[np.searchsorted(union, t)] = values
+            column[rows[id(t)]] = values
             columns[name] = column
         return cls(union, columns)
 

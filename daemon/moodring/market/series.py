@@ -30,12 +30,13 @@ class BarSource(Protocol):
 class Join:
     """Inner-joins the closed bars of two sources on bar open time, in either arrival order."""
 
-    __slots__ = ("_listeners", "_pending", "a", "b", "last_time")
+    __slots__ = ("_formed", "_listeners", "_pending", "a", "b", "last_time")
 
     def __init__(self, a: BarSource, b: BarSource) -> None:
         self.a = a
         self.b = b
         self.last_time = -1
+        self._formed: tuple[Bar, Bar] | None = None
         self._listeners: list[PairListener] = []
         self._pending: tuple[deque[Bar], deque[Bar]] = (
             deque(maxlen=_MAX_PENDING),
@@ -56,7 +57,10 @@ class Join:
         fb = self.b.forming()
         if fb is None or fb.time != fa.time:
             return None
-        return fa, fb
+        formed = self._formed
+        if formed is None or formed[0] is not fa or formed[1] is not fb:
+            formed = self._formed = (fa, fb)
+        return formed
 
     def _arrive(self, side: int, bar: Bar) -> None:
         other = self._pending[1 - side]

@@ -1,0 +1,130 @@
+"""The engine on live input: real trades in, bars and metric values out."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from moodring.backtest.runner import FeedHistory, run_batch
+from moodring.engine import Engine
+from moodring.market.frame import BarFrame
+from moodring.settings import load_settings
+from tests.oracles import DATA
+
+CAPTURES = DATA / "ws/hftbacktest_binance_spot"
+
+
+def trades() -> list[tuple[str, int, float, float, int]]:
+    """Real ETH and BTC trade frames of the Binance capture, in time order."""
+    out = []
+    for feed in ("eth", "btc"):
+        with gzip.open(CAPTURES / f"{feed}usdt_20240808.gz", "rt") as lines:
+            for line in lines:
+                if "@trade" in line:
+                    d = json.loads(line.split(" ", 1)[1])["data"]
+                    out.append((feed, d["T"], float(d["p"]), float(d["q"]), d["t"]))
+    return sorted(out, key=lambda trade: trade[1])
+
+
+def config(tmp_path: Path, timeframe: str = "1m") -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "feeds": {"eth": {"symbol": "ETH/USDT"}, "btc": {"symbol": "BTC/USDT"}},
+        "series": {"ethbtc": {"ratio": ["eth", "btc"]}},
+        "metrics": {
+            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": timeframe,
+                     "window": 3},
+            "mfi": {"type": "mfi", "series": "eth", "timeframe": timeframe, "period": 2},
+            "brk": {"type": "breakout", "series": "ethbtc", "timeframe": timeframe,
+                    "lookback": 2},
+            "z": {"type": "zscore", "series": "btc", "timeframe": timeframe, "window": 2},
+        },
+    }))  # fmt: skip
+    return path
+
+
+def test_trades_to_metrics_equal_the_backtest_of_the_same_bars(tmp_path: Path) -> None:
+    """Live trades through the engine give the values a backtest gives on their bars."""
+    settings = load_settings(config(tmp_path, "1m"))
+    engine = Engine(settings)
+    closed: dict[str, dict[int, float]] = {name: {} for name in settings.metrics}
+    engine.subscribe(lambda node, t: closed[node.name].__setitem__(t, node.values[0]))
+    capture = trades()
+    for feed, t, price, amount, trade_id in capture:
+        engine.on_trade(feed, t, price, amount, trade_id)
+    engine.advance(capture[-1][1] + 60_000)  # the clock closes the last minute
+
+    frame = pd.DataFrame(capture, columns=["feed", "t", "p", "q", "id"])
+    frame["bar"] = frame["t"] // 60_000 * 60_000
+    history = {}
+    for feed, group in frame.groupby("feed"):
+        bars = group.groupby("bar").agg(
+            open=("p", "first"), high=("p", "max"), low=("p", "min"), close=("p", "last"),
+            volume=("q", "sum"),
+        )  # fmt: skip
+        full = bars.reindex(range(bars.index[0], bars.index[-1] + 1, 60_000))
+        assert not full["close"].isna().any(), "the capture has a trade every minute"
+        history[feed] = FeedHistory(
+            BarFrame(full.index.to_numpy(np.int64), *(full[c].to_numpy() for c in
+                     ("open", "high", "low", "close", "volume"))), 60_000,
+        )  # fmt: skip
+    table = run_batch(settings, history, list(settings.metrics))
+    for name in settings.metrics:
+        expected = {
+            int(t): v for t, v in zip(table.time, table.columns[name], strict=True)
+            if not math.isnan(v)
+        }  # fmt: skip
+        got = {t: v for t, v in closed[name].items() if not math.isnan(v)}
+        assert got.keys() == expected.keys() and len(got) >= 2, name
+        for t, v in got.items():
+            assert math.isclose(v, expected[t], rel_tol=1e-9, abs_tol=1e-9), (name, t)
+
+
+def test_forming_values_become_the_closed_values(tmp_path: Path) -> None:
+    """Right before a bar closes, its forming values are what the closed bar gives."""
+    engine = Engine(load_settings(config(tmp_path, "1m")))
+    capture = trades()
+    compared = 0
+    for i, (feed, t, price, amount, trade_id) in enumerate(capture):
+        engine.on_trade(feed, t, price, amount, trade_id)
+        forming = dict(engine.forming_values())
+        following = capture[i + 1][1] if i + 1 < len(capture) else None
+        if following is not None and following // 60_000 != t // 60_000:
+            engine.advance(following // 60_000 * 60_000)  # the minute ends before the next trade
+            for name, value in engine.values().items():
+                if not math.isnan(value):
+                    assert math.isclose(value, forming[name], rel_tol=1e-9, abs_tol=1e-9)
+                    compared += 1
+    assert compared >= 8
+
+
+def test_only_metrics_of_the_ticked_feed_are_recomputed(tmp_path: Path) -> None:
+    engine = Engine(load_settings(config(tmp_path, "1m")))
+    capture = trades()
+    for feed, t, price, amount, trade_id in capture[:2000]:
+        engine.on_trade(feed, t, price, amount, trade_id)
+    engine.forming_values()
+    assert not any(node.dirty for node in engine.metrics.values())
+    _, t, _, amount, _ = capture[2000]
+    engine.on_trade("btc", t, 99_999.0, amount, "x")
+    assert {n.name for n in engine.metrics.values() if n.dirty} == {"corr", "brk", "z"}
+    engine.forming_values()
+    engine.on_trade("eth", t, 3_000.0, amount, "y")
+    assert {n.name for n in engine.metrics.values() if n.dirty} == {"corr", "mfi", "brk"}
+
+
+def test_default_engine_keeps_bounded_history() -> None:
+    engine = Engine(load_settings())
+    capacities = {
+        (name, tf): source.bars.time.capacity for (name, tf), source in engine._sources.items()
+    }
+    # the largest window a metric needs: divergence 2 x lookback 20, correlation 30 + 1
+    assert capacities[("eth", "1d")] == 40
+    assert capacities[("rut", "1d")] == 40
+    assert capacities[("ethbtc", "1d")] == 21
