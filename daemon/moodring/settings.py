@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -273,10 +273,15 @@ def format_errors(file: Path, exc: ValidationError) -> str:
 
 
 def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in {
-        "correlation", "divergence", "mfi", "breakout", "sma", "ema", "pct_change", "zscore",
-        "ma_cross",
-    }  # fmt: skip
+    """Return whether a location part is pydantic's tag of a metric type, not a key."""
+    return isinstance(part, str) and part in _METRIC_TYPES
+
+
+_METRIC_TYPES = frozenset(
+    tag
+    for model in get_args(get_args(MetricConfig)[0])
+    for tag in get_args(model.model_fields["type"].annotation)
+)
 
 
 def config_path_from_env() -> Path | None:

@@ -13,12 +13,8 @@ from moodring.market.frame import BarFrame
 NAN = float("nan")
 
 
-class Indicator(ABC):
-    """A one-input indicator: ``update_bar`` on each closed bar, ``peek_bar`` with the forming one.
-
-    ``values`` holds one float per name in ``outputs`` (NaN until the window is full);
-    ``batch`` computes the same outputs for a whole history at once, for backtests.
-    """
+class _Outputs(ABC):
+    """Named outputs; a single-output indicator keeps its one value in ``value``."""
 
     __slots__ = ()
     outputs: ClassVar[tuple[str, ...]] = ("value",)
@@ -26,8 +22,17 @@ class Indicator(ABC):
 
     @property
     def values(self) -> tuple[float, ...]:
-        """Return the outputs after the latest closed bar."""
+        """Return the outputs after the latest closed bar (NaN until the window is full)."""
         return (self.value,)
+
+
+class Indicator(_Outputs):
+    """A one-input indicator: ``update_bar`` on each closed bar, ``peek_bar`` with the forming one.
+
+    ``batch`` computes the same outputs for a whole history at once, for backtests.
+    """
+
+    __slots__ = ()
 
     @abstractmethod
     def update_bar(self, bar: Bar) -> None:
@@ -42,17 +47,10 @@ class Indicator(ABC):
         """Return an (n, len(outputs)) array of the outputs after each closed bar."""
 
 
-class PairIndicator(ABC):
+class PairIndicator(_Outputs):
     """A two-input indicator fed with pairs of bars joined on open time."""
 
     __slots__ = ()
-    outputs: ClassVar[tuple[str, ...]] = ("value",)
-    value: float
-
-    @property
-    def values(self) -> tuple[float, ...]:
-        """Return the outputs after the latest closed bar."""
-        return (self.value,)
 
     @abstractmethod
     def update_bars(self, a: Bar, b: Bar) -> None:

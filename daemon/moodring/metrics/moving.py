@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -18,17 +19,17 @@ class _CloseIndicator(Indicator):
 
     __slots__ = ()
 
+    @abstractmethod
     def update(self, close: float) -> None:
         """Fold a closed bar's close."""
-        raise NotImplementedError
 
+    @abstractmethod
     def peek(self, close: float) -> float:
         """Return the value if a bar closed at ``close`` now."""
-        raise NotImplementedError
 
+    @abstractmethod
     def batch_close(self, close: np.ndarray) -> np.ndarray:
         """Return the value after each close."""
-        raise NotImplementedError
 
     def update_bar(self, bar: Bar) -> None:
         """Fold a closed bar."""
