@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +16,17 @@ import numpy as np
 
 from moodring import __version__
 from moodring.backtest.csvfile import CsvError, load_csv
-from moodring.backtest.runner import FeedHistory, run_batch, run_streaming, runnable_metrics
-from moodring.backtest.table import iso_time
+from moodring.backtest.runner import (
+    FeedHistory,
+    evaluate_rules,
+    run_batch,
+    run_streaming,
+    runnable_metrics,
+)
+from moodring.rules.alert import Alert
+from moodring.rules.silences import Silences
 from moodring.settings import DEFAULT_CONFIG, ConfigError, load_settings
+from moodring.times import format_duration, iso_time, parse_duration
 
 log = logging.getLogger("moodring")
 SAMPLES = DEFAULT_CONFIG.parent / "samples"
@@ -62,11 +73,26 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--to", dest="end", type=_date, help="last bar date (UTC, inclusive)")
     backtest.add_argument("--metrics-out", type=Path, help="write metric values to this CSV")
     backtest.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="json",
+        help="alerts on stdout: one JSON object per line (default) or a table for people",
+    )
+    backtest.add_argument(
         "--streaming",
         action="store_true",
         help="feed bars one by one through the live engine instead of the vectorised path",
     )
     backtest.set_defaults(handler=_backtest)
+
+    silence = commands.add_parser("silence", help="mute a rule for a while, list or clear silences")
+    silence.add_argument("-c", "--config", type=Path, help="YAML config (default: built-in)")
+    silence.add_argument("rule", nargs="?", help="the rule to silence (or to --clear)")
+    silence.add_argument("--for", dest="duration", help="how long, e.g. 2h, 30m, 1d")
+    silence.add_argument("--reason", default="", help="why (shown in --list and in the log)")
+    silence.add_argument("--list", action="store_true", help="show the silences in force")
+    silence.add_argument("--clear", action="store_true", help="remove RULE's silence (or all)")
+    silence.set_defaults(handler=_silence)
     return parser
 
 
@@ -112,8 +138,15 @@ def _backtest(args: argparse.Namespace) -> int:
         log.warning("no data for the inputs of %s: skipped", ", ".join(missing))
     if not metrics:
         raise UsageError("none of the configured metrics has data for all its feeds")
-    run = run_streaming if args.streaming else run_batch
-    table = run(settings, history, metrics).between(start_ms, end_ms)
+    if args.streaming:
+        alerts: list[Alert] = []
+        full = run_streaming(settings, history, metrics, alerts)
+    else:
+        full = run_batch(settings, history, metrics)
+        alerts = evaluate_rules(settings, full, history)
+    table = full.between(start_ms, end_ms)
+    shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
+    print_alerts(shown, args.format)
     if args.metrics_out is not None:
         table.write_csv(args.metrics_out)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
@@ -123,6 +156,58 @@ def _backtest(args: argparse.Namespace) -> int:
             at = int(table.time[filled[-1]])
             log.info("last %s = %.6g at %s", name, column[filled[-1]], iso_time(at))
     return 0
+
+
+def _silence(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    silences = Silences(settings.resolved_state_dir() / "silences.json")
+    if args.list:
+        active = silences.active()
+        for s in active:
+            left = format_duration(s.until - time.time())
+            print(f"{s.rule}  until {iso_time(int(s.until * 1000))} ({left} left)  {s.reason}")
+        if not active:
+            print("no silences")
+        return 0
+    if args.clear:
+        print(f"cleared {silences.clear(args.rule)} silence(s)")
+        return 0
+    if not args.rule or not args.duration:
+        raise UsageError("silence takes RULE --for DURATION (or --list, or --clear [RULE])")
+    names = {rule.name for rule in settings.rules} | {f"stale.{f}" for f in settings.feeds}
+    if args.rule not in names:
+        raise UsageError(f"no rule named {args.rule!r}; rules: {', '.join(sorted(names))}")
+    try:
+        seconds = parse_duration(args.duration)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    s = silences.add(args.rule, seconds, args.reason)
+    print(f"silenced {s.rule} until {iso_time(int(s.until * 1000))}")
+    return 0
+
+
+def print_alerts(alerts: list[Alert], style: str) -> None:
+    """Print alerts as JSON lines, or as an aligned table for people."""
+    rows = [
+        {
+            "time": iso_time(a.time), "rule": a.rule, "state": a.state, "metric": a.metric,
+            "value": None if math.isnan(a.value) else a.value, "severity": a.severity,
+            "message": a.message,
+        }
+        for a in alerts
+    ]  # fmt: skip
+    if style == "json":
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return
+    header = ("time", "rule", "state", "value", "severity", "message")
+    cells = [header] + [
+        tuple("" if r[k] is None else f"{r[k]:.4g}" if k == "value" else str(r[k]) for k in header)
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header) - 1)]
+    for c in cells:
+        print("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=False)), c[-1])
 
 
 def _feed_path(item: str) -> tuple[str, Path]:

@@ -1,14 +1,17 @@
-"""The engine: bar builders, derived series and metrics wired from the settings.
+"""The engine: bar builders, derived series, metrics and rules wired from the settings.
 
 It knows nothing of sockets, files or HTTP: the daemon feeds it live trades and candles,
-the backtest feeds it history, and both read the same metric values.
+the backtest feeds it history; both read the same metric values and get the same alerts.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
@@ -20,6 +23,7 @@ from moodring.metrics.correlation import Correlation
 from moodring.metrics.divergence import Divergence
 from moodring.metrics.mfi import MFI
 from moodring.metrics.moving import EMA, SMA, MACross, PctChange, ZScore
+from moodring.rules.book import RuleBook
 from moodring.settings import (
     AverageConfig,
     BreakoutConfig,
@@ -29,9 +33,13 @@ from moodring.settings import (
     MetricConfig,
     MFIConfig,
     PctChangeConfig,
+    RuleConfig,
     Settings,
     ZScoreConfig,
 )
+
+# Closed bars a chart shows; sources and metrics of charted rules keep this many.
+CHART_BARS = 120
 
 MetricListener = Callable[["MetricNode", int], None]
 
@@ -92,6 +100,12 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._capacity = _history_by_input(settings)
+        self._charted = {r.metric for r in settings.rules if r.chart}
+        for column in self._charted:
+            metric = settings.metrics[settings.metric_columns()[column]]
+            for series in metric.inputs():
+                key = (series, metric.timeframe)
+                self._capacity[key] = max(self._capacity.get(key, 0), CHART_BARS)
         self._sources: dict[tuple[str, str], BarSource] = {}
         self._joins: dict[tuple[str, str, str], Join] = {}
         self._builders: dict[str, list[BarBuilder]] = {name: [] for name in settings.feeds}
@@ -105,6 +119,15 @@ class Engine:
         }
         self._forming: dict[str, float] = dict(self._flatten(lambda node: node.values))
         self._forming_view = MappingProxyType(self._forming)
+        self._closed: list[tuple[str, int, float]] = []
+        self._deferred = False
+        self._history = {c: deque(maxlen=CHART_BARS) for c in self._charted}
+        self.rules = RuleBook(settings, prices=self.last_prices, chart=self.chart_data)
+        tick_columns = self.rules.tick_columns
+        self._tick_nodes = {
+            feed: tuple(n for n in nodes if tick_columns & set(n.outputs))
+            for feed, nodes in self._dependents.items()
+        }
 
     def subscribe(self, listener: MetricListener) -> None:
         """Call ``listener(node, bar_time)`` each time a metric takes a closed bar."""
@@ -143,6 +166,10 @@ class Engine:
             builder.add_trade(t_ms, price, amount, trade_id)
         for node in self._dependents[feed]:
             node.dirty = True
+        if self._closed and not self._deferred:
+            self._flush()
+        if self._tick_nodes[feed]:
+            self._tick(feed, t_ms)
 
     def on_candle(
         self,
@@ -161,6 +188,8 @@ class Engine:
             )  # fmt: skip
         for node in self._dependents[feed]:
             node.dirty = True
+        if self._closed and not self._deferred:
+            self._flush()
 
     def advance(self, now_ms: int) -> None:
         """Close every bar whose interval has ended by ``now_ms``."""
@@ -169,6 +198,60 @@ class Engine:
                 builder.advance(now_ms)
         for node in self.metrics.values():
             node.dirty = True
+        if self._closed and not self._deferred:
+            self._flush()
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold rule evaluation until the block ends: the bars fed in it count as one moment."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
+            if self._closed:
+                self._flush()
+
+    def last_prices(self) -> dict[str, float]:
+        """Return each feed's latest price (forming close, else last closed close)."""
+        prices = {}
+        for feed, builders in self._builders.items():
+            if builders:
+                b = builders[0]
+                prices[feed] = b.close if b.time >= 0 else b.last_close
+        return prices
+
+    def chart_data(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
+        """Return plot data for a rule's alert: its metric's inputs and values, and thresholds."""
+        history = self._history.get(rule.metric)
+        if not history:
+            return None
+        times = [t for t, _ in history]
+        node = self.metrics[self.settings.metric_columns()[rule.metric]]
+        inputs = {}
+        for series in node.config.inputs():
+            ring = self.source(series, node.config.timeframe).bars
+            by_time = dict(zip(ring.time.window().tolist(), ring.close.window().tolist(),
+                               strict=True))  # fmt: skip
+            inputs[series.upper()] = [by_time.get(t) for t in times]
+        thresholds = [
+            float(x) for c in (rule.condition, rule.clear) if c is not None
+            for x in (c.operand if isinstance(c.operand, tuple) else (c.operand,))
+            if isinstance(x, int | float)
+        ]  # fmt: skip
+        return {
+            "title": rule.name,
+            "time": times,
+            "panels": [
+                {"label": " vs ".join(inputs), "series": inputs, "normalise": True},
+                {
+                    "label": rule.metric,
+                    "series": {rule.metric: [v for _, v in history]},
+                    "thresholds": thresholds,
+                },
+            ],
+            "marker": time,
+        }
 
     def values(self) -> dict[str, float]:
         """Return every metric output after the latest closed bars."""
@@ -243,8 +326,23 @@ class Engine:
 
     def _notify(self, node: MetricNode, time: int) -> None:
         node.time = time
+        for column, value in zip(node.outputs, node.values, strict=True):
+            self._closed.append((column, time, value))
+            history = self._history.get(column)
+            if history is not None:
+                history.append((time, None if value != value else value))
         for listener in self._listeners:
             listener(node, time)
+
+    def _flush(self) -> None:
+        updates, self._closed = self._closed, []
+        self.rules.close(updates, self.values())
+
+    def _tick(self, feed: str, t_ms: int) -> None:
+        nodes = [node for node in self._tick_nodes[feed] if node.dirty]
+        if nodes:
+            forming = self.forming_values()
+            self.rules.tick(t_ms, forming, (c for node in nodes for c in node.outputs))
 
 
 def _history_by_input(settings: Settings) -> dict[tuple[str, str], int]:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,6 +26,13 @@ from pydantic_settings import (
 )
 
 from moodring.market.timeframe import Timeframe
+from moodring.metrics.divergence import Divergence
+from moodring.metrics.moving import MACross
+from moodring.rules.templates import TemplateError, check_template
+from moodring.times import parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Severity = Literal["info", "warning", "critical"]
 
 DEFAULT_CONFIG = Path(__file__).with_name("defaults") / "moodring.yaml"
 
@@ -34,6 +51,7 @@ class FeedConfig(Model):
     exchange: str = "binance"
     stream: Literal["trades", "ohlcv"] = "trades"
     market: Literal["crypto", "equity"] = "crypto"
+    stale_after: Duration | None = None
 
     @property
     def round_the_clock(self) -> bool:
@@ -49,6 +67,7 @@ class RatioConfig(Model):
 
 class _MetricBase(Model):
     timeframe: str = "1d"
+    outputs: ClassVar[tuple[str, ...]] = ("value",)
 
     @field_validator("timeframe")
     @classmethod
@@ -96,6 +115,7 @@ class DivergenceConfig(_Pair):
     """Residual z-score, opposite moves and swing structure of a against b."""
 
     type: Literal["divergence"]
+    outputs: ClassVar[tuple[str, ...]] = Divergence.outputs
     window: int = Field(30, ge=2)
     lookback: int = Field(20, ge=2)
     threshold: float = Field(0.05, ge=0)
@@ -164,6 +184,7 @@ class MACrossConfig(_Single):
     """Spread and position of a fast against a slow moving average."""
 
     type: Literal["ma_cross"]
+    outputs: ClassVar[tuple[str, ...]] = MACross.outputs
     fast: int = Field(ge=1)
     slow: int = Field(ge=2)
     kind: Literal["sma", "ema"] = "sma"
@@ -192,6 +213,149 @@ MetricConfig = Annotated[
 ]
 
 
+def output_columns(name: str, metric: MetricConfig) -> tuple[str, ...]:
+    """Return a metric's output names: its name, or ``name.output`` for several outputs."""
+    if len(metric.outputs) == 1:
+        return (name,)
+    return tuple(f"{name}.{output}" for output in metric.outputs)
+
+
+Band = tuple[float, float]
+
+
+class Moving(Model):
+    """A move of at least ``pct`` percent (or ``by`` units) within ``bars`` bars."""
+
+    bars: int = Field(ge=1)
+    pct: float | None = Field(None, gt=0)
+    by: float | None = Field(None, gt=0)
+
+
+class Condition(Model):
+    """Exactly one operator and its operand."""
+
+    above: float | None = None
+    below: float | None = None
+    inside: Band | None = None
+    outside: Band | None = None
+    equals: float | None = None
+    crosses_above: float | None = None
+    crosses_below: float | None = None
+    enters: Band | None = None
+    exits: Band | None = None
+    moving_up_pct: Moving | None = None
+    moving_down_pct: Moving | None = None
+    moving_up: Moving | None = None
+    moving_down: Moving | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Condition:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            names = ", ".join(type(self).model_fields)
+            raise ValueError(f"give exactly one operator (one of {names}); got {given or 'none'}")
+        operand = getattr(self, given[0])
+        if isinstance(operand, tuple) and operand[0] > operand[1]:
+            raise ValueError(f"{given[0]}: the band [lo, hi] needs lo <= hi")
+        if isinstance(operand, Moving):
+            wanted = "pct" if given[0].endswith("_pct") else "by"
+            if getattr(operand, wanted) is None:
+                raise ValueError(f"{given[0]} needs {{{wanted}: ..., bars: ...}}")
+        return self
+
+    @property
+    def operator(self) -> str:
+        """Return the operator's name."""
+        return next(n for n in type(self).model_fields if getattr(self, n) is not None)
+
+    @property
+    def operand(self) -> Any:
+        """Return the operator's operand."""
+        return getattr(self, self.operator)
+
+    @property
+    def is_edge(self) -> bool:
+        """Return whether the operator fires on a change rather than holds as a level."""
+        return self.operator not in ("above", "below", "inside", "outside", "equals")
+
+
+class RuleConfig(Model):
+    """One alert rule on a metric output."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    metric: str
+    condition: Condition
+    clear: Condition | None = None
+    for_: int | str = Field(1, alias="for")
+    on: Literal["close", "tick"] = "close"
+    severity: Severity = "warning"
+    send_resolved: bool = False
+    repeat_interval: Duration | None = None
+    cooldown: Duration | None = None
+    chart: bool = False
+    title: str = "{{ rule }}: {{ metric }} {{ state }}"
+    message: str = "{{ metric }} = {{ value | round(4) }} (was {{ previous | round(4) }})"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("for_")
+    @classmethod
+    def _for_is_bars_or_duration(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("for: at least 1 bar")
+            return value
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_the_operator(self) -> RuleConfig:
+        edge = self.condition.is_edge
+        if edge and (self.clear or self.for_ != 1 or self.send_resolved or self.repeat_interval):
+            raise ValueError(
+                f"{self.condition.operator} is an edge operator: it fires once per crossing, "
+                "so clear, for, send_resolved and repeat_interval do not apply"
+            )
+        if self.clear is not None and self.clear.is_edge:
+            raise ValueError("clear takes a level operator (above, below, inside, outside)")
+        if self.on == "tick" and self.for_ != 1:
+            raise ValueError("for counts closed bars: it applies to on: close rules only")
+        for field in ("title", "message"):
+            try:
+                check_template(getattr(self, field))
+            except TemplateError as exc:
+                raise ValueError(f"{field}: {exc}") from None
+        return self
+
+
+class NotifyTarget(Model):
+    """An apprise URL (tgram://, slack://, json://, mailto:// …) and its routing tags."""
+
+    url: SecretStr
+    tags: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+class NotifyConfig(Model):
+    """Where alerts go and how delivery retries."""
+
+    urls: tuple[NotifyTarget, ...] = ()
+    # severity -> tags; a target with tags gets an alert when they meet; no tags: every alert
+    routes: dict[Severity, tuple[str, ...]] = {
+        "info": ("info",),
+        "warning": ("warning",),
+        "critical": ("critical",),
+    }
+    rate_per_minute: int = Field(20, ge=1)
+    retry_initial: Duration = 2.0
+    retry_max: Duration = 300.0
+    timeout: Duration = 30.0
+
+
 class Settings(BaseSettings):
     """The whole configuration: feeds, derived series and metrics."""
 
@@ -202,6 +366,9 @@ class Settings(BaseSettings):
     feeds: dict[str, FeedConfig]
     series: dict[str, RatioConfig] = {}
     metrics: dict[str, MetricConfig] = {}
+    rules: tuple[RuleConfig, ...] = ()
+    notify: NotifyConfig = NotifyConfig()
+    state_dir: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -238,7 +405,58 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"metrics.{name}.series: MFI needs volume, but {metric.series!r} is a ratio"
                 )
+        columns = self.metric_columns()
+        seen: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            if rule.name in seen:
+                raise ValueError(f"rules.{i}.name: {rule.name!r} is used twice")
+            seen.add(rule.name)
+            if rule.metric not in columns:
+                raise ValueError(
+                    f"rules.{i}.metric: unknown metric output {rule.metric!r} "
+                    f"(known: {', '.join(columns)})"
+                )
+            names = {column.partition(".")[0] for column in columns}
+            for field in ("title", "message"):
+                try:
+                    check_template(getattr(rule, field), names)
+                except TemplateError as exc:
+                    raise ValueError(f"rules.{i}.{field}: {exc}") from None
         return self
+
+    def resolved_state_dir(self) -> Path:
+        """Return the state directory: configured, systemd's, XDG's, or ~/.local/state."""
+        if self.state_dir is not None:
+            return self.state_dir
+        if os.environ.get("STATE_DIRECTORY"):
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+        return Path(base) / "moodring"
+
+    def metric_columns(self) -> dict[str, str]:
+        """Return every metric output name and the metric it belongs to."""
+        return {
+            column: name
+            for name, metric in self.metrics.items()
+            for column in output_columns(name, metric)
+        }
+
+    def rule_bars(self, rule: RuleConfig) -> int:
+        """Return a rule's ``for`` in bars of its metric's timeframe (durations round up)."""
+        if isinstance(rule.for_, int):
+            return rule.for_
+        metric = self.metrics[self.metric_columns()[rule.metric]]
+        bar_s = Timeframe.parse(metric.timeframe).ms / 1000
+        return max(1, math.ceil(parse_duration(rule.for_) / bar_s))
+
+    def stale_feeds_of(self, rule: RuleConfig) -> tuple[str, ...]:
+        """Return the feeds a rule's metric reads (directly or through a ratio)."""
+        metric = self.metrics[self.metric_columns()[rule.metric]]
+        legs: list[str] = []
+        for series in metric.inputs():
+            ratio = self.series.get(series)
+            legs.extend(ratio.ratio if ratio else (series,))
+        return tuple(dict.fromkeys(legs))
 
 
 class ConfigError(Exception):
@@ -265,7 +483,7 @@ def format_errors(file: Path, exc: ValidationError) -> str:
     lines = [f"{file}: invalid configuration ({exc.error_count()} error(s))"]
     for error in exc.errors():
         path = ".".join(str(p) for p in error["loc"] if not _is_union_tag(p))
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (typo?)"
         lines.append(f"  {path or '<root>'}: {message}")

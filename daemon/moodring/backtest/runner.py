@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ from moodring.market.frame import BarFrame, join_frames, ratio_frame
 from moodring.market.resample import infer_step, resample
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.base import PairIndicator
+from moodring.rules.alert import Alert
+from moodring.rules.book import FeedState, RuleBook
 from moodring.settings import Settings
 
 
@@ -80,13 +83,21 @@ def run_batch(
 
 
 def run_streaming(
-    settings: Settings, history: Mapping[str, FeedHistory], metrics: list[str]
+    settings: Settings,
+    history: Mapping[str, FeedHistory],
+    metrics: list[str],
+    alerts: list[Alert] | None = None,
 ) -> MetricTable:
-    """Feed every history bar, in time order across feeds, through the daemon's engine."""
-    subset = settings.model_copy(
-        update={"metrics": {name: settings.metrics[name] for name in metrics}}
-    )
+    """Feed every history bar, in time order across feeds, through the daemon's engine.
+
+    Bars of the same time are one moment for the rules; with ``alerts`` given, the
+    engine's rules run too and what they would have sent is appended to it.
+    """
+    subset = _only(settings, metrics, with_rules=alerts is not None)
     engine = Engine(subset)
+    if alerts is not None:
+        engine.rules.subscribe(alerts.append)
+    feed_events = stale_events(subset, history)
     recorded: dict[str, tuple[list[int], list[float]]] = {
         column: ([], []) for node in engine.metrics.values() for column in node.outputs
     }
@@ -98,14 +109,95 @@ def run_streaming(
             values.append(value)
 
     engine.subscribe(record)
+    moment: int | None = None
+    stack = ExitStack()
     for feed, t, bar in merged_bars(history):
+        if t != moment:
+            stack.close()
+            while feed_events and feed_events[0][0] <= t:
+                engine.rules.set_feed_state(*_feed_event(feed_events.pop(0)))
+            stack.enter_context(engine.deferred())
+            moment = t
         engine.on_candle(feed, t, bar, closed=True, length_ms=history[feed].step_ms)
+    stack.close()
+    for event in feed_events:
+        engine.rules.set_feed_state(*_feed_event(event))
     return MetricTable.from_series(
         {
             column: (np.asarray(times, np.int64), np.asarray(values, np.float64))
             for column, (times, values) in recorded.items()
         }
     )
+
+
+def evaluate_rules(
+    settings: Settings, table: MetricTable, history: Mapping[str, FeedHistory]
+) -> list[Alert]:
+    """Run the rules over a metrics table row by row, as the streaming engine would."""
+    alerts: list[Alert] = []
+    now = [0]
+
+    def prices() -> dict[str, float]:
+        """Return each feed's close of its latest bar at the row's time."""
+        out = {}
+        for feed, h in history.items():
+            i = int(np.searchsorted(h.bars.time, now[0], "right")) - 1
+            if i >= 0:
+                out[feed] = float(h.bars.close[i])
+        return out
+
+    book = RuleBook(_only(settings, None, with_rules=True), prices=prices)
+    book.subscribe(alerts.append)
+    feed_events = stale_events(settings, history)
+    names = list(table.columns)
+    columns = [table.columns[name].tolist() for name in names]
+    latest = {name: float("nan") for name in names}
+    for row, t in enumerate(table.time.tolist()):
+        now[0] = t
+        while feed_events and feed_events[0][0] <= t:
+            book.set_feed_state(*_feed_event(feed_events.pop(0)))
+        updates = []
+        for name, column in zip(names, columns, strict=True):
+            value = column[row]
+            if value == value:
+                latest[name] = value
+                updates.append((name, t, value))
+        if updates:
+            book.close(updates, latest)
+    for event in feed_events:
+        book.set_feed_state(*_feed_event(event))
+    return alerts
+
+
+def stale_events(
+    settings: Settings, history: Mapping[str, FeedHistory]
+) -> list[tuple[int, str, FeedState]]:
+    """Return (time, feed, state) where a history gap outlasts the feed's ``stale_after``."""
+    events: list[tuple[int, str, FeedState]] = []
+    for feed, feed_history in history.items():
+        limit = settings.feeds[feed].stale_after
+        if limit is None:
+            continue
+        t = feed_history.bars.time
+        ends = t[:-1] + feed_history.step_ms
+        stale = (t[1:] - ends) > limit * 1000
+        for end, back in zip(ends[stale].tolist(), t[1:][stale].tolist(), strict=True):
+            events.append((end + int(limit * 1000), feed, "stale"))
+            events.append((back, feed, "ok"))
+    return sorted(events)
+
+
+def _feed_event(event: tuple[int, str, FeedState]) -> tuple[str, FeedState, int]:
+    time, feed, state = event
+    return feed, state, time
+
+
+def _only(settings: Settings, metrics: list[str] | None, *, with_rules: bool) -> Settings:
+    """Return the settings with only ``metrics`` (all if None) and their rules, or no rules."""
+    kept = settings.metrics if metrics is None else {m: settings.metrics[m] for m in metrics}
+    columns = {column for column, metric in settings.metric_columns().items() if metric in kept}
+    rules = tuple(r for r in settings.rules if r.metric in columns) if with_rules else ()
+    return settings.model_copy(update={"metrics": kept, "rules": rules})
 
 
 def merged_bars(history: Mapping[str, FeedHistory]) -> Iterator[tuple[str, int, Bar]]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from moodring.times import iso_time
 
 
 @dataclass(slots=True)
@@ -52,10 +53,3 @@ class MetricTable:
                 row = [iso_time(t)]
                 row.extend("" if math.isnan(c[i]) else repr(c[i]) for c in columns)
                 writer.writerow(row)
-
-
-def iso_time(t_ms: int) -> str:
-    """Format epoch milliseconds as ISO-8601 UTC with a ``Z``."""
-    moment = datetime.fromtimestamp(t_ms / 1000, UTC)
-    text = moment.isoformat(timespec="milliseconds" if t_ms % 1000 else "seconds")
-    return text.replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""Delivery: the durable outbox, apprise senders and alert charts."""

@@ -1,0 +1,279 @@
+"""Deliver the outbox off the engine's path: one worker per target, in order, with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from moodring.delivery.outbox import KEEP_DELIVERED, Outbox
+from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
+from moodring.rules.alert import Alert
+from moodring.settings import NotifyConfig
+
+log = logging.getLogger("moodring.delivery")
+
+IDLE_POLL = 60.0  # an idle worker re-reads the outbox this often even without a kick
+CRASH_PAUSE = 1.0  # pause after an unexpected error in a worker (e.g. the database)
+JITTER = 0.1
+
+RenderChart = Callable[[dict], Awaitable[bytes | None]]
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a minute, burst ``rate``, on an injectable clock."""
+
+    def __init__(self, rate_per_minute: int, now: float) -> None:
+        self.capacity = float(rate_per_minute)
+        self.per_second = rate_per_minute / 60.0
+        self.tokens = self.capacity
+        self.last = now
+
+    def take(self, now: float) -> float:
+        """Take a token and return 0, or return the seconds until one is available."""
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.last) * self.per_second)
+        self.last = max(self.last, now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.per_second
+
+
+class Dispatcher:
+    """Drain the outbox through apprise: per-target order, backoff, rate limit, charts.
+
+    Use from the event loop thread. Shut down with ``await drain(t)`` while ``run()`` is
+    still running, then cancel ``run()``: cancelling mid-send leaves that delivery pending,
+    so it is sent again on the next start (at least once, never silently dropped).
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        notify: NotifyConfig,
+        *,
+        sender: Sender | None = None,
+        render_chart: RenderChart | None = None,
+        chart_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._outbox = outbox
+        self._notify = notify
+        self._sender = sender if sender is not None else Sender(notify)
+        self._render_chart = render_chart
+        self._chart_dir = chart_dir if chart_dir is not None else outbox.path.parent / "charts"
+        self._clock = clock
+        self._urls: dict[str, str] = {}
+        for target in notify.urls:
+            url = target.url.get_secret_value()
+            self._urls.setdefault(target_id(url), url)
+        self._masked = {tid: mask_url(url) for tid, url in self._urls.items()}
+        now = clock()
+        self._buckets = {tid: _Bucket(notify.rate_per_minute, now) for tid in self._urls}
+        self._locks = {tid: asyncio.Lock() for tid in self._urls}
+        self._wake = {tid: asyncio.Event() for tid in self._urls}
+        self._progress = asyncio.Event()
+        self._charts: OrderedDict[str, asyncio.Task[Path | None]] = OrderedDict()
+        self._random = random.Random()
+        self._running = False
+        self._sent = 0
+        self._failed = 0
+
+    @property
+    def sent(self) -> int:
+        """Return how many deliveries succeeded since start."""
+        return self._sent
+
+    @property
+    def failed(self) -> int:
+        """Return how many delivery attempts failed since start."""
+        return self._failed
+
+    @property
+    def queued(self) -> int:
+        """Return the outbox depth (undelivered rows)."""
+        return self._outbox.depth()
+
+    def targets_for(self, alert: Alert) -> list[str]:
+        """Return the target ids an alert is routed to."""
+        ids = (target_id(t.url.get_secret_value()) for t in routed_targets(alert, self._notify))
+        return list(dict.fromkeys(ids))
+
+    def enqueue(self, alert: Alert) -> bool:
+        """Add an alert for its routed targets and kick the workers; False if a duplicate."""
+        added = self._outbox.add(alert, self.targets_for(alert))
+        if added:
+            self.kick()
+        return added
+
+    def kick(self) -> None:
+        """Wake every worker: there is new work (call after ``outbox.add``)."""
+        for event in self._wake.values():
+            event.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled: one worker per target."""
+        if self._running:
+            raise RuntimeError("Dispatcher.run() is already running")
+        self._prepare()
+        self._running = True
+        workers = [asyncio.create_task(self._worker(tid)) for tid in self._urls]
+        try:
+            await asyncio.gather(*workers)
+            await asyncio.Event().wait()  # no targets: idle until cancelled
+        finally:
+            self._running = False
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> bool:
+        """Deliver what is due (and falls due) within ``timeout``; return whether all is sent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        workers: list[asyncio.Task[None]] = []
+        if not self._running:
+            self._prepare()
+            workers = [asyncio.create_task(self._worker(tid)) for tid in self._urls]
+        try:
+            self.kick()
+            while True:
+                self._progress.clear()  # before the check, so no progress goes unseen
+                remaining = deadline - loop.time()
+                if self._outbox.depth() == 0 or remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), remaining)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        depth = self._outbox.depth()
+        if depth:
+            log.warning("drain: %d delivery(ies) still queued after %.1f s", depth, timeout)
+        return depth == 0
+
+    def _prepare(self) -> None:
+        """Drop rows of targets no longer configured and prune old chart files."""
+        for tid in self._outbox.targets():
+            if tid not in self._urls:
+                dropped = self._outbox.drop(tid)
+                log.warning(
+                    "dropped %d undelivered alert(s) for target %s: no longer configured",
+                    dropped,
+                    tid,
+                )
+        if self._chart_dir.is_dir():
+            cutoff = time.time() - KEEP_DELIVERED
+            for png in self._chart_dir.glob("*.png"):
+                with contextlib.suppress(OSError):
+                    if png.stat().st_mtime < cutoff:
+                        png.unlink()
+
+    async def _worker(self, tid: str) -> None:
+        """Deliver one target's rows in order, forever."""
+        wake = self._wake[tid]
+        while True:
+            wake.clear()
+            try:
+                wait = await self._step(tid)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery worker for %s failed; retrying", self._masked[tid])
+                wait = CRASH_PAUSE
+            self._progress.set()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), min(wait, IDLE_POLL))
+
+    async def _step(self, tid: str) -> float:
+        """Try the target's head row if due and allowed; return 0 or the seconds to wait."""
+        async with self._locks[tid]:
+            rows = self._outbox.pending(tid, limit=1)
+            if not rows:
+                return math.inf
+            head = rows[0]
+            now = self._clock()
+            if head.next_try > now:
+                return head.next_try - now
+            wait = self._buckets[tid].take(now)
+            if wait > 0:
+                return wait
+            attachment = await self._chart(head.alert)
+            error = await self._sender.deliver(self._urls[tid], head.alert, attachment)
+            attempt = head.attempts + 1
+            if error is None:
+                self._outbox.mark_delivered(head.id)
+                self._sent += 1
+                log.info("sent %s to %s (attempt %d)", head.alert.key, self._masked[tid], attempt)
+            else:
+                delay = self._backoff(attempt)
+                self._outbox.mark_failed(head.id, error, self._clock() + delay)
+                self._failed += 1
+                log.warning(
+                    "send %s to %s failed (attempt %d, retry in %.2f s): %s",
+                    head.alert.key,
+                    self._masked[tid],
+                    attempt,
+                    delay,
+                    error,
+                )
+            return 0.0
+
+    def _backoff(self, attempt: int) -> float:
+        """Return the delay after a failed attempt: doubling from retry_initial, capped, ±10 %."""
+        notify = self._notify
+        base = min(notify.retry_max, notify.retry_initial * 2.0 ** min(attempt - 1, 60))
+        return base * self._random.uniform(1.0 - JITTER, 1.0 + JITTER)
+
+    async def _chart(self, alert: Alert) -> Path | None:
+        """Return the alert's chart PNG, rendering it once; None without chart or on failure."""
+        if alert.chart is None or self._render_chart is None:
+            return None
+        task = self._charts.get(alert.key)
+        if task is None:
+            task = asyncio.create_task(self._render(alert))
+            self._charts[alert.key] = task
+            while len(self._charts) > 256:
+                self._charts.popitem(last=False)
+        return await asyncio.shield(task)
+
+    async def _render(self, alert: Alert) -> Path | None:
+        """Render the chart to ``chart_dir/<sha256 of key>.png`` unless the file exists."""
+        path = self._chart_dir / f"{hashlib.sha256(alert.key.encode()).hexdigest()}.png"
+        if path.is_file():
+            return path
+        assert self._render_chart is not None and alert.chart is not None
+        try:
+            data = await asyncio.wait_for(
+                self._render_chart(alert.chart), self._notify.timeout or None
+            )
+        except Exception as exc:
+            log.warning(
+                "chart for %s failed (%s: %s); sending without it",
+                alert.key,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        if not data:
+            log.warning("chart for %s rendered nothing; sending without it", alert.key)
+            return None
+        try:
+            self._chart_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("chart for %s not saved (%s); sending without it", alert.key, exc)
+            return None
+        return path

@@ -1,0 +1,158 @@
+"""Send one alert to one apprise URL; routing, target ids and URL masking."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import apprise
+
+from moodring.rules.alert import Alert
+from moodring.settings import NotifyConfig, NotifyTarget
+
+log = logging.getLogger("moodring.delivery")
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+class _QuietFilter(logging.Filter):
+    """Drop apprise's log records emitted by this thread while ``quiet`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return whether the record may pass."""
+        return not getattr(self.local, "quiet", False)
+
+
+_QUIET = _QuietFilter()
+logging.getLogger("apprise").addFilter(_QUIET)
+
+
+@contextmanager
+def _apprise_quiet() -> Iterator[None]:
+    """Silence apprise in this thread: it logs unparseable URLs verbatim."""
+    _QUIET.local.quiet = True
+    try:
+        yield
+    finally:
+        _QUIET.local.quiet = False
+
+
+def target_id(url: str) -> str:
+    """Return a stable id of a URL that does not reveal it (16 hex chars of its sha256)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=128)
+def mask_url(url: str) -> str:
+    """Return the URL in apprise's privacy form, without its query; ``scheme://***`` if unknown."""
+    with _apprise_quiet():
+        try:
+            plugin = apprise.Apprise.instantiate(url)
+        except Exception:
+            plugin = None
+        if plugin is not None:
+            try:
+                return plugin.url(privacy=True).partition("?")[0]
+            except Exception:
+                pass
+    match = _SCHEME.match(url)
+    return f"{match.group(1).lower()}://***" if match else "***"
+
+
+def routed_targets(alert: Alert, notify: NotifyConfig) -> list[NotifyTarget]:
+    """Return the targets an alert goes to: untagged ones, and tagged ones its route meets."""
+    route = set(notify.routes.get(alert.severity, ()))
+    return [target for target in notify.urls if not target.tags or route & set(target.tags)]
+
+
+def notify_type(alert: Alert) -> apprise.NotifyType:
+    """Return apprise's notify type: success when resolved, else by severity."""
+    if alert.state == "resolved":
+        return apprise.NotifyType.SUCCESS
+    return {
+        "critical": apprise.NotifyType.FAILURE,
+        "warning": apprise.NotifyType.WARNING,
+    }.get(alert.severity, apprise.NotifyType.INFO)
+
+
+class Sender:
+    """One apprise.Apprise per target URL, created once; sends bounded by ``notify.timeout``."""
+
+    def __init__(self, notify: NotifyConfig) -> None:
+        self._timeout = notify.timeout or None
+        self._apprise: dict[str, apprise.Apprise | None] = {}
+        for target in notify.urls:
+            self._load(target.url.get_secret_value())
+
+    def _load(self, url: str) -> apprise.Apprise | None:
+        """Return the Apprise object of a URL (None if apprise cannot parse it)."""
+        if url in self._apprise:
+            return self._apprise[url]
+        ap: apprise.Apprise | None = apprise.Apprise()
+        with _apprise_quiet():
+            ok = ap.add(url)
+        if not ok:
+            log.error("notify URL %s cannot be parsed by apprise", mask_url(url))
+            ap = None
+        self._apprise[url] = ap
+        return ap
+
+    async def deliver(self, target_url: str, alert: Alert, attachment: Path | None) -> str | None:
+        """Send an alert; return None on success, else why it failed (never the URL)."""
+        ap = self._load(target_url)
+        if ap is None:
+            return "apprise cannot parse the URL"
+        try:
+            result = await asyncio.wait_for(
+                ap.async_notify(
+                    body=alert.message,
+                    title=alert.title,
+                    notify_type=notify_type(alert),
+                    attach=str(attachment) if attachment is not None else None,
+                ),
+                timeout=self._timeout,
+            )
+        except TimeoutError:
+            return f"timed out after {self._timeout:g} s"
+        except Exception as exc:
+            return f"apprise raised {type(exc).__name__}"
+        if result:
+            return None
+        return _reason(result, target_url)
+
+    async def send(self, target_url: str, alert: Alert, attachment: Path | None) -> bool:
+        """Send an alert; return whether it was accepted (never raises, logs failures)."""
+        try:
+            error = await self.deliver(target_url, alert, attachment)
+        except Exception as exc:
+            error = f"{type(exc).__name__}"
+        if error is not None:
+            log.warning("send %s to %s failed: %s", alert.key, mask_url(target_url), error)
+        return error is None
+
+
+def _reason(result: object, url: str) -> str:
+    """Return a failure's status and apprise's last warning, with any URL scrubbed."""
+    status = getattr(result, "status", None)
+    reason = f"apprise {getattr(status, 'name', 'failure')}"
+    messages = [
+        entry.message
+        for entry in getattr(result, "logs", list)()
+        if entry.level in ("WARNING", "ERROR", "CRITICAL")
+    ]
+    if messages:
+        text = messages[-1].replace(url, "<url>")
+        reason += ": " + _URL_LIKE.sub("<url>", text)[:300]
+    return reason

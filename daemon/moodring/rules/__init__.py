@@ -1,0 +1,1 @@
+"""Rules: conditions on metric values, alert state machines, templates and silences."""
