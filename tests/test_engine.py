@@ -124,7 +124,9 @@ def test_default_engine_keeps_bounded_history() -> None:
     capacities = {
         (name, tf): source.bars.time.capacity for (name, tf), source in engine._sources.items()
     }
-    # the largest window a metric needs: divergence 2 x lookback 20, correlation 30 + 1
-    assert capacities[("eth", "1d")] == 40
-    assert capacities[("rut", "1d")] == 40
+    # the largest window a metric needs (divergence 2 x lookback 20), or what a chart
+    # shows (2 x 120 bars for the charted eth_rut_corr rule)
+    assert capacities[("eth", "1d")] == 240
+    assert capacities[("rut", "1d")] == 240
+    assert capacities[("btc", "1d")] == 2  # read only through the ratio
     assert capacities[("ethbtc", "1d")] == 21

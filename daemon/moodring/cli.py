@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,13 +22,15 @@ from moodring.backtest.csvfile import CsvError, load_csv
 from moodring.backtest.runner import (
     FeedHistory,
     evaluate_rules,
+    merged_bars,
     run_batch,
     run_streaming,
     runnable_metrics,
 )
+from moodring.engine import Engine
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
-from moodring.settings import DEFAULT_CONFIG, ConfigError, load_settings
+from moodring.settings import DEFAULT_CONFIG, ConfigError, RuleConfig, Settings, load_settings
 from moodring.times import format_duration, iso_time, parse_duration
 
 log = logging.getLogger("moodring")
@@ -37,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("apprise", "urllib3"):  # at DEBUG they log whole URLs, tokens included
+        logging.getLogger(noisy).setLevel(logging.INFO)
     try:
         return int(args.handler(args))
     except (ConfigError, CsvError, UsageError) as exc:
@@ -93,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     silence.add_argument("--list", action="store_true", help="show the silences in force")
     silence.add_argument("--clear", action="store_true", help="remove RULE's silence (or all)")
     silence.set_defaults(handler=_silence)
+
+    test_alert = commands.add_parser(
+        "test-alert", help="send a test message with a chart to every configured URL"
+    )
+    test_alert.add_argument("-c", "--config", type=Path, help="YAML config (default: built-in)")
+    test_alert.set_defaults(handler=_test_alert)
     return parser
 
 
@@ -184,6 +197,60 @@ def _silence(args: argparse.Namespace) -> int:
     s = silences.add(args.rule, seconds, args.reason)
     print(f"silenced {s.rule} until {iso_time(int(s.until * 1000))}")
     return 0
+
+
+def _test_alert(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if not settings.notify.urls:
+        raise UsageError(
+            "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
+        )
+    return asyncio.run(_send_test_alerts(settings))
+
+
+async def _send_test_alerts(settings: Settings) -> int:
+    from moodring.delivery.charts import render_with_budget
+    from moodring.delivery.sender import Sender, mask_url
+
+    chart = sample_chart()
+    png = await render_with_budget(chart) if chart else None
+    sender = Sender(settings.notify)
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        attachment = None
+        if png is not None:
+            attachment = Path(tmp) / "moodring-test.png"
+            attachment.write_bytes(png)
+        for target in settings.notify.urls:
+            url = target.url.get_secret_value()
+            alert = Alert(
+                "test-alert", "firing", int(time.time() * 1000), "eth_rut_corr", math.nan, "info",
+                "moodring test alert",
+                f"If you can read this, moodring reaches {mask_url(url)}. The chart shows the "
+                "bundled sample: ETH against the Russell 2000 and their 30-day correlation.",
+            )  # fmt: skip
+            ok = await sender.send(url, alert, attachment)
+            failures += not ok
+            print(f"{'OK    ' if ok else 'FAILED'}  {mask_url(url)}")
+    return 1 if failures else 0
+
+
+def sample_chart() -> dict[str, Any] | None:
+    """Return the chart of a correlation alert on the bundled sample history."""
+    base = load_settings()
+    rule = RuleConfig(name="sample", metric="eth_rut_corr", condition={"below": 0.3},
+                      clear={"above": 0.45}, chart=True)  # fmt: skip
+    settings = base.model_copy(
+        update={"metrics": {"eth_rut_corr": base.metrics["eth_rut_corr"]}, "rules": (rule,)}
+    )
+    history = {f: FeedHistory.of(load_csv(SAMPLES / f"{f}_1d.csv").bars) for f in ("eth", "rut")}
+    engine = Engine(settings)
+    for feed, t, bar in merged_bars(history):
+        engine.on_candle(feed, t, bar, closed=True, length_ms=history[feed].step_ms)
+    chart = engine.chart_data(rule, engine.metrics["eth_rut_corr"].time)
+    if chart is not None:
+        chart["title"] = "moodring test alert: ETH vs the Russell 2000 (bundled sample)"
+    return chart
 
 
 def print_alerts(alerts: list[Alert], style: str) -> None:

@@ -105,7 +105,8 @@ class Engine:
             metric = settings.metrics[settings.metric_columns()[column]]
             for series in metric.inputs():
                 key = (series, metric.timeframe)
-                self._capacity[key] = max(self._capacity.get(key, 0), CHART_BARS)
+                # 24/7 inputs of a metric on trading days need more bars for the same span
+                self._capacity[key] = max(self._capacity.get(key, 0), 2 * CHART_BARS)
         self._sources: dict[tuple[str, str], BarSource] = {}
         self._joins: dict[tuple[str, str, str], Join] = {}
         self._builders: dict[str, list[BarBuilder]] = {name: [] for name in settings.feeds}

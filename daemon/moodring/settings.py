@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -38,9 +39,12 @@ DEFAULT_CONFIG = Path(__file__).with_name("defaults") / "moodring.yaml"
 
 
 class Model(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable."""
+    """Base of every config section: unknown keys are errors, values are immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Errors never echo the offending value: it may be a secret (a token in a URL).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class FeedConfig(Model):
@@ -296,7 +300,9 @@ class RuleConfig(Model):
     title: str = "{{ rule }}: {{ metric }} {{ state }}"
     message: str = "{{ metric }} = {{ value | round(4) }} (was {{ previous | round(4) }})"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
+    )
 
     @field_validator("for_")
     @classmethod
@@ -339,28 +345,62 @@ class NotifyTarget(Model):
     def _plain_url(cls, value: Any) -> Any:
         return {"url": value} if isinstance(value, str) else value
 
+    @field_validator("url")
+    @classmethod
+    def _apprise_knows_it(cls, url: SecretStr) -> SecretStr:
+        import apprise  # only configs with URLs pay for it
+
+        quiet = logging.getLogger("apprise")
+        was, quiet.disabled = quiet.disabled, True  # apprise logs bad URLs, secrets and all
+        try:
+            ok = apprise.Apprise.instantiate(url.get_secret_value()) is not None
+        finally:
+            quiet.disabled = was
+        if not ok:
+            scheme = url.get_secret_value().partition("://")[0] or "?"
+            raise ValueError(f"apprise cannot use this {scheme}:// URL (check its form)")
+        return url
+
+
+DEFAULT_ROUTES: dict[str, tuple[str, ...]] = {
+    "info": ("info",),
+    "warning": ("warning",),
+    "critical": ("critical",),
+}
+
 
 class NotifyConfig(Model):
     """Where alerts go and how delivery retries."""
 
     urls: tuple[NotifyTarget, ...] = ()
     # severity -> tags; a target with tags gets an alert when they meet; no tags: every alert
-    routes: dict[Severity, tuple[str, ...]] = {
-        "info": ("info",),
-        "warning": ("warning",),
-        "critical": ("critical",),
-    }
+    routes: dict[Severity, tuple[str, ...]] = DEFAULT_ROUTES
     rate_per_minute: int = Field(20, ge=1)
-    retry_initial: Duration = 2.0
+    retry_initial: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 2.0
     retry_max: Duration = 300.0
-    timeout: Duration = 30.0
+    timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _over_defaults(cls, routes: Any) -> Any:
+        return {**DEFAULT_ROUTES, **routes} if isinstance(routes, dict) else routes
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> NotifyConfig:
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must not be shorter than retry_initial")
+        return self
 
 
 class Settings(BaseSettings):
     """The whole configuration: feeds, derived series and metrics."""
 
     model_config = SettingsConfigDict(
-        extra="forbid", frozen=True, env_prefix="MOODRING_", env_nested_delimiter="__"
+        extra="forbid",
+        frozen=True,
+        env_prefix="MOODRING_",
+        env_nested_delimiter="__",
+        hide_input_in_errors=True,
     )
 
     feeds: dict[str, FeedConfig]

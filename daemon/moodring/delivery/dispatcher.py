@@ -28,6 +28,10 @@ JITTER = 0.1
 RenderChart = Callable[[dict], Awaitable[bytes | None]]
 
 
+# Seconds between WAL checkpoints of the outbox.
+CHECKPOINT_EVERY = 5.0
+
+
 class _Bucket:
     """A token bucket: ``rate`` tokens a minute, burst ``rate``, on an injectable clock."""
 
@@ -126,6 +130,7 @@ class Dispatcher:
         self._prepare()
         self._running = True
         workers = [asyncio.create_task(self._worker(tid)) for tid in self._urls]
+        workers.append(asyncio.create_task(self._checkpoints()))
         try:
             await asyncio.gather(*workers)
             await asyncio.Event().wait()  # no targets: idle until cancelled
@@ -134,6 +139,15 @@ class Dispatcher:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _checkpoints(self, every: float = CHECKPOINT_EVERY) -> None:
+        """Fold the outbox's WAL into its database now and then, off the event loop."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(self._outbox.checkpoint)
+            except Exception as exc:  # a busy database only delays the next one
+                log.warning("outbox checkpoint failed: %s", exc)
 
     async def drain(self, timeout: float) -> bool:
         """Deliver what is due (and falls due) within ``timeout``; return whether all is sent."""

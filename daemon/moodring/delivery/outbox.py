@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +72,9 @@ class Outbox:
         # NORMAL in WAL mode: commits survive a killed process, not necessarily a power loss.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # No checkpoint (an fsync of the WAL) inside add() on the engine's path: the
+        # dispatcher calls checkpoint() from a worker thread instead.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
         self._prune(time.time() - keep)
 
@@ -123,6 +127,12 @@ class Outbox:
             "UPDATE deliveries SET attempts = attempts + 1, error = ?, next_try = ? WHERE id = ?",
             (error, next_try, delivery_id),
         )
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database (own connection: safe from a worker thread)."""
+        with closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def depth(self) -> int:
         """Return how many deliveries are still undelivered."""

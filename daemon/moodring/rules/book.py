@@ -10,7 +10,7 @@ from typing import Any, Literal
 from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert, AlertState
 from moodring.rules.conditions import Edge, Level, edge_test, level_test, threshold_of
-from moodring.rules.templates import metric_namespace, render
+from moodring.rules.templates import metric_namespace, prepare, render
 from moodring.settings import RuleConfig, Settings
 from moodring.times import format_duration, iso_time
 
@@ -113,6 +113,7 @@ class RuleBook:
     ) -> None:
         self.settings = settings
         self.rules = [Rule(config, settings) for config in settings.rules]
+        prepare(text for rule in settings.rules for text in (rule.title, rule.message))
         self._prices = prices
         self._chart = chart
         self._listeners: list[AlertListener] = []
@@ -248,6 +249,8 @@ class RuleBook:
         if note:
             message = f"{message} {note}"
         chart = self._chart(config, time) if (config.chart and self._chart) else None
+        if chart is not None:
+            chart["title"] = title
         return Alert(
             config.name, state, time, config.metric, value, config.severity,
             title, message, chart,

@@ -41,6 +41,12 @@ def check_template(text: str, names: Iterable[str] | None = None) -> None:
             )
 
 
+def prepare(texts: Iterable[str]) -> None:
+    """Compile templates ahead of time, so the first alert does not pay for it."""
+    for text in texts:
+        _compiled(text)
+
+
 def render(text: str, context: Mapping[str, Any]) -> str:
     """Render a checked template; a failure at run time gives the raw text and a warning."""
     try:
