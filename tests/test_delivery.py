@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from pydantic import SecretStr
 from moodring.delivery.dispatcher import Dispatcher, _Bucket
 from moodring.delivery.outbox import Outbox
 from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
+from moodring.delivery.sink import AlertSink
 from moodring.rules.alert import Alert
+from moodring.rules.silences import Silences
 from moodring.settings import NotifyConfig, NotifyTarget
 from tests.receiver import Receiver
 
@@ -576,3 +579,20 @@ async def test_no_raw_url_in_logs_or_errors_during_failing_sends(
     assert "failed" in caplog.text
     for secret in (url, "S3cretPw", bad, "sekrit-token-3"):
         assert secret not in text
+
+
+def test_sink_drops_silenced_alerts_and_queues_the_rest(
+    outbox: Outbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="moodring.delivery")
+    silences = Silences(tmp_path / "silences.json")
+    silences.add("quiet", 3600, "maintenance", now=1000.0)
+    dispatcher = Dispatcher(outbox, notify_for("json://127.0.0.1:9/x"))
+    sink = AlertSink(dispatcher, silences, clock=lambda: 2000.0)
+    sink(replace(make_alert(1), rule="quiet"))
+    sink(replace(make_alert(2), rule="loud"))
+    assert sink.silenced == 1 and outbox.depth() == 1
+    assert "silenced quiet" in caplog.text and "maintenance" in caplog.text
+    later = AlertSink(dispatcher, silences, clock=lambda: 1000.0 + 3601)
+    later(replace(make_alert(3), rule="quiet"))  # the silence has expired
+    assert outbox.depth() == 2
