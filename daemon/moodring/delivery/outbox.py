@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -90,9 +90,9 @@ class Outbox:
                 (cutoff,),
             )
 
-    def _transaction(self) -> _Transaction:
+    def _transaction(self) -> AbstractContextManager[None]:
         """Return a context manager for one BEGIN ... COMMIT (ROLLBACK on error)."""
-        return _Transaction(self._db)
+        return _transaction(self._db)
 
     def add(self, alert: Alert, targets: Sequence[str]) -> bool:
         """Store an alert and one delivery per target; False if its key was ever added."""
@@ -169,19 +169,13 @@ class Outbox:
         self.close()
 
 
-class _Transaction:
-    """BEGIN on enter; COMMIT on a clean exit, ROLLBACK on an exception."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN; COMMIT on a clean exit, ROLLBACK on an exception."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
