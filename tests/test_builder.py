@@ -743,3 +743,46 @@ def test_advance_never_fills_between_candles() -> None:
             builder.advance(1_500_000)
         builder.add_candle(1_500_000, 2.0, 2.0, 2.0, 2.0, 1.0, closed=True, length_ms=300_000)
         assert [b.time for b in closed] == [0, 1_500_000]
+
+
+def test_hold_and_settle_replace_gap_bars_with_the_exchanges_own() -> None:
+    """Bars a disconnection overlapped are held, then settled from REST klines, in order."""
+    m = 60_000
+    builder = BarBuilder(Timeframe.parse("1m"), fill_gaps=True)
+    out: list[Bar] = []
+    builder.subscribe(out.append)
+    builder.add_trade(0 * m + 1, 10.0, 1.0, 1)
+    builder.add_trade(1 * m + 1, 11.0, 1.0, 2)
+    builder.add_trade(2 * m + 1, 12.0, 1.0, 3)  # bar 2 forming when the socket drops
+    builder.hold()  # disconnected: hold everything
+    builder.add_trade(5 * m + 30_000, 15.0, 1.0, 9)  # first live trade: bar 5 is partial
+    builder.hold(5 * m)
+    assert [b.time // m for b in out] == [0, 1]  # 2 (partial) and flat 3, 4 are held
+    builder.add_trade(6 * m + 1, 16.0, 1.0, 10)  # bar 5 closes: held too
+    builder.add_trade(7 * m + 1, 17.0, 1.0, 11)  # bar 6 closes while the repair is in flight
+    assert builder.holding and [b.time // m for b in out] == [0, 1]
+    # the feed fetches klines up to the suspect bar 5; a later one (7) must not be emitted
+    rest = [Bar(t * m, 10.0 + t, 10.5 + t, 9.5 + t, 10.2 + t, 7.0) for t in (2, 3, 4, 5, 7)]
+    builder.settle(rest)
+    assert [b.time // m for b in out] == [0, 1, 2, 3, 4, 5, 6]  # 7 is forming: not from REST
+    assert out[2:6] == rest[:4]  # the exchange's bars replaced the partial and flat ones
+    assert out[6] == Bar(6 * m, 16.0, 16.0, 16.0, 16.0, 1.0)  # closed after the gap: own bar
+    assert not builder.holding and builder.forming().time == 7 * m
+    builder.add_trade(8 * m + 1, 18.0, 1.0, 12)
+    assert out[-1].time == 7 * m  # no longer held
+
+
+def test_settle_inserts_bars_that_never_formed_here() -> None:
+    m = 60_000
+    builder = BarBuilder(Timeframe.parse("1m"), fill_gaps=False)
+    out: list[Bar] = []
+    builder.subscribe(out.append)
+    builder.add_trade(0 * m + 1, 10.0, 1.0, None)
+    builder.hold()
+    builder.add_trade(3 * m + 1, 13.0, 1.0, None)  # closes bar 0 (held); 1, 2 never formed
+    builder.hold(3 * m)
+    builder.add_trade(4 * m + 1, 14.0, 1.0, None)  # closes bar 3 (held)
+    rest = [Bar(t * m, t, t, t, t, 1.0) for t in range(0, 5)]
+    builder.settle(rest)
+    assert [b.time // m for b in out] == [0, 1, 2, 3]
+    assert out == rest[:4]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from moodring.market.bar import Bar
 from moodring.market.ring import BarRing
@@ -11,6 +11,8 @@ from moodring.market.timeframe import Timeframe
 
 BarListener = Callable[[Bar], None]
 _NAN = float("nan")
+# hold() without a bound: hold everything until told how far the gap reaches
+HOLD_ALL = 2**62
 
 
 class BarBuilder:
@@ -27,6 +29,8 @@ class BarBuilder:
         "_base",
         "_forming",
         "_from_trades",
+        "_held",
+        "_hold_through",
         "_listeners",
         "_recent_ids",
         "_seen_ids",
@@ -71,6 +75,8 @@ class BarBuilder:
         self._base: tuple[float, float, float, float] | None = None
         self._forming: Bar | None = None
         self._from_trades = False
+        self._held: list[Bar] = []
+        self._hold_through = -1
 
     def subscribe(self, listener: BarListener) -> None:
         """Call ``listener`` with every closed bar."""
@@ -177,6 +183,43 @@ class BarBuilder:
         if self.fill_gaps and self._from_trades and self.time < 0:
             self._fill_until(self.timeframe.floor(now_ms))
 
+    def hold(self, through_ms: int = HOLD_ALL) -> None:
+        """Hold back closed bars opening at or before ``through_ms`` (and any after them).
+
+        After a disconnection the bars it overlapped miss trades: they wait here until the
+        feed ``settle``s them with the exchange's own klines, so closed bars stay exact.
+        """
+        self._hold_through = through_ms
+
+    @property
+    def holding(self) -> bool:
+        """Return whether closed bars are being held back."""
+        return self._hold_through >= 0 or bool(self._held)
+
+    @property
+    def hold_through(self) -> int:
+        """Return the open time up to which bars are held (-1 when not holding)."""
+        return self._hold_through
+
+    def settle(self, bars: Iterable[Bar]) -> None:
+        """Release held bars, the exchange's version of each where given, in time order.
+
+        Given bars that never formed here (all of their interval fell in the gap) are
+        inserted; given bars later than the last held one are not (they may be forming).
+        """
+        queue, self._held, self._hold_through = self._held, [], -1
+        if not queue:
+            return
+        fixed = {b.time: b for b in bars}
+        last_held = queue[-1].time
+        delivered = self._delivered
+        times = sorted({b.time for b in queue} | {t for t in fixed if t <= last_held})
+        own = {b.time: b for b in queue}
+        for t in times:
+            if t > delivered:
+                self._deliver(fixed.get(t) or own[t])
+                delivered = t
+
     def _folded(self) -> tuple[float, float, float, float]:
         """Return the forming bar so far as (open, high, low, volume)."""
         return (self.open, self.high, self.low, self.volume)
@@ -202,6 +245,17 @@ class BarBuilder:
     def _emit(self, bar: Bar) -> None:
         self.last_time = bar.time
         self.last_close = bar.close
+        if self._held or 0 <= bar.time <= self._hold_through:
+            self._held.append(bar)
+            return
+        self._deliver(bar)
+
+    @property
+    def _delivered(self) -> int:
+        last = self.bars.last()
+        return -1 if last is None else last.time
+
+    def _deliver(self, bar: Bar) -> None:
         self.bars.push(bar)
         for listener in self._listeners:
             listener(bar)

@@ -1,0 +1,25 @@
+"""What a feed hands on: trades, candles, its health, and the frames it had to skip."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from moodring.market.bar import Bar
+
+FeedState = Literal["ok", "stale", "closed"]
+
+
+class FeedSink(Protocol):
+    """Where a feed delivers; the daemon passes these on to the engine and the logs."""
+
+    def trade(self, feed: str, t_ms: int, price: float, amount: float, trade_id: object) -> None:
+        """Take one trade."""
+
+    def candle(self, feed: str, bar: Bar, *, closed: bool, length_ms: int) -> None:
+        """Take one exchange candle (history, gap-fill, or a forming candle)."""
+
+    def state(self, feed: str, state: FeedState, t_ms: int) -> None:
+        """Take a change of the feed's health."""
+
+    def bad_frame(self, feed: str, reason: str, detail: str) -> None:
+        """Count a frame that was skipped, and why."""
