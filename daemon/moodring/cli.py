@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"moodring {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    run = commands.add_parser("run", help="run the daemon: live feeds, rules and alerts")
+    run.add_argument("-c", "--config", type=Path, help="YAML config (default: built-in)")
+    run.add_argument(
+        "--record", type=Path, metavar="DIR", help="append closed bars to DIR/<feed>_<tf>.csv"
+    )
+    run.set_defaults(handler=_run)
+
     backtest = commands.add_parser(
         "backtest", help="replay history CSVs through the engine and write metric values"
     )
@@ -115,6 +122,17 @@ def _date(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date or datetime: {text!r}") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _run(args: argparse.Namespace) -> int:
+    from moodring.service.daemon import Daemon  # ccxt is heavy: only the daemon pays for it
+
+    settings = load_settings(args.config)
+
+    async def main() -> int:
+        return await Daemon(settings, record=args.record).run()
+
+    return asyncio.run(main())
 
 
 def _backtest(args: argparse.Namespace) -> int:

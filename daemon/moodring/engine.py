@@ -7,7 +7,7 @@ the backtest feeds it history; both read the same metric values and get the same
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -192,13 +192,13 @@ class Engine:
         if self._closed and not self._deferred:
             self._flush()
 
-    def advance(self, now_ms: int) -> None:
-        """Close every bar whose interval has ended by ``now_ms``."""
-        for builders in self._builders.values():
-            for builder in builders:
+    def advance(self, now_ms: int, feeds: Iterable[str] | None = None) -> None:
+        """Close every bar (of ``feeds``, default all) whose interval has ended by ``now_ms``."""
+        for feed in self._builders if feeds is None else feeds:
+            for builder in self._builders[feed]:
                 builder.advance(now_ms)
-        for node in self.metrics.values():
-            node.dirty = True
+            for node in self._dependents[feed]:
+                node.dirty = True
         if self._closed and not self._deferred:
             self._flush()
 

@@ -56,6 +56,8 @@ class FeedConfig(Model):
     stream: Literal["trades", "ohlcv"] = "trades"
     market: Literal["crypto", "equity"] = "crypto"
     stale_after: Duration | None = None
+    ws_url: str | None = None
+    rest_url: str | None = None
 
     @property
     def round_the_clock(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 from moodring.market.bar import Bar
@@ -16,7 +17,10 @@ class FeedSink(Protocol):
         """Take one trade."""
 
     def candle(self, feed: str, bar: Bar, *, closed: bool, length_ms: int) -> None:
-        """Take one exchange candle (history, gap-fill, or a forming candle)."""
+        """Take one exchange candle (a forming or closed kline of a live stream)."""
+
+    def history(self, feed: str, bars: Sequence[Bar], *, length_ms: int) -> None:
+        """Take closed history bars (warm-up): they fill windows but send no alerts."""
 
     def state(self, feed: str, state: FeedState, t_ms: int) -> None:
         """Take a change of the feed's health."""

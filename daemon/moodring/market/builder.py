@@ -197,6 +197,13 @@ class BarBuilder:
         return self._hold_through >= 0 or bool(self._held)
 
     @property
+    def held_from(self) -> int:
+        """Return the open time of the first held bar (the next bar to close if none)."""
+        if self._held:
+            return self._held[0].time
+        return self.last_time + self.timeframe.ms if self.last_time >= 0 else -1
+
+    @property
     def hold_through(self) -> int:
         """Return the open time up to which bars are held (-1 when not holding)."""
         return self._hold_through

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from moodring.feeds.base import FeedState
 from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert, AlertState
 from moodring.rules.conditions import Edge, Level, edge_test, level_test, threshold_of
@@ -14,7 +16,6 @@ from moodring.rules.templates import metric_namespace, prepare, render
 from moodring.settings import RuleConfig, Settings
 from moodring.times import format_duration, iso_time
 
-FeedState = Literal["ok", "stale", "closed"]
 AlertListener = Callable[[Alert], None]
 ChartSource = Callable[[RuleConfig, int], dict[str, Any] | None]
 _NAN = float("nan")
@@ -129,6 +130,7 @@ class RuleBook:
         self._values: Mapping[str, float] = {}
         self._rank = {column: i for i, column in enumerate(settings.metric_columns())}
         self.feed_states: dict[str, FeedState] = {feed: "ok" for feed in settings.feeds}
+        self._quiet = False
         self._stale_since: dict[str, int] = {}
 
     @property
@@ -256,7 +258,18 @@ class RuleBook:
             title, message, chart,
         )  # fmt: skip
 
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Evaluate without telling anyone (warm-up history: its alerts are in the past)."""
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
+
     def _emit(self, alert: Alert) -> None:
+        if self._quiet:
+            return
         for listener in self._listeners:
             listener(alert)
 

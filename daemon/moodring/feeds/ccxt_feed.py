@@ -1,0 +1,281 @@
+"""Crypto feeds through ccxt.pro: one client per exchange, trades in, gaps repaired from REST."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt.pro as ccxtpro
+from ccxt.base.errors import BaseError, NetworkError
+
+from moodring.feeds.backoff import Backoff
+from moodring.feeds.base import FeedSink
+from moodring.feeds.health import trade_problem
+from moodring.market.bar import Bar
+from moodring.market.builder import HOLD_ALL, BarBuilder
+from moodring.settings import FeedConfig
+
+log = logging.getLogger("moodring.feeds.ccxt")
+
+# Reconnect before exchanges drop a stream themselves (Binance: after 24 h).
+RECONNECT_EVERY = 23 * 3600.0
+# ccxt's own caches stay small: moodring's ring buffers are the source of truth.
+CACHE_LIMIT = 500
+
+
+@dataclass(slots=True)
+class _Repair:
+    """A builder's gap: held bars waiting for the exchange's klines."""
+
+    builder: BarBuilder
+    feed: str
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class ExchangeStats:
+    """Counters of one exchange connection."""
+
+    trades: int = 0
+    reconnects: int = 0
+    repairs: int = 0
+    last_frame: float = 0.0
+    per_feed: dict[str, int] = field(default_factory=dict)
+
+
+class ExchangeFeeds:
+    """All feeds of one exchange on one ccxt.pro client.
+
+    Watches trades (``watch_trades_for_symbols`` where the exchange has it), each call
+    bounded by a timeout; on a network error, a silent socket or the daily forced
+    reconnect it reconnects with capped backoff. The bars a disconnection overlapped are
+    held back in the bar builders and settled from the exchange's REST klines once the
+    first bar seen whole since has closed, so closed bars equal an unbroken stream.
+    """
+
+    def __init__(
+        self,
+        exchange: str,
+        feeds: Mapping[str, FeedConfig],
+        sink: FeedSink,
+        builders: Callable[[str], list[BarBuilder]],
+        *,
+        timeout: float = 30.0,
+        reconnect_every: float = RECONNECT_EVERY,
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.feeds = dict(feeds)
+        self.sink = sink
+        self._builders = builders
+        self.timeout = timeout
+        self.reconnect_every = reconnect_every
+        self.stats = ExchangeStats()
+        self._by_symbol: dict[str, list[str]] = {}
+        for name, feed in self.feeds.items():
+            self._by_symbol.setdefault(feed.symbol, []).append(name)
+        self._factory = client_factory or self._make_client
+        self._client = self._factory()
+        self._offset_ms = 0
+        self._last_trade_ms = -1
+        self._last_trade_at = 0.0
+        self._repairs: dict[int, _Repair] = {}
+        self._awaiting_first: set[str] = set()
+        self.warmed = asyncio.Event()
+
+    def _make_client(self) -> Any:
+        cls = getattr(ccxtpro, self.exchange, None)
+        if cls is None:
+            raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
+        client = cls({"enableRateLimit": True, "newUpdates": True})
+        client.options["tradesLimit"] = CACHE_LIMIT
+        client.options["OHLCVLimit"] = CACHE_LIMIT
+        first = next(iter(self.feeds.values()))
+        if first.ws_url or first.rest_url:
+            configure_urls(client, first.ws_url, first.rest_url)
+        return client
+
+    def now_ms(self) -> int:
+        """Return the exchange's clock (local time corrected by the measured offset)."""
+        return int(time.time() * 1000) + self._offset_ms
+
+    def clock_ms(self) -> int:
+        """Return the latest trade time moved on by the wall time since it arrived.
+
+        The bar-closing timer uses this: it never runs ahead of the stream (a replay that
+        is faster than real time only makes it lag, and trades close bars anyway).
+        """
+        if self._last_trade_ms < 0:
+            return self.now_ms()
+        return self._last_trade_ms + int((time.monotonic() - self._last_trade_at) * 1000)
+
+    async def run(self) -> None:
+        """Stream until cancelled, reconnecting as needed."""
+        backoff = Backoff(1.0, 60.0)
+        first = True
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    if first:
+                        await self._warm_up()
+                        first = False
+                        self.warmed.set()
+                        self._gap_begins()  # the forming bar came from REST: repair it too
+                    backoff.reset()
+                    await self._stream()
+                except (BaseError, TimeoutError, OSError) as exc:
+                    self.stats.reconnects += 1
+                    self._gap_begins()
+                    delay = backoff.next()
+                    log.warning(
+                        "%s: %s: %s; reconnecting in %.1f s",
+                        self.exchange, type(exc).__name__, str(exc)[:200], delay,
+                    )  # fmt: skip
+                    await self._close_sockets()
+                    await asyncio.sleep(delay)
+        finally:
+            for repair in self._repairs.values():
+                if repair.task is not None:
+                    repair.task.cancel()
+            await self._client.close()
+
+    async def _connect(self) -> None:
+        client = self._client
+        await asyncio.wait_for(client.load_markets(), self.timeout)
+        try:
+            server = await asyncio.wait_for(client.fetch_time(), self.timeout)
+            self._offset_ms = int(server) - int(time.time() * 1000)
+        except (BaseError, TimeoutError, TypeError):
+            self._offset_ms = 0  # not every exchange tells its time
+        log.info("%s: connected (%d symbols)", self.exchange, len(self._by_symbol))
+
+    async def _warm_up(self) -> None:
+        """Fill every builder with closed history bars, so metrics are valid from the start."""
+        for name, feed in self.feeds.items():
+            for builder in self._builders(name):
+                bars = await self._klines(feed.symbol, builder, None)
+                now = self.now_ms()
+                tf = builder.timeframe.ms
+                closed = [bar for bar in bars if bar.time + tf <= now]
+                self.sink.history(name, closed, length_ms=tf)
+                for bar in bars[len(closed) :]:
+                    self.sink.candle(name, bar, closed=False, length_ms=tf)
+                log.info("%s: warmed up %d %s bars", name, len(closed), builder.timeframe)
+
+    async def _klines(self, symbol: str, builder: BarBuilder, since: int | None) -> list[Bar]:
+        tf = builder.timeframe
+        limit = builder.bars.time.capacity + 1
+        if since is None:
+            since = self.now_ms() - limit * tf.ms
+        rows = await asyncio.wait_for(
+            self._client.fetch_ohlcv(symbol, tf.name, since=since, limit=min(limit, 1000)),
+            self.timeout,
+        )
+        return [Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]),
+                    float(r[5] or 0.0)) for r in rows]  # fmt: skip
+
+    async def _stream(self) -> None:
+        client = self._client
+        symbols = list(self._by_symbol)
+        batch = client.has.get("watchTradesForSymbols") and len(symbols) > 1
+        started = time.monotonic()
+        while time.monotonic() - started < self.reconnect_every:
+            watch = client.watch_trades_for_symbols(symbols) if batch else self._any(symbols)
+            trades = await asyncio.wait_for(watch, self.timeout)
+            self.stats.last_frame = time.monotonic()
+            for trade in trades:
+                self._on_trade(trade)
+        log.info("%s: daily reconnect", self.exchange)
+        raise NetworkError("scheduled reconnect")
+
+    async def _any(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """Return the trades of whichever symbol's watch answers first."""
+        tasks = [asyncio.ensure_future(self._client.watch_trades(s)) for s in symbols]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        trades: list[dict[str, Any]] = []
+        for task in done:
+            trades.extend(task.result())
+        return trades
+
+    def _on_trade(self, trade: dict[str, Any]) -> None:
+        names = self._by_symbol.get(trade.get("symbol") or "")
+        if not names:
+            return
+        t, price, amount = trade.get("timestamp"), trade.get("price"), trade.get("amount")
+        for name in names:
+            problem = trade_problem(t, price, amount, self.now_ms())
+            if problem is not None:
+                self.sink.bad_frame(name, problem, repr(trade.get("info"))[:200])
+                continue
+            self.stats.trades += 1
+            if t > self._last_trade_ms:
+                self._last_trade_ms, self._last_trade_at = t, time.monotonic()
+            self.stats.per_feed[name] = self.stats.per_feed.get(name, 0) + 1
+            if name in self._awaiting_first:
+                self._awaiting_first.discard(name)
+                for builder in self._builders(name):
+                    builder.hold(builder.timeframe.floor(t))  # this bar may lack trades
+            self.sink.trade(name, t, price, amount, trade.get("id"))
+            for builder in self._builders(name):
+                self._maybe_repair(name, builder)
+
+    def _gap_begins(self) -> None:
+        """Hold every builder's closed bars until the gap is repaired."""
+        for name in self.feeds:
+            self._awaiting_first.add(name)
+            for builder in self._builders(name):
+                builder.hold(HOLD_ALL)
+
+    def _maybe_repair(self, feed: str, builder: BarBuilder) -> None:
+        through = builder.hold_through
+        if through < 0 or through == HOLD_ALL or builder.last_time < through:
+            return  # not holding, or the first bar seen whole has not closed yet
+        key = id(builder)
+        repair = self._repairs.get(key)
+        if repair is not None and repair.task is not None and not repair.task.done():
+            return
+        repair = self._repairs[key] = _Repair(builder, feed)
+        repair.task = asyncio.get_running_loop().create_task(self._repair(repair, through))
+
+    async def _repair(self, repair: _Repair, through: int) -> None:
+        builder, feed = repair.builder, repair.feed
+        symbol = self.feeds[feed].symbol
+        since = builder.held_from
+        backoff = Backoff(1.0, 30.0)
+        for _ in range(8):
+            try:
+                bars = await self._klines(symbol, builder, since)
+            except (BaseError, TimeoutError, OSError) as exc:
+                log.warning("%s: gap repair failed (%s); retrying", feed, type(exc).__name__)
+                await asyncio.sleep(backoff.next())
+                continue
+            builder.settle(b for b in bars if b.time <= through)
+            self.stats.repairs += 1
+            log.info("%s: %s bars since %d repaired from REST", feed, builder.timeframe, since)
+            return
+        log.error("%s: gap repair gave up; releasing the bars as received", feed)
+        builder.settle(())
+
+    async def _close_sockets(self) -> None:
+        """Close the client's sockets; a closed ccxt client is spent, so make a new one."""
+        try:
+            await self._client.close()
+        except Exception as exc:  # closing a broken client must not stop the loop
+            log.debug("%s: close: %s", self.exchange, exc)
+        self._client = self._factory()
+
+
+def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:
+    """Point a ccxt.pro Binance-like client at other endpoints (testnet, proxy, fake)."""
+    if ws_url:
+        client.urls["api"]["ws"]["spot"] = ws_url
+    if rest_url:
+        client.urls["api"]["public"] = rest_url
+        client.options["fetchMarkets"] = {"types": ["spot"]}

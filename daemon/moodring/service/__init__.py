@@ -1,0 +1,1 @@
+"""The daemon: lifecycle, the feed-to-engine sink, bar recording."""

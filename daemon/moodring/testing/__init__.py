@@ -1,0 +1,1 @@
+"""Testing aids users run too: the fake exchange."""
