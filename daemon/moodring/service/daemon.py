@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 
 from moodring.delivery.charts import render_with_budget
@@ -13,12 +14,16 @@ from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.outbox import Outbox
 from moodring.delivery.sink import AlertSink
 from moodring.engine import Engine
+from moodring.feeds.backoff import Backoff
+from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.ccxt_feed import ExchangeFeeds
+from moodring.feeds.yahoo import HistoryError, YahooStreamer, fetch_history
+from moodring.market.bar import Bar
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.service.recorder import BarRecorder
 from moodring.service.sink import EngineSink
-from moodring.settings import Settings
+from moodring.settings import FeedConfig, Settings
 from moodring.times import iso_time
 
 log = logging.getLogger("moodring")
@@ -27,6 +32,13 @@ log = logging.getLogger("moodring")
 CLOSE_GRACE_MS = 2_000
 # How long shutdown may spend delivering what is queued (systemd waits 5 s for us).
 DRAIN_SECONDS = 3.0
+YAHOO_STREAMER = "wss://streamer.finance.yahoo.com/?version=2"
+YAHOO_CHART = "https://query2.finance.yahoo.com"
+# moodring timeframe -> Yahoo chart interval and a range that covers the windows
+YAHOO_INTERVALS = {
+    "1m": ("1m", "5d"), "5m": ("5m", "1mo"), "15m": ("15m", "1mo"), "1h": ("60m", "3mo"),
+    "1d": ("1d", "2y"), "1w": ("1wk", "5y"),
+}  # fmt: skip
 
 
 class Daemon:
@@ -59,6 +71,8 @@ class Daemon:
     def _exchange_feeds(self) -> list[ExchangeFeeds]:
         groups: dict[tuple[str, str | None, str | None], dict] = {}
         for name, feed in self.settings.feeds.items():
+            if feed.source == "yahoo":
+                continue
             if feed.source != "ccxt":
                 log.warning("%s: source %s is not supported yet; feed skipped", name, feed.source)
                 continue
@@ -75,6 +89,9 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         tasks = [asyncio.create_task(ex.run(), name=f"feed {ex.exchange}") for ex in self.exchanges]
+        for name, feed in self.settings.feeds.items():
+            if feed.source == "yahoo":
+                tasks.append(asyncio.create_task(self._yahoo(name, feed), name=f"feed {name}"))
         tasks.append(asyncio.create_task(self._clock(), name="clock"))
         delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
         log.info("moodring running: %d feed(s), %d rule(s)", len(self.settings.feeds),
@@ -100,12 +117,50 @@ class Daemon:
         """Ask the daemon to stop (signal handlers call this)."""
         self.stopping.set()
 
+    async def _yahoo(self, name: str, feed: FeedConfig) -> None:
+        """Warm a Yahoo feed up from chart history (retrying meanwhile), then stream it."""
+        streamer = YahooStreamer(
+            name, feed.symbol, self.sink, url=feed.ws_url or YAHOO_STREAMER,
+            calendar=MarketCalendar(), stale_after=feed.stale_after,
+        )  # fmt: skip
+        warm = asyncio.create_task(self._yahoo_history(name, feed))
+        try:
+            await streamer.run()
+        finally:
+            warm.cancel()
+
+    async def _yahoo_history(self, name: str, feed: FeedConfig) -> None:
+        backoff = Backoff(2.0, 300.0)
+        for builder in self.engine.builders(name):
+            interval, span = YAHOO_INTERVALS.get(builder.timeframe.name, ("1d", "2y"))
+            while True:
+                try:
+                    frame = await fetch_history(
+                        feed.symbol, interval, span, base_url=feed.rest_url or YAHOO_CHART
+                    )
+                    break
+                except (HistoryError, OSError) as exc:
+                    delay = backoff.next()
+                    log.warning("%s: history: %s; retrying in %.0f s", name, exc, delay)
+                    await asyncio.sleep(delay)
+            tf = builder.timeframe.ms
+            now = int(time.time() * 1000)
+            bars = [Bar(*row) for row in zip(*(c.tolist() for c in (
+                frame.time, frame.open, frame.high, frame.low, frame.close, frame.volume)),
+                strict=True)]  # fmt: skip
+            closed = [bar for bar in bars if bar.time + tf <= now]
+            self.sink.history(name, closed, length_ms=tf)
+            log.info("%s: warmed up %d %s bars", name, len(closed), builder.timeframe)
+
     async def _clock(self) -> None:
         """Close bars whose interval has ended even when no trade comes to close them."""
+        wall_clocked = [n for n, f in self.settings.feeds.items() if f.source != "ccxt"]
         while True:
             await asyncio.sleep(1.0)
             for exchange in self.exchanges:
                 self.engine.advance(exchange.clock_ms() - CLOSE_GRACE_MS, exchange.feeds)
+            if wall_clocked:
+                self.engine.advance(int(time.time() * 1000) - CLOSE_GRACE_MS, wall_clocked)
 
 
 def _log_alert(alert: Alert) -> None:

@@ -1,0 +1,637 @@
+"""Yahoo Finance equity feed: the streamer websocket (protobuf ticks) and chart-API history.
+
+The streamer speaks the protocol yfinance's ``WebSocket`` uses: send
+``{"subscribe": [symbols]}`` (repeated every 15 s as a keep-alive), receive JSON text frames
+``{"message": <base64 PricingData>}``. ``PricingData`` is decoded here with a small protobuf
+wire-format reader, so neither yfinance nor the protobuf package is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import math
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any, Protocol
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from moodring.feeds.backoff import Backoff
+from moodring.feeds.base import FeedSink, FeedState
+from moodring.market.frame import BarFrame
+
+log = logging.getLogger("moodring.feeds.yahoo")
+
+STREAMER_URL = "wss://streamer.finance.yahoo.com/?version=2"
+CHART_BASE_URL = "https://query2.finance.yahoo.com"
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+)
+# Ticks stamped before 1973-03-03 are taken as seconds or garbage, never as epoch ms.
+MIN_TIME_MS = 100_000_000_000
+
+# --- protobuf wire format -----------------------------------------------------------------
+
+_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+_U64 = (1 << 64) - 1
+_STR, _F32, _F64, _S64, _I32 = "string", "float", "double", "sint64", "int32"
+_WIRE_OF = {_STR: _LEN, _F32: _FIXED32, _F64: _FIXED64, _S64: _VARINT, _I32: _VARINT}
+_FLOAT = struct.Struct("<f")
+_DOUBLE = struct.Struct("<d")
+
+# Field numbers and types of yfinance's pricing.proto (message PricingData, proto3).
+PRICING_FIELDS: dict[int, tuple[str, str]] = {
+    1: ("id", _STR),
+    2: ("price", _F32),
+    3: ("time", _S64),
+    4: ("currency", _STR),
+    5: ("exchange", _STR),
+    6: ("quote_type", _I32),
+    7: ("market_hours", _I32),
+    8: ("change_percent", _F32),
+    9: ("day_volume", _S64),
+    10: ("day_high", _F32),
+    11: ("day_low", _F32),
+    12: ("change", _F32),
+    13: ("short_name", _STR),
+    14: ("expire_date", _S64),
+    15: ("open_price", _F32),
+    16: ("previous_close", _F32),
+    17: ("strike_price", _F32),
+    18: ("underlying_symbol", _STR),
+    19: ("open_interest", _S64),
+    20: ("options_type", _S64),
+    21: ("mini_option", _S64),
+    22: ("last_size", _S64),
+    23: ("bid", _F32),
+    24: ("bid_size", _S64),
+    25: ("ask", _F32),
+    26: ("ask_size", _S64),
+    27: ("price_hint", _S64),
+    28: ("vol_24hr", _S64),
+    29: ("vol_all_currencies", _S64),
+    30: ("from_currency", _STR),
+    31: ("last_market", _STR),
+    32: ("circulating_supply", _F64),
+    33: ("market_cap", _F64),
+}
+
+# PricingData.MarketHours and the QuoteType values seen on index and equity streams.
+PRE_MARKET, REGULAR_MARKET, POST_MARKET, EXTENDED_HOURS_MARKET = 0, 1, 2, 3
+QUOTE_HEARTBEAT, QUOTE_EQUITY, QUOTE_INDEX, QUOTE_ETF = 7, 8, 9, 20
+
+
+class FrameError(ValueError):
+    """A frame that cannot be decoded; ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class PricingTick:
+    """One decoded ``PricingData`` message (proto3 defaults for absent fields)."""
+
+    id: str
+    price: float
+    time_ms: int
+    day_volume: int
+    market_hours: int
+    change_percent: float
+    day_high: float
+    day_low: float
+    quote_type: int
+    currency: str = ""
+    exchange: str = ""
+    change: float = 0.0
+    short_name: str = ""
+    open_price: float = 0.0
+    previous_close: float = 0.0
+    last_size: int = 0
+    bid: float = 0.0
+    ask: float = 0.0
+    price_hint: int = 0
+    market_cap: float = 0.0
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Return (unsigned 64-bit value, next position) of the varint at ``pos``."""
+    result = 0
+    shift = 0
+    end = len(buf)
+    while True:
+        if pos >= end:
+            raise FrameError("truncated", f"varint runs past the end at byte {pos}")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result & _U64, pos
+        shift += 7
+        if shift >= 70:
+            raise FrameError("protobuf", f"varint longer than 10 bytes before byte {pos}")
+
+
+def _zigzag(value: int) -> int:
+    """Decode a zigzag-encoded sint64."""
+    return (value >> 1) ^ -(value & 1)
+
+
+def _int32(value: int) -> int:
+    """Return the signed int32 held in the low 32 bits of a varint."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _b64(payload: str | bytes) -> bytes:
+    """Decode standard base64, tolerating whitespace and missing padding."""
+    if isinstance(payload, str):
+        try:
+            raw = payload.encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise FrameError("base64", "non-ASCII characters") from exc
+    else:
+        raw = bytes(payload)
+    raw = b"".join(raw.split())
+    if len(raw) % 4:
+        raw += b"=" * (-len(raw) % 4)
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FrameError("base64", str(exc)) from exc
+
+
+def parse_pricing(buf: bytes) -> dict[str, Any]:
+    """Parse raw ``PricingData`` bytes into {field name: value}; unknown fields are skipped."""
+    out: dict[str, Any] = {}
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise FrameError("protobuf", f"field number 0 at byte {pos}")
+        spec = PRICING_FIELDS.get(number)
+        if spec is not None and wire != _WIRE_OF[spec[1]]:
+            raise FrameError(
+                "wire_type",
+                f"field {number} ({spec[0]}) has wire type {wire}, expected a {spec[1]}",
+            )
+        if wire == _VARINT:
+            value, pos = _read_varint(buf, pos)
+            if spec is not None:
+                out[spec[0]] = _zigzag(value) if spec[1] == _S64 else _int32(value)
+        elif wire == _FIXED64:
+            if pos + 8 > end:
+                raise FrameError("truncated", f"fixed64 field {number} runs past the end")
+            if spec is not None:
+                out[spec[0]] = _DOUBLE.unpack_from(buf, pos)[0]
+            pos += 8
+        elif wire == _LEN:
+            size, pos = _read_varint(buf, pos)
+            if pos + size > end:
+                raise FrameError(
+                    "truncated", f"field {number} wants {size} bytes, {end - pos} left"
+                )
+            if spec is not None:
+                try:
+                    out[spec[0]] = buf[pos : pos + size].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise FrameError("utf8", f"field {number} ({spec[0]}): {exc}") from exc
+            pos += size
+        elif wire == _FIXED32:
+            if pos + 4 > end:
+                raise FrameError("truncated", f"fixed32 field {number} runs past the end")
+            if spec is not None:
+                out[spec[0]] = _FLOAT.unpack_from(buf, pos)[0]
+            pos += 4
+        else:
+            raise FrameError("wire_type", f"unsupported wire type {wire} for field {number}")
+    return out
+
+
+def decode_pricing(payload: str | bytes) -> PricingTick:
+    """Decode one base64 ``PricingData`` message (the streamer's ``message``) into a tick."""
+    f = parse_pricing(_b64(payload))
+    return PricingTick(
+        id=f.get("id", ""),
+        price=f.get("price", 0.0),
+        time_ms=f.get("time", 0),
+        day_volume=f.get("day_volume", 0),
+        market_hours=f.get("market_hours", 0),
+        change_percent=f.get("change_percent", 0.0),
+        day_high=f.get("day_high", 0.0),
+        day_low=f.get("day_low", 0.0),
+        quote_type=f.get("quote_type", 0),
+        currency=f.get("currency", ""),
+        exchange=f.get("exchange", ""),
+        change=f.get("change", 0.0),
+        short_name=f.get("short_name", ""),
+        open_price=f.get("open_price", 0.0),
+        previous_close=f.get("previous_close", 0.0),
+        last_size=f.get("last_size", 0),
+        bid=f.get("bid", 0.0),
+        ask=f.get("ask", 0.0),
+        price_hint=f.get("price_hint", 0),
+        market_cap=f.get("market_cap", 0.0),
+    )
+
+
+def frame_payload(frame: str | bytes) -> str | None:
+    """Return the base64 of a ``{"message": ...}`` or bare base64 frame; None if it has none."""
+    if isinstance(frame, bytes | bytearray | memoryview):
+        try:
+            text = bytes(frame).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FrameError("encoding", "binary frame is not UTF-8 text") from exc
+    else:
+        text = frame
+    text = text.strip()
+    if not text.startswith(("{", "[")):
+        return text
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise FrameError("json", str(exc)) from exc
+    if not isinstance(obj, dict):
+        raise FrameError("json", f"expected an object, got {type(obj).__name__}")
+    message = obj.get("message")
+    if message is None:
+        return None
+    if not isinstance(message, str):
+        raise FrameError("json", f"'message' is a {type(message).__name__}, not a string")
+    return message
+
+
+# --- the streamer -------------------------------------------------------------------------
+
+
+class Sessions(Protocol):
+    """What the streamer asks of a market calendar (``MarketCalendar`` fits)."""
+
+    def is_open(self, t_ms: int) -> bool:
+        """Return True when the market is in its regular session at ``t_ms``."""
+        ...
+
+
+class YahooStreamer:
+    """Streams one symbol's ticks from Yahoo's websocket into a ``FeedSink``, reconnecting."""
+
+    def __init__(
+        self,
+        feed: str,
+        symbol: str,
+        sink: FeedSink,
+        *,
+        url: str = STREAMER_URL,
+        calendar: Sessions | None = None,
+        stale_after: float | None = None,
+        timeout: float = 30.0,
+        resubscribe_every: float = 15.0,
+        healthy_after: float = 60.0,
+        tz: str = "America/New_York",
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.feed = feed
+        self.symbol = symbol
+        self.sink = sink
+        self.url = url
+        self.calendar = calendar
+        self.stale_after = stale_after
+        self.timeout = timeout
+        self.resubscribe_every = resubscribe_every
+        self.healthy_after = healthy_after
+        self.tz = ZoneInfo(tz)
+        self.backoff = backoff or Backoff(1.0, 60.0)
+        self.clock = clock
+        checks = [1.0, timeout / 4]
+        if stale_after is not None:
+            checks.append(stale_after / 4)
+        self._poll = max(0.005, min(checks))
+        # Counters.
+        self.ticks = 0
+        self.bad_frames: Counter[str] = Counter()
+        self.ignored: Counter[str] = Counter()
+        self.connects = 0
+        self.reconnects = 0
+        # State.
+        self.state: FeedState | None = None
+        self._in_session = False
+        self._session_start = -math.inf
+        self._last_tick = -math.inf
+        self._conn_ticks = 0
+        self._vol_day: date | None = None
+        self._vol_mark = 0
+
+    def counters(self) -> dict[str, Any]:
+        """Return the feed's counters: ticks, bad frames by reason, ignored, reconnects."""
+        return {
+            "ticks": self.ticks,
+            "bad_frames": dict(self.bad_frames),
+            "ignored": dict(self.ignored),
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "state": self.state,
+        }
+
+    async def run(self) -> None:
+        """Stream until cancelled: connect, subscribe, read, and reconnect with backoff."""
+        attempt = 0
+        while True:
+            if attempt:
+                self.reconnects += 1
+            attempt += 1
+            try:
+                reason = await self._connection()
+            except asyncio.CancelledError:
+                raise
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else "no close frame"
+                reason = f"connection closed ({code})"
+            except TimeoutError:
+                reason = f"timed out after {self.timeout:g}s"
+            except (OSError, WebSocketException) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                log.exception("yahoo %s: unexpected error", self.symbol)
+                reason = f"{type(exc).__name__}: {exc}"
+            self._refresh_state()
+            delay = self.backoff.next()
+            log.warning("yahoo %s: %s; reconnecting in %.1fs", self.symbol, reason, delay)
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Wait ``delay`` seconds, keeping the session state current meanwhile."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay
+        while (left := until - loop.time()) > 0:
+            await asyncio.sleep(min(left, self._poll))
+            self._refresh_state()
+
+    async def _connection(self) -> str:
+        """Run one connection; return why it was given up (or raise what ended it)."""
+        subscribe = json.dumps({"subscribe": [self.symbol]})
+        async with connect(
+            self.url,
+            open_timeout=self.timeout,
+            close_timeout=min(5.0, self.timeout),
+            user_agent_header=USER_AGENT,
+        ) as ws:
+            self.connects += 1
+            await asyncio.wait_for(ws.send(subscribe), self.timeout)
+            log.info("yahoo %s: connected to %s and subscribed", self.symbol, self.url)
+            return await self._read(ws, subscribe)
+
+    async def _read(self, ws: ClientConnection, subscribe: str) -> str:
+        """Read frames until the connection ends, goes silent in session, or goes stale."""
+        loop = asyncio.get_running_loop()
+        start = last_frame = last_sub = loop.time()
+        self._conn_ticks = 0
+        healthy = False
+        while True:
+            in_session = self._refresh_state()
+            now = loop.time()
+            if (
+                not healthy
+                and now - start >= self.healthy_after
+                and (self._conn_ticks or not in_session)
+            ):
+                healthy = True
+                self.backoff.reset()
+            if in_session:
+                if self.stale_after is not None:
+                    since = max(start, self._session_start, self._last_tick)
+                    if now - since >= self.stale_after:
+                        return f"stale, no tick for {now - since:.1f}s in session"
+                if now - max(last_frame, self._session_start) >= self.timeout:
+                    return f"no frame for {self.timeout:g}s in session"
+            if now - last_sub >= self.resubscribe_every:
+                await asyncio.wait_for(ws.send(subscribe), self.timeout)
+                last_sub = now
+            try:
+                frame = await asyncio.wait_for(ws.recv(), self._poll)
+            except TimeoutError:
+                continue
+            last_frame = loop.time()
+            self.handle_frame(frame)
+
+    def handle_frame(self, frame: str | bytes) -> None:
+        """Decode one frame and pass a valid tick of our symbol on to the sink."""
+        try:
+            payload = frame_payload(frame)
+            if payload is None:
+                self.ignored["control"] += 1
+                return
+            tick = decode_pricing(payload)
+        except FrameError as exc:
+            self._bad(exc.reason, exc.detail, frame)
+            return
+        if tick.id != self.symbol:
+            self.ignored["symbol"] += 1
+            return
+        if not math.isfinite(tick.price) or tick.price <= 0:
+            self._bad("price", f"price {tick.price!r} at {tick.time_ms}", frame)
+            return
+        if tick.time_ms < MIN_TIME_MS:
+            self._bad("time", f"time {tick.time_ms} is not epoch milliseconds", frame)
+            return
+        volume = self._volume_delta(tick)
+        self.ticks += 1
+        self._conn_ticks += 1
+        self._last_tick = asyncio.get_running_loop().time()
+        if self.calendar is None or self._in_session:
+            self._set_state("ok")
+        self.sink.trade(self.feed, tick.time_ms, float(tick.price), volume, None)
+
+    def _bad(self, reason: str, detail: str, frame: str | bytes) -> None:
+        """Count and report a skipped frame."""
+        self.bad_frames[reason] += 1
+        shown = frame if len(frame) <= 120 else frame[:120]
+        log.debug("yahoo %s: bad frame (%s: %s) %r", self.symbol, reason, detail, shown)
+        self.sink.bad_frame(self.feed, reason, f"{detail} | frame {shown!r}")
+
+    def _volume_delta(self, tick: PricingTick) -> float:
+        """Return the rise of the cumulative day volume since the last tick of the same day."""
+        day = datetime.fromtimestamp(tick.time_ms / 1000, self.tz).date()
+        volume = max(0, tick.day_volume)
+        if self._vol_day is None or day > self._vol_day:
+            self._vol_day = day
+            self._vol_mark = volume
+            return 0.0
+        if day < self._vol_day or volume <= self._vol_mark:
+            return 0.0
+        delta = volume - self._vol_mark
+        self._vol_mark = volume
+        return float(delta)
+
+    def _refresh_state(self) -> bool:
+        """Re-evaluate session and staleness; return True while the market is in session."""
+        now_ms = int(self.clock() * 1000)
+        in_session = self.calendar is None or self.calendar.is_open(now_ms)
+        if in_session and not self._in_session:
+            self._session_start = asyncio.get_running_loop().time()
+        self._in_session = in_session
+        if not in_session:
+            self._set_state("closed", now_ms)
+        elif self.stale_after is not None:
+            since = max(self._session_start, self._last_tick)
+            if asyncio.get_running_loop().time() - since >= self.stale_after:
+                self._set_state("stale", now_ms)
+        return in_session
+
+    def _set_state(self, state: FeedState, now_ms: int | None = None) -> None:
+        """Report a change of the feed's health."""
+        if state == self.state:
+            return
+        self.state = state
+        t_ms = int(self.clock() * 1000) if now_ms is None else now_ms
+        log.info("yahoo %s: state %s", self.symbol, state)
+        self.sink.state(self.feed, state, t_ms)
+
+
+# --- chart API history --------------------------------------------------------------------
+
+
+class HistoryError(RuntimeError):
+    """The chart API gave no usable bars for a symbol."""
+
+    def __init__(self, symbol: str, status: int | None, message: str):
+        where = f"HTTP {status}" if status is not None else "no HTTP status"
+        super().__init__(f"Yahoo chart history for {symbol!r} failed ({where}): {message}")
+        self.symbol = symbol
+        self.status = status
+        self.message = message
+
+
+_DAILY_INTERVALS = {"1d", "5d", "1wk", "1mo", "3mo"}
+
+
+def _exchange_tz(meta: dict[str, Any]) -> timezone | ZoneInfo:
+    """Return the exchange time zone named in the chart meta (gmtoffset as a fallback)."""
+    name = meta.get("exchangeTimezoneName")
+    if isinstance(name, str) and name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    offset = meta.get("gmtoffset")
+    return timezone(timedelta(seconds=int(offset))) if isinstance(offset, int | float) else UTC
+
+
+def parse_chart(symbol: str, body: Any, interval: str = "1d") -> BarFrame:
+    """Turn a ``/v8/finance/chart`` JSON body into bars (daily bars stamped at UTC midnight)."""
+    try:
+        chart = body["chart"]
+        error = chart.get("error")
+        if error:
+            raise HistoryError(symbol, 200, _describe(error))
+        result = chart["result"][0]
+        meta = result.get("meta") or {}
+        stamps = result.get("timestamp") or []
+        quote_cols = result["indicators"]["quote"][0] if stamps else {}
+    except HistoryError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise HistoryError(symbol, 200, f"unexpected chart JSON ({exc!r})") from exc
+
+    def column(name: str) -> list[Any]:
+        values = quote_cols.get(name) or []
+        if len(values) != len(stamps):
+            raise HistoryError(
+                symbol, 200, f"{name} has {len(values)} values for {len(stamps)} timestamps"
+            )
+        return values
+
+    opens, highs, lows = column("open"), column("high"), column("low")
+    closes, volumes = column("close"), column("volume")
+    tz = _exchange_tz(meta)
+    daily = interval in _DAILY_INTERVALS
+    rows: dict[int, tuple[float, float, float, float, float]] = {}
+    for i, stamp in enumerate(stamps):
+        close = closes[i]
+        if stamp is None or close is None:
+            continue
+        if daily:
+            day = datetime.fromtimestamp(stamp, tz).date()
+            t_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
+        else:
+            t_ms = int(stamp) * 1000
+        c = float(close)
+        o = float(opens[i]) if opens[i] is not None else c
+        h = float(highs[i]) if highs[i] is not None else max(o, c)
+        lo = float(lows[i]) if lows[i] is not None else min(o, c)
+        v = float(volumes[i]) if volumes[i] is not None else 0.0
+        rows[t_ms] = (o, h, lo, c, v)  # a later row for the same day wins (the live bar)
+    times = np.array(sorted(rows), dtype=np.int64)
+    cols = np.array([rows[t] for t in times.tolist()], dtype=np.float64).reshape(-1, 5)
+    return BarFrame(
+        times,
+        cols[:, 0].copy(),
+        cols[:, 1].copy(),
+        cols[:, 2].copy(),
+        cols[:, 3].copy(),
+        cols[:, 4].copy(),
+    )
+
+
+def _describe(error: Any) -> str:
+    """Return a one-line description of a chart API error object."""
+    if isinstance(error, dict):
+        code, text = error.get("code"), error.get("description")
+        return ": ".join(str(x) for x in (code, text) if x) or json.dumps(error)
+    return str(error)
+
+
+async def fetch_history(
+    symbol: str,
+    interval: str = "1d",
+    range_: str = "6mo",
+    *,
+    base_url: str = CHART_BASE_URL,
+    timeout: float = 30.0,
+) -> BarFrame:
+    """Fetch bars from Yahoo's chart API (``/v8/finance/chart/{symbol}``) as a BarFrame."""
+    import aiohttp
+
+    url = f"{base_url.rstrip('/')}/v8/finance/chart/{quote(symbol, safe='')}"
+    params = {"interval": interval, "range": range_, "includePrePost": "false"}
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(url, params=params, headers=headers) as response,
+        ):
+            text = await response.text()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise HistoryError(symbol, None, f"{type(exc).__name__}: {exc}") from exc
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if status != 200:
+        detail = text.strip()[:200] or "empty body"
+        if isinstance(body, dict) and isinstance(body.get("chart"), dict):
+            detail = _describe(body["chart"].get("error")) or detail
+        raise HistoryError(symbol, status, detail)
+    if body is None:
+        raise HistoryError(symbol, status, f"response is not JSON: {text[:200]!r}")
+    frame = parse_chart(symbol, body, interval)
+    log.info("yahoo %s: fetched %d %s bars (%s)", symbol, len(frame), interval, range_)
+    return frame
