@@ -767,7 +767,8 @@ def test_hold_and_settle_replace_gap_bars_with_the_exchanges_own() -> None:
     assert [b.time // m for b in out] == [0, 1, 2, 3, 4, 5, 6]  # 7 is forming: not from REST
     assert out[2:6] == rest[:4]  # the exchange's bars replaced the partial and flat ones
     assert out[6] == Bar(6 * m, 16.0, 16.0, 16.0, 16.0, 1.0)  # closed after the gap: own bar
-    assert not builder.holding and builder.forming().time == 7 * m
+    assert not builder.holding and builder.hold_through == -1
+    assert builder.forming().time == 7 * m
     builder.add_trade(8 * m + 1, 18.0, 1.0, 12)
     assert out[-1].time == 7 * m  # no longer held
 

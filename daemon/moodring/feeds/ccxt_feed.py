@@ -18,13 +18,16 @@ from moodring.feeds.health import trade_problem
 from moodring.market.bar import Bar
 from moodring.market.builder import HOLD_ALL, BarBuilder
 from moodring.settings import FeedConfig
+from moodring.times import iso_time
 
 log = logging.getLogger("moodring.feeds.ccxt")
 
 # Reconnect before exchanges drop a stream themselves (Binance: after 24 h).
 RECONNECT_EVERY = 23 * 3600.0
+# Seconds a client may take to close its sockets.
+CLOSE_TIMEOUT = 1.0
 # ccxt's own caches stay small: moodring's ring buffers are the source of truth.
-CACHE_LIMIT = 500
+CACHE_LIMIT = 5000
 
 
 @dataclass(slots=True)
@@ -41,6 +44,7 @@ class ExchangeStats:
     """Counters of one exchange connection."""
 
     trades: int = 0
+    missed: int = 0
     reconnects: int = 0
     repairs: int = 0
     last_frame: float = 0.0
@@ -84,6 +88,7 @@ class ExchangeFeeds:
         self._last_trade_ms = -1
         self._last_trade_at = 0.0
         self._repairs: dict[int, _Repair] = {}
+        self._last_id: dict[str, int] = {}
         self._awaiting_first: set[str] = set()
         self.warmed = asyncio.Event()
 
@@ -142,7 +147,7 @@ class ExchangeFeeds:
             for repair in self._repairs.values():
                 if repair.task is not None:
                     repair.task.cancel()
-            await self._client.close()
+            await self._close_quietly(self._client)
 
     async def _connect(self) -> None:
         client = self._client
@@ -222,9 +227,27 @@ class ExchangeFeeds:
                 self._awaiting_first.discard(name)
                 for builder in self._builders(name):
                     builder.hold(builder.timeframe.floor(t))  # this bar may lack trades
-            self.sink.trade(name, t, price, amount, trade.get("id"))
+            trade_id = trade.get("id")
+            self._check_sequence(name, trade_id, t)
+            self.sink.trade(name, t, price, amount, trade_id)
             for builder in self._builders(name):
                 self._maybe_repair(name, builder)
+
+    def _check_sequence(self, feed: str, trade_id: object, t: int) -> None:
+        """Treat a jump in consecutive trade ids (Binance's) as a gap to repair."""
+        try:
+            seq = int(trade_id)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return  # ids that are not sequence numbers tell nothing
+        last = self._last_id.get(feed)
+        if last is not None and seq > last + 1:
+            self.stats.missed += seq - last - 1
+            log.warning("%s: %d trade(s) missed between ids %d and %d; repairing from REST",
+                        feed, seq - last - 1, last, seq)  # fmt: skip
+            for builder in self._builders(feed):
+                builder.hold(max(builder.hold_through, builder.timeframe.floor(t)))
+        if last is None or seq > last:
+            self._last_id[feed] = seq
 
     def _gap_begins(self) -> None:
         """Hold every builder's closed bars until the gap is repaired."""
@@ -233,21 +256,27 @@ class ExchangeFeeds:
             for builder in self._builders(name):
                 builder.hold(HOLD_ALL)
 
+    def repair_held(self) -> None:
+        """Start repairs of every builder holding closed bars (the daemon's clock calls this)."""
+        for name in self.feeds:
+            for builder in self._builders(name):
+                self._maybe_repair(name, builder)
+
     def _maybe_repair(self, feed: str, builder: BarBuilder) -> None:
-        through = builder.hold_through
-        if through < 0 or through == HOLD_ALL or builder.last_time < through:
-            return  # not holding, or the first bar seen whole has not closed yet
+        if not builder.holding:
+            return
         key = id(builder)
         repair = self._repairs.get(key)
         if repair is not None and repair.task is not None and not repair.task.done():
             return
         repair = self._repairs[key] = _Repair(builder, feed)
-        repair.task = asyncio.get_running_loop().create_task(self._repair(repair, through))
+        repair.task = asyncio.get_running_loop().create_task(self._repair(repair))
 
-    async def _repair(self, repair: _Repair, through: int) -> None:
+    async def _repair(self, repair: _Repair) -> None:
+        """Settle the held bars, all closed at the exchange, with its own klines."""
         builder, feed = repair.builder, repair.feed
         symbol = self.feeds[feed].symbol
-        since = builder.held_from
+        since, through = builder.held_from, builder.held_until
         backoff = Backoff(1.0, 30.0)
         for _ in range(8):
             try:
@@ -256,20 +285,25 @@ class ExchangeFeeds:
                 log.warning("%s: gap repair failed (%s); retrying", feed, type(exc).__name__)
                 await asyncio.sleep(backoff.next())
                 continue
-            builder.settle(b for b in bars if b.time <= through)
+            builder.settle(bars, through)
             self.stats.repairs += 1
-            log.info("%s: %s bars since %d repaired from REST", feed, builder.timeframe, since)
+            log.info("%s: %s bars from %s to %s repaired from REST", feed, builder.timeframe,
+                     iso_time(since), iso_time(through))  # fmt: skip
             return
         log.error("%s: gap repair gave up; releasing the bars as received", feed)
-        builder.settle(())
+        builder.settle((), through)
 
     async def _close_sockets(self) -> None:
         """Close the client's sockets; a closed ccxt client is spent, so make a new one."""
-        try:
-            await self._client.close()
-        except Exception as exc:  # closing a broken client must not stop the loop
-            log.debug("%s: close: %s", self.exchange, exc)
+        await self._close_quietly(self._client)
         self._client = self._factory()
+
+    async def _close_quietly(self, client: Any) -> None:
+        """Close a client within a bound; a socket half-way through a drop may never answer."""
+        try:
+            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
+        except (Exception, TimeoutError) as exc:  # closing a broken client must not stop us
+            log.debug("%s: close: %s", self.exchange, exc)
 
 
 def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:
@@ -279,3 +313,4 @@ def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> Non
     if rest_url:
         client.urls["api"]["public"] = rest_url
         client.options["fetchMarkets"] = {"types": ["spot"]}
+        client.options["defaultType"] = "spot"

@@ -193,8 +193,8 @@ class BarBuilder:
 
     @property
     def holding(self) -> bool:
-        """Return whether closed bars are being held back."""
-        return self._hold_through >= 0 or bool(self._held)
+        """Return whether closed bars are waiting to be settled."""
+        return bool(self._held)
 
     @property
     def held_from(self) -> int:
@@ -204,28 +204,47 @@ class BarBuilder:
         return self.last_time + self.timeframe.ms if self.last_time >= 0 else -1
 
     @property
+    def held_until(self) -> int:
+        """Return the open time of the last held bar (-1 when none)."""
+        return self._held[-1].time if self._held else -1
+
+    @property
     def hold_through(self) -> int:
         """Return the open time up to which bars are held (-1 when not holding)."""
         return self._hold_through
 
-    def settle(self, bars: Iterable[Bar]) -> None:
-        """Release held bars, the exchange's version of each where given, in time order.
+    def settle(self, bars: Iterable[Bar], through: int | None = None) -> None:
+        """Release held bars up to ``through`` (all by default), the exchange's where given.
 
         Given bars that never formed here (all of their interval fell in the gap) are
-        inserted; given bars later than the last held one are not (they may be forming).
+        inserted; bars after the last released one stay held (or are not used). Once the
+        held span reaches ``hold_through``, holding ends.
         """
-        queue, self._held, self._hold_through = self._held, [], -1
-        if not queue:
+        if not self._held:
+            if through is None or through >= self._hold_through:
+                self._hold_through = -1
             return
-        fixed = {b.time: b for b in bars}
-        last_held = queue[-1].time
+        through = self._held[-1].time if through is None else through
+        release = [b for b in self._held if b.time <= through]
+        self._held = [b for b in self._held if b.time > through]
+        if through >= self._hold_through:
+            self._hold_through = -1
+        if not release:
+            return
+        fixed = {b.time: b for b in bars if b.time <= release[-1].time}
+        own = {b.time: b for b in release}
         delivered = self._delivered
-        times = sorted({b.time for b in queue} | {t for t in fixed if t <= last_held})
-        own = {b.time: b for b in queue}
-        for t in times:
+        for t in sorted(own.keys() | fixed.keys()):
             if t > delivered:
                 self._deliver(fixed.get(t) or own[t])
                 delivered = t
+        if self._held and not self._hold_through >= 0:
+            self._release_rest()
+
+    def _release_rest(self) -> None:
+        queue, self._held = self._held, []
+        for bar in queue:
+            self._deliver(bar)
 
     def _folded(self) -> tuple[float, float, float, float]:
         """Return the forming bar so far as (open, high, low, volume)."""

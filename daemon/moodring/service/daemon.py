@@ -30,8 +30,9 @@ log = logging.getLogger("moodring")
 
 # Trades may arrive this long after their bar ended and still count.
 CLOSE_GRACE_MS = 2_000
-# How long shutdown may spend delivering what is queued (systemd waits 5 s for us).
-DRAIN_SECONDS = 3.0
+# Shutdown budget (systemd gives 5 s): feeds close, then queued alerts get a last try.
+STOP_FEEDS_SECONDS = 1.5
+DRAIN_SECONDS = 2.5
 YAHOO_STREAMER = "wss://streamer.finance.yahoo.com/?version=2"
 YAHOO_CHART = "https://query2.finance.yahoo.com"
 # moodring timeframe -> Yahoo chart interval and a range that covers the windows
@@ -100,7 +101,9 @@ class Daemon:
         log.info("stopping")
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(tasks, timeout=STOP_FEEDS_SECONDS)
+        for task in stuck:
+            log.warning("%s did not stop in time; left behind", task.get_name())
         delivered = await self.dispatcher.drain(DRAIN_SECONDS)
         delivery.cancel()
         await asyncio.gather(delivery, return_exceptions=True)
@@ -159,6 +162,7 @@ class Daemon:
             await asyncio.sleep(1.0)
             for exchange in self.exchanges:
                 self.engine.advance(exchange.clock_ms() - CLOSE_GRACE_MS, exchange.feeds)
+                exchange.repair_held()
             if wall_clocked:
                 self.engine.advance(int(time.time() * 1000) - CLOSE_GRACE_MS, wall_clocked)
 

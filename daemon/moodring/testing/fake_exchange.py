@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import email.utils
+import functools
 import gzip
 import http
 import json
@@ -60,6 +61,7 @@ INTERVALS_MS: dict[str, int] = {
 _QUOTES = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EUR", "TRY", "BTC", "ETH", "BNB")
 _ZERO = Decimal(0)
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
+_HIGH_WATER = 512  # at speed 0 the replay waits while a connection has more frames queued
 
 
 def _fmt(value: Decimal) -> str:
@@ -77,7 +79,7 @@ def _decimals(text: str) -> int:
 class _Frame:
     """One captured combined-stream frame."""
 
-    __slots__ = ("data", "event_ms", "next_trade_ms", "raw", "recv_ns", "stream", "symbol")
+    __slots__ = ("data", "event_ms", "raw", "recv_ns", "stream", "symbol")
 
     def __init__(self, recv_ns: int, raw: str, stream: str, data: dict[str, Any]) -> None:
         self.recv_ns = recv_ns
@@ -87,11 +89,18 @@ class _Frame:
         self.data: dict[str, Any] | None = data if stream.endswith("@trade") else None
         event_ms = data.get("E")
         self.event_ms: int | None = event_ms if isinstance(event_ms, int) else None
-        self.next_trade_ms: int | None = None
 
 
 def load_capture(path: Path) -> list[_Frame]:
     """Read a ``<recv ns> <combined JSON>`` capture (gzip or plain); snapshots are skipped."""
+    stat = path.stat()
+    return list(_load_capture(str(path.resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_capture(path_text: str, mtime_ns: int, size: int) -> tuple[_Frame, ...]:
+    """Parse a capture once per process (frames are never mutated after indexing)."""
+    path = Path(path_text)
     opener = gzip.open if path.suffix == ".gz" else open
     frames: list[_Frame] = []
     with opener(path, "rt", encoding="utf-8") as fh:
@@ -105,7 +114,7 @@ def load_capture(path: Path) -> list[_Frame]:
             if not isinstance(stream, str) or not isinstance(message.get("data"), dict):
                 continue
             frames.append(_Frame(int(stamp), raw, stream, message["data"]))
-    return frames
+    return tuple(frames)
 
 
 class _Bar:
@@ -224,7 +233,9 @@ class _BarBuilder:
             last = _Bar(last.t + self.dur, self.dur, last.c)
             extra.append(last)
         every = bars + extra if extra else bars
-        chosen = [b for b in every if (start is None or b.t >= start) and (end is None or b.t <= end)]
+        chosen = [
+            b for b in every if (start is None or b.t >= start) and (end is None or b.t <= end)
+        ]
         chosen = chosen[:limit] if start is not None else chosen[-limit:]
         return [b.rest_row() for b in chosen]
 
@@ -250,11 +261,6 @@ class _Symbol:
                 found.add(trade)
         return found
 
-    def reset(self) -> None:
-        """Forget the replayed trades and bars."""
-        self.replayed.clear()
-        self.builders.clear()
-
     def exchange_info(self) -> dict[str, Any]:
         """Return this symbol's ``exchangeInfo`` entry."""
         name = self.name
@@ -272,7 +278,13 @@ class _Symbol:
             "quoteAssetPrecision": 8,
             "baseCommissionPrecision": 8,
             "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "orderTypes": [
+                "LIMIT",
+                "LIMIT_MAKER",
+                "MARKET",
+                "STOP_LOSS_LIMIT",
+                "TAKE_PROFIT_LIMIT",
+            ],
             "icebergAllowed": True,
             "ocoAllowed": True,
             "otoAllowed": True,
@@ -288,7 +300,12 @@ class _Symbol:
                     "maxPrice": "1000000.00000000",
                     "tickSize": tick,
                 },
-                {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "9000.00000000", "stepSize": step},
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": step,
+                    "maxQty": "9000.00000000",
+                    "stepSize": step,
+                },
                 {"filterType": "ICEBERG_PARTS", "limit": 10},
                 {
                     "filterType": "MARKET_LOT_SIZE",
@@ -356,7 +373,7 @@ def _json_response(status: int, payload: Any) -> Response:
     return Response(code.value, code.phrase, headers, body)
 
 
-class _BadRequest(Exception):
+class _BadRequestError(Exception):
     """A REST request Binance would answer with HTTP 400."""
 
     def __init__(self, code: int, msg: str) -> None:
@@ -384,6 +401,7 @@ class FakeExchange:
         self.drop_every = drop_every
         self.loop = loop
         self.autostart = autostart
+        self.burst = 8  # at speed 0, frames delivered between two yields to the event loop
         self._frames = self._merge([load_capture(Path(p)) for p in captures])
         self._symbols: dict[str, _Symbol] = {}
         self._index_symbols()
@@ -407,6 +425,7 @@ class FakeExchange:
             self._running.set()
         self._muted = False
         self._sub_changed = asyncio.Event()
+        self._drained = asyncio.Event()
         self._senders: set[asyncio.Task[None]] = set()
         self.replay_done = asyncio.Event()
         self.frames_sent = 0
@@ -426,8 +445,9 @@ class FakeExchange:
 
     def _index_symbols(self) -> None:
         """Collect per-symbol trades, tick/step sizes and each trade's next trade time."""
-        last_by_symbol: dict[str, _Frame] = {}
-        for frame in self._frames:
+        last_by_symbol: dict[str, int] = {}
+        self._next_trade_ms: list[int | None] = [None] * len(self._frames)
+        for index, frame in enumerate(self._frames):
             data = frame.data
             if data is None:
                 continue
@@ -440,8 +460,8 @@ class FakeExchange:
             sym.qty_decimals = max(sym.qty_decimals, _decimals(data["q"]))
             previous = last_by_symbol.get(name)
             if previous is not None:
-                previous.next_trade_ms = data["T"]
-            last_by_symbol[name] = frame
+                self._next_trade_ms[previous] = data["T"]
+            last_by_symbol[name] = index
         for sym in self._symbols.values():
             sym.id_span = sym.trades[-1]["t"] - sym.trades[0]["t"] + 1
 
@@ -488,8 +508,12 @@ class FakeExchange:
         return self._replay_task is not None
 
     def trades(self, symbol: str) -> list[dict[str, Any]]:
-        """Return the capture's trade frames' ``data`` dicts of a symbol (``ETH/USDT`` or ``ETHUSDT``)."""
+        """Return a symbol's captured trade ``data`` dicts (``ETH/USDT`` or ``ETHUSDT``)."""
         return list(self._symbol(symbol).trades)
+
+    def replayed_trades(self, symbol: str) -> list[dict[str, Any]]:
+        """Return the trade ``data`` dicts of a symbol replayed so far (time-shifted on loops)."""
+        return list(self._symbol(symbol).replayed)
 
     def klines(
         self,
@@ -584,13 +608,14 @@ class FakeExchange:
     # ------------------------------------------------------------------ replay
 
     async def _replay(self) -> None:
-        """Replay every frame in receive-time order, paced at ``speed``× real time."""
+        """Replay every frame in receive-time order, paced at ``speed`` times real time."""
         loop = asyncio.get_running_loop()
         fast = self.speed <= 0 or math.isinf(self.speed)
         try:
             while True:
                 shift_ms = self.passes * self._loop_shift_ms
                 anchor: tuple[float, int] | None = None
+                burst = 0
                 for index, frame in enumerate(self._frames):
                     while True:
                         if not self._running.is_set():
@@ -607,10 +632,11 @@ class FakeExchange:
                         if self._running.is_set():
                             break
                     self.position = index + 1
-                    if self._emit(frame, shift_ms) and fast:
-                        await asyncio.sleep(0)
-                    elif fast and index % 512 == 0:
-                        await asyncio.sleep(0)
+                    if self._emit(frame, self._next_trade_ms[index], shift_ms) and fast:
+                        burst += 1
+                    if fast and (burst >= self.burst or index % 512 == 0):
+                        burst = 0
+                        await self._backpressure()
                 self.passes += 1
                 self.replay_done.set()
                 log.info("replay pass %d done, clock %d", self.passes, self._clock_ms)
@@ -622,7 +648,14 @@ class FakeExchange:
             log.exception("replay failed")
             raise
 
-    def _emit(self, frame: _Frame, shift_ms: int) -> bool:
+    async def _backpressure(self) -> None:
+        """Yield, then wait while some connection's queue is above the high-water mark."""
+        await asyncio.sleep(0)
+        while any(len(c.queue) > _HIGH_WATER for c in self._conns):
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _emit(self, frame: _Frame, next_ms: int | None, shift_ms: int) -> bool:
         """Advance the clock and state by one frame and queue it to subscribers."""
         if frame.event_ms is not None and frame.event_ms + shift_ms > self._clock_ms:
             self._clock_ms = frame.event_ms + shift_ms
@@ -635,7 +668,6 @@ class FakeExchange:
             return sent
         sym = self._symbols[str(data["s"]).upper()]
         raw: str = frame.raw
-        next_ms = frame.next_trade_ms
         if shift_ms:
             data = dict(data)
             data["E"] += shift_ms
@@ -722,6 +754,8 @@ class FakeExchange:
                 while conn.queue and conn.alive:
                     await conn.ws.send(conn.queue.popleft())
                     self.frames_sent += 1
+                    if len(conn.queue) <= _HIGH_WATER // 2:
+                        self._drained.set()
         except ConnectionClosed:
             self._forget(conn)
 
@@ -734,6 +768,7 @@ class FakeExchange:
         conn.queue.clear()
         conn.wake.set()
         self._conns.discard(conn)
+        self._drained.set()
 
     def _on_message(self, conn: _Conn, message: str | bytes) -> None:
         """Handle one client request (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS ...)."""
@@ -748,6 +783,9 @@ class FakeExchange:
         method = request.get("method")
         ident = request.get("id")
         params = request.get("params") or []
+        log.debug(
+            "%s %s %s id=%s", conn.ws.request.path if conn.ws.request else "", method, params, ident
+        )
         if method == "SUBSCRIBE" and isinstance(params, list):
             conn.push(_DUMPS({"result": None, "id": ident}))
             self._subscribe(conn, params)
@@ -829,7 +867,7 @@ class FakeExchange:
             return _json_response(404, {"code": -1, "msg": f"Not found: {parts.path}"})
         try:
             return _json_response(200, route())
-        except _BadRequest as exc:
+        except _BadRequestError as exc:
             return _json_response(400, {"code": exc.code, "msg": exc.msg})
 
     def _symbol(self, name: str) -> _Symbol:
@@ -843,11 +881,11 @@ class FakeExchange:
         """Return the symbol named by a REST query, or raise Binance's error."""
         name = query.get("symbol")
         if not name:
-            raise _BadRequest(-1102, "Mandatory parameter 'symbol' was not sent.")
+            raise _BadRequestError(-1102, "Mandatory parameter 'symbol' was not sent.")
         try:
             return self._symbol(name)
         except KeyError:
-            raise _BadRequest(-1121, "Invalid symbol.") from None
+            raise _BadRequestError(-1121, "Invalid symbol.") from None
 
     @staticmethod
     def _int_param(query: dict[str, str], key: str) -> int | None:
@@ -858,7 +896,9 @@ class FakeExchange:
         try:
             return int(value)
         except ValueError:
-            raise _BadRequest(-1100, f"Illegal characters found in parameter '{key}'.") from None
+            raise _BadRequestError(
+                -1100, f"Illegal characters found in parameter '{key}'."
+            ) from None
 
     def _limit(self, query: dict[str, str], default: int, top: int) -> int:
         """Return the ``limit`` parameter within Binance's bounds."""
@@ -866,7 +906,7 @@ class FakeExchange:
         if limit is None:
             return default
         if limit <= 0:
-            raise _BadRequest(-1100, "Illegal characters found in parameter 'limit'.")
+            raise _BadRequestError(-1100, "Illegal characters found in parameter 'limit'.")
         return min(limit, top)
 
     def _exchange_info(self, query: dict[str, str]) -> dict[str, Any]:
@@ -879,7 +919,7 @@ class FakeExchange:
                 names = json.loads(query["symbols"])
                 chosen = [self._symbol(str(n)) for n in names]
             except (ValueError, KeyError):
-                raise _BadRequest(-1121, "Invalid symbol.") from None
+                raise _BadRequestError(-1121, "Invalid symbol.") from None
         return {
             "timezone": "UTC",
             "serverTime": self._clock_ms,
@@ -891,7 +931,12 @@ class FakeExchange:
                     "limit": 6000,
                 },
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
-                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+                {
+                    "rateLimitType": "RAW_REQUESTS",
+                    "interval": "MINUTE",
+                    "intervalNum": 5,
+                    "limit": 61000,
+                },
             ],
             "exchangeFilters": [],
             "symbols": [s.exchange_info() for s in chosen],
@@ -902,9 +947,9 @@ class FakeExchange:
         sym = self._query_symbol(query)
         interval = query.get("interval")
         if interval is None:
-            raise _BadRequest(-1102, "Mandatory parameter 'interval' was not sent.")
+            raise _BadRequestError(-1102, "Mandatory parameter 'interval' was not sent.")
         if interval not in INTERVALS_MS:
-            raise _BadRequest(-1120, "Invalid interval.")
+            raise _BadRequestError(-1120, "Invalid interval.")
         start = self._int_param(query, "startTime")
         end = self._int_param(query, "endTime")
         limit = self._limit(query, 500, 1000)
@@ -984,11 +1029,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--capture", action="append", required=True, type=Path, help="capture file")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free)")
-    parser.add_argument("--speed", type=float, default=1.0, help="× real time; 0 or inf = at once")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="times real time; 0 or inf = at once"
+    )
     parser.add_argument("--drop-every", type=float, default=None, help="close sockets every N s")
     parser.add_argument("--start-paused", action="store_true", help="silent until SIGUSR2")
     parser.add_argument("--start-now", action="store_true", help="start the clock without waiting")
-    parser.add_argument("--loop", action="store_true", help="replay again, time-shifted, at the end")
+    parser.add_argument(
+        "--loop", action="store_true", help="replay again, time-shifted, at the end"
+    )
     parser.add_argument("--log-level", default="INFO", help="stderr log level")
     return parser.parse_args(argv)
 
