@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,3 +101,66 @@ async def test_recorded_bars_equal_bars_built_from_the_trade_frames(tmp_path, dr
         for column in ("open", "high", "low", "close"):
             np.testing.assert_array_equal(got[column], want[column], err_msg=f"{feed} {column}")
         np.testing.assert_allclose(got["volume"], want["volume"], rtol=1e-12)
+
+
+def fuzz_frames(n: int, template: dict, seed: int = 7) -> list[str]:
+    """``n`` bad frames: broken JSON, non-JSON, and ETH trades with one bad field each."""
+    rng = random.Random(seed)
+    day = 86_400_000
+
+    def trade(**change: object) -> str:
+        data = {**template, "t": rng.randrange(10**9), **change}
+        data = {k: v for k, v in data.items() if v is not None}
+        return json.dumps({"stream": "ethusdt@trade", "data": data})
+
+    makers = [
+        lambda: '{"stream": "ethusdt@trade", "data": {"e": "trade"',  # truncated
+        lambda: "not json at all " + str(rng.random()),
+        lambda: "[1, 2, 3]",
+        lambda: trade(p=None),  # missing price
+        lambda: trade(p="NaN"),
+        lambda: trade(p="0.00000000"),
+        lambda: trade(p="-2683.80"),
+        lambda: trade(q="-1.5"),
+        lambda: trade(T=template["T"] + 3 * day),  # from the future
+        lambda: trade(T=template["T"] - 30 * day),  # from long ago
+        lambda: trade(T=None),
+    ]
+    return [rng.choice(makers)() for _ in range(n)]
+
+
+async def test_ten_thousand_bad_frames_are_counted_and_never_stop_the_feed(tmp_path) -> None:
+    fake = FakeExchange(CAPTURES, speed=5.0)
+    await fake.start()
+    daemon = Daemon(settings_for(fake, tmp_path))
+    run = asyncio.create_task(daemon.run())
+    stats = daemon.exchanges[0].stats
+    bad = daemon.sink.bad_frames
+    try:
+        await until(lambda: stats.trades > 200, 60)
+        template = fake.trades("ETHUSDT")[0]
+        frames = fuzz_frames(10_000, template)
+        for i in range(0, len(frames), 100):
+            for frame in frames[i : i + 100]:
+                await fake.inject(frame)
+            await asyncio.sleep(0)  # let the stream interleave with real trades
+        await until(lambda: bad.total() >= 10_000, 60)
+        before = stats.trades
+        await until(lambda: stats.trades > before + 100, 60)  # the feed goes on
+        assert not run.done()
+        assert bad.total() == 10_000  # each one counted, once
+        reasons = {reason for (_, reason) in bad.counts}
+        # ccxt itself refuses "NaN" prices: those count as unreadable frames
+        assert {
+            "not JSON",
+            "missing field",
+            "price not positive",
+            "bad amount",
+            "timestamp in the future",
+            "timestamp too old",
+        } <= reasons
+        assert any(r.startswith("unreadable frame") for r in reasons)
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(run, 10)
+        await fake.stop()

@@ -80,8 +80,10 @@ class ExchangeFeeds:
         self.reconnect_every = reconnect_every
         self.stats = ExchangeStats()
         self._by_symbol: dict[str, list[str]] = {}
+        self._by_stream: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
         for name, feed in self.feeds.items():
             self._by_symbol.setdefault(feed.symbol, []).append(name)
+            self._by_stream.setdefault(feed.symbol.replace("/", "").lower(), []).append(name)
         self._factory = client_factory or self._make_client
         self._client = self._factory()
         self._offset_ms = 0
@@ -96,7 +98,7 @@ class ExchangeFeeds:
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
             raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
-        client = cls({"enableRateLimit": True, "newUpdates": True})
+        client = guarded(cls, self._bad_frame)({"enableRateLimit": True, "newUpdates": True})
         client.options["tradesLimit"] = CACHE_LIMIT
         client.options["OHLCVLimit"] = CACHE_LIMIT
         first = next(iter(self.feeds.values()))
@@ -233,6 +235,15 @@ class ExchangeFeeds:
             for builder in self._builders(name):
                 self._maybe_repair(name, builder)
 
+    def _bad_frame(self, reason: str, frame: object) -> None:
+        """Count a frame ccxt could not take, against the feed its stream names."""
+        feed = self.exchange
+        stream = frame.get("stream") if isinstance(frame, dict) else None
+        if isinstance(stream, str):
+            names = self._by_stream.get(stream.partition("@")[0])
+            feed = names[0] if names else feed
+        self.sink.bad_frame(feed, reason, repr(frame)[:200])
+
     def _check_sequence(self, feed: str, trade_id: object, t: int) -> None:
         """Treat a jump in consecutive trade ids (Binance's) as a gap to repair."""
         try:
@@ -304,6 +315,40 @@ class ExchangeFeeds:
             await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
         except (Exception, TimeoutError) as exc:  # closing a broken client must not stop us
             log.debug("%s: close: %s", self.exchange, exc)
+
+
+def guarded(cls: type, on_bad: Callable[[str, object], None]) -> type:
+    """Return ``cls`` (a ccxt.pro exchange) whose websocket frames cannot break it.
+
+    ccxt parses each frame and hands it to the exchange's handler unguarded: a malformed
+    frame raises inside its receive path. Here every frame that fails to decode or to be
+    handled is passed to ``on_bad(reason, frame)`` and skipped; the stream goes on.
+    """
+
+    class Guarded(cls):  # type: ignore[misc, valid-type]
+        def client(self, url: str) -> Any:
+            ws = super().client(url)
+            if not getattr(ws, "_moodring_guarded", False):
+                decode = ws.handle_text_or_binary_message
+
+                def guard(data: Any) -> None:
+                    try:
+                        decode(data)
+                    except Exception as exc:  # any frame, any failure: count and skip
+                        on_bad(f"unreadable frame ({type(exc).__name__})", data)
+
+                ws.handle_text_or_binary_message = guard
+                ws._moodring_guarded = True
+            return ws
+
+        def handle_message(self, client: Any, message: Any) -> Any:
+            if not isinstance(message, dict | list):
+                on_bad("not JSON", message)
+                return None
+            return super().handle_message(client, message)
+
+    Guarded.__name__ = cls.__name__
+    return Guarded
 
 
 def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:
