@@ -164,3 +164,27 @@ async def test_ten_thousand_bad_frames_are_counted_and_never_stop_the_feed(tmp_p
         daemon.stop()
         await asyncio.wait_for(run, 10)
         await fake.stop()
+
+
+async def test_a_silent_but_connected_socket_is_stale_and_reconnected(tmp_path) -> None:
+    fake = FakeExchange(CAPTURES, speed=2.0)
+    await fake.start()
+    daemon = Daemon(settings_for(fake, tmp_path, stale_after="1s"))
+    run = asyncio.create_task(daemon.run())
+    stats = daemon.exchanges[0].stats
+    alerts: list = []
+    daemon.engine.rules.subscribe(alerts.append)
+    try:
+        await until(lambda: stats.trades > 50, 60)
+        fake.pause()  # sockets stay open, nothing is sent
+        await until(lambda: daemon.sink.states.get("eth") == "stale", 30)
+        await until(lambda: stats.reconnects >= 1, 30)
+        assert not run.done()
+        fake.resume()
+        await until(lambda: daemon.sink.states.get("eth") == "ok", 30)
+        stale = [(a.rule, a.state) for a in alerts if a.rule.startswith("stale.")]
+        assert ("stale.eth", "firing") in stale and ("stale.eth", "resolved") in stale
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(run, 10)
+        await fake.stop()

@@ -11,8 +11,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import apprise
+if TYPE_CHECKING:  # apprise costs ~4 MB: loaded only once a URL is used
+    import apprise
 
 from moodring.rules.alert import Alert
 from moodring.settings import NotifyConfig, NotifyTarget
@@ -59,6 +61,8 @@ def mask_url(url: str) -> str:
     """Return the URL in apprise's privacy form, without its query; ``scheme://***`` if unknown."""
     with _apprise_quiet():
         try:
+            import apprise
+
             plugin = apprise.Apprise.instantiate(url)
         except Exception:
             plugin = None
@@ -79,6 +83,8 @@ def routed_targets(alert: Alert, notify: NotifyConfig) -> list[NotifyTarget]:
 
 def notify_type(alert: Alert) -> apprise.NotifyType:
     """Return apprise's notify type: success when resolved, else by severity."""
+    import apprise
+
     if alert.state == "resolved":
         return apprise.NotifyType.SUCCESS
     return {
@@ -100,6 +106,8 @@ class Sender:
         """Return the Apprise object of a URL (None if apprise cannot parse it)."""
         if url in self._apprise:
             return self._apprise[url]
+        import apprise
+
         ap: apprise.Apprise | None = apprise.Apprise()
         with _apprise_quiet():
             ok = ap.add(url)

@@ -27,7 +27,7 @@ RECONNECT_EVERY = 23 * 3600.0
 # Seconds a client may take to close its sockets.
 CLOSE_TIMEOUT = 1.0
 # ccxt's own caches stay small: moodring's ring buffers are the source of truth.
-CACHE_LIMIT = 5000
+CACHE_LIMIT = 300
 
 
 @dataclass(slots=True)
@@ -91,6 +91,12 @@ class ExchangeFeeds:
         self._last_trade_at = 0.0
         self._repairs: dict[int, _Repair] = {}
         self._last_id: dict[str, int] = {}
+        self._heard: dict[str, float] = {}  # feed -> monotonic time of its latest trade
+        self._stale: set[str] = set()
+        self._started = time.monotonic()
+        limits = [f.stale_after for f in self.feeds.values() if f.stale_after]
+        # a socket silent for this long (all symbols at once) is reconnected
+        self._silence = min([timeout, *limits])
         self._awaiting_first: set[str] = set()
         self.warmed = asyncio.Event()
 
@@ -193,7 +199,7 @@ class ExchangeFeeds:
         started = time.monotonic()
         while time.monotonic() - started < self.reconnect_every:
             watch = client.watch_trades_for_symbols(symbols) if batch else self._any(symbols)
-            trades = await asyncio.wait_for(watch, self.timeout)
+            trades = await asyncio.wait_for(watch, self._silence)
             self.stats.last_frame = time.monotonic()
             for trade in trades:
                 self._on_trade(trade)
@@ -222,6 +228,10 @@ class ExchangeFeeds:
                 self.sink.bad_frame(name, problem, repr(trade.get("info"))[:200])
                 continue
             self.stats.trades += 1
+            self._heard[name] = time.monotonic()
+            if name in self._stale:
+                self._stale.discard(name)
+                self.sink.state(name, "ok", t)
             if t > self._last_trade_ms:
                 self._last_trade_ms, self._last_trade_at = t, time.monotonic()
             self.stats.per_feed[name] = self.stats.per_feed.get(name, 0) + 1
@@ -267,9 +277,16 @@ class ExchangeFeeds:
             for builder in self._builders(name):
                 builder.hold(HOLD_ALL)
 
-    def repair_held(self) -> None:
-        """Start repairs of every builder holding closed bars (the daemon's clock calls this)."""
-        for name in self.feeds:
+    def on_clock(self) -> None:
+        """Once a second: report feeds silent past ``stale_after``; repair closed held bars."""
+        now = time.monotonic()
+        for name, feed in self.feeds.items():
+            limit = feed.stale_after
+            heard = self._heard.get(name, self._started)
+            if limit and name not in self._stale and now - heard > limit:
+                self._stale.add(name)
+                log.warning("%s: no trade for %.0f s", name, now - heard)
+                self.sink.state(name, "stale", self.clock_ms())
             for builder in self._builders(name):
                 self._maybe_repair(name, builder)
 

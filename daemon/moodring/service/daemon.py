@@ -162,7 +162,7 @@ class Daemon:
             await asyncio.sleep(1.0)
             for exchange in self.exchanges:
                 self.engine.advance(exchange.clock_ms() - CLOSE_GRACE_MS, exchange.feeds)
-                exchange.repair_held()
+                exchange.on_clock()
             if wall_clocked:
                 self.engine.advance(int(time.time() * 1000) - CLOSE_GRACE_MS, wall_clocked)
 

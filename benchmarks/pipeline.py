@@ -1,0 +1,273 @@
+"""Benchmark the live pipeline on the fake exchange replaying a real Binance capture.
+
+Run: python benchmarks/pipeline.py
+(a) a bare ccxt.pro trade-watching loop's frames/s; (b) moodring's daemon on the same
+replay; (c) peak RSS of the daemon against a bare `import ccxt.pro` process; (d) latency
+from the frame that closes a bar to apprise's POST arriving at a local json:// receiver.
+The last line printed is one JSON object with the headline figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import ccxt.pro as ccxtpro
+import numpy as np
+
+from moodring.service.daemon import Daemon
+from moodring.settings import Settings
+from moodring.testing import fake_exchange
+from moodring.testing.fake_exchange import FakeExchange, configure_ccxt
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CAPTURES = [
+    DATA / "ws/hftbacktest_binance_spot/ethusdt_20240808.gz",
+    DATA / "ws/hftbacktest_binance_spot/btcusdt_20240808.gz",
+]
+SYMBOLS = ["ETH/USDT", "BTC/USDT"]
+
+
+def total_trades(fake: FakeExchange) -> int:
+    """Return the number of trade frames in the captures."""
+    return sum(len(fake.trades(s)) for s in SYMBOLS)
+
+
+async def bare_ccxt() -> float:
+    """Frames/s of a plain ccxt.pro watch_trades_for_symbols loop, the replay at full speed."""
+    fake = FakeExchange(CAPTURES, speed=0.0)
+    await fake.start()
+    ex = ccxtpro.binance({"newUpdates": True})
+    configure_ccxt(ex, fake.ws_url, fake.rest_url)
+    ex.options["tradesLimit"] = 5000
+    await ex.load_markets()
+    want, got = total_trades(fake), 0
+    start = last = 0.0
+    while got < want:
+        try:
+            trades = await asyncio.wait_for(ex.watch_trades_for_symbols(SYMBOLS), 2.0)
+        except TimeoutError:
+            break  # the last frames stay in ccxt's cache until another arrives
+        last = time.perf_counter()
+        start = start or last
+        got += len(trades)
+    elapsed = last - start
+    await ex.close()
+    await fake.stop()
+    return got / elapsed
+
+
+def settings_for(fake: Any, state: Path, receiver: str | None = None) -> Settings:
+    """Daemon settings on the fake exchange: the shipped metric kinds on 1-minute bars."""
+    urls = {"ws_url": fake.ws_url, "rest_url": fake.rest_url}
+    rules = []
+    if receiver:
+        rules = [
+            {
+                "name": f"{f}-bar",
+                "metric": f"{f}_mfi",
+                "condition": {"above": -1},
+                "repeat_interval": "1m",
+                "message": "{{ time }}",
+            }
+            for f in ("eth", "btc")
+        ]
+    return Settings(
+        feeds={"eth": {"symbol": "ETH/USDT", **urls}, "btc": {"symbol": "BTC/USDT", **urls}},
+        series={"ethbtc": {"ratio": ["eth", "btc"]}},
+        metrics={
+            "eth_mfi": {"type": "mfi", "series": "eth", "timeframe": "1m", "period": 3},
+            "btc_mfi": {"type": "mfi", "series": "btc", "timeframe": "1m", "period": 3},
+            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": "1m",
+                     "window": 3},
+            "brk": {"type": "breakout", "series": "ethbtc", "timeframe": "1m", "lookback": 3},
+            "div": {"type": "divergence", "a": "eth", "b": "btc", "timeframe": "1m",
+                    "window": 3, "lookback": 2},
+        },
+        rules=rules,
+        notify={"urls": [receiver]} if receiver else {},
+        state_dir=state,
+    )  # fmt: skip
+
+
+async def daemon_rate() -> float:
+    """Frames/s through moodring's daemon (ccxt, checks, bars, metrics, rules) at full speed."""
+    fake = FakeExchange(CAPTURES, speed=0.0)
+    await fake.start()
+    with tempfile.TemporaryDirectory() as state:
+        daemon = Daemon(settings_for(fake, Path(state)))
+        run = asyncio.create_task(daemon.run())
+        stats = daemon.exchanges[0].stats
+        want = total_trades(fake)
+        while stats.trades == 0:
+            await asyncio.sleep(0.001)
+        start, first = time.perf_counter(), stats.trades
+        last_change, seen = time.perf_counter(), stats.trades
+        while stats.trades < want and time.perf_counter() - last_change < 2.0:
+            await asyncio.sleep(0.005)
+            if stats.trades != seen:
+                seen, last_change = stats.trades, time.perf_counter()
+        elapsed = last_change - start
+        daemon.stop()
+        await run
+    await fake.stop()
+    return (seen - first) / elapsed
+
+
+class Receiver:
+    """A json:// endpoint noting when each alert arrives."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.arrivals.append((time.monotonic(), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.server.server_address[1]}/alerts"
+
+
+async def frame_to_notify(speed: float = 10.0) -> list[float]:
+    """ms from the first trade frame of a minute (it closes the last bar) to the POST."""
+    first_sent: dict[int, float] = {}
+    trade_time = re.compile(r'"T":(\d+)')
+    push = fake_exchange._Conn.push
+
+    def timed_push(conn: Any, message: str | bytes) -> None:
+        if isinstance(message, str) and '"e":"trade"' in message:
+            match = trade_time.search(message)
+            if match:
+                minute = int(match.group(1)) // 60_000 * 60_000
+                first_sent.setdefault(minute, time.monotonic())
+        push(conn, message)
+
+    fake_exchange._Conn.push = timed_push  # type: ignore[method-assign]
+    receiver = Receiver()
+    fake = FakeExchange(CAPTURES, speed=speed)
+    await fake.start()
+    try:
+        with tempfile.TemporaryDirectory() as state:
+            daemon = Daemon(settings_for(fake, Path(state), receiver.url))
+            run = asyncio.create_task(daemon.run())
+            await fake.replay_done.wait()
+            await asyncio.sleep(2.0)
+            daemon.stop()
+            await run
+    finally:
+        fake_exchange._Conn.push = push  # type: ignore[method-assign]
+        await fake.stop()
+        receiver.server.shutdown()
+    latencies = []
+    for arrived, body in receiver.arrivals:
+        bar = int(np.datetime64(body["message"].rstrip("Z"), "ms").astype(np.int64))
+        sent = first_sent.get(bar + 60_000)
+        if sent is not None:
+            latencies.append((arrived - sent) * 1000)
+    return latencies
+
+
+# A small parent: peak RSS survives exec, so a large parent would inflate its children's.
+LAUNCHER = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    seconds, argv = float(sys.argv[1]), sys.argv[2:]
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if seconds:
+        time.sleep(seconds)
+        child.send_signal(signal.SIGTERM)
+    _, _, usage = os.wait4(child.pid, 0)
+    print(usage.ru_maxrss / 1024)
+""")
+
+
+def peak_rss_mb(argv: list[str], run_for: float = 0.0) -> float:
+    """Return the peak RSS in MB of ``argv`` (stopped with SIGTERM after ``run_for`` s)."""
+    out = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(run_for), *argv],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(out.stdout.strip())
+
+
+def daemon_rss_mb(run_for: float = 15.0) -> float:
+    """Peak RSS of ``moodring run`` taking the whole replay from a fake exchange process."""
+    args = [sys.executable, "-m", "moodring.testing.fake_exchange", "--speed", "0", "--port", "0"]
+    for capture in CAPTURES:
+        args += ["--capture", str(capture)]
+    fake = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(fake.stdout.readline())  # type: ignore[union-attr]
+        urls = {"ws_url": f"ws://127.0.0.1:{port}/stream/ws",
+                "rest_url": f"http://127.0.0.1:{port}/api/v3"}  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            config = settings_for_yaml(urls, Path(tmp))
+            return peak_rss_mb(["moodring", "run", "-c", str(config)], run_for)
+    finally:
+        fake.terminate()
+        fake.wait()
+
+
+def settings_for_yaml(urls: dict[str, str], tmp: Path) -> Path:
+    """Write the benchmark's daemon config as YAML and return its path."""
+    import yaml
+
+    class Stub:
+        ws_url, rest_url = urls["ws_url"], urls["rest_url"]
+
+    settings = settings_for(Stub(), tmp / "state")  # type: ignore[arg-type]
+    path = tmp / "moodring.yaml"
+    path.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True,
+                                                       by_alias=True)))  # fmt: skip
+    return path
+
+
+def main() -> int:
+    """Run every measurement, print a table and the JSON summary line."""
+    bare = max(asyncio.run(bare_ccxt()) for _ in range(3))
+    ours = max(asyncio.run(daemon_rate()) for _ in range(3))
+    bare_rss = peak_rss_mb([sys.executable, "-c", "import ccxt.pro"])
+    rss = daemon_rss_mb()
+    latencies = asyncio.run(frame_to_notify())
+    p99 = float(np.percentile(latencies, 99)) if latencies else float("nan")
+    rows = [
+        ("bare ccxt.pro watch_trades_for_symbols", f"{bare:,.0f} frames/s"),
+        ("moodring daemon (same replay)", f"{ours:,.0f} frames/s"),
+        ("peak RSS: import ccxt.pro", f"{bare_rss:.0f} MB"),
+        ("peak RSS: daemon after the replay", f"{rss:.0f} MB"),
+        ("frame to apprise POST, median", f"{statistics.median(latencies):.1f} ms"),
+        ("frame to apprise POST, p99", f"{p99:.1f} ms ({len(latencies)} alerts)"),
+    ]
+    for name, value in rows:
+        print(f"{name:<42} {value}")
+    print(json.dumps({
+        "pipeline_vs_bare_ccxt": round(ours / bare, 3),
+        "rss_vs_bare_ccxt": round(rss / bare_rss, 3),
+        "frame_to_notify_p99_ms": round(p99, 1),
+    }))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
