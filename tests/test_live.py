@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from moodring.cli import main
 from moodring.service.daemon import Daemon
 from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange
@@ -188,3 +190,11 @@ async def test_a_silent_but_connected_socket_is_stale_and_reconnected(tmp_path) 
         daemon.stop()
         await asyncio.wait_for(run, 10)
         await fake.stop()
+
+
+def test_demo_runs_offline_and_alerts(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    assert main(["demo", "--for", "20", "--speed", "30"]) == 0
+    alerts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT ")]
+    assert alerts, "the demo should alert within its first replayed minutes"
+    assert any("ethbtc-breakout" in a for a in alerts)

@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    demo = commands.add_parser(
+        "demo", help="run the daemon offline on a bundled fake exchange; alerts to the console"
+    )
+    demo.add_argument("--speed", type=float, default=10.0, help="replay speed (x real time)")
+    demo.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--record", type=Path, metavar="DIR", help="append closed bars to DIR")
+    demo.set_defaults(handler=_demo)
+
     backtest = commands.add_parser(
         "backtest", help="replay history CSVs through the engine and write metric values"
     )
@@ -131,6 +139,34 @@ def _run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         return await Daemon(settings, record=args.record).run()
+
+    return asyncio.run(main())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from moodring.service.daemon import Daemon
+    from moodring.testing.fake_exchange import FakeExchange
+
+    base = load_settings(DEFAULT_CONFIG.with_name("demo.yaml"))
+
+    async def main() -> int:
+        captures = [SAMPLES / "ethusdt_trades.gz", SAMPLES / "btcusdt_trades.gz"]
+        fake = FakeExchange(captures, speed=args.speed, loop=True)
+        await fake.start()
+        log.info("fake exchange on %s replays real Binance trades at %gx", fake.ws_url, args.speed)
+        feeds = {
+            name: feed.model_copy(update={"ws_url": fake.ws_url, "rest_url": fake.rest_url})
+            for name, feed in base.feeds.items()
+        }
+        with tempfile.TemporaryDirectory() as state:
+            settings = base.model_copy(update={"feeds": feeds, "state_dir": Path(state)})
+            daemon = Daemon(settings, record=args.record)
+            if args.duration:
+                asyncio.get_running_loop().call_later(args.duration, daemon.stop)
+            try:
+                return await daemon.run()
+            finally:
+                await fake.stop()
 
     return asyncio.run(main())
 
