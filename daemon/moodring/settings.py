@@ -542,9 +542,3 @@ _METRIC_TYPES = frozenset(
     for model in get_args(get_args(MetricConfig)[0])
     for tag in get_args(model.model_fields["type"].annotation)
 )
-
-
-def config_path_from_env() -> Path | None:
-    """Return ``$MOODRING_CONFIG`` as a path, if set."""
-    value = os.environ.get("MOODRING_CONFIG")
-    return Path(value) if value else None

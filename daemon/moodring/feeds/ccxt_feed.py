@@ -79,6 +79,9 @@ class ExchangeFeeds:
         self.timeout = timeout
         self.reconnect_every = reconnect_every
         self.stats = ExchangeStats()
+        for name, feed in self.feeds.items():
+            if feed.stream == "ohlcv":
+                log.warning("%s: stream: ohlcv is not supported yet; watching trades", name)
         self._by_symbol: dict[str, list[str]] = {}
         self._by_stream: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
         for name, feed in self.feeds.items():
