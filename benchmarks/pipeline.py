@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,6 @@ import numpy as np
 
 from moodring.service.daemon import Daemon
 from moodring.settings import Settings
-from moodring.testing import fake_exchange
 from moodring.testing.fake_exchange import FakeExchange, configure_ccxt
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -151,35 +149,61 @@ class Receiver:
         return f"json://127.0.0.1:{self.server.server_address[1]}/alerts"
 
 
-async def frame_to_notify(speed: float = 10.0) -> list[float]:
-    """ms from the first trade frame of a minute (it closes the last bar) to the POST."""
-    first_sent: dict[int, float] = {}
-    trade_time = re.compile(r'"T":(\d+)')
-    push = fake_exchange._Conn.push
+# The fake exchange in its own process, noting (on stdout) when the first trade frame of
+# each minute leaves it; time.monotonic is the system-wide CLOCK_MONOTONIC on Linux.
+TIMED_FAKE = textwrap.dedent("""
+    import re, sys, time
+    from moodring.testing import fake_exchange
+    first, trade_time, push = set(), re.compile(r'"T":(\\d+)'), fake_exchange._Conn.push
 
-    def timed_push(conn: Any, message: str | bytes) -> None:
+    def timed_push(conn, message):
         if isinstance(message, str) and '"e":"trade"' in message:
             match = trade_time.search(message)
-            if match:
-                minute = int(match.group(1)) // 60_000 * 60_000
-                first_sent.setdefault(minute, time.monotonic())
+            minute = int(match.group(1)) // 60_000 * 60_000 if match else None
+            if minute is not None and minute not in first:
+                first.add(minute)
+                print("sent", minute, time.monotonic(), flush=True)
         push(conn, message)
 
-    fake_exchange._Conn.push = timed_push  # type: ignore[method-assign]
+    fake_exchange._Conn.push = timed_push
+    sys.exit(fake_exchange.main(sys.argv[1:]))
+""")
+
+
+async def frame_to_notify(speed: float = 10.0, passes: int = 4) -> list[float]:
+    """ms from the first trade frame of a minute (it closes the last bar) to the POST."""
+    args = [sys.executable, "-c", TIMED_FAKE, "--speed", str(speed), "--port", "0", "--loop"]
+    for capture in CAPTURES:
+        args += ["--capture", str(capture)]
+    fake = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    port = int((await fake.stdout.readline()).decode())  # type: ignore[union-attr]
+    first_sent: dict[int, float] = {}
+
+    async def read_sent() -> None:
+        async for line in fake.stdout:  # type: ignore[union-attr]
+            _, minute, at = line.decode().split()
+            first_sent[int(minute)] = float(at)
+
+    reader = asyncio.create_task(read_sent())
     receiver = Receiver()
-    fake = FakeExchange(CAPTURES, speed=speed, loop=True)
-    await fake.start()
+
+    class Urls:
+        ws_url = f"ws://127.0.0.1:{port}/stream/ws"
+        rest_url = f"http://127.0.0.1:{port}/api/v3"
+
     try:
         with tempfile.TemporaryDirectory() as state:
-            daemon = Daemon(settings_for(fake, Path(state), receiver.url))
+            daemon = Daemon(settings_for(Urls(), Path(state), receiver.url))
             run = asyncio.create_task(daemon.run())
-            while fake.passes < 2:
-                await asyncio.sleep(0.5)
+            await asyncio.sleep(passes * 400 / speed)  # the capture spans ~6.5 minutes
             daemon.stop()
             await run
     finally:
-        fake_exchange._Conn.push = push  # type: ignore[method-assign]
-        await fake.stop()
+        fake.terminate()
+        await fake.wait()
+        reader.cancel()
         receiver.server.shutdown()
     latencies = []
     for arrived, body in receiver.arrivals[1:]:  # the first send loads apprise's plugin

@@ -225,8 +225,11 @@ class ExchangeFeeds:
         if not names:
             return
         t, price, amount = trade.get("timestamp"), trade.get("price"), trade.get("amount")
+        # the stream's own latest time also counts: a stale clock offset (or a fast replay)
+        # must not make good trades look like they come from the future
+        reference = max(self.now_ms(), self._last_trade_ms)
         for name in names:
-            problem = trade_problem(t, price, amount, self.now_ms())
+            problem = trade_problem(t, price, amount, reference)
             if problem is not None:
                 self.sink.bad_frame(name, problem, repr(trade.get("info"))[:200])
                 continue
