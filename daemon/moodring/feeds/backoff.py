@@ -16,7 +16,8 @@ class Backoff:
 
     def next(self) -> float:
         """Return the delay before the next attempt."""
-        delay = min(self.cap, self.initial * 2**self.attempt)
+        # the exponent stops growing once past the cap: 2**attempt would overflow a float
+        delay = min(self.cap, self.initial * 2.0 ** min(self.attempt, 64))
         self.attempt += 1
         return delay / 2 + self._rng.random() * delay / 2
 
