@@ -36,6 +36,7 @@ from moodring.settings import (
     RuleConfig,
     Settings,
     ZScoreConfig,
+    output_columns,
 )
 
 # Closed bars a chart shows; sources and metrics of charted rules keep this many.
@@ -66,13 +67,6 @@ def make_indicator(config: MetricConfig) -> Indicator | PairIndicator:
         case MACrossConfig():
             return MACross(config.fast, config.slow, config.kind)
     raise TypeError(f"no indicator for {type(config).__name__}")
-
-
-def output_names(name: str, indicator: Indicator | PairIndicator) -> tuple[str, ...]:
-    """Return the column names of a metric: its name, or ``name.output`` for several outputs."""
-    if len(indicator.outputs) == 1:
-        return (name,)
-    return tuple(f"{name}.{output}" for output in indicator.outputs)
 
 
 @dataclass(slots=True, eq=False)
@@ -284,8 +278,8 @@ class Engine:
     def _wire(self, name: str, config: MetricConfig) -> MetricNode:
         indicator = make_indicator(config)
         inputs = [self.source(series, config.timeframe) for series in config.inputs()]
-        feeds = frozenset(self._legs(config.inputs()))
-        outputs = output_names(name, indicator)
+        feeds = frozenset(self.settings.feeds_of(config.inputs()))
+        outputs = output_columns(name, config)
         if isinstance(indicator, PairIndicator):
             key = (*config.inputs(), config.timeframe)
             join = self._joins.get(key) or self._joins.setdefault(key, Join(*inputs))
@@ -319,11 +313,6 @@ class Engine:
 
         source.subscribe(on_bar)
         return node
-
-    def _legs(self, series: tuple[str, ...]) -> Iterator[str]:
-        for name in series:
-            ratio = self.settings.series.get(name)
-            yield from ratio.ratio if ratio else (name,)
 
     def _notify(self, node: MetricNode, time: int) -> None:
         node.time = time

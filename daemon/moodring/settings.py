@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -491,14 +492,17 @@ class Settings(BaseSettings):
         bar_s = Timeframe.parse(metric.timeframe).ms / 1000
         return max(1, math.ceil(parse_duration(rule.for_) / bar_s))
 
+    def feeds_of(self, series: Iterable[str]) -> tuple[str, ...]:
+        """Return the feeds under these series (a feed itself, or a ratio's two legs)."""
+        legs: list[str] = []
+        for name in series:
+            ratio = self.series.get(name)
+            legs.extend(ratio.ratio if ratio else (name,))
+        return tuple(dict.fromkeys(legs))
+
     def stale_feeds_of(self, rule: RuleConfig) -> tuple[str, ...]:
         """Return the feeds a rule's metric reads (directly or through a ratio)."""
-        metric = self.metrics[self.metric_columns()[rule.metric]]
-        legs: list[str] = []
-        for series in metric.inputs():
-            ratio = self.series.get(series)
-            legs.extend(ratio.ratio if ratio else (series,))
-        return tuple(dict.fromkeys(legs))
+        return self.feeds_of(self.metrics[self.metric_columns()[rule.metric]].inputs())
 
 
 class ConfigError(Exception):

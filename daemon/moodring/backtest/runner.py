@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moodring.backtest.table import MetricTable
-from moodring.engine import Engine, MetricNode, make_indicator, output_names
+from moodring.engine import Engine, MetricNode, make_indicator
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame, join_frames, ratio_frame
 from moodring.market.resample import infer_step, resample
@@ -18,7 +18,7 @@ from moodring.market.timeframe import Timeframe
 from moodring.metrics.base import PairIndicator
 from moodring.rules.alert import Alert
 from moodring.rules.book import FeedState, RuleBook
-from moodring.settings import Settings
+from moodring.settings import Settings, output_columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +42,7 @@ def runnable_metrics(settings: Settings, feeds: set[str]) -> tuple[list[str], li
     """Split the configured metrics into those the given feeds can compute and the rest."""
     ok, missing = [], []
     for name, config in settings.metrics.items():
-        legs: list[str] = []
-        for series in config.inputs():
-            ratio = settings.series.get(series)
-            legs.extend(ratio.ratio if ratio else (series,))
-        (ok if set(legs) <= feeds else missing).append(name)
+        (ok if set(settings.feeds_of(config.inputs())) <= feeds else missing).append(name)
     return ok, missing
 
 
@@ -77,7 +73,7 @@ def run_batch(
             times, values = a.time, indicator.batch(a, b)
         else:
             times, values = inputs[0].time, indicator.batch(inputs[0])
-        for j, column in enumerate(output_names(name, indicator)):
+        for j, column in enumerate(output_columns(name, config)):
             series[column] = (times, values[:, j])
     return MetricTable.from_series(series)
 

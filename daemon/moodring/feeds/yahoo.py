@@ -18,7 +18,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -107,15 +107,15 @@ class FrameError(ValueError):
 class PricingTick:
     """One decoded ``PricingData`` message (proto3 defaults for absent fields)."""
 
-    id: str
-    price: float
-    time_ms: int
-    day_volume: int
-    market_hours: int
-    change_percent: float
-    day_high: float
-    day_low: float
-    quote_type: int
+    id: str = ""
+    price: float = 0.0
+    time_ms: int = 0
+    day_volume: int = 0
+    market_hours: int = 0
+    change_percent: float = 0.0
+    day_high: float = 0.0
+    day_low: float = 0.0
+    quote_type: int = 0
     currency: str = ""
     exchange: str = ""
     change: float = 0.0
@@ -127,6 +127,9 @@ class PricingTick:
     ask: float = 0.0
     price_hint: int = 0
     market_cap: float = 0.0
+
+
+_TICK_FIELDS = frozenset(f.name for f in fields(PricingTick))
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -227,29 +230,9 @@ def parse_pricing(buf: bytes) -> dict[str, Any]:
 
 def decode_pricing(payload: str | bytes) -> PricingTick:
     """Decode one base64 ``PricingData`` message (the streamer's ``message``) into a tick."""
-    f = parse_pricing(_b64(payload))
-    return PricingTick(
-        id=f.get("id", ""),
-        price=f.get("price", 0.0),
-        time_ms=f.get("time", 0),
-        day_volume=f.get("day_volume", 0),
-        market_hours=f.get("market_hours", 0),
-        change_percent=f.get("change_percent", 0.0),
-        day_high=f.get("day_high", 0.0),
-        day_low=f.get("day_low", 0.0),
-        quote_type=f.get("quote_type", 0),
-        currency=f.get("currency", ""),
-        exchange=f.get("exchange", ""),
-        change=f.get("change", 0.0),
-        short_name=f.get("short_name", ""),
-        open_price=f.get("open_price", 0.0),
-        previous_close=f.get("previous_close", 0.0),
-        last_size=f.get("last_size", 0),
-        bid=f.get("bid", 0.0),
-        ask=f.get("ask", 0.0),
-        price_hint=f.get("price_hint", 0),
-        market_cap=f.get("market_cap", 0.0),
-    )
+    parsed = parse_pricing(_b64(payload))
+    parsed["time_ms"] = parsed.pop("time", 0)
+    return PricingTick(**{k: v for k, v in parsed.items() if k in _TICK_FIELDS})
 
 
 def frame_payload(frame: str | bytes) -> str | None:
