@@ -59,6 +59,8 @@ class FeedConfig(Model):
     stale_after: Duration | None = None
     ws_url: str | None = None
     rest_url: str | None = None
+    api_key: SecretStr | None = None  # keyed sources (alpaca, finnhub)
+    api_secret: SecretStr | None = None
 
     @property
     def round_the_clock(self) -> bool:
@@ -395,6 +397,31 @@ class NotifyConfig(Model):
         return self
 
 
+class MqttConfig(Model):
+    """The MQTT broker moodring publishes metrics, bars, alerts and feed states to."""
+
+    host: str | None = None  # no host: MQTT is off
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    client_id: str | None = None
+    prefix: str = Field("moodring", pattern=r"^[^#+]+$")
+    keepalive: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 60.0
+    forming_interval: Duration = 5.0  # forming-bar values at most this often per metric
+    alert_queue: int = Field(1000, ge=1)  # alerts kept while the broker is unreachable
+    discovery: bool = False  # Home Assistant MQTT discovery
+
+
+class HttpConfig(Model):
+    """The HTTP endpoint serving /metrics (Prometheus) and /healthz."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9701, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """The whole configuration: feeds, derived series and metrics."""
 
@@ -411,6 +438,8 @@ class Settings(BaseSettings):
     metrics: dict[str, MetricConfig] = {}
     rules: tuple[RuleConfig, ...] = ()
     notify: NotifyConfig = NotifyConfig()
+    mqtt: MqttConfig = MqttConfig()
+    http: HttpConfig = HttpConfig()
     state_dir: Path | None = None
 
     @classmethod
