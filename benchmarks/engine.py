@@ -21,6 +21,7 @@ from talib import stream
 
 from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import FeedHistory, merged_bars, run_batch, run_streaming
+from moodring.configfile import load_settings
 from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.outbox import Outbox
 from moodring.engine import Engine
@@ -28,7 +29,7 @@ from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
 from moodring.metrics.mfi import MFI
 from moodring.rules.alert import Alert
-from moodring.settings import Settings, load_settings
+from moodring.settings import Settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DAY = 86_400_000

@@ -150,19 +150,21 @@ class Receiver:
 
 
 # The fake exchange in its own process, noting (on stdout) when the first trade frame of
-# each minute leaves it; time.monotonic is the system-wide CLOCK_MONOTONIC on Linux.
+# each symbol's minute leaves it; time.monotonic is the system-wide CLOCK_MONOTONIC on Linux.
 TIMED_FAKE = textwrap.dedent("""
     import re, sys, time
     from moodring.testing import fake_exchange
-    first, trade_time, push = set(), re.compile(r'"T":(\\d+)'), fake_exchange._Conn.push
+    first, push = set(), fake_exchange._Conn.push
+    trade = re.compile(r'"s":"(\\w+)","t":\\d+,.*"T":(\\d+)')
 
     def timed_push(conn, message):
         if isinstance(message, str) and '"e":"trade"' in message:
-            match = trade_time.search(message)
-            minute = int(match.group(1)) // 60_000 * 60_000 if match else None
-            if minute is not None and minute not in first:
-                first.add(minute)
-                print("sent", minute, time.monotonic(), flush=True)
+            match = trade.search(message)
+            if match:
+                key = (match.group(1), int(match.group(2)) // 60_000 * 60_000)
+                if key not in first:
+                    first.add(key)
+                    print("sent", *key, time.monotonic(), flush=True)
         push(conn, message)
 
     fake_exchange._Conn.push = timed_push
@@ -171,7 +173,7 @@ TIMED_FAKE = textwrap.dedent("""
 
 
 async def frame_to_notify(speed: float = 10.0, passes: int = 4) -> list[float]:
-    """ms from the first trade frame of a minute (it closes the last bar) to the POST."""
+    """ms from a symbol's first trade frame of a minute (it closes its bar) to the POST."""
     args = [sys.executable, "-c", TIMED_FAKE, "--speed", str(speed), "--port", "0", "--loop"]
     for capture in CAPTURES:
         args += ["--capture", str(capture)]
@@ -179,12 +181,12 @@ async def frame_to_notify(speed: float = 10.0, passes: int = 4) -> list[float]:
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
     )
     port = int((await fake.stdout.readline()).decode())  # type: ignore[union-attr]
-    first_sent: dict[int, float] = {}
+    first_sent: dict[tuple[str, int], float] = {}
 
     async def read_sent() -> None:
         async for line in fake.stdout:  # type: ignore[union-attr]
-            _, minute, at = line.decode().split()
-            first_sent[int(minute)] = float(at)
+            _, symbol, minute, at = line.decode().split()
+            first_sent[symbol, int(minute)] = float(at)
 
     reader = asyncio.create_task(read_sent())
     receiver = Receiver()
@@ -208,7 +210,8 @@ async def frame_to_notify(speed: float = 10.0, passes: int = 4) -> list[float]:
     latencies = []
     for arrived, body in receiver.arrivals[1:]:  # the first send loads apprise's plugin
         bar = int(np.datetime64(body["message"].rstrip("Z"), "ms").astype(np.int64))
-        sent = first_sent.get(bar + 60_000)
+        symbol = body["title"].partition("-")[0].upper() + "USDT"  # "eth-bar: ..." -> ETHUSDT
+        sent = first_sent.get((symbol, bar + 60_000))
         if sent is not None:
             latencies.append((arrived - sent) * 1000)
     return latencies

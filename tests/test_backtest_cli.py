@@ -12,7 +12,7 @@ import yaml
 from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import FeedHistory, run_batch, run_streaming
 from moodring.cli import main
-from moodring.settings import load_settings
+from moodring.configfile import load_settings
 from tests.oracles import DATA
 
 ETH_1D = DATA / "daily/binance_yanniedog/ETHUSDT_1d.csv"

@@ -12,9 +12,9 @@ import pandas as pd
 import yaml
 
 from moodring.backtest.runner import FeedHistory, run_batch
+from moodring.configfile import load_settings
 from moodring.engine import Engine
 from moodring.market.frame import BarFrame
-from moodring.settings import load_settings
 from tests.oracles import DATA
 
 CAPTURES = DATA / "ws/hftbacktest_binance_spot"

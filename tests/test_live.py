@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from moodring.cli import main
+from moodring.feeds import ccxt_feed
 from moodring.service.daemon import Daemon
 from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange
@@ -103,6 +104,27 @@ async def test_recorded_bars_equal_bars_built_from_the_trade_frames(tmp_path, dr
         for column in ("open", "high", "low", "close"):
             np.testing.assert_array_equal(got[column], want[column], err_msg=f"{feed} {column}")
         np.testing.assert_allclose(got["volume"], want["volume"], rtol=1e-12)
+
+
+async def test_bursts_beyond_ccxts_cache_lose_no_trade(tmp_path, monkeypatch) -> None:
+    # as fast as possible, with a 2-trade cache: only trades taken as ccxt parses them
+    # (not read back from its cache) all arrive
+    monkeypatch.setattr(ccxt_feed, "CACHE_LIMIT", 2)
+    fake = FakeExchange(CAPTURES, speed=0.0)
+    await fake.start()
+    daemon = Daemon(settings_for(fake, tmp_path))
+    run = asyncio.create_task(daemon.run())
+    stats = daemon.exchanges[0].stats
+    try:
+        await asyncio.wait_for(fake.replay_done.wait(), 120)
+        total = sum(len(fake.trades(s)) for s in ("ETHUSDT", "BTCUSDT"))
+        await until(lambda: stats.trades >= total, 30)
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(run, 10)
+        await fake.stop()
+    assert stats.trades == total
+    assert stats.missed == 0
 
 
 def fuzz_frames(n: int, template: dict, seed: int = 7) -> list[str]:

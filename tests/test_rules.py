@@ -17,10 +17,11 @@ import yaml
 from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import FeedHistory, evaluate_rules, run_batch, run_streaming
 from moodring.cli import main
+from moodring.configfile import ConfigError, load_settings
 from moodring.rules.alert import Alert
 from moodring.rules.book import RuleBook
 from moodring.rules.silences import Silences
-from moodring.settings import ConfigError, Settings, load_settings
+from moodring.settings import Settings
 from tests import oracles
 from tests.oracles import DATA, read_ohlcv
 

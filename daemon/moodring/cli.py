@@ -27,27 +27,31 @@ from moodring.backtest.runner import (
     run_streaming,
     runnable_metrics,
 )
+from moodring.configfile import ConfigError, find_config, load_settings, show_config
 from moodring.engine import Engine
+from moodring.logs import redact, setup_logging
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
-from moodring.settings import DEFAULT_CONFIG, ConfigError, RuleConfig, Settings, load_settings
+from moodring.settings import DEFAULT_CONFIG, RuleConfig, Settings
 from moodring.times import format_duration, iso_time, parse_duration
 
 log = logging.getLogger("moodring")
 SAMPLES = DEFAULT_CONFIG.parent / "samples"
+CONFIG_HELP = (
+    "YAML config (default: $MOODRING_CONFIG, ./moodring.yaml, "
+    "$XDG_CONFIG_HOME/moodring/moodring.yaml, /etc/moodring/moodring.yaml, else built-in)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``moodring`` command; return the process exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    for noisy in ("apprise", "urllib3"):  # at DEBUG they log whole URLs, tokens included
-        logging.getLogger(noisy).setLevel(logging.INFO)
+    setup_logging(args.log_level)
     try:
         return int(args.handler(args))
     except (ConfigError, CsvError, UsageError) as exc:
-        print(f"moodring: {exc}", file=sys.stderr)
+        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
         return 1
 
 
@@ -60,10 +64,17 @@ def _parser() -> argparse.ArgumentParser:
         prog="moodring", description="Streaming alerts for cross-market divergence."
     )
     parser.add_argument("--version", action="version", version=f"moodring {__version__}")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        help="least severe log records shown (default: INFO)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the daemon: live feeds, rules and alerts")
-    run.add_argument("-c", "--config", type=Path, help="YAML config (default: built-in)")
+    run.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     run.add_argument(
         "--record", type=Path, metavar="DIR", help="append closed bars to DIR/<feed>_<tf>.csv"
     )
@@ -80,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     backtest = commands.add_parser(
         "backtest", help="replay history CSVs through the engine and write metric values"
     )
-    backtest.add_argument("-c", "--config", type=Path, help="YAML config (default: built-in)")
+    backtest.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     backtest.add_argument(
         "--data",
         action="append",
@@ -108,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     backtest.set_defaults(handler=_backtest)
 
     silence = commands.add_parser("silence", help="mute a rule for a while, list or clear silences")
-    silence.add_argument("-c", "--config", type=Path, help="YAML config (default: built-in)")
+    silence.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     silence.add_argument("rule", nargs="?", help="the rule to silence (or to --clear)")
     silence.add_argument("--for", dest="duration", help="how long, e.g. 2h, 30m, 1d")
     silence.add_argument("--reason", default="", help="why (shown in --list and in the log)")
@@ -119,9 +130,41 @@ def _parser() -> argparse.ArgumentParser:
     test_alert = commands.add_parser(
         "test-alert", help="send a test message with a chart to every configured URL"
     )
-    test_alert.add_argument("-c", "--config", type=Path, help="YAML config (default: built-in)")
+    test_alert.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     test_alert.set_defaults(handler=_test_alert)
+
+    check = commands.add_parser(
+        "check-config", help="validate the config (templates and references too) and exit"
+    )
+    check.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    check.set_defaults(handler=_check_config)
+
+    show = commands.add_parser(
+        "show-config", help="print the effective config (file, environment, secret files)"
+    )
+    show.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    show.set_defaults(handler=_show_config)
     return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[Path, Settings]:
+    """Return the config file chosen by ``-c`` or discovery, and its settings."""
+    path = find_config(args.config)
+    log.info("config: %s%s", path, " (built-in default)" if path == DEFAULT_CONFIG else "")
+    return path, load_settings(path)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path, settings = _settings(args)
+    counts = (len(settings.feeds), len(settings.metrics), len(settings.rules))
+    print(f"{path}: ok ({counts[0]} feeds, {counts[1]} metrics, {counts[2]} rules)")
+    return 0
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    _, settings = _settings(args)
+    print(show_config(settings), end="")
+    return 0
 
 
 def _date(text: str) -> datetime:
@@ -135,7 +178,7 @@ def _date(text: str) -> datetime:
 def _run(args: argparse.Namespace) -> int:
     from moodring.service.daemon import Daemon  # ccxt is heavy: only the daemon pays for it
 
-    settings = load_settings(args.config)
+    _, settings = _settings(args)
 
     async def main() -> int:
         return await Daemon(settings, record=args.record).run()
@@ -172,7 +215,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    _, settings = _settings(args)
     paths = dict(_feed_path(item) for item in args.data)
     if args.sample:
         for feed in ("eth", "btc", "rut"):
@@ -226,7 +269,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _silence(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    _, settings = _settings(args)
     silences = Silences(settings.resolved_state_dir() / "silences.json")
     if args.list:
         active = silences.active()
@@ -254,7 +297,7 @@ def _silence(args: argparse.Namespace) -> int:
 
 
 def _test_alert(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    _, settings = _settings(args)
     if not settings.notify.urls:
         raise UsageError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"

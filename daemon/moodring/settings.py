@@ -7,16 +7,14 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -24,7 +22,6 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from moodring.market.timeframe import Timeframe
@@ -451,8 +448,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Read environment overrides first, then the values passed in (the YAML file)."""
-        return (env_settings, init_settings)
+        """Validate exactly the values given: ``load_settings`` merges the environment itself."""
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:
@@ -532,46 +529,3 @@ class Settings(BaseSettings):
     def stale_feeds_of(self, rule: RuleConfig) -> tuple[str, ...]:
         """Return the feeds a rule's metric reads (directly or through a ratio)."""
         return self.feeds_of(self.metrics[self.metric_columns()[rule.metric]].inputs())
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the file and key paths."""
-
-
-def load_settings(path: str | Path | None = None) -> Settings:
-    """Load and validate a YAML config (the built-in default when ``path`` is None)."""
-    file = Path(path) if path is not None else DEFAULT_CONFIG
-    if not file.is_file():
-        raise ConfigError(f"{file}: config file not found")
-    try:
-        raw = YamlConfigSettingsSource(Settings, yaml_file=file)()
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: invalid YAML: {exc}") from exc
-    try:
-        return Settings(**raw)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(file, exc)) from exc
-
-
-def format_errors(file: Path, exc: ValidationError) -> str:
-    """Render pydantic's errors as one readable block, one ``key.path: message`` a line."""
-    lines = [f"{file}: invalid configuration ({exc.error_count()} error(s))"]
-    for error in exc.errors():
-        path = ".".join(str(p) for p in error["loc"] if not _is_union_tag(p))
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (typo?)"
-        lines.append(f"  {path or '<root>'}: {message}")
-    return "\n".join(lines)
-
-
-def _is_union_tag(part: Any) -> bool:
-    """Return whether a location part is pydantic's tag of a metric type, not a key."""
-    return isinstance(part, str) and part in _METRIC_TYPES
-
-
-_METRIC_TYPES = frozenset(
-    tag
-    for model in get_args(get_args(MetricConfig)[0])
-    for tag in get_args(model.model_fields["type"].annotation)
-)

@@ -26,8 +26,9 @@ log = logging.getLogger("moodring.feeds.ccxt")
 RECONNECT_EVERY = 23 * 3600.0
 # Seconds a client may take to close its sockets.
 CLOSE_TIMEOUT = 1.0
-# ccxt's own caches stay small: moodring's ring buffers are the source of truth.
-CACHE_LIMIT = 300
+# ccxt's own caches stay small: trades are taken as ccxt parses them (never read back from
+# its cache), and moodring's ring buffers are the source of truth.
+CACHE_LIMIT = 100
 
 
 @dataclass(slots=True)
@@ -107,7 +108,9 @@ class ExchangeFeeds:
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
             raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
-        client = guarded(cls, self._bad_frame)({"enableRateLimit": True, "newUpdates": True})
+        client = guarded(cls, self._bad_frame, self._on_trade)(
+            {"enableRateLimit": True, "newUpdates": True}
+        )
         client.options["tradesLimit"] = CACHE_LIMIT
         client.options["OHLCVLimit"] = CACHE_LIMIT
         first = next(iter(self.feeds.values()))
@@ -201,24 +204,22 @@ class ExchangeFeeds:
         batch = client.has.get("watchTradesForSymbols") and len(symbols) > 1
         started = time.monotonic()
         while time.monotonic() - started < self.reconnect_every:
+            # the watch keeps the subscription and tells a silent socket; the trades
+            # themselves already went to _on_trade as ccxt parsed them, none lost to its cache
             watch = client.watch_trades_for_symbols(symbols) if batch else self._any(symbols)
-            trades = await asyncio.wait_for(watch, self._silence)
+            await asyncio.wait_for(watch, self._silence)
             self.stats.last_frame = time.monotonic()
-            for trade in trades:
-                self._on_trade(trade)
         log.info("%s: daily reconnect", self.exchange)
         raise NetworkError("scheduled reconnect")
 
-    async def _any(self, symbols: list[str]) -> list[dict[str, Any]]:
-        """Return the trades of whichever symbol's watch answers first."""
+    async def _any(self, symbols: list[str]) -> None:
+        """Return when any symbol's watch answers."""
         tasks = [asyncio.ensure_future(self._client.watch_trades(s)) for s in symbols]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
-        trades: list[dict[str, Any]] = []
         for task in done:
-            trades.extend(task.result())
-        return trades
+            task.result()  # raises the watch's error, if any
 
     def _on_trade(self, trade: dict[str, Any]) -> None:
         names = self._by_symbol.get(trade.get("symbol") or "")
@@ -340,15 +341,34 @@ class ExchangeFeeds:
             log.debug("%s: close: %s", self.exchange, exc)
 
 
-def guarded(cls: type, on_bad: Callable[[str, object], None]) -> type:
+TradeCallback = Callable[[dict[str, Any]], None]
+
+
+def guarded(
+    cls: type, on_bad: Callable[[str, object], None], on_trade: TradeCallback | None = None
+) -> type:
     """Return ``cls`` (a ccxt.pro exchange) whose websocket frames cannot break it.
 
     ccxt parses each frame and hands it to the exchange's handler unguarded: a malformed
     frame raises inside its receive path. Here every frame that fails to decode or to be
     handled is passed to ``on_bad(reason, frame)`` and skipped; the stream goes on.
+
+    With ``on_trade``, every trade the exchange's handler stores is also passed to it at
+    once: ccxt's bounded per-symbol cache overflows in bursts between two ``watch_trades``
+    answers, and whatever it evicted before being read would be lost.
     """
 
     class Guarded(cls):  # type: ignore[misc, valid-type]
+        @property
+        def trades(self) -> dict[str, Any]:
+            return self.__dict__.get("_moodring_trades")  # type: ignore[no-any-return]
+
+        @trades.setter
+        def trades(self, caches: dict[str, Any] | None) -> None:
+            if on_trade is not None and caches is not None:
+                caches = _TradeTap(on_trade, caches)
+            self._moodring_trades = caches
+
         def client(self, url: str) -> Any:
             ws = super().client(url)
             if not getattr(ws, "_moodring_guarded", False):
@@ -382,3 +402,37 @@ def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> Non
         client.urls["api"]["public"] = rest_url
         client.options["fetchMarkets"] = {"types": ["spot"]}
         client.options["defaultType"] = "spot"
+
+
+class _TradeTap(dict[str, Any]):
+    """ccxt's trade caches by symbol; each cache put in passes its appended trades on."""
+
+    def __init__(self, on_trade: TradeCallback, caches: dict[str, Any]) -> None:
+        super().__init__()
+        self._on_trade = on_trade
+        for symbol, cache in caches.items():
+            self[symbol] = cache
+
+    def __setitem__(self, symbol: str, cache: Any) -> None:
+        if not getattr(cache, "_moodring_tapped", False):
+            for trade in list(cache):  # handlers may append the first trade before storing
+                self._on_trade(trade)
+            cache.__class__ = _tapped_class(type(cache))
+            cache._moodring_tap = self._on_trade
+        super().__setitem__(symbol, cache)
+
+
+_TAPPED: dict[type, type] = {}
+
+
+def _tapped_class(cls: type) -> type:
+    """Return a subclass of a ccxt cache class whose ``append`` calls its tap."""
+    if cls not in _TAPPED:
+
+        def append(self: Any, item: Any) -> None:
+            super(tapped, self).append(item)
+            self._moodring_tap(item)
+
+        tapped = type(cls.__name__, (cls,), {"append": append, "_moodring_tapped": True})
+        _TAPPED[cls] = tapped
+    return _TAPPED[cls]

@@ -1,0 +1,457 @@
+"""The config file: where it is found, environment overrides, secrets, readable errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import EnvSettingsSource, SettingsError
+
+from moodring.logs import MASK, looks_secret, redact, register_secrets
+from moodring.settings import DEFAULT_CONFIG, MetricConfig, Settings
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and key paths."""
+
+
+Loc = tuple[str | int, ...]
+
+CONFIG_NAME = "moodring.yaml"
+SYSTEM_CONFIG = Path("/etc/moodring") / CONFIG_NAME
+CONFIG_VARIABLE = "MOODRING_CONFIG"
+ENV_PREFIX = "MOODRING_"
+
+# keys holding secrets (see resolve_secrets); each also comes as <name>_file, <name>_credential
+SECRETS = frozenset({"url", "urls", "password", "api_key", "api_secret"})
+SECRET_SOURCES = ("", "_file", "_credential")
+
+log = logging.getLogger("moodring.config")
+_warned: set[Path] = set()
+
+
+def config_candidates() -> tuple[Path, ...]:
+    """Return where a config is looked for: ./, $XDG_CONFIG_HOME/moodring/, /etc/moodring/."""
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".config"
+    return (Path.cwd() / CONFIG_NAME, base / "moodring" / CONFIG_NAME, SYSTEM_CONFIG)
+
+
+def find_config(explicit: Path | None = None) -> Path:
+    """Return the config to use: ``-c``, $MOODRING_CONFIG, the first candidate, else built-in.
+
+    A file named explicitly (``-c`` or $MOODRING_CONFIG) must exist: ConfigError otherwise.
+    The candidates (``config_candidates``) are skipped when absent; with none of them
+    present the built-in ``DEFAULT_CONFIG`` is used, which needs no API keys.
+    """
+    for given, how in ((explicit, "given with -c"), (os.environ.get(CONFIG_VARIABLE), None)):
+        if not given:
+            continue
+        path = Path(given).expanduser()
+        how = how or f"from ${CONFIG_VARIABLE}"
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found ({how})")
+        if not path.is_file():
+            raise ConfigError(f"{path}: not a file ({how})")
+        return path
+    return next((p for p in config_candidates() if p.is_file()), DEFAULT_CONFIG)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load a YAML config (None: built-in), apply MOODRING_* variables and secret files.
+
+    Raises ConfigError, whose message is the whole error block; safe to call again on reload
+    (files, credentials and the environment are read afresh each time).
+
+    Order of precedence: a ``MOODRING_SECTION__KEY`` variable over the YAML file, merged key
+    by key (``MOODRING_MQTT__HOST`` keeps the file's ``mqtt.prefix``); JSON for lists and
+    mappings (``MOODRING_NOTIFY__URLS='["tgram://..."]'``). Secrets are resolved by
+    ``resolve_secrets`` after merging, so a variable may also name a secret file.
+    """
+    file = Path(path).expanduser() if path is not None else DEFAULT_CONFIG
+    text, raw = _read_yaml(file)
+    env, names = environment_overrides()
+    origins = ConfigOrigins(file, text, names)
+    values = resolve_secrets(_merge(raw, env), file.parent, origins)
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(file, exc, origins)) from exc
+    _warn_if_exposed(file, raw)
+    register_secrets(settings)
+    return settings
+
+
+def environment_overrides() -> tuple[dict[str, Any], dict[Loc, str]]:
+    """Return the MOODRING_* overrides as nested values, and each variable's key path."""
+    names: dict[Loc, str] = {}
+    for name in os.environ:
+        if name.upper().startswith(ENV_PREFIX):
+            path = tuple(name[len(ENV_PREFIX) :].lower().split("__"))
+            if path[0] in Settings.model_fields:
+                names[path] = name
+    try:
+        values = EnvSettingsSource(Settings)()
+    except SettingsError as exc:
+        field = re.search(r'field "([^"]+)"', str(exc))
+        culprits = [n for p, n in names.items() if field and p[0] == field.group(1)]
+        raise ConfigError(
+            f"{', '.join(sorted(culprits)) or ENV_PREFIX + '*'} (from environment): "
+            f"not valid JSON ({exc.__cause__ or exc})"
+        ) from None
+    return values, names
+
+
+def resolve_secrets(
+    values: dict[str, Any], base: Path, origins: ConfigOrigins | None = None
+) -> dict[str, Any]:
+    """Return config values with every secret's ``*_file``/``*_credential`` key read in.
+
+    Each secret (``notify.urls[].url``, ``mqtt.password``, ``feeds.<name>.api_key`` and
+    ``api_secret``) is given in exactly one of three ways:
+
+    - ``password: VALUE`` in the file, or ``MOODRING_MQTT__PASSWORD`` in the environment;
+    - ``password_file: PATH``: the file's content, stripped; a relative PATH is relative to
+      the config file's directory;
+    - ``password_credential: NAME``: the systemd credential NAME, i.e. the file
+      ``$CREDENTIALS_DIRECTORY/NAME`` (``LoadCredential=NAME:/path`` or
+      ``LoadCredentialEncrypted=``/``SetCredential=`` in the unit).
+
+    ``notify.urls_file`` and ``notify.urls_credential`` name a file of apprise URLs, one a
+    line (blank lines and ``#`` comments skipped), added after ``notify.urls``. A variable
+    setting one form replaces the file's other forms. Errors (ConfigError) name the key path
+    and the file read, never its content.
+    """
+    origins = origins or ConfigOrigins(base / CONFIG_NAME, None, {})
+    problems: list[tuple[Loc, str]] = []
+    reader = _SecretReader(base, origins, problems)
+    values = dict(values)
+    feeds = values.get("feeds")
+    if isinstance(feeds, dict):
+        values["feeds"] = {
+            name: reader.single(feed, ("feeds", name), ("api_key", "api_secret"))
+            for name, feed in feeds.items()
+        }
+    if isinstance(values.get("mqtt"), dict):
+        values["mqtt"] = reader.single(values["mqtt"], ("mqtt",), ("password",))
+    notify = values.get("notify")
+    if isinstance(notify, dict):
+        notify = dict(notify)
+        urls = notify.get("urls", [])
+        if isinstance(urls, list | tuple):
+            urls = [reader.single(u, ("notify", "urls", i), ("url",)) for i, u in enumerate(urls)]
+            urls += reader.lines(notify, ("notify",), "urls", len(urls))
+            notify["urls"] = urls
+        for suffix in SECRET_SOURCES[1:]:
+            notify.pop(f"urls{suffix}", None)
+        values["notify"] = notify
+    if problems:
+        raise ConfigError(format_errors(origins.file, problems, origins))
+    return values
+
+
+class _SecretReader:
+    """Reads ``*_file`` and ``*_credential`` keys into values, collecting problems."""
+
+    def __init__(self, base: Path, origins: ConfigOrigins, problems: list[tuple[Loc, str]]) -> None:
+        self.base, self.origins, self.problems = base, origins, problems
+
+    def single(self, section: Any, loc: Loc, names: tuple[str, ...]) -> Any:
+        """Return ``section`` with each of ``names`` given directly, read from its source."""
+        if not isinstance(section, dict):
+            return section
+        section = dict(section)
+        for name in names:
+            given = [name + suffix for suffix in SECRET_SOURCES if name + suffix in section]
+            if len(given) > 1:
+                self.problems.append(((*loc, given[1]), f"give only one of {', '.join(given)}"))
+                continue
+            if not given or given[0] == name:
+                continue
+            key = given[0]
+            read = self.read(section.pop(key), (*loc, key))
+            if read is not None:
+                section[name] = read[0]
+                self.origins.derived[(*loc, name)] = ((*loc, key), read[1])
+        return section
+
+    def lines(self, section: dict[str, Any], loc: Loc, name: str, first: int) -> list[str]:
+        """Return the non-blank, non-comment lines of ``name_file`` and ``name_credential``."""
+        found: list[str] = []
+        for suffix in SECRET_SOURCES[1:]:
+            key = name + suffix
+            if key not in section:
+                continue
+            read = self.read(section[key], (*loc, key))
+            text, how = read or ("", "")
+            for number, line in enumerate(text.splitlines(), 1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    where = ((*loc, key), f"{how}, line {number}")
+                    self.origins.derived[(*loc, name, first + len(found))] = where
+                    found.append(line)
+        return found
+
+    def read(self, value: Any, loc: Loc) -> tuple[str, str] | None:
+        """Return the stripped content of the file or credential named, and where it came from."""
+        key = str(loc[-1])
+        if not isinstance(value, str) or not value.strip():
+            self.problems.append((loc, "expected a file path" if key.endswith("_file") else
+                                  "expected a credential name"))  # fmt: skip
+            return None
+        if key.endswith("_credential"):
+            folder = os.environ.get("CREDENTIALS_DIRECTORY", "")
+            if not folder:
+                wanted = f"systemd credential {value!r} wanted, but $CREDENTIALS_DIRECTORY"
+                self.problems.append((loc, f"{wanted} is not set (see LoadCredential=)"))
+                return None
+            if "/" in value or value in (".", ".."):
+                self.problems.append((loc, f"{value!r} is not a credential name"))
+                return None
+            path = Path(folder) / value
+            how = f"from credential {value} ({path})"
+        else:
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else self.base / path
+            how = f"from file {path}"
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            self.problems.append((loc, f"cannot read {path}: {reason}"))
+            return None
+        if not text:
+            self.problems.append((loc, f"{path} is empty"))
+            return None
+        return text, how
+
+
+def show_config(settings: Settings) -> str:
+    """Return the effective settings as YAML, every secret as ``***`` and URL tokens masked."""
+    plain = _plain(settings.model_dump(by_alias=True, exclude_none=True))
+    plain["metrics"] = {name: {"type": m.pop("type"), **m} for name, m in plain["metrics"].items()}
+    return redact(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=100))
+
+
+def format_errors(
+    file: Path,
+    errors: ValidationError | Iterable[tuple[Loc, str]],
+    origins: ConfigOrigins | None = None,
+) -> str:
+    """Render config errors as one block: the file, then ``key.path (where): message`` lines.
+
+    ``where`` is the YAML line of the key (or of its nearest parent present in the file),
+    the environment variable that set it, or the secret file it was read from.
+    """
+    problems = _problems(errors, origins) if isinstance(errors, ValidationError) else [*errors]
+    lines = [f"{file}: invalid configuration ({len(problems)} error(s))"]
+    for loc, message in problems:
+        path = ".".join(str(part) for part in loc) or "<root>"
+        where = origins.describe(loc) if origins is not None else ""
+        lines.append(f"  {path}{f' ({where})' if where else ''}: {message}")
+    return "\n".join(lines)
+
+
+class ConfigOrigins:
+    """Where each value of a loaded config came from: a YAML line, a variable, a file."""
+
+    def __init__(self, file: Path, text: str | None, env: dict[Loc, str]) -> None:
+        self.file, self.text, self.env = file, text, env
+        self.derived: dict[Loc, tuple[Loc, str]] = {}  # secret -> (key it came by, how)
+        self._root: yaml.Node | None = None
+
+    def describe(self, loc: Loc) -> str:
+        """Return where the value at ``loc`` was set: ``line 12``, a variable, a file."""
+        for length in range(len(loc), 0, -1):
+            if loc[:length] in self.derived:
+                key, how = self.derived[loc[:length]]
+                var = self._env_var(key)
+                if var is not None:
+                    return f"{how}, via {var} from environment"
+                line, _ = self._line(key)
+                at = f" at line {line}" if line else ""
+                return f"{how}, via {'.'.join(map(str, key))}{at}"
+        return self._setting(loc)
+
+    def knows(self, loc: Loc) -> bool:
+        """Return whether ``loc`` itself was set by the YAML file or a variable."""
+        return self._env_var(loc) is not None or self._line(loc)[1]
+
+    def _setting(self, loc: Loc) -> str:
+        var = self._env_var(loc)
+        if var is not None:
+            return f"{var} from environment"
+        line, _ = self._line(loc)
+        return f"line {line}" if line else ""
+
+    def _env_var(self, loc: Loc) -> str | None:
+        lowered = tuple(str(part).lower() for part in loc)
+        best = max((p for p in self.env if lowered[: len(p)] == p), key=len, default=None)
+        return None if best is None else self.env[best]
+
+    def _line(self, loc: Loc) -> tuple[int | None, bool]:
+        """Return the line of ``loc``'s key (or nearest parent's) and whether all was found."""
+        if self._root is None and self.text is not None:
+            try:
+                self._root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            except yaml.YAMLError:
+                self.text = None
+        node, line = self._root, None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+                if pair is None:
+                    return line, False
+                node, line = pair[1], pair[0].start_mark.line + 1
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if not 0 <= part < len(node.value):
+                    return line, False
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line, False
+        return line, node is not None
+
+
+_EMBEDDED_PATH = re.compile(r"^([A-Za-z0-9_][\w.-]*): (.+)$", re.DOTALL)
+
+
+def _problems(exc: ValidationError, origins: ConfigOrigins | None) -> list[tuple[Loc, str]]:
+    """Return pydantic's errors as (key path, message); a path leading a message joins loc."""
+    found = []
+    for error in exc.errors():
+        loc = _strip_tags(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (typo?)"
+        embedded = _EMBEDDED_PATH.match(message)
+        if embedded and error["type"] == "value_error":
+            sub = tuple(int(p) if p.isdigit() else p for p in embedded.group(1).split("."))
+            if not loc or (origins is not None and origins.knows(loc + sub)):
+                loc, message = loc + sub, embedded.group(2)
+        found.append((loc, message))
+    return found
+
+
+def _strip_tags(loc: tuple[str | int, ...]) -> Loc:
+    """Drop pydantic's metric-type tag (``metrics.x.mfi.period``) from an error location."""
+    if len(loc) > 2 and loc[0] == "metrics" and loc[2] in _METRIC_TYPES:
+        return loc[:2] + loc[3:]
+    return tuple(loc)
+
+
+def _read_yaml(file: Path) -> tuple[str, dict[str, Any]]:
+    """Return a config file's text and its top-level mapping."""
+    if not file.is_file():
+        raise ConfigError(f"{file}: config file not found")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{file}: cannot read: {reason}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: invalid YAML{_yaml_where(exc)}") from None
+    if raw is None:
+        return text, {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: invalid configuration: expected a mapping of sections")
+    return text, raw
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """Describe a YAML error by line and column; never quote the line (it may hold a secret)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f": {type(exc).__name__}"
+    mark = exc.problem_mark
+    text = f" at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        text += f" ({exc.context} at line {exc.context_mark.line + 1})"
+    return text
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Return ``override`` deep-merged into ``base``: mappings key by key, else replaced."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return override
+    merged = dict(base)
+    for key, value in override.items():
+        name = _secret_name(key)
+        if name is not None:  # a variable giving a secret one way drops the file's other ways
+            for suffix in SECRET_SOURCES:
+                if name + suffix != key:
+                    merged.pop(name + suffix, None)
+        merged[key] = _merge(merged.get(key), value)
+    return merged
+
+
+def _secret_name(key: str) -> str | None:
+    for suffix in SECRET_SOURCES[:0:-1]:
+        if key.endswith(suffix) and key.removesuffix(suffix) in SECRETS:
+            return key.removesuffix(suffix)
+    return key if key in SECRETS else None
+
+
+def _warn_if_exposed(file: Path, raw: dict[str, Any]) -> None:
+    """Log once per file when it holds secrets in plain text and others may read it."""
+    held = _plain_secrets(raw)
+    if not held or file in _warned:
+        return
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        _warned.add(file)
+        log.warning(
+            "%s holds secrets (%s) and is readable by group or others (mode %03o): "
+            "chmod 600 it, or move them to *_file or *_credential keys or MOODRING_* variables",
+            file, ", ".join(held), mode & 0o777,
+        )  # fmt: skip
+
+
+def _plain_secrets(raw: dict[str, Any]) -> list[str]:
+    """Return the key paths of secrets written in the YAML itself."""
+    held = []
+    feeds = raw.get("feeds")
+    for name, feed in feeds.items() if isinstance(feeds, dict) else ():
+        held += [f"feeds.{name}.{k}" for k in ("api_key", "api_secret") if _get(feed, k)]
+    if _get(raw.get("mqtt"), "password"):
+        held.append("mqtt.password")
+    urls = _get(raw.get("notify"), "urls")
+    for i, target in enumerate(urls if isinstance(urls, list) else ()):
+        url = _get(target, "url") if isinstance(target, dict) else target
+        if isinstance(url, str) and looks_secret(url):
+            held.append(f"notify.urls.{i}")
+    return held
+
+
+def _get(section: Any, key: str) -> Any:
+    return section.get(key) if isinstance(section, dict) else None
+
+
+def _plain(value: Any) -> Any:
+    """Return dumped settings as plain YAML types, each SecretStr as ``***``."""
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+_METRIC_TYPES = frozenset(
+    tag
+    for model in get_args(get_args(MetricConfig)[0])
+    for tag in get_args(model.model_fields["type"].annotation)
+)

@@ -1,0 +1,484 @@
+"""Daemon telemetry: Prometheus instruments, an event-loop lag monitor, /metrics and /healthz.
+
+The HTTP server is a small asyncio one (``asyncio.start_server`` and a request-line parser), not
+prometheus_client's ASGI/WSGI apps: those need an ASGI server (a new dependency) or a WSGI server
+in a thread, and a scrape reads state owned by the event loop (the outbox's SQLite connection,
+dicts the hot path mutates), so it has to run on the loop thread anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from moodring import __version__
+from moodring.settings import HttpConfig
+
+log = logging.getLogger("moodring.http")
+
+FeedStates = Mapping[str, str] | Callable[[], Mapping[str, str]]
+FrameCounts = Mapping[tuple[str, str], int] | Callable[[], Mapping[tuple[str, str], int]]
+HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
+
+FEED_STATES = ("ok", "stale", "closed")
+HEALTHY_STATES = frozenset({"ok", "closed"})
+UPDATE_BUCKETS = (
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
+    1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1,
+)  # fmt: skip
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+MAX_LINE = 8192  # bytes of a request line or header line
+MAX_HEADERS = 100
+LINGER = 1.0  # seconds spent dropping unread input after an error response
+MAX_LINGER_BYTES = 1 << 20
+REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request and take the response
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def _reader(source: Mapping | Callable[[], Mapping] | None) -> Callable[[], Mapping]:
+    """Return a callable reading a live mapping, or the given callable itself."""
+    if source is None:
+        return dict
+    if callable(source):
+        return source
+    return lambda: source
+
+
+class Telemetry:
+    """Prometheus instruments of one daemon, in a private registry, plus its health.
+
+    State the daemon already keeps is read at scrape time, never copied on the hot path:
+
+    - ``bad_frames``: ``BadFrames.counts`` (a live mapping) or a callable returning one;
+    - ``feed_states``: ``{feed: "ok" | "stale" | "closed"}`` (mapping or callable);
+    - ``outbox_depth``, ``alerts_queued``: callables returning ints (exported only if given).
+
+    The daemon calls, on its hot path: ``tick(feed)`` per trade or candle,
+    ``observe_update(seconds)`` per metric update, ``reconnect(feed)``, ``alert_sent(target)``
+    and ``alert_failed(target)`` per delivery attempt, ``reload(ok)`` per config reload and
+    ``mark_ready()`` once warmed up. ``watch_loop_lag`` keeps ``loop_lag`` current.
+    ``clock`` (epoch seconds) is what feed lag is measured against.
+    """
+
+    def __init__(
+        self,
+        *,
+        bad_frames: FrameCounts | None = None,
+        feed_states: FeedStates | None = None,
+        outbox_depth: Callable[[], int] | None = None,
+        alerts_queued: Callable[[], int] | None = None,
+        version: str = __version__,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.loop_lag = 0.0
+        self._bad_frames = _reader(bad_frames)
+        self._feed_states = _reader(feed_states)
+        self._outbox_depth = outbox_depth
+        self._alerts_queued = alerts_queued
+        self._clock = clock
+        self._started = time.monotonic()
+        self._starting = True
+        self._last_tick: dict[str, float] = {}
+        registry = self.registry
+        self._ticks = Counter(
+            "moodring_ticks", "Ticks (trades or candles) received.", ["feed"], registry=registry
+        )
+        self._tick_children: dict[str, Counter] = {}
+        self._update = Histogram(
+            "moodring_metric_update_seconds",
+            "Time to update the metrics for one tick or bar.",
+            buckets=UPDATE_BUCKETS,
+            registry=registry,
+        )
+        self._sent = Counter(
+            "moodring_alerts_sent", "Alert deliveries that succeeded.", ["target"],
+            registry=registry,
+        )  # fmt: skip
+        self._failed = Counter(
+            "moodring_alerts_failed", "Alert delivery attempts that failed.", ["target"],
+            registry=registry,
+        )  # fmt: skip
+        self._lag_gauge = Gauge(
+            "moodring_event_loop_lag_seconds",
+            "How late the event loop last woke a sleeping task.",
+            registry=registry,
+        )
+        self._lag_histogram = Histogram(
+            "moodring_event_loop_lag_distribution_seconds",
+            "How late the event loop woke a sleeping task, every check.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=registry,
+        )
+        self._reconnects = Counter(
+            "moodring_reconnects", "Feed reconnects.", ["feed"], registry=registry
+        )
+        Gauge("moodring_up", "1 while the daemon runs.", registry=registry).set(1)
+        build = Gauge("moodring_build_info", "The running version.", ["version"], registry=registry)
+        build.labels(version).set(1)
+        self._reload_ok = Gauge(
+            "moodring_last_reload_success",
+            "Whether the last config reload succeeded (1) or not (0).",
+            registry=registry,
+        )
+        self._reload_ok.set(1)
+        self._reloads = Counter(
+            "moodring_config_reloads", "Config reloads by result.", ["result"], registry=registry
+        )
+        registry.register(_ReadCollector(self))
+
+    def tick(self, feed: str, at: float | None = None) -> None:
+        """Count a tick of a feed received at ``at`` (epoch seconds; now if None)."""
+        child = self._tick_children.get(feed)
+        if child is None:
+            child = self._tick_children[feed] = self._ticks.labels(feed)
+        child.inc()
+        self._last_tick[feed] = self._clock() if at is None else at
+
+    def observe_update(self, seconds: float) -> None:
+        """Record how long updating the metrics for one tick or bar took."""
+        self._update.observe(seconds)
+
+    def reconnect(self, feed: str) -> None:
+        """Count a reconnect of a feed."""
+        self._reconnects.labels(feed).inc()
+
+    def alert_sent(self, target: str) -> None:
+        """Count a successful delivery to a target (its id, never its URL)."""
+        self._sent.labels(target).inc()
+
+    def alert_failed(self, target: str) -> None:
+        """Count a failed delivery attempt to a target (its id, never its URL)."""
+        self._failed.labels(target).inc()
+
+    def reload(self, ok: bool) -> None:
+        """Record the result of a config reload."""
+        self._reload_ok.set(1 if ok else 0)
+        self._reloads.labels("success" if ok else "failure").inc()
+
+    def record_loop_lag(self, seconds: float) -> None:
+        """Record one event-loop lag measurement (``watch_loop_lag`` calls this)."""
+        self.loop_lag = seconds
+        self._lag_gauge.set(seconds)
+        self._lag_histogram.observe(seconds)
+
+    def mark_ready(self) -> None:
+        """Mark the warm-up as done: /healthz stops answering "starting"."""
+        self._starting = False
+
+    @property
+    def starting(self) -> bool:
+        """Return whether the daemon is still warming up."""
+        return self._starting
+
+    def feed_states(self) -> dict[str, str]:
+        """Return a copy of the current state of every feed."""
+        return dict(self._feed_states())
+
+    def feed_lags(self) -> dict[str, float]:
+        """Return the seconds since each feed's latest tick."""
+        now = self._clock()
+        return {feed: max(0.0, now - at) for feed, at in self._last_tick.items()}
+
+    def bad_frames(self) -> dict[tuple[str, str], int]:
+        """Return a copy of the skipped-frame counts by (feed, reason)."""
+        return dict(self._bad_frames())
+
+    def outbox_depth(self) -> int | None:
+        """Return the outbox depth, or None if not wired."""
+        return None if self._outbox_depth is None else self._outbox_depth()
+
+    def alerts_queued(self) -> int | None:
+        """Return the alerts queued outside the outbox, or None if not wired."""
+        return None if self._alerts_queued is None else self._alerts_queued()
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Return whether the daemon is healthy and the /healthz body saying why."""
+        feeds = self.feed_states()
+        if self._starting:
+            status = "starting"
+        elif all(state in HEALTHY_STATES for state in feeds.values()):
+            status = "ok"
+        else:
+            status = "unhealthy"
+        body: dict[str, object] = {
+            "status": status,
+            "feeds": feeds,
+            "loop_lag_s": self.loop_lag,
+            "outbox_depth": self.outbox_depth(),
+            "uptime_s": time.monotonic() - self._started,
+        }
+        return status == "ok", body
+
+
+_Families = tuple[
+    CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+]
+
+
+class _ReadCollector:
+    """Exports what Telemetry reads at scrape time: bad frames, feed lag and state, queues."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def describe(self) -> Iterable[Metric]:
+        """Return the families this collector exports, without samples."""
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        """Return the families with current samples; a failing source is logged and skipped."""
+        t = self._telemetry
+        families = self._families()
+        bad, lag, state, depth, queued = families
+        with _source("bad frames"):
+            for (feed, reason), count in t.bad_frames().items():
+                bad.add_metric([feed, reason], count)
+            yield bad
+        with _source("feed lag"):
+            for feed, seconds in t.feed_lags().items():
+                lag.add_metric([feed], seconds)
+            yield lag
+        with _source("feed states"):
+            for feed, current in t.feed_states().items():
+                states = FEED_STATES if current in FEED_STATES else (*FEED_STATES, current)
+                for name in states:
+                    state.add_metric([feed, name], 1.0 if name == current else 0.0)
+            yield state
+        with _source("outbox depth"):
+            value = t.outbox_depth()
+            if value is not None:
+                depth.add_metric([], value)
+                yield depth
+        with _source("alerts queued"):
+            value = t.alerts_queued()
+            if value is not None:
+                queued.add_metric([], value)
+                yield queued
+
+    @staticmethod
+    def _families() -> _Families:
+        """Return empty families of every metric this collector exports."""
+        return (
+            CounterMetricFamily(
+                "moodring_bad_frames", "Frames skipped, by feed and reason.",
+                labels=["feed", "reason"],
+            ),
+            GaugeMetricFamily(
+                "moodring_feed_lag_seconds", "Seconds since the feed's latest tick.",
+                labels=["feed"],
+            ),
+            GaugeMetricFamily(
+                "moodring_feed_state", "1 for the feed's current state, 0 for the others.",
+                labels=["feed", "state"],
+            ),
+            GaugeMetricFamily("moodring_outbox_depth", "Deliveries waiting in the outbox."),
+            GaugeMetricFamily("moodring_alerts_queued", "Alerts queued outside the outbox."),
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _source(what: str) -> Iterator[None]:
+    """Log and swallow an error of one scrape-time source so the rest is still exported."""
+    try:
+        yield
+    except Exception as exc:
+        log.warning("metrics: reading %s failed: %s: %s", what, type(exc).__name__, exc)
+
+
+async def watch_loop_lag(telemetry: Telemetry, interval: float = 0.5) -> None:
+    """Measure, until cancelled, how late the loop wakes a task sleeping ``interval`` seconds."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(interval)
+        telemetry.record_loop_lag(max(0.0, loop.time() - start - interval))
+
+
+class _BadRequestError(Exception):
+    """The client sent something that is not a usable HTTP request."""
+
+
+class HealthServer:
+    """Serve ``GET /metrics`` and ``GET /healthz`` on ``config.host:config.port``.
+
+    ``async with HealthServer(config, telemetry) as server:`` listens until the block ends;
+    ``server.port`` is the bound port (None when ``config.enabled`` is false: then nothing is
+    served). ``health`` defaults to ``telemetry.health``. Every connection gets one response
+    and is closed; a client gets ``timeout`` seconds to send its request and take the answer.
+    """
+
+    def __init__(
+        self,
+        config: HttpConfig,
+        telemetry: Telemetry,
+        *,
+        health: HealthCheck | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self.config = config
+        self.telemetry = telemetry
+        self.port: int | None = None
+        self._health = health if health is not None else telemetry.health
+        self._timeout = timeout
+        self._server: asyncio.Server | None = None
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    async def __aenter__(self) -> HealthServer:
+        if not self.config.enabled:
+            return self
+        self._server = await asyncio.start_server(
+            self._serve, self.config.host, self.config.port, limit=MAX_LINE
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("serving /metrics and /healthz on %s:%d", self.config.host, self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        # Abort rather than cancel: Python 3.11's streams log a cancelled handler as an error.
+        for writer in self._clients.values():
+            writer.transport.abort()
+        tasks = list(self._clients)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=1.0)
+            for task in stuck:
+                task.cancel()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one request on a connection, then close it."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients[task] = writer
+        try:
+            async with asyncio.timeout(self._timeout):
+                try:
+                    method, path = await _read_request(reader)
+                except _BadRequestError as exc:
+                    status, ctype, head = 400, "text/plain; charset=utf-8", False
+                    body = f"bad request: {exc}\n".encode()
+                else:
+                    status, ctype, body = self._respond(method, path)
+                    head = method == "HEAD"
+                writer.write(_response(status, ctype, body, head=head))
+                await writer.drain()
+            if status >= 400:
+                await _linger(reader, writer)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            writer.transport.abort()  # idle, slow or vanished client: drop it
+        except Exception:
+            log.exception("HTTP request failed")
+            writer.transport.abort()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            if task is not None:
+                self._clients.pop(task, None)
+
+    def _respond(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """Return the status, content type and body answering a request."""
+        if path not in ("/metrics", "/healthz"):
+            return 404, "text/plain; charset=utf-8", b"not found\n"
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain; charset=utf-8", b"method not allowed\n"
+        try:
+            if path == "/metrics":
+                return 200, CONTENT_TYPE_LATEST, generate_latest(self.telemetry.registry)
+            healthy, body = self._health()
+            data = json.dumps(body, default=str).encode() + b"\n"
+            return (200 if healthy else 503), "application/json", data
+        except Exception:
+            log.exception("HTTP %s failed", path)
+            return 500, "text/plain; charset=utf-8", b"internal error\n"
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then drop unread input briefly: closing with it unread would reset the socket.
+
+    A reset can make the client lose the error response it has not read yet.
+    """
+    with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+        async with asyncio.timeout(LINGER):
+            if writer.can_write_eof():
+                writer.write_eof()
+            dropped = 0
+            while dropped < MAX_LINGER_BYTES:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                dropped += len(chunk)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
+    """Read a request line and headers (checked, then ignored); return the method and path."""
+    line = await _read_line(reader)
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
+        raise _BadRequestError("malformed request line")
+    method, target, _ = parts
+    for _ in range(MAX_HEADERS):
+        header = await _read_line(reader)
+        if not header:
+            return method.upper(), urlsplit(target).path
+        if ":" not in header:
+            raise _BadRequestError("malformed header")
+    raise _BadRequestError("too many headers")
+
+
+async def _read_line(reader: asyncio.StreamReader) -> str:
+    """Read one CRLF- or LF-terminated line as Latin-1 text, without its end."""
+    try:
+        raw = await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise _BadRequestError("line too long") from None
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise _BadRequestError("incomplete request") from None
+        raise
+    return raw.rstrip(b"\r\n").decode("latin-1")
+
+
+def _response(status: int, content_type: str, body: bytes, *, head: bool = False) -> bytes:
+    """Return a complete HTTP/1.1 response that closes the connection."""
+    lines = (
+        f"HTTP/1.1 {status} {REASONS[status]}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return lines.encode("latin-1") + (b"" if head else body)
