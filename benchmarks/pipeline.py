@@ -97,6 +97,7 @@ def settings_for(fake: Any, state: Path, receiver: str | None = None) -> Setting
         # rate limit lifted: it is not what this measures
         notify={"urls": [receiver], "rate_per_minute": 10_000} if receiver else {},
         state_dir=state,
+        http={"port": 0},
     )  # fmt: skip
 
 

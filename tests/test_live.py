@@ -39,6 +39,7 @@ def settings_for(fake: FakeExchange, tmp_path: Path, **feed: object) -> Settings
             "brk": {"type": "breakout", "series": "ethbtc", "timeframe": "1m", "lookback": 2},
         },
         state_dir=tmp_path / "state",
+        http={"port": 0},
     )  # fmt: skip
 
 

@@ -338,6 +338,26 @@ def test_secrets_from_systemd_credentials(tmp_path: Path, monkeypatch: pytest.Mo
     assert "$CREDENTIALS_DIRECTORY is not set" in str(err.value)
 
 
+def test_the_units_notify_urls_credential_is_read_unnamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    path = with_sections(tmp_path, notify={"urls": ["json://127.0.0.1:9/a"]})
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert [t.url.get_secret_value() for t in load_settings(path).notify.urls] == [
+        "json://127.0.0.1:9/a"
+    ]
+    (creds / "notify_urls").write_text(f"# from LoadCredential=\n{TG_URL}\n")
+    assert [t.url.get_secret_value() for t in load_settings(path).notify.urls] == [
+        "json://127.0.0.1:9/a",
+        TG_URL,
+    ]
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({"feeds": {"eth": {"symbol": "ETH/USDT"}}}))
+    assert [t.url.get_secret_value() for t in load_settings(bare).notify.urls] == [TG_URL]
+
+
 @pytest.mark.parametrize(
     ("mqtt", "expected"),
     [

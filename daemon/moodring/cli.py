@@ -178,10 +178,10 @@ def _date(text: str) -> datetime:
 def _run(args: argparse.Namespace) -> int:
     from moodring.service.daemon import Daemon  # ccxt is heavy: only the daemon pays for it
 
-    _, settings = _settings(args)
+    path, settings = _settings(args)
 
     async def main() -> int:
-        return await Daemon(settings, record=args.record).run()
+        return await Daemon(settings, record=args.record, config_path=path).run()
 
     return asyncio.run(main())
 

@@ -31,6 +31,8 @@ ENV_PREFIX = "MOODRING_"
 # keys holding secrets (see resolve_secrets); each also comes as <name>_file, <name>_credential
 SECRETS = frozenset({"url", "urls", "password", "api_key", "api_secret"})
 SECRET_SOURCES = ("", "_file", "_credential")
+# a systemd credential of this name adds its apprise URLs (one a line) to notify.urls
+NOTIFY_CREDENTIAL = "notify_urls"
 
 log = logging.getLogger("moodring.config")
 _warned: set[Path] = set()
@@ -124,7 +126,9 @@ def resolve_secrets(
       ``LoadCredentialEncrypted=``/``SetCredential=`` in the unit).
 
     ``notify.urls_file`` and ``notify.urls_credential`` name a file of apprise URLs, one a
-    line (blank lines and ``#`` comments skipped), added after ``notify.urls``. A variable
+    line (blank lines and ``#`` comments skipped), added after ``notify.urls``; the
+    credential ``notify_urls`` (the shipped unit's ``LoadCredential=``) is read when present
+    without being named. A variable
     setting one form replaces the file's other forms. Errors (ConfigError) name the key path
     and the file read, never its content.
     """
@@ -140,8 +144,12 @@ def resolve_secrets(
         }
     if isinstance(values.get("mqtt"), dict):
         values["mqtt"] = reader.single(values["mqtt"], ("mqtt",), ("password",))
-    notify = values.get("notify")
-    if isinstance(notify, dict):
+    notify = values.get("notify", {})
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    if isinstance(notify, dict) and (Path(credentials) / NOTIFY_CREDENTIAL).is_file():
+        # the unit's LoadCredential=notify_urls:... is picked up without a config key
+        notify = {"urls_credential": NOTIFY_CREDENTIAL, **notify}
+    if isinstance(notify, dict) and notify:
         notify = dict(notify)
         urls = notify.get("urls", [])
         if isinstance(urls, list | tuple):

@@ -59,6 +59,17 @@ class FeedConfig(Model):
     api_key: SecretStr | None = None  # keyed sources (alpaca, finnhub)
     api_secret: SecretStr | None = None
 
+    @model_validator(mode="after")
+    def _keys_for_keyed_sources(self) -> FeedConfig:
+        needed = {"finnhub": ("api_key",), "alpaca": ("api_key", "api_secret")}
+        for key in needed.get(self.source, ()):
+            if getattr(self, key) is None:
+                raise ValueError(
+                    f"{key}: source {self.source} needs it ({key}, {key}_file or "
+                    f"{key}_credential; or MOODRING_FEEDS__<NAME>__{key.upper()})"
+                )
+        return self
+
     @property
     def round_the_clock(self) -> bool:
         """Return whether the market trades 24/7 (so an empty interval is a flat bar)."""

@@ -26,6 +26,8 @@ CRASH_PAUSE = 1.0  # pause after an unexpected error in a worker (e.g. the datab
 JITTER = 0.1
 
 RenderChart = Callable[[dict], Awaitable[bytes | None]]
+# called after each delivery attempt with the target's id and whether it succeeded
+DeliveryListener = Callable[[str, bool], None]
 
 
 # Seconds between WAL checkpoints of the outbox.
@@ -68,8 +70,10 @@ class Dispatcher:
         render_chart: RenderChart | None = None,
         chart_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
+        on_result: DeliveryListener | None = None,
     ) -> None:
         self._outbox = outbox
+        self._on_result = on_result
         self._notify = notify
         self._sender = sender if sender is not None else Sender(notify)
         self._render_chart = render_chart
@@ -229,10 +233,14 @@ class Dispatcher:
                 self._outbox.mark_delivered(head.id)
                 self._sent += 1
                 log.info("sent %s to %s (attempt %d)", head.alert.key, self._masked[tid], attempt)
+                if self._on_result is not None:
+                    self._on_result(tid, True)
             else:
                 delay = self._backoff(attempt)
                 self._outbox.mark_failed(head.id, error, self._clock() + delay)
                 self._failed += 1
+                if self._on_result is not None:
+                    self._on_result(tid, False)
                 log.warning(
                     "send %s to %s failed (attempt %d, retry in %.2f s): %s",
                     head.alert.key,

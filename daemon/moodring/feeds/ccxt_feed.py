@@ -1,11 +1,13 @@
-"""Crypto feeds through ccxt.pro: one client per exchange, trades in, gaps repaired from REST."""
+"""Crypto feeds through ccxt.pro: one client per exchange, trades or candles in, REST repairs."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,9 +16,10 @@ from ccxt.base.errors import BaseError, NetworkError
 
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.base import FeedSink
-from moodring.feeds.health import trade_problem
+from moodring.feeds.health import MAX_SKEW_MS, trade_problem
 from moodring.market.bar import Bar
 from moodring.market.builder import HOLD_ALL, BarBuilder
+from moodring.market.timeframe import Timeframe
 from moodring.settings import FeedConfig
 from moodring.times import iso_time
 
@@ -26,9 +29,11 @@ log = logging.getLogger("moodring.feeds.ccxt")
 RECONNECT_EVERY = 23 * 3600.0
 # Seconds a client may take to close its sockets.
 CLOSE_TIMEOUT = 1.0
-# ccxt's own caches stay small: trades are taken as ccxt parses them (never read back from
-# its cache), and moodring's ring buffers are the source of truth.
+# ccxt's own caches stay small: trades and candles are taken as ccxt parses them (never read
+# back from its caches), and moodring's ring buffers are the source of truth.
 CACHE_LIMIT = 100
+# The most klines one REST call asks for (Binance's cap).
+KLINES_LIMIT = 1000
 
 
 @dataclass(slots=True)
@@ -40,11 +45,20 @@ class _Repair:
     task: asyncio.Task[None] | None = None
 
 
+@dataclass(slots=True)
+class _Candle:
+    """The latest candle of one (symbol, timeframe) stream, and whether it was closed."""
+
+    bar: Bar
+    closed: bool
+
+
 @dataclass
 class ExchangeStats:
     """Counters of one exchange connection."""
 
     trades: int = 0
+    candles: int = 0
     missed: int = 0
     reconnects: int = 0
     repairs: int = 0
@@ -55,11 +69,13 @@ class ExchangeStats:
 class ExchangeFeeds:
     """All feeds of one exchange on one ccxt.pro client.
 
-    Watches trades (``watch_trades_for_symbols`` where the exchange has it), each call
-    bounded by a timeout; on a network error, a silent socket or the daily forced
-    reconnect it reconnects with capped backoff. The bars a disconnection overlapped are
-    held back in the bar builders and settled from the exchange's REST klines once the
-    first bar seen whole since has closed, so closed bars equal an unbroken stream.
+    Feeds with ``stream: trades`` watch trades (``watch_trades_for_symbols`` where the
+    exchange has it), feeds with ``stream: ohlcv`` watch the exchange's candles
+    (``watch_ohlcv_for_symbols`` likewise); each watch is bounded by a timeout. On a network
+    error, a silent socket or the daily forced reconnect it reconnects with capped backoff.
+    The bars a disconnection overlapped are held back in the bar builders and settled from
+    the exchange's REST klines once the first bar seen whole since has closed, so closed
+    bars equal an unbroken stream.
     """
 
     def __init__(
@@ -72,6 +88,7 @@ class ExchangeFeeds:
         timeout: float = 30.0,
         reconnect_every: float = RECONNECT_EVERY,
         client_factory: Callable[[], Any] | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
     ) -> None:
         self.exchange = exchange
         self.feeds = dict(feeds)
@@ -80,26 +97,37 @@ class ExchangeFeeds:
         self.timeout = timeout
         self.reconnect_every = reconnect_every
         self.stats = ExchangeStats()
-        for name, feed in self.feeds.items():
-            if feed.stream == "ohlcv":
-                log.warning("%s: stream: ohlcv is not supported yet; watching trades", name)
-        self._by_symbol: dict[str, list[str]] = {}
-        self._by_stream: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
-        for name, feed in self.feeds.items():
-            self._by_symbol.setdefault(feed.symbol, []).append(name)
-            self._by_stream.setdefault(feed.symbol.replace("/", "").lower(), []).append(name)
         self._factory = client_factory or self._make_client
+        self._on_reconnect = on_reconnect
         self._client = self._factory()
+        self._by_stream: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
+        self._trade_feeds: dict[str, list[str]] = {}  # symbol -> feeds
+        self._candle_feeds: dict[tuple[str, str], list[str]] = {}  # (symbol, tf) -> feeds
+        self._candle_ms: dict[tuple[str, str], int] = {}
+        self._candles: dict[tuple[str, str], _Candle] = {}
+        offered = _timeframes(getattr(self._client, "timeframes", None))
+        for name, feed in self.feeds.items():
+            self._by_stream.setdefault(feed.symbol.replace("/", "").lower(), []).append(name)
+            if feed.stream == "ohlcv":
+                tf = candle_timeframe([b.timeframe for b in builders(name)], offered)
+                if tf is not None:
+                    key = (feed.symbol, tf.name)
+                    self._candle_feeds.setdefault(key, []).append(name)
+                    self._candle_ms[key] = tf.ms
+                    continue
+                log.warning("%s: %s has no candles its timeframes fold from; watching trades",
+                            name, exchange)  # fmt: skip
+            self._trade_feeds.setdefault(feed.symbol, []).append(name)
         self._offset_ms = 0
-        self._last_trade_ms = -1
-        self._last_trade_at = 0.0
+        self._stream_ms = -1  # exchange time of the latest trade or candle event
+        self._stream_at = 0.0
         self._repairs: dict[int, _Repair] = {}
         self._last_id: dict[str, int] = {}
-        self._heard: dict[str, float] = {}  # feed -> monotonic time of its latest trade
+        self._heard: dict[str, float] = {}  # feed -> monotonic time of its latest trade/candle
         self._stale: set[str] = set()
         self._started = time.monotonic()
         limits = [f.stale_after for f in self.feeds.values() if f.stale_after]
-        # a socket silent for this long (all symbols at once) is reconnected
+        # a socket silent for this long (all its symbols at once) is reconnected
         self._silence = min([timeout, *limits])
         self._awaiting_first: set[str] = set()
         self.warmed = asyncio.Event()
@@ -108,7 +136,7 @@ class ExchangeFeeds:
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
             raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
-        client = guarded(cls, self._bad_frame, self._on_trade)(
+        client = guarded(cls, self._bad_frame, self._on_trade, self._on_candle)(
             {"enableRateLimit": True, "newUpdates": True}
         )
         client.options["tradesLimit"] = CACHE_LIMIT
@@ -123,14 +151,14 @@ class ExchangeFeeds:
         return int(time.time() * 1000) + self._offset_ms
 
     def clock_ms(self) -> int:
-        """Return the latest trade time moved on by the wall time since it arrived.
+        """Return the latest stream time moved on by the wall time since it arrived.
 
         The bar-closing timer uses this: it never runs ahead of the stream (a replay that
         is faster than real time only makes it lag, and trades close bars anyway).
         """
-        if self._last_trade_ms < 0:
+        if self._stream_ms < 0:
             return self.now_ms()
-        return self._last_trade_ms + int((time.monotonic() - self._last_trade_at) * 1000)
+        return self._stream_ms + int((time.monotonic() - self._stream_at) * 1000)
 
     async def run(self) -> None:
         """Stream until cancelled, reconnecting as needed."""
@@ -149,6 +177,9 @@ class ExchangeFeeds:
                     await self._stream()
                 except (BaseError, TimeoutError, OSError) as exc:
                     self.stats.reconnects += 1
+                    if self._on_reconnect is not None:
+                        for name in self.feeds:
+                            self._on_reconnect(name)
                     self._gap_begins()
                     delay = backoff.next()
                     log.warning(
@@ -171,7 +202,8 @@ class ExchangeFeeds:
             self._offset_ms = int(server) - int(time.time() * 1000)
         except (BaseError, TimeoutError, TypeError):
             self._offset_ms = 0  # not every exchange tells its time
-        log.info("%s: connected (%d symbols)", self.exchange, len(self._by_symbol))
+        symbols = {feed.symbol for feed in self.feeds.values()}
+        log.info("%s: connected (%d symbols)", self.exchange, len(symbols))
 
     async def _warm_up(self) -> None:
         """Fill every builder with closed history bars, so metrics are valid from the start."""
@@ -186,69 +218,152 @@ class ExchangeFeeds:
                     self.sink.candle(name, bar, closed=False, length_ms=tf)
                 log.info("%s: warmed up %d %s bars", name, len(closed), builder.timeframe)
 
-    async def _klines(self, symbol: str, builder: BarBuilder, since: int | None) -> list[Bar]:
+    async def _klines(
+        self, symbol: str, builder: BarBuilder, since: int | None, limit: int = 0
+    ) -> list[Bar]:
         tf = builder.timeframe
-        limit = builder.bars.time.capacity + 1
+        limit = max(limit, builder.bars.time.capacity + 1)
         if since is None:
             since = self.now_ms() - limit * tf.ms
         rows = await asyncio.wait_for(
-            self._client.fetch_ohlcv(symbol, tf.name, since=since, limit=min(limit, 1000)),
+            self._client.fetch_ohlcv(symbol, tf.name, since=since, limit=min(limit, KLINES_LIMIT)),
             self.timeout,
         )
         return [Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]),
                     float(r[5] or 0.0)) for r in rows]  # fmt: skip
 
     async def _stream(self) -> None:
-        client = self._client
-        symbols = list(self._by_symbol)
-        batch = client.has.get("watchTradesForSymbols") and len(symbols) > 1
-        started = time.monotonic()
-        while time.monotonic() - started < self.reconnect_every:
-            # the watch keeps the subscription and tells a silent socket; the trades
-            # themselves already went to _on_trade as ccxt parsed them, none lost to its cache
-            watch = client.watch_trades_for_symbols(symbols) if batch else self._any(symbols)
-            await asyncio.wait_for(watch, self._silence)
-            self.stats.last_frame = time.monotonic()
+        """Run the trade and candle watches side by side; return by raising, as they do."""
+        # the watches keep the subscriptions and tell a silent socket; the trades and candles
+        # themselves already went to _on_trade/_on_candle as ccxt parsed them
+        watches = []
+        if self._trade_feeds:
+            watches.append(self._keep(self._watch_trades))
+        if self._candle_feeds:
+            watches.append(self._keep(self._watch_candles))
+        tasks = [asyncio.ensure_future(watch) for watch in watches]
+        try:
+            done, _ = await asyncio.wait(
+                tasks, timeout=self.reconnect_every, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # the first failure: the caller reconnects
         log.info("%s: daily reconnect", self.exchange)
         raise NetworkError("scheduled reconnect")
 
-    async def _any(self, symbols: list[str]) -> None:
-        """Return when any symbol's watch answers."""
-        tasks = [asyncio.ensure_future(self._client.watch_trades(s)) for s in symbols]
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
+    async def _keep(self, watch: Callable[[], Awaitable[object]]) -> None:
+        """Call a watch again and again; raise when it fails or stays silent too long."""
+        while True:
+            await asyncio.wait_for(watch(), self._silence)
+            self.stats.last_frame = time.monotonic()
+
+    def _watch_trades(self) -> Awaitable[object]:
+        client = self._client
+        symbols = list(self._trade_feeds)
+        if client.has.get("watchTradesForSymbols") and len(symbols) > 1:
+            return client.watch_trades_for_symbols(symbols)
+        return self._any([client.watch_trades(s) for s in symbols])
+
+    def _watch_candles(self) -> Awaitable[object]:
+        client = self._client
+        pairs = [[symbol, tf] for symbol, tf in self._candle_feeds]
+        if client.has.get("watchOHLCVForSymbols"):
+            return client.watch_ohlcv_for_symbols(pairs)
+        return self._any([client.watch_ohlcv(symbol, tf) for symbol, tf in pairs])
+
+    async def _any(self, watches: list[Awaitable[object]]) -> None:
+        """Return when any of the watches answers."""
+        tasks = [asyncio.ensure_future(w) for w in watches]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
         for task in done:
             task.result()  # raises the watch's error, if any
 
+    def _hear(self, name: str, t_ms: int) -> None:
+        """Note that a feed spoke: it is no longer stale; count it."""
+        self._heard[name] = time.monotonic()
+        if name in self._stale:
+            self._stale.discard(name)
+            self.sink.state(name, "ok", t_ms)
+        self.stats.per_feed[name] = self.stats.per_feed.get(name, 0) + 1
+
+    def _first_since_gap(self, name: str, t_ms: int) -> None:
+        """Hold the feed's bars through the one at ``t_ms``: it may lack what the gap took."""
+        if name in self._awaiting_first:
+            self._awaiting_first.discard(name)
+            for builder in self._builders(name):
+                builder.hold(builder.timeframe.floor(t_ms))
+
     def _on_trade(self, trade: dict[str, Any]) -> None:
-        names = self._by_symbol.get(trade.get("symbol") or "")
+        names = self._trade_feeds.get(trade.get("symbol") or "")
         if not names:
             return
         t, price, amount = trade.get("timestamp"), trade.get("price"), trade.get("amount")
         # the stream's own latest time also counts: a stale clock offset (or a fast replay)
         # must not make good trades look like they come from the future
-        reference = max(self.now_ms(), self._last_trade_ms)
+        reference = max(self.now_ms(), self._stream_ms)
         for name in names:
             problem = trade_problem(t, price, amount, reference)
             if problem is not None:
                 self.sink.bad_frame(name, problem, repr(trade.get("info"))[:200])
                 continue
             self.stats.trades += 1
-            self._heard[name] = time.monotonic()
-            if name in self._stale:
-                self._stale.discard(name)
-                self.sink.state(name, "ok", t)
-            if t > self._last_trade_ms:
-                self._last_trade_ms, self._last_trade_at = t, time.monotonic()
-            self.stats.per_feed[name] = self.stats.per_feed.get(name, 0) + 1
-            if name in self._awaiting_first:
-                self._awaiting_first.discard(name)
-                for builder in self._builders(name):
-                    builder.hold(builder.timeframe.floor(t))  # this bar may lack trades
+            if t > self._stream_ms:
+                self._stream_ms, self._stream_at = t, time.monotonic()
+            self._hear(name, t)
+            self._first_since_gap(name, t)
             trade_id = trade.get("id")
             self._check_sequence(name, trade_id, t)
             self.sink.trade(name, t, price, amount, trade_id)
+            for builder in self._builders(name):
+                self._maybe_repair(name, builder)
+
+    def _on_candle(self, symbol: str, timeframe: str, row: Any, raw: object) -> None:
+        """Pass one candle update on; close the previous candle once a later one opens.
+
+        Binance's kline events say when a candle is final (``x``): it is closed at once.
+        Elsewhere a candle is closed by the first update of a later candle.
+        """
+        key = (symbol, timeframe)
+        names = self._candle_feeds.get(key)
+        if not names:
+            return
+        reference = max(self.now_ms(), self._stream_ms)
+        problem = candle_problem(row, reference)
+        if problem is not None:
+            for name in names:
+                self.sink.bad_frame(name, problem, repr(raw if raw is not None else row)[:200])
+            return
+        bar = Bar(int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]),
+                  float(row[5]))  # fmt: skip
+        final, event_ms = kline_flags(raw, bar.time)
+        prev = self._candles.get(key)
+        if prev is not None and (
+            bar.time < prev.bar.time or (bar.time == prev.bar.time and prev.closed)
+        ):
+            return  # an update of a candle already closed here
+        self.stats.candles += 1
+        stamp = bar.time
+        if event_ms is not None and bar.time <= event_ms <= reference + MAX_SKEW_MS:
+            stamp = event_ms
+        if stamp > self._stream_ms:
+            self._stream_ms, self._stream_at = stamp, time.monotonic()
+        length = self._candle_ms[key]
+        self._candles[key] = _Candle(bar, final)
+        for name in names:
+            self._hear(name, stamp)
+            self._first_since_gap(name, bar.time)
+            if prev is not None and not prev.closed and bar.time > prev.bar.time:
+                self.sink.candle(name, prev.bar, closed=True, length_ms=length)
+            self.sink.candle(name, bar, closed=final, length_ms=length)
             for builder in self._builders(name):
                 self._maybe_repair(name, builder)
 
@@ -292,7 +407,7 @@ class ExchangeFeeds:
             heard = self._heard.get(name, self._started)
             if limit and name not in self._stale and now - heard > limit:
                 self._stale.add(name)
-                log.warning("%s: no trade for %.0f s", name, now - heard)
+                log.warning("%s: nothing heard for %.0f s", name, now - heard)
                 self.sink.state(name, "stale", self.clock_ms())
             for builder in self._builders(name):
                 self._maybe_repair(name, builder)
@@ -312,10 +427,16 @@ class ExchangeFeeds:
         builder, feed = repair.builder, repair.feed
         symbol = self.feeds[feed].symbol
         since, through = builder.held_from, builder.held_until
+        step = builder.timeframe.ms
+        last = builder.bars.last()
+        if last is not None:
+            # bars that never formed here (candles are not filled in) sit before the held ones
+            since = min(since, last.time + step)
+        count = (through - since) // step + 1
         backoff = Backoff(1.0, 30.0)
         for _ in range(8):
             try:
-                bars = await self._klines(symbol, builder, since)
+                bars = await self._klines(symbol, builder, since, count)
             except (BaseError, TimeoutError, OSError) as exc:
                 log.warning("%s: gap repair failed (%s); retrying", feed, type(exc).__name__)
                 await asyncio.sleep(backoff.next())
@@ -342,10 +463,15 @@ class ExchangeFeeds:
 
 
 TradeCallback = Callable[[dict[str, Any]], None]
+# (symbol, timeframe, [t, o, h, l, c, v], the raw message ccxt parsed it from or None)
+CandleCallback = Callable[[str, str, Any, object], None]
 
 
 def guarded(
-    cls: type, on_bad: Callable[[str, object], None], on_trade: TradeCallback | None = None
+    cls: type,
+    on_bad: Callable[[str, object], None],
+    on_trade: TradeCallback | None = None,
+    on_candle: CandleCallback | None = None,
 ) -> type:
     """Return ``cls`` (a ccxt.pro exchange) whose websocket frames cannot break it.
 
@@ -355,19 +481,44 @@ def guarded(
 
     With ``on_trade``, every trade the exchange's handler stores is also passed to it at
     once: ccxt's bounded per-symbol cache overflows in bursts between two ``watch_trades``
-    answers, and whatever it evicted before being read would be lost.
+    answers, and whatever it evicted before being read would be lost. ``on_candle`` gets
+    every candle update the same way, with the raw message ccxt's ``handle_ohlcv`` parsed
+    it from (unified candles drop fields such as Binance's closed flag).
     """
 
     class Guarded(cls):  # type: ignore[misc, valid-type]
         @property
         def trades(self) -> dict[str, Any]:
-            return self.__dict__.get("_moodring_trades")  # type: ignore[no-any-return]
+            return self.__dict__.get("_moodring_trades")
 
         @trades.setter
         def trades(self, caches: dict[str, Any] | None) -> None:
             if on_trade is not None and caches is not None:
                 caches = _TradeTap(on_trade, caches)
             self._moodring_trades = caches
+
+        @property
+        def ohlcvs(self) -> dict[str, Any]:
+            return self.__dict__.get("_moodring_ohlcvs")
+
+        @ohlcvs.setter
+        def ohlcvs(self, caches: dict[str, Any] | None) -> None:
+            if on_candle is not None and caches is not None:
+                caches = _CandleTap(self._moodring_candle, caches)
+            self._moodring_ohlcvs = caches
+
+        def _moodring_candle(self, symbol: str, timeframe: str, row: Any) -> None:
+            assert on_candle is not None
+            on_candle(symbol, timeframe, row, self.__dict__.get("_moodring_raw"))
+
+        if hasattr(cls, "handle_ohlcv"):
+
+            def handle_ohlcv(self, client: Any, message: Any) -> Any:
+                self._moodring_raw = message
+                try:
+                    return super().handle_ohlcv(client, message)
+                finally:
+                    self._moodring_raw = None
 
         def client(self, url: str) -> Any:
             ws = super().client(url)
@@ -436,3 +587,90 @@ def _tapped_class(cls: type) -> type:
         tapped = type(cls.__name__, (cls,), {"append": append, "_moodring_tapped": True})
         _TAPPED[cls] = tapped
     return _TAPPED[cls]
+
+
+class _CandleTap(dict[str, Any]):
+    """ccxt's candle caches by symbol, then by timeframe; each cache passes its candles on."""
+
+    def __init__(self, on_candle: Callable[[str, str, Any], None], caches: dict[str, Any]) -> None:
+        super().__init__()
+        self._on_candle = on_candle
+        for symbol, by_timeframe in caches.items():
+            self[symbol] = by_timeframe
+
+    def __setitem__(self, symbol: str, by_timeframe: Any) -> None:
+        if isinstance(by_timeframe, dict) and not isinstance(by_timeframe, _TimeframeTap):
+            by_timeframe = _TimeframeTap(symbol, self._on_candle, by_timeframe)
+        super().__setitem__(symbol, by_timeframe)
+
+
+class _TimeframeTap(dict[str, Any]):
+    """One symbol's candle caches by timeframe; each cache put in passes its candles on."""
+
+    def __init__(
+        self, symbol: str, on_candle: Callable[[str, str, Any], None], caches: dict[str, Any]
+    ) -> None:
+        super().__init__()
+        self._symbol = symbol
+        self._on_candle = on_candle
+        for timeframe, cache in caches.items():
+            self[timeframe] = cache
+
+    def __setitem__(self, timeframe: str, cache: Any) -> None:
+        if hasattr(cache, "append") and not getattr(cache, "_moodring_tapped", False):
+            tap = functools.partial(self._on_candle, self._symbol, timeframe)
+            for row in list(cache):  # handlers may append the first candle before storing
+                tap(row)
+            cache.__class__ = _tapped_class(type(cache))
+            cache._moodring_tap = tap
+        super().__setitem__(timeframe, cache)
+
+
+def _timeframes(offered: object) -> list[Timeframe]:
+    """Return the exchange's candle timeframes that moodring can align (not months)."""
+    found = []
+    for name in offered if isinstance(offered, dict) else ():
+        try:
+            found.append(Timeframe.parse(str(name)))
+        except ValueError:
+            continue
+    return found
+
+
+def candle_timeframe(wanted: list[Timeframe], offered: list[Timeframe]) -> Timeframe | None:
+    """Return the longest offered candle every wanted timeframe folds from (None if none).
+
+    Every candle goes to every bar builder of its feed, so one stream serves them all: its
+    candles must tile each wanted bar exactly (length divides it, open times aligned).
+    """
+    wanted = wanted or [Timeframe.parse("1m")]
+    step = math.gcd(*(tf.ms for tf in wanted))
+    fits = [
+        tf
+        for tf in offered or wanted
+        if step % tf.ms == 0 and all((w.offset_ms - tf.offset_ms) % tf.ms == 0 for w in wanted)
+    ]
+    return max(fits, key=lambda tf: tf.ms, default=None)
+
+
+def candle_problem(row: Any, now_ms: int) -> str | None:
+    """Return why a unified candle ``[t, o, h, l, c, v]`` cannot be used, or None."""
+    if not isinstance(row, list | tuple) or len(row) < 6:
+        return "missing field"
+    for price in row[1:5]:
+        problem = trade_problem(row[0], price, row[5], now_ms)
+        if problem is not None:
+            return problem
+    return None
+
+
+def kline_flags(raw: object, open_ms: int) -> tuple[bool, int | None]:
+    """Return a Binance kline event's closed flag and event time if it is of ``open_ms``."""
+    if not isinstance(raw, dict):
+        return False, None
+    kline = raw.get("k")
+    if not isinstance(kline, dict) or kline.get("t") != open_ms:
+        return False, None
+    event = raw.get("E")
+    event_ms = event if isinstance(event, int) and not isinstance(event, bool) else None
+    return kline.get("x") is True, event_ms

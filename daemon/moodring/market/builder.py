@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from moodring.market.bar import Bar
 from moodring.market.ring import BarRing
@@ -90,6 +91,34 @@ class BarBuilder:
                 self.time, self.open, self.high, self.low, self.close, self.volume
             )
         return bar
+
+    def forming_state(self) -> dict[str, Any] | None:
+        """Return the forming bar's full state as JSON-able data (None between bars)."""
+        if self.time < 0:
+            return None
+        return {
+            "time": self.time,
+            "sub_time": self._sub_time,
+            "bar": [self.open, self.high, self.low, self.close, self.volume],
+            "base": None if self._base is None else list(self._base),
+            "trades": self._from_trades,
+        }
+
+    def resume_forming(self, state: Mapping[str, Any]) -> None:
+        """Make a ``forming_state`` the forming bar; an exchange candle of that bar replaces it."""
+        time = int(state["time"])
+        if time <= self.last_time or self.time >= 0:
+            raise ValueError("a resumed forming bar must open after the last bar")
+        self.time = time
+        self.open, self.high, self.low, self.close, self.volume = map(float, state["bar"])
+        # the exchange's candle of this bar (a gap-fill after a restart) holds all of it
+        self._sub_time = max(int(state["sub_time"]), time)
+        base = state["base"]
+        self._base = None if base is None else (
+            float(base[0]), float(base[1]), float(base[2]), float(base[3])
+        )  # fmt: skip
+        self._from_trades = bool(state["trades"])
+        self._forming = None
 
     def add_trade(
         self, t_ms: int, price: float, amount: float, trade_id: object | None = None

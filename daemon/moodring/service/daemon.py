@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
+from moodring.configfile import ConfigError, load_settings
 from moodring.delivery.charts import render_with_budget
 from moodring.delivery.dispatcher import Dispatcher
+from moodring.delivery.mqtt import MqttPublisher
 from moodring.delivery.outbox import Outbox
 from moodring.delivery.sink import AlertSink
-from moodring.engine import Engine
+from moodring.engine import Engine, MetricNode
+from moodring.feeds.alpaca import ALPACA_URL, AlpacaStreamer
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.ccxt_feed import ExchangeFeeds
+from moodring.feeds.finnhub import FINNHUB_URL, FinnhubStreamer
+from moodring.feeds.health import BadFrames
 from moodring.feeds.yahoo import HistoryError, YahooStreamer, fetch_history
 from moodring.market.bar import Bar
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
+from moodring.service.health import HealthServer, Telemetry, watch_loop_lag
+from moodring.service.notify import SdNotify, watchdog_loop
 from moodring.service.recorder import BarRecorder
 from moodring.service.sink import EngineSink
 from moodring.settings import FeedConfig, Settings
@@ -33,6 +42,11 @@ CLOSE_GRACE_MS = 2_000
 # Shutdown budget (systemd gives 5 s): feeds close, then queued alerts get a last try.
 STOP_FEEDS_SECONDS = 1.5
 DRAIN_SECONDS = 2.5
+# READY=1 at the latest this long after start, warmed up or not: without network the feeds
+# keep retrying (and say so in STATUS=) instead of systemd killing a start that never ends.
+READY_AFTER = 60.0
+# The watchdog is fed only while the bar clock has run within this many seconds.
+CLOCK_STALL = 5.0
 YAHOO_STREAMER = "wss://streamer.finance.yahoo.com/?version=2"
 YAHOO_CHART = "https://query2.finance.yahoo.com"
 # moodring timeframe -> Yahoo chart interval and a range that covers the windows
@@ -43,45 +57,109 @@ YAHOO_INTERVALS = {
 
 
 class Daemon:
-    """The running service: one engine, its feeds, the outbox and the dispatcher."""
+    """The running service: one engine, its feeds, the outbox and the dispatcher.
 
-    def __init__(self, settings: Settings, *, record: Path | None = None) -> None:
+    ``config_path`` is the file SIGHUP re-reads (None: the built-in default).
+    """
+
+    def __init__(
+        self, settings: Settings, *, record: Path | None = None, config_path: Path | None = None
+    ) -> None:
         self.settings = settings
-        self.engine = Engine(settings)
-        self.sink = EngineSink(self.engine)
+        self.config_path = config_path
         state = settings.resolved_state_dir()
         state.mkdir(parents=True, exist_ok=True)
+        self.state_dir = state
         self.outbox = Outbox(state / "outbox.sqlite")
-        self.dispatcher = Dispatcher(
+        self.silences = Silences(state / "silences.json")
+        self.notify = SdNotify.from_env()
+        self.bad_frames = BadFrames()
+        self.mqtt = MqttPublisher(settings.mqtt) if settings.mqtt.host else None
+        self.telemetry = Telemetry(
+            bad_frames=self.bad_frames.counts,
+            feed_states=self.feed_states,
+            outbox_depth=self.outbox.depth,
+            alerts_queued=lambda: self.mqtt.stats.queued_alerts if self.mqtt else 0,
+        )
+        self.dispatcher = self._dispatcher(settings)
+        self.alerts = AlertSink(self.dispatcher, self.silences)
+        self.recorder = BarRecorder(record) if record is not None else None
+        self.engine = self._engine(settings)
+        self.sink = EngineSink(
+            self.engine,
+            self.bad_frames,
+            on_tick=self.telemetry.tick,
+            on_state=self._on_state,
+            on_update=self.telemetry.observe_update,
+        )
+        self.exchanges = self._exchange_feeds()
+        self.stopping = asyncio.Event()
+        self._feed_tasks: list[asyncio.Task[None]] = []
+        self._warming: set[str] = set()
+        self._clock_beat = time.monotonic()
+        self._status = ""
+        self._delivery: asyncio.Task[None] | None = None
+        self._mqtt_task: asyncio.Task[None] | None = None
+
+    def _dispatcher(self, settings: Settings) -> Dispatcher:
+        def counted(target: str, ok: bool) -> None:
+            (self.telemetry.alert_sent if ok else self.telemetry.alert_failed)(target)
+
+        return Dispatcher(
             self.outbox,
             settings.notify,
             render_chart=render_with_budget,
-            chart_dir=state / "charts",
+            chart_dir=self.state_dir / "charts",
+            on_result=counted,
         )
-        self.alerts = AlertSink(self.dispatcher, Silences(state / "silences.json"))
-        self.engine.rules.subscribe(self.alerts)
-        self.engine.rules.subscribe(_log_alert)
-        self.recorder = BarRecorder(record) if record is not None else None
-        if self.recorder is not None:
-            for feed in settings.feeds:
-                for builder in self.engine.builders(feed):
-                    self.recorder.attach(feed, builder)
-        self.exchanges = self._exchange_feeds()
-        self.stopping = asyncio.Event()
 
-    def _exchange_feeds(self) -> list[ExchangeFeeds]:
-        groups: dict[tuple[str, str | None, str | None], dict] = {}
-        for name, feed in self.settings.feeds.items():
-            if feed.source == "yahoo":
-                continue
-            if feed.source != "ccxt":
-                log.warning("%s: source %s is not supported yet; feed skipped", name, feed.source)
-                continue
-            groups.setdefault((feed.exchange, feed.ws_url, feed.rest_url), {})[name] = feed
-        return [
-            ExchangeFeeds(exchange, feeds, self.sink, self.engine.builders)
-            for (exchange, _, _), feeds in groups.items()
-        ]
+    def _engine(self, settings: Settings) -> Engine:
+        """Build an engine for ``settings`` and wire its alerts and bars to the outputs."""
+        engine = Engine(settings)
+        engine.rules.subscribe(self._on_alert)
+        engine.subscribe(self._on_metric)
+        for feed in settings.feeds:
+            for builder in engine.builders(feed):
+                if self.recorder is not None:
+                    self.recorder.attach(feed, builder)
+                builder.subscribe(functools.partial(self._on_bar, feed, builder.timeframe.name))
+        return engine
+
+    def _on_alert(self, alert: Alert) -> None:
+        _log_alert(alert)
+        self.alerts(alert)
+        if self.mqtt is not None:
+            self.mqtt.alert(alert)
+
+    def _on_metric(self, node: MetricNode, time_ms: int) -> None:
+        if self.mqtt is not None:
+            for column, value in zip(node.outputs, node.values, strict=True):
+                self.mqtt.metric(column, value, time_ms, forming=False)
+
+    def _on_bar(self, feed: str, timeframe: str, bar: Bar) -> None:
+        if self.mqtt is not None:
+            self.mqtt.bar(feed, timeframe, bar)
+
+    def _on_state(self, feed: str, state: str, t_ms: int) -> None:
+        if self.mqtt is not None:
+            self.mqtt.feed_state(feed, state, t_ms)
+
+    def _start_mqtt(self) -> asyncio.Task[None] | None:
+        if self.mqtt is None:
+            return None
+        self.mqtt.announce(self.settings.metric_columns())
+        return asyncio.create_task(self.mqtt.run(), name="mqtt")
+
+    def feed_states(self) -> dict[str, str]:
+        """Return every configured feed's state (``ok`` until it reports otherwise)."""
+        states = self.sink.states
+        return {name: states.get(name, "ok") for name in self.settings.feeds}
+
+    def healthy(self) -> bool:
+        """Return whether the loop runs, the bar clock ticks and no feed task has died."""
+        if time.monotonic() - self._clock_beat > CLOCK_STALL:
+            return False
+        return not any(task.done() for task in self._feed_tasks)
 
     async def run(self) -> int:
         """Run until asked to stop; return the exit code."""
@@ -89,30 +167,43 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        tasks = [asyncio.create_task(ex.run(), name=f"feed {ex.exchange}") for ex in self.exchanges]
-        for name, feed in self.settings.feeds.items():
-            if feed.source == "yahoo":
-                tasks.append(asyncio.create_task(self._yahoo(name, feed), name=f"feed {name}"))
-        tasks.append(asyncio.create_task(self._clock(), name="clock"))
-        delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
-        log.info("moodring running: %d feed(s), %d rule(s)", len(self.settings.feeds),
-                 len(self.settings.rules))  # fmt: skip
-        await self.stopping.wait()
-        log.info("stopping")
-        for task in tasks:
-            task.cancel()
-        _, stuck = await asyncio.wait(tasks, timeout=STOP_FEEDS_SECONDS)
-        for task in stuck:
-            log.warning("%s did not stop in time; left behind", task.get_name())
-        delivered = await self.dispatcher.drain(DRAIN_SECONDS)
-        delivery.cancel()
-        await asyncio.gather(delivery, return_exceptions=True)
-        if not delivered:
-            log.warning("%d alert(s) still queued; they go out after the next start",
-                        self.outbox.depth())  # fmt: skip
+        reloads: list[asyncio.Task[bool]] = []
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: reloads.append(loop.create_task(
+                self.reload(), name="reload")))  # fmt: skip
+        http = self.settings.http
+        try:
+            server = await HealthServer(http, self.telemetry).__aenter__()
+        except OSError as exc:
+            raise ConfigError(
+                f"http: cannot listen on {http.host}:{http.port}: {exc.strerror or exc} "
+                "(set http.port, or http.enabled: false)"
+            ) from None
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_exit(server)
+            background = [
+                asyncio.create_task(self._clock(), name="clock"),
+                asyncio.create_task(watch_loop_lag(self.telemetry), name="loop lag"),
+                asyncio.create_task(watchdog_loop(self.notify, self.healthy), name="watchdog"),
+                asyncio.create_task(self._ready(), name="ready"),
+            ]
+            self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
+            self._mqtt_task = self._start_mqtt()
+            self._start_feeds()
+            log.info("moodring running: %d feed(s), %d rule(s)", len(self.settings.feeds),
+                     len(self.settings.rules))  # fmt: skip
+            await self.stopping.wait()
+            log.info("stopping")
+            self.notify.stopping()
+            for task in [*background, *reloads]:
+                task.cancel()
+            await self._stop_feeds()
+            await self._stop_delivery(DRAIN_SECONDS)
+            await self._stop_mqtt()
         self.outbox.close()
         if self.recorder is not None:
             self.recorder.close()
+        self.notify.close()
         log.info("stopped")
         return 0
 
@@ -120,15 +211,177 @@ class Daemon:
         """Ask the daemon to stop (signal handlers call this)."""
         self.stopping.set()
 
-    async def _yahoo(self, name: str, feed: FeedConfig) -> None:
-        """Warm a Yahoo feed up from chart history (retrying meanwhile), then stream it."""
-        streamer = YahooStreamer(
-            name, feed.symbol, self.sink, url=feed.ws_url or YAHOO_STREAMER,
-            calendar=MarketCalendar(), stale_after=feed.stale_after,
-        )  # fmt: skip
+    async def reload(self) -> bool:
+        """Re-read the config; apply it if valid, else keep running the old one."""
+        started = time.monotonic()
+        self.notify.reloading()
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("reload failed, still running the previous config:\n%s", exc)
+            self.telemetry.reload(False)
+            self.notify.ready(self._status_line())
+            return False
+        old, self.settings = self.settings, settings
+        if (settings.feeds, settings.series, settings.metrics) != (
+            old.feeds, old.series, old.metrics
+        ):  # fmt: skip
+            await self._stop_feeds()
+            self.engine = self._engine_from(self.engine, settings)
+            self.sink.engine = self.engine
+            self.exchanges = self._exchange_feeds()
+            self._start_feeds()
+        elif settings.rules != old.rules:
+            self.engine.replace_rules(settings)
+            self.engine.rules.subscribe(self._on_alert)
+        if settings.notify != old.notify:
+            await self._stop_delivery(0.0)
+            self.dispatcher = self._dispatcher(settings)
+            self.alerts = AlertSink(self.dispatcher, self.silences)
+            self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
+        if settings.mqtt != old.mqtt:
+            await self._stop_mqtt()
+            self.mqtt = MqttPublisher(settings.mqtt) if settings.mqtt.host else None
+            self._mqtt_task = self._start_mqtt()
+        if settings.http != old.http:
+            log.warning("http: changes take effect at the next restart")
+        self.telemetry.reload(True)
+        self.notify.ready(self._status_line())
+        log.info("reloaded %s in %.0f ms", self.config_path or "the built-in config",
+                 (time.monotonic() - started) * 1000)  # fmt: skip
+        return True
+
+    def _engine_from(self, old: Engine, settings: Settings) -> Engine:
+        """Return a new engine for ``settings`` holding the old one's bars and rule states."""
+        from moodring.service.snapshot import capture, restore
+
+        engine = self._engine(settings)
+        restore(engine, capture(old))
+        return engine
+
+    async def _stop_delivery(self, drain: float) -> None:
+        """Give queued alerts ``drain`` seconds, then stop the dispatcher (rows stay queued)."""
+        delivered = await self.dispatcher.drain(drain) if drain else False
+        if self._delivery is not None:
+            self._delivery.cancel()
+            await asyncio.gather(self._delivery, return_exceptions=True)
+        if drain and not delivered:
+            log.warning("%d alert(s) still queued; they go out after the next start",
+                        self.outbox.depth())  # fmt: skip
+
+    async def _stop_mqtt(self) -> None:
+        """Stop the publisher: it says ``offline`` and disconnects."""
+        if self._mqtt_task is not None:
+            self._mqtt_task.cancel()
+            await asyncio.gather(self._mqtt_task, return_exceptions=True)
+            self._mqtt_task = None
+
+    def _start_feeds(self) -> None:
+        """Start a task per exchange and per Yahoo feed, each warming up first."""
+        tasks = []
+        for exchange in self.exchanges:
+            tasks.append(asyncio.create_task(self._exchange(exchange), name=exchange.exchange))
+        for name, feed in self.settings.feeds.items():
+            if feed.source != "ccxt":
+                tasks.append(asyncio.create_task(self._equity(name, feed), name=f"feed {name}"))
+        self._warming = {t.get_name() for t in tasks}
+        self._feed_tasks = tasks
+
+    async def _stop_feeds(self) -> None:
+        for task in self._feed_tasks:
+            task.cancel()
+        if self._feed_tasks:
+            _, stuck = await asyncio.wait(self._feed_tasks, timeout=STOP_FEEDS_SECONDS)
+            for task in stuck:
+                log.warning("%s did not stop in time; left behind", task.get_name())
+        self._feed_tasks = []
+
+    def _exchange_feeds(self) -> list[ExchangeFeeds]:
+        groups: dict[tuple[str, str | None, str | None], dict] = {}
+        for name, feed in self.settings.feeds.items():
+            if feed.source != "ccxt":
+                continue
+            groups.setdefault((feed.exchange, feed.ws_url, feed.rest_url), {})[name] = feed
+        return [
+            ExchangeFeeds(
+                exchange,
+                feeds,
+                self.sink,
+                self.engine.builders,
+                on_reconnect=self.telemetry.reconnect,
+            )
+            for (exchange, _, _), feeds in groups.items()
+        ]
+
+    async def _exchange(self, exchange: ExchangeFeeds) -> None:
+        await self._warmed(exchange.run(), exchange.warmed.wait(), exchange.exchange)
+
+    async def _warmed(self, run: Awaitable[None], warm: Awaitable[object], name: str) -> None:
+        """Run a feed; note when its warm-up is done."""
+
+        async def note() -> None:
+            await warm
+            self._warming.discard(name)
+
+        noted = asyncio.ensure_future(note())
+        try:
+            await run
+        finally:
+            noted.cancel()
+
+    async def _ready(self) -> None:
+        """Say READY=1 once every feed is warmed up (or after READY_AFTER); keep STATUS= fresh."""
+        deadline = time.monotonic() + READY_AFTER
+        while self._warming and time.monotonic() < deadline:
+            self._set_status()
+            await asyncio.sleep(0.2)
+        self.telemetry.mark_ready()
+        self.notify.ready(self._status_line())
+        if self._warming:
+            log.warning("ready before warm-up finished; still waiting for %s",
+                        ", ".join(sorted(self._warming)))  # fmt: skip
+        else:
+            log.info("warmed up: ready")
+        while True:
+            await asyncio.sleep(1.0)
+            self._set_status()
+
+    def _status_line(self) -> str:
+        by_state: dict[str, list[str]] = {}
+        for name, state in self.feed_states().items():
+            by_state.setdefault(state, []).append(name)
+        parts = [f"{state}: {', '.join(names)}" for state, names in sorted(by_state.items())]
+        if self._warming:
+            parts.insert(0, f"warming up {', '.join(sorted(self._warming))}")
+        return "; ".join(parts) + f"; {self.outbox.depth()} alert(s) queued"
+
+    def _set_status(self) -> None:
+        status = self._status_line()
+        if status != self._status:
+            self._status = status
+            self.notify.status(status)
+
+    async def _equity(self, name: str, feed: FeedConfig) -> None:
+        """Warm an equity feed up from Yahoo's chart history, then stream it from its source."""
+        common = {"calendar": MarketCalendar(), "stale_after": feed.stale_after}
+        streamer: YahooStreamer | FinnhubStreamer | AlpacaStreamer
+        if feed.source == "finnhub":
+            streamer = FinnhubStreamer(
+                name, feed.symbol, self.sink, url=feed.ws_url or FINNHUB_URL,
+                api_key=feed.api_key, **common,
+            )  # fmt: skip
+        elif feed.source == "alpaca":
+            streamer = AlpacaStreamer(
+                name, feed.symbol, self.sink, url=feed.ws_url or ALPACA_URL,
+                api_key=feed.api_key, api_secret=feed.api_secret, **common,
+            )  # fmt: skip
+        else:
+            streamer = YahooStreamer(
+                name, feed.symbol, self.sink, url=feed.ws_url or YAHOO_STREAMER, **common
+            )
         warm = asyncio.create_task(self._yahoo_history(name, feed))
         try:
-            await streamer.run()
+            await self._warmed(streamer.run(), asyncio.shield(warm), f"feed {name}")
         finally:
             warm.cancel()
 
@@ -138,8 +391,10 @@ class Daemon:
             interval, span = YAHOO_INTERVALS.get(builder.timeframe.name, ("1d", "2y"))
             while True:
                 try:
+                    # keyed sources have no free history: Yahoo's serves them too
+                    own = feed.rest_url if feed.source == "yahoo" else None
                     frame = await fetch_history(
-                        feed.symbol, interval, span, base_url=feed.rest_url or YAHOO_CHART
+                        feed.symbol, interval, span, base_url=own or YAHOO_CHART
                     )
                     break
                 except (HistoryError, OSError) as exc:
@@ -157,14 +412,19 @@ class Daemon:
 
     async def _clock(self) -> None:
         """Close bars whose interval has ended even when no trade comes to close them."""
-        wall_clocked = [n for n, f in self.settings.feeds.items() if f.source != "ccxt"]
         while True:
             await asyncio.sleep(1.0)
+            self._clock_beat = time.monotonic()
             for exchange in self.exchanges:
                 self.engine.advance(exchange.clock_ms() - CLOSE_GRACE_MS, exchange.feeds)
                 exchange.on_clock()
+            now = int(time.time() * 1000)
+            wall_clocked = [n for n, f in self.settings.feeds.items() if f.source != "ccxt"]
             if wall_clocked:
-                self.engine.advance(int(time.time() * 1000) - CLOSE_GRACE_MS, wall_clocked)
+                self.engine.advance(now - CLOSE_GRACE_MS, wall_clocked)
+            if self.mqtt is not None:  # forming values: the publisher throttles them
+                for column, value in self.engine.forming_values().items():
+                    self.mqtt.metric(column, value, now, forming=True)
 
 
 def _log_alert(alert: Alert) -> None:

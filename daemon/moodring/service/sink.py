@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from moodring.engine import Engine
 from moodring.feeds.base import FeedState
@@ -13,22 +14,46 @@ from moodring.times import iso_time
 
 log = logging.getLogger("moodring.feeds")
 
+# One trade in this many is timed (bars, metrics, rules): a sample, not a cost on every tick.
+TIME_EVERY = 64
+
 
 class EngineSink:
     """Passes trades and candles to the engine; feed states to the rules and the log."""
 
-    def __init__(self, engine: Engine, bad_frames: BadFrames | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        bad_frames: BadFrames | None = None,
+        on_tick: Callable[[str], None] | None = None,
+        on_state: Callable[[str, FeedState, int], None] | None = None,
+        on_update: Callable[[float], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.bad_frames = bad_frames or BadFrames()
         self.states: dict[str, FeedState] = {}
+        self._on_tick = on_tick
+        self._on_state = on_state
+        self._on_update = on_update
+        self._trades = 0
 
     def trade(self, feed: str, t_ms: int, price: float, amount: float, trade_id: object) -> None:
-        """Take one trade."""
-        self.engine.on_trade(feed, t_ms, price, amount, trade_id)
+        """Take one trade (every ``TIME_EVERY``-th one timed for ``on_update``)."""
+        self._trades += 1
+        if self._on_update is not None and not self._trades % TIME_EVERY:
+            started = time.perf_counter()
+            self.engine.on_trade(feed, t_ms, price, amount, trade_id)
+            self._on_update(time.perf_counter() - started)
+        else:
+            self.engine.on_trade(feed, t_ms, price, amount, trade_id)
+        if self._on_tick is not None:
+            self._on_tick(feed)
 
     def candle(self, feed: str, bar: Bar, *, closed: bool, length_ms: int) -> None:
         """Take one live candle."""
         self.engine.on_candle(feed, bar.time, bar, closed=closed, length_ms=length_ms)
+        if self._on_tick is not None:
+            self._on_tick(feed)
 
     def history(self, feed: str, bars: Sequence[Bar], *, length_ms: int) -> None:
         """Take warm-up bars: they fill the windows, their alerts are not sent."""
@@ -43,6 +68,8 @@ class EngineSink:
         self.states[feed] = state
         log.info("%s: feed %s at %s", feed, state, iso_time(t_ms))
         self.engine.rules.set_feed_state(feed, state, t_ms)
+        if self._on_state is not None:
+            self._on_state(feed, state, t_ms)
 
     def bad_frame(self, feed: str, reason: str, detail: str) -> None:
         """Count a skipped frame (logged at most once a minute per reason)."""

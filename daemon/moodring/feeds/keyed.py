@@ -1,0 +1,367 @@
+"""The loop shared by the keyed equity streamers (Finnhub, Alpaca).
+
+Reconnects with backoff, the calendar-aware stale watchdog, trade checks, and keeping keys
+out of every log line; subclasses speak their provider's protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+from pydantic import SecretStr
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from moodring.feeds.backoff import Backoff
+from moodring.feeds.base import FeedSink, FeedState
+from moodring.feeds.health import trade_problem
+from moodring.feeds.yahoo import FrameError, Sessions
+
+REDACTED = "[REDACTED]"
+# query parameters whose values are credentials, whoever put them into a URL
+_CREDENTIAL_PARAM = re.compile(r"(?i)\b(token|api_?key|key|secret)=[^&\s'\"]*")
+_AUTH_STATUS = {401, 403}
+
+
+def require_secret(feed: str, source: str, value: str | SecretStr | None, key: str) -> str:
+    """Return a configured key as text, or raise ValueError saying where it can be given."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value is None or not value.strip():
+        raise ValueError(
+            f"feeds.{feed}.{key} is required for a {source} feed: set it in the config file, "
+            f"in MOODRING_FEEDS__{feed.upper()}__{key.upper()}, or with {key}_file (a file "
+            f"holding it) or {key}_credential (a systemd credential)"
+        )
+    return value.strip()
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Return ``text`` with every secret and every ``token=``-like URL parameter blanked."""
+    for secret in secrets:
+        if not secret:
+            continue
+        text = text.replace(secret, REDACTED)
+        # websockets shortens a long frame in its log to head...tail, cutting a secret in two
+        for n in range(len(secret) - 1, 2, -1):
+            text = text.replace(secret[:n] + "...", REDACTED + "...")
+            text = text.replace("..." + secret[-n:], "..." + REDACTED)
+    return _CREDENTIAL_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+
+
+class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger for the websockets library that blanks secrets in every line it logs."""
+
+    # at debug level websockets logs the request line (Finnhub's ``?token=``) and the start
+    # and end of every frame sent (Alpaca's auth message, the secret cut in half)
+
+    def __init__(self, logger: logging.Logger, scrub: Callable[[str], str]) -> None:
+        super().__init__(logger, {})
+        self.scrub = scrub
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Format the record, blank secrets in it (and its traceback), and log it."""
+        if not self.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = f"{msg} {args!r}"
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            info = sys.exc_info() if exc_info is True else exc_info
+            if isinstance(info, BaseException):
+                info = (type(info), info, info.__traceback__)
+            if isinstance(info, tuple) and info[0] is not None:
+                text += "\n" + "".join(traceback.format_exception(*info)).rstrip()
+        kwargs.pop("extra", None)
+        self.logger.log(level, "%s", self.scrub(text), **kwargs)
+
+
+class KeyedStreamer:
+    """Streams one symbol's trades from a keyed provider into a ``FeedSink``, reconnecting."""
+
+    # subclasses set ``provider`` and implement ``_login`` and ``handle_frame`` (and
+    # ``_connect_url`` when the key goes in the URL)
+
+    provider = "keyed"
+
+    def __init__(
+        self,
+        feed: str,
+        symbol: str,
+        sink: FeedSink,
+        *,
+        url: str,
+        secrets: tuple[str, ...],
+        calendar: Sessions | None = None,
+        stale_after: float | None = None,
+        timeout: float = 30.0,
+        healthy_after: float = 60.0,
+        regular_hours_only: bool = False,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.feed = feed
+        self.symbol = symbol
+        self.sink = sink
+        self.url = url
+        self.calendar = calendar
+        self.stale_after = stale_after
+        self.timeout = timeout
+        self.healthy_after = healthy_after
+        self.regular_hours_only = regular_hours_only
+        self.backoff = backoff or Backoff(1.0, 60.0)
+        self.clock = clock
+        self._log = logging.getLogger(f"moodring.feeds.{self.provider}")
+        self._secrets = secrets
+        self._wire_log = RedactingLogger(logging.getLogger("websockets.client"), self.redact)
+        checks = [1.0, timeout / 4]
+        if stale_after is not None:
+            checks.append(stale_after / 4)
+        self._poll = max(0.005, min(checks))
+        # Counters.
+        self.trades = 0
+        self.bad_frames: Counter[str] = Counter()
+        self.ignored: Counter[str] = Counter()
+        self.server_errors = 0
+        self.auth_failures = 0
+        self.connects = 0
+        self.reconnects = 0
+        # State.
+        self.state: FeedState | None = None
+        self._in_session = False
+        self._session_start = -math.inf
+        self._last_tick = -math.inf
+        self._last_trade_ms = 0
+        self._conn_trades = 0
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with this feed's secrets blanked."""
+        return redact(text, self._secrets)
+
+    def counters(self) -> dict[str, Any]:
+        """Return the feed's counters: trades, bad frames by reason, ignored, errors, reconnects."""
+        return {
+            "trades": self.trades,
+            "bad_frames": dict(self.bad_frames),
+            "ignored": dict(self.ignored),
+            "server_errors": self.server_errors,
+            "auth_failures": self.auth_failures,
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "state": self.state,
+        }
+
+    async def run(self) -> None:
+        """Stream until cancelled: connect, log in, subscribe, read; reconnect with backoff."""
+        attempt = 0
+        while True:
+            if attempt:
+                self.reconnects += 1
+            attempt += 1
+            try:
+                reason = await self._connection()
+            except asyncio.CancelledError:
+                raise
+            except InvalidStatus as exc:
+                reason = self._refused(exc.response.status_code)
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else "no close frame"
+                reason = f"connection closed ({code})"
+            except TimeoutError:
+                reason = f"timed out after {self.timeout:g}s"
+            except (OSError, WebSocketException) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                self._log.error(
+                    "%s %s: unexpected error: %s",
+                    self.provider,
+                    self.symbol,
+                    self.redact(f"{type(exc).__name__}: {exc}"),
+                )
+                reason = f"{type(exc).__name__}: {exc}"
+            self._refresh_state()
+            delay = self.backoff.next()
+            self._log.warning(
+                "%s %s: %s; reconnecting in %.1fs",
+                self.provider,
+                self.symbol,
+                self.redact(reason),
+                delay,
+            )
+            await self._sleep(delay)
+
+    def _refused(self, status: int) -> str:
+        """Log a handshake the server refused; return the reason to reconnect with."""
+        if status in _AUTH_STATUS:
+            self.auth_failures += 1
+            self._log.error(
+                "%s %s: the server refused the API key (HTTP %d); check feeds.%s.api_key",
+                self.provider,
+                self.symbol,
+                status,
+                self.feed,
+            )
+            return f"API key refused (HTTP {status})"
+        if status == 429:
+            self._log.error(
+                "%s %s: rate limited by the server (HTTP 429)", self.provider, self.symbol
+            )
+            return "rate limited (HTTP 429)"
+        return f"handshake refused (HTTP {status})"
+
+    def _server_error(self, message: str, *, auth: bool = False, hint: str = "") -> str:
+        """Log an error message from the server; return the reason to reconnect with."""
+        self.server_errors += 1
+        if auth:
+            self.auth_failures += 1
+        text = self.redact(message)
+        shown = f"{text} ({hint})" if hint else text
+        self._log.error("%s %s: server error: %s", self.provider, self.symbol, shown)
+        return f"server error: {text}"
+
+    async def _sleep(self, delay: float) -> None:
+        """Wait ``delay`` seconds, keeping the session state current meanwhile."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay
+        while (left := until - loop.time()) > 0:
+            await asyncio.sleep(min(left, self._poll))
+            self._refresh_state()
+
+    def _connect_url(self) -> str:
+        """Return the URL to connect to (may carry a secret: never log it)."""
+        return self.url
+
+    async def _login(self, ws: ClientConnection) -> str | None:
+        """Authenticate and subscribe; return why the connection must be given up, or None."""
+        raise NotImplementedError
+
+    def handle_frame(self, frame: str | bytes) -> str | None:
+        """Take one frame; return why the connection must be given up, or None."""
+        raise NotImplementedError
+
+    async def _connection(self) -> str:
+        """Run one connection; return why it was given up (or raise what ended it)."""
+        async with connect(
+            self._connect_url(),
+            open_timeout=self.timeout,
+            close_timeout=min(5.0, self.timeout),
+            logger=self._wire_log,
+        ) as ws:
+            self.connects += 1
+            problem = await self._login(ws)
+            if problem is not None:
+                return problem
+            self._log.info(
+                "%s %s: connected to %s and subscribed",
+                self.provider,
+                self.symbol,
+                self.redact(self.url),
+            )
+            return await self._read(ws)
+
+    async def _read(self, ws: ClientConnection) -> str:
+        """Read frames until the connection ends, the server objects, or it goes stale."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        self._conn_trades = 0
+        healthy = False
+        while True:
+            in_session = self._refresh_state()
+            now = loop.time()
+            if (
+                not healthy
+                and now - start >= self.healthy_after
+                and (self._conn_trades or not in_session)
+            ):
+                healthy = True
+                self.backoff.reset()
+            if in_session and self.stale_after is not None:
+                since = max(start, self._session_start, self._last_tick)
+                if now - since >= self.stale_after:
+                    return f"stale, no trade for {now - since:.1f}s in session"
+            try:
+                frame = await asyncio.wait_for(ws.recv(), self._poll)
+            except TimeoutError:
+                continue
+            problem = self.handle_frame(frame)
+            if problem is not None:
+                return problem
+
+    def _json(self, frame: str | bytes) -> Any:
+        """Decode a JSON text frame (FrameError when it is not)."""
+        if isinstance(frame, bytes | bytearray | memoryview):
+            try:
+                frame = bytes(frame).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FrameError("encoding", "binary frame is not UTF-8 text") from exc
+        try:
+            return json.loads(frame)
+        except ValueError as exc:
+            raise FrameError("json", str(exc)) from exc
+
+    def _trade(self, t_ms: object, price: object, amount: object, trade_id: object) -> str | None:
+        """Check a trade and pass it on; return why it was refused, or None."""
+        reference = max(int(self.clock() * 1000), self._last_trade_ms)
+        problem = trade_problem(t_ms, price, amount, reference)
+        if problem is None and (isinstance(price, bool) or isinstance(amount, bool)):
+            problem = "bad number"
+        if problem is not None:
+            return problem
+        t = cast(int, t_ms)
+        if self.regular_hours_only and self.calendar is not None and not self.calendar.is_open(t):
+            self.ignored["outside session"] += 1
+            return None
+        self.trades += 1
+        self._conn_trades += 1
+        self._last_tick = asyncio.get_running_loop().time()
+        self._last_trade_ms = max(self._last_trade_ms, t)
+        if self.calendar is None or self._in_session:
+            self._set_state("ok")
+        size = float(cast(float, amount))
+        self.sink.trade(self.feed, t, float(cast(float, price)), size, trade_id)
+        return None
+
+    def _bad(self, reason: str, detail: str, frame: object) -> None:
+        """Count and report a skipped frame (or one item of it)."""
+        self.bad_frames[reason] += 1
+        shown = self.redact(repr(frame)[:160])
+        self._log.debug(
+            "%s %s: bad frame (%s: %s) %s", self.provider, self.symbol, reason, detail, shown
+        )
+        self.sink.bad_frame(self.feed, reason, f"{detail} | {shown}" if detail else shown)
+
+    def _refresh_state(self) -> bool:
+        """Re-evaluate session and staleness; return True while the market is in session."""
+        now_ms = int(self.clock() * 1000)
+        in_session = self.calendar is None or self.calendar.is_open(now_ms)
+        if in_session and not self._in_session:
+            self._session_start = asyncio.get_running_loop().time()
+        self._in_session = in_session
+        if not in_session:
+            self._set_state("closed", now_ms)
+        elif self.stale_after is not None:
+            since = max(self._session_start, self._last_tick)
+            if asyncio.get_running_loop().time() - since >= self.stale_after:
+                self._set_state("stale", now_ms)
+        return in_session
+
+    def _set_state(self, state: FeedState, now_ms: int | None = None) -> None:
+        """Report a change of the feed's health."""
+        if state == self.state:
+            return
+        self.state = state
+        t_ms = int(self.clock() * 1000) if now_ms is None else now_ms
+        self._log.info("%s %s: state %s", self.provider, self.symbol, state)
+        self.sink.state(self.feed, state, t_ms)

@@ -1,0 +1,538 @@
+"""Engine state across restarts and reloads: capture, atomic save, load, restore.
+
+A snapshot holds, per (feed, timeframe), the closed bars the engine's builders delivered
+since the engine started (a journal of up to ``KEEP_BARS``, at least the ring's capacity)
+and the forming bar, and per rule its ``RuleStatus``. Restoring replays the closed bars
+into a fresh engine, quietly and as one moment, which rebuilds rings, ratio series,
+joins, metrics, chart and rule histories exactly as the original built them (indicators
+are deterministic in their input bars, and the journal is all they have seen); then the
+forming bars and the rule statuses are put back. Replaying the journal rather than the
+rings matters: recursive averages (EMA) and windows of joins between a 24/7 and a session
+market depend on more bars than a ring keeps. Once an engine outlives its journal the
+restored values are those of a warm-up on the journal: equal to rounding.
+
+Rule statuses are taken as saved (timers, pending counts, ``told``, ``muted_since``)
+when the rule's name still exists with the same metric output and operator kind (edge
+or level): a changed threshold keeps them, the next bar judges the new one. Otherwise
+the rule keeps what the replay gave it, as after a warm-up. Feed health is not restored:
+feeds prove staleness afresh. A (feed, timeframe) is restored only when its feed is the
+same (symbol, source, exchange, market, URLs) and its bars cover what the engine keeps
+now; else it is left empty and the report says to warm it up from REST, as at a start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import heapq
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from moodring.engine import Engine
+from moodring.market.bar import Bar
+from moodring.market.builder import BarBuilder
+from moodring.market.ring import BarRing
+from moodring.rules.book import RuleStatus
+from moodring.settings import FeedConfig, Settings
+from moodring.times import format_duration, iso_time
+
+log = logging.getLogger("moodring.snapshot")
+
+SNAPSHOT_VERSION = 1
+# Closed bars kept per (feed, timeframe) for a snapshot, since the engine started.
+KEEP_BARS = 2048
+_COLUMNS = ("open", "high", "low", "close", "volume")
+_STATES = ("inactive", "pending", "firing")
+_TOLD = ("firing", "resolved")
+
+_journals: weakref.WeakKeyDictionary[Engine, dict[int, BarRing]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SeriesState:
+    """One feed's closed bars at one timeframe (oldest first) and its forming bar."""
+
+    feed: str
+    timeframe: str
+    identity: str
+    kept: int
+    time: np.ndarray
+    ohlcv: np.ndarray
+    forming: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """A rule's status and what it judged: its metric output, operator kind and trigger."""
+
+    metric: str
+    kind: Literal["edge", "level"]
+    on: Literal["close", "tick"]
+    status: RuleStatus
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EngineState:
+    """Everything a restore needs: bars per (feed, timeframe) and rule statuses by name."""
+
+    taken_ms: int
+    fingerprint: str
+    series: tuple[SeriesState, ...]
+    rules: dict[str, RuleState]
+    version: int = SNAPSHOT_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRestore:
+    """What a restore did for one (feed, timeframe) of the engine."""
+
+    feed: str
+    timeframe: str
+    restored: int
+    needed: int
+    last_closed: int | None
+    forming: bool
+    reason: str = ""
+
+    @property
+    def warm_up(self) -> bool:
+        """Return whether nothing was restored, so the feed must warm this up from REST."""
+        return self.restored == 0
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    """Per (feed, timeframe) what was restored, and per rule whether its status was."""
+
+    series: tuple[SeriesRestore, ...]
+    rules: dict[str, str]
+
+    def warm_up(self) -> list[tuple[str, str]]:
+        """Return the (feed, timeframe) pairs left empty: warm them up as at a fresh start."""
+        return [(s.feed, s.timeframe) for s in self.series if s.warm_up]
+
+    def last_closed(self, feed: str, timeframe: str) -> int | None:
+        """Return the open time of a series' last restored closed bar (gap-fill after it)."""
+        for s in self.series:
+            if (s.feed, s.timeframe) == (feed, timeframe):
+                return s.last_closed
+        return None
+
+
+def feed_identity(feed: FeedConfig) -> str:
+    """Return a hash of what makes a feed's bars the same bars (not its health settings)."""
+    keys = ("symbol", "source", "exchange", "market", "ws_url", "rest_url")
+    return _digest({key: getattr(feed, key) for key in keys})
+
+
+def fingerprint(settings: Settings) -> str:
+    """Return a hash of the feeds and timeframes a snapshot of this config depends on."""
+    return _digest(
+        {
+            "feeds": {name: feed_identity(feed) for name, feed in settings.feeds.items()},
+            "series": sorted(_series_keys(settings)),
+        }
+    )
+
+
+def attach(engine: Engine, *, keep_bars: int = KEEP_BARS) -> None:
+    """Start journalling the engine's closed bars for snapshots (call before any bar)."""
+    if engine in _journals:
+        return
+    journal: dict[int, BarRing] = {}
+    for builder in _builders(engine):
+        ring = BarRing(max(keep_bars, builder.bars.time.capacity))
+        for bar in _bars_of(builder.bars):
+            ring.push(bar)
+        builder.subscribe(ring.push)
+        journal[id(builder)] = ring
+    _journals[engine] = journal
+
+
+def capture(engine: Engine) -> EngineState:
+    """Return the engine's state (copies: safe to save from another thread)."""
+    journal = _journals.get(engine, {})
+    settings = engine.settings
+    series = []
+    for feed, builder in _feed_builders(engine):
+        ring = journal.get(id(builder), builder.bars)
+        ohlcv = np.column_stack([getattr(ring, c).window() for c in _COLUMNS])
+        series.append(
+            SeriesState(
+                feed,
+                builder.timeframe.name,
+                feed_identity(settings.feeds[feed]),
+                builder.bars.time.capacity,
+                ring.time.window().copy(),
+                ohlcv,
+                # a forming bar after held (unsettled) bars would hide the gap from a gap-fill
+                None if builder.holding else builder.forming_state(),
+            )
+        )
+    rules = {
+        rule.config.name: RuleState(
+            rule.config.metric,
+            "edge" if rule.edge is not None else "level",
+            rule.config.on,
+            dataclasses.replace(rule.status),
+        )
+        for rule in engine.rules.rules
+    }
+    return EngineState(int(time.time() * 1000), fingerprint(settings), tuple(series), rules)
+
+
+def restore(engine: Engine, state: EngineState, *, forming: bool = True) -> RestoreReport:
+    """Put ``state`` into a fresh engine quietly (``forming=False`` at a start); report gaps."""
+    if any(b.time >= 0 or b.last_time >= 0 for b in _builders(engine)):
+        raise ValueError("restore needs a fresh engine")
+    attach(engine)
+    saved = {(s.feed, s.timeframe): s for s in state.series}
+    reports = []
+    replay: list[tuple[BarBuilder, SeriesState]] = []
+    resume: list[tuple[BarBuilder, dict[str, Any]]] = []
+    for feed, builder in _feed_builders(engine):
+        tf = builder.timeframe
+        needed = builder.bars.time.capacity
+        old = saved.get((feed, tf.name))
+        reason = _unusable(old, feed_identity(engine.settings.feeds[feed]), needed)
+        if old is None or reason:
+            reports.append(SeriesRestore(feed, tf.name, 0, needed, None, False, reason))
+            continue
+        replay.append((builder, old))
+        last = int(old.time[-1])
+        bar = old.forming if forming else None
+        if bar is not None and bar["time"] > last:
+            resume.append((builder, bar))
+        resumed = bool(resume) and resume[-1][0] is builder
+        reports.append(SeriesRestore(feed, tf.name, len(old.time), needed, last, resumed))
+    with engine.rules.quiet(), engine.deferred():
+        for builder, t, row in _merged(replay):
+            builder.add_candle(t, *row, closed=True, length_ms=builder.timeframe.ms)
+    for builder, bar in resume:
+        builder.resume_forming(bar)
+    for node in engine.metrics.values():
+        node.dirty = True
+    rules = _restore_rules(engine, state.rules)
+    _log_restore(state, reports, rules)
+    return RestoreReport(tuple(reports), rules)
+
+
+def save(path: Path, state: EngineState) -> None:
+    """Write ``state`` to ``path`` atomically: a failure leaves the previous file whole."""
+    meta = {
+        "version": state.version,
+        "taken_ms": state.taken_ms,
+        "fingerprint": state.fingerprint,
+        "series": [
+            {
+                "feed": s.feed,
+                "timeframe": s.timeframe,
+                "identity": s.identity,
+                "kept": s.kept,
+                "count": len(s.time),
+                "forming": s.forming,
+            }
+            for s in state.series
+        ],
+        "rules": {
+            name: {
+                "metric": r.metric,
+                "kind": r.kind,
+                "on": r.on,
+                "status": dataclasses.asdict(r.status),
+            }
+            for name, r in state.rules.items()
+        },
+    }
+    times = [s.time for s in state.series]
+    values = [s.ohlcv for s in state.series]
+    arrays = {
+        "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        "time": np.concatenate(times) if times else np.empty(0, np.int64),
+        "ohlcv": np.concatenate(values) if values else np.empty((0, len(_COLUMNS))),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, allow_pickle=False, **arrays)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def load(
+    path: Path, settings: Settings, *, max_age_s: float, now_ms: int | None = None
+) -> EngineState | None:
+    """Return the snapshot at ``path`` if usable for ``settings``, else None (logged why)."""
+    if not path.exists():
+        log.info("no snapshot at %s: starting with a warm-up", path)
+        return None
+    try:
+        state = _read(path.read_bytes())
+    except _UnknownFormatError as exc:
+        log.info("snapshot %s not used: %s", path, exc)
+        return None
+    except Exception as exc:  # whatever is wrong with the file, a warm-up replaces it
+        log.warning("snapshot %s is unreadable (%s: %s): starting with a warm-up",
+                    path, type(exc).__name__, exc)  # fmt: skip
+        return None
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    age = (now - state.taken_ms) / 1000
+    if age > max_age_s:
+        log.info("snapshot %s is %s old (limit %s): starting with a warm-up", path,
+                 format_duration(age), format_duration(max_age_s))  # fmt: skip
+        return None
+    if state.fingerprint == fingerprint(settings):
+        return state
+    identities = {name: feed_identity(feed) for name, feed in settings.feeds.items()}
+    keys = _series_keys(settings)
+    same = [s for s in state.series
+            if (s.feed, s.timeframe) in keys and identities.get(s.feed) == s.identity]  # fmt: skip
+    if not same:
+        log.info("snapshot %s is of other feeds: starting with a warm-up", path)
+        return None
+    log.info("config changed since snapshot %s: %d of its %d series still match", path,
+             len(same), len(state.series))  # fmt: skip
+    return state
+
+
+class Snapshotter:
+    """Saves the current engine's state to one file, periodically and on demand."""
+
+    def __init__(self, engine: Callable[[], Engine], path: Path) -> None:
+        self.engine = engine
+        self.path = path
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._written = 0
+
+    def save_now(self) -> bool:
+        """Capture and write the state now (at shutdown); return whether it was written."""
+        return self._write(*self._capture())
+
+    async def run(self, interval_s: float) -> None:
+        """Save every ``interval_s`` until cancelled: capture on the loop, write in a thread."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await asyncio.to_thread(self._write, *self._capture())
+
+    def _capture(self) -> tuple[int, EngineState]:
+        self._taken += 1
+        return self._taken, capture(self.engine())
+
+    def _write(self, taken: int, state: EngineState) -> bool:
+        # a periodic write still running in its thread must not land after a newer one
+        with self._lock:
+            if taken <= self._written:
+                return False
+            started = time.perf_counter()
+            try:
+                save(self.path, state)
+            except (OSError, ValueError) as exc:
+                log.warning("snapshot %s not written: %s", self.path, exc)
+                return False
+            self._written = taken
+        log.debug("snapshot %s written in %.1f ms", self.path,
+                  (time.perf_counter() - started) * 1000)  # fmt: skip
+        return True
+
+
+class _UnknownFormatError(ValueError):
+    """A well-formed snapshot this version cannot use."""
+
+
+def _digest(data: object) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _series_keys(settings: Settings) -> set[tuple[str, str]]:
+    """Return the (feed, timeframe) pairs an engine of ``settings`` builds bars for."""
+    return {
+        (feed, metric.timeframe)
+        for metric in settings.metrics.values()
+        for feed in settings.feeds_of(metric.inputs())
+    }
+
+
+def _feed_builders(engine: Engine) -> Iterator[tuple[str, BarBuilder]]:
+    for feed in engine.settings.feeds:
+        for builder in engine.builders(feed):
+            yield feed, builder
+
+
+def _builders(engine: Engine) -> Iterator[BarBuilder]:
+    return (builder for _, builder in _feed_builders(engine))
+
+
+def _bars_of(ring: BarRing) -> Iterator[Bar]:
+    columns = [ring.time.window().tolist()] + [getattr(ring, c).window().tolist() for c in _COLUMNS]
+    return (Bar(*row) for row in zip(*columns, strict=True))
+
+
+def _unusable(old: SeriesState | None, identity: str, needed: int) -> str:
+    """Return why a saved series cannot be restored ("" when it can)."""
+    if old is None:
+        return "not in the snapshot"
+    if old.identity != identity:
+        return "the feed changed"
+    count = len(old.time)
+    # an engine that kept as many already had all a warm-up gets: the history is that short
+    if count == 0 or (count < needed and old.kept < needed):
+        return f"{count} of the {needed} bars needed"
+    return ""
+
+
+def _merged(replay: list[tuple[BarBuilder, SeriesState]]) -> Iterator[tuple[BarBuilder, int, list]]:
+    """Yield every saved closed bar in time order across series, series in config order."""
+
+    def rows(rank: int, builder: BarBuilder, s: SeriesState) -> Iterator[tuple]:
+        for t, row in zip(s.time.tolist(), s.ohlcv.tolist(), strict=True):
+            yield t, rank, builder, row
+
+    streams = [rows(rank, builder, s) for rank, (builder, s) in enumerate(replay)]
+    for t, _, builder, row in heapq.merge(*streams, key=lambda item: item[:2]):
+        yield builder, t, row
+
+
+def _restore_rules(engine: Engine, saved: dict[str, RuleState]) -> dict[str, str]:
+    """Put saved statuses back where the rule still judges the same thing; say which."""
+    outcome = {}
+    for rule in engine.rules.rules:
+        name, config = rule.config.name, rule.config
+        old = saved.get(name)
+        kind = "edge" if rule.edge is not None else "level"
+        if old is None:
+            outcome[name] = "fresh: not in the snapshot"
+        elif old.metric != config.metric:
+            outcome[name] = f"fresh: its metric was {old.metric}"
+        elif old.kind != kind:
+            outcome[name] = f"fresh: it was an {old.kind} rule"
+        else:
+            for field in dataclasses.fields(RuleStatus):
+                setattr(rule.status, field.name, getattr(old.status, field.name))
+            if old.on != config.on:
+                rule.status.tick_bar = None
+            outcome[name] = "restored"
+    return outcome
+
+
+def _log_restore(state: EngineState, reports: list[SeriesRestore], rules: dict[str, str]) -> None:
+    restored = [r for r in reports if not r.warm_up]
+    log.info(
+        "restored the snapshot of %s: %d series (%d bars), %d of %d rule states",
+        iso_time(state.taken_ms), len(restored), sum(r.restored for r in restored),
+        sum(v == "restored" for v in rules.values()), len(rules),
+    )  # fmt: skip
+    for r in reports:
+        if r.warm_up:
+            log.info("%s %s: not restored (%s): warming up", r.feed, r.timeframe, r.reason)
+
+
+def _read(data: bytes) -> EngineState:
+    """Parse a saved snapshot, checking every field (raises on anything malformed)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        meta = json.loads(npz["meta"].tobytes().decode())
+        times = npz["time"]
+        ohlcv = npz["ohlcv"]
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not an object")
+    if meta.get("version") != SNAPSHOT_VERSION:
+        raise _UnknownFormatError(f"format version {meta.get('version')!r}, not {SNAPSHOT_VERSION}")
+    if times.dtype != np.int64 or times.ndim != 1:
+        raise ValueError("bar times are not int64")
+    if ohlcv.dtype != np.float64 or ohlcv.shape != (len(times), len(_COLUMNS)):
+        raise ValueError("bar values do not match the times")
+    series = []
+    start = 0
+    for s in meta["series"]:
+        count = _int(s["count"])
+        end = start + count
+        if count < 0 or end > len(times):
+            raise ValueError("series counts exceed the bars")
+        t = times[start:end]
+        if count > 1 and not bool(np.all(t[1:] > t[:-1])):
+            raise ValueError(f"{s['feed']} {s['timeframe']}: bar times out of order")
+        series.append(SeriesState(
+            _str(s["feed"]), _str(s["timeframe"]), _str(s["identity"]), _int(s["kept"]),
+            t, ohlcv[start:end], _forming(s["forming"]),
+        ))  # fmt: skip
+        start = end
+    if start != len(times):
+        raise ValueError("bars left over after the last series")
+    rules = {_str(name): _rule(r) for name, r in meta["rules"].items()}
+    return EngineState(_int(meta["taken_ms"]), _str(meta["fingerprint"]), tuple(series), rules)
+
+
+def _rule(data: dict[str, Any]) -> RuleState:
+    status = data["status"]
+    if status["state"] not in _STATES or status["told"] not in _TOLD:
+        raise ValueError("unknown rule state")
+    times = ("fired_at", "notified_at", "tick_bar", "muted_since")
+    parsed = RuleStatus(
+        state=status["state"],
+        pending=_int(status["pending"]),
+        told=status["told"],
+        **{key: None if status[key] is None else _int(status[key]) for key in times},
+    )
+    kind, on = data["kind"], data["on"]
+    if kind not in ("edge", "level") or on not in ("close", "tick"):
+        raise ValueError("unknown rule kind")
+    return RuleState(_str(data["metric"]), kind, on, parsed)
+
+
+def _forming(data: Any) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    bar, base = data["bar"], data["base"]
+    if len(bar) != len(_COLUMNS) or (base is not None and len(base) != 4):
+        raise ValueError("malformed forming bar")
+    return {
+        "time": _int(data["time"]),
+        "sub_time": _int(data["sub_time"]),
+        "bar": [float(x) for x in bar],
+        "base": None if base is None else [float(x) for x in base],
+        "trades": bool(data["trades"]),
+    }
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,261 @@
+"""``moodring run`` as systemd runs it: sd_notify, /healthz and /metrics, SIGHUP, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from moodring.configfile import load_settings
+from moodring.service.daemon import Daemon
+from moodring.settings import Settings
+from moodring.testing.fake_exchange import FakeExchange
+from tests.mosquitto import Collector, Mosquitto, ensure_mosquitto
+from tests.test_live import CAPTURES
+
+
+def config(fake: FakeExchange, state: Path, *, below: float = 0.3, window: int = 3) -> dict:
+    urls = {"ws_url": fake.ws_url, "rest_url": fake.rest_url}
+    return {
+        "feeds": {"eth": {"symbol": "ETH/USDT", **urls}, "btc": {"symbol": "BTC/USDT", **urls}},
+        "metrics": {
+            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": "1m",
+                     "window": window},
+            "mfi": {"type": "mfi", "series": "eth", "timeframe": "1m", "period": 3},
+        },
+        "rules": [{"name": "decoupling", "metric": "corr", "condition": {"below": below}}],
+        "http": {"port": 0},
+        "state_dir": str(state),
+    }  # fmt: skip
+
+
+class Service:
+    """A ``moodring run`` child process with its own NOTIFY_SOCKET, log lines and HTTP port."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, notify: socket.socket) -> None:
+        self.proc = proc
+        self.notify = notify
+        self.lines: list[str] = []
+        self.datagrams: list[str] = []
+        self.port: int | None = None
+        self._tasks = [asyncio.create_task(self._read_log()), asyncio.create_task(self._recv())]
+
+    async def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            found = re.search(r"/healthz on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+
+    async def _recv(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.notify, 4096)
+            self.datagrams.append(data.decode())
+
+    async def wait(self, predicate, timeout: float = 60.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.proc.returncode is not None or time.monotonic() > deadline:
+                log = "\n".join(self.lines[-40:])
+                raise AssertionError(f"timed out waiting for {what}\n{log}")
+            await asyncio.sleep(0.05)
+
+    def sent(self, prefix: str) -> list[str]:
+        return [d for d in self.datagrams if d.startswith(prefix)]
+
+    def logged(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        def fetch() -> tuple[int, bytes]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        return await asyncio.to_thread(fetch)
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        for task in self._tasks:
+            task.cancel()
+        self.notify.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeExchange]:
+    exchange = FakeExchange(CAPTURES, speed=20.0, loop=True)
+    await exchange.start()
+    yield exchange
+    await exchange.stop()
+
+
+async def start(tmp_path: Path, cfg: dict, watchdog_usec: int = 1_000_000) -> Service:
+    path = tmp_path / "moodring.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    address = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(address)
+    notify.setblocking(False)
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(watchdog_usec)}
+    env.pop("JOURNAL_STREAM", None)
+    exe = shutil.which("moodring")
+    argv = [exe] if exe else [sys.executable, "-m", "moodring.cli"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, "run", "-c", str(path), env=env, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    return Service(proc, notify)
+
+
+async def test_notify_health_reload_and_stop(tmp_path: Path, fake: FakeExchange) -> None:
+    cfg = config(fake, tmp_path / "state")
+    service = await start(tmp_path, cfg)
+    path = tmp_path / "moodring.yaml"
+    try:
+        await service.wait(lambda: service.sent("READY=1"), what="READY=1")
+        await service.wait(lambda: service.port is not None, what="the HTTP port")
+        status, body = await service.get("/healthz")
+        assert status == 200, body
+        health = json.loads(body)
+        assert health["status"] == "ok" and set(health["feeds"]) == {"eth", "btc"}
+        await service.wait(lambda: len(service.sent("WATCHDOG=1")) >= 3, what="watchdog pings")
+        assert service.sent("STATUS="), "STATUS= tells the feed states"
+
+        status, metrics = await service.get("/metrics")
+        assert status == 200
+        text = metrics.decode()
+        assert re.search(r'moodring_ticks_total\{feed="eth"\} [1-9]', text), text[:2000]
+        assert "moodring_outbox_depth" in text
+        assert status == 200 and (await service.get("/nope"))[0] == 404
+
+        # a valid change of a threshold: applied, no restart of anything
+        cfg["rules"][0]["condition"] = {"below": 0.5}
+        path.write_text(yaml.safe_dump(cfg))
+        readies = len(service.sent("READY=1"))
+        service.proc.send_signal(signal.SIGHUP)
+        await service.wait(lambda: service.logged("reloaded"), what="the reload")
+        assert service.sent("RELOADING=1\nMONOTONIC_USEC=")
+        await service.wait(lambda: len(service.sent("READY=1")) > readies, what="READY after")
+
+        # an invalid file: the old config keeps running, the error names the key
+        cfg["rules"][0]["conditon"] = cfg["rules"][0].pop("condition")
+        path.write_text(yaml.safe_dump(cfg))
+        service.proc.send_signal(signal.SIGHUP)
+        await service.wait(lambda: service.logged("reload failed"), what="the failed reload")
+        assert service.logged("rules.0.conditon"), service.lines[-10:]
+        _, metrics = await service.get("/metrics")
+        assert "moodring_last_reload_success 0.0" in metrics.decode()
+
+        # a changed window: a new engine, the bars carried over, feeds restarted
+        cfg["rules"][0]["condition"] = cfg["rules"][0].pop("conditon")
+        cfg["metrics"]["corr"]["window"] = 4
+        path.write_text(yaml.safe_dump(cfg))
+        reloaded = len(service.logged("reloaded"))
+        service.proc.send_signal(signal.SIGHUP)
+        await service.wait(lambda: len(service.logged("reloaded")) > reloaded, what="reload 2")
+        ticks = len(service.logged("connected"))
+        await service.wait(lambda: len(service.logged("connected")) >= ticks, what="feeds back")
+        assert (await service.get("/healthz"))[0] == 200
+        assert service.proc.returncode is None
+
+        stopping = time.monotonic()
+        service.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(service.proc.wait(), 10)
+        assert code == 0
+        assert time.monotonic() - stopping < 5.0
+        assert service.sent("STOPPING=1")
+        assert not service.logged("Traceback"), "\n".join(service.lines)
+    finally:
+        await service.close()
+
+
+async def test_a_broken_config_at_start_exits_1_and_names_the_key(tmp_path: Path) -> None:
+    cfg = {"feeds": {"eth": {"symbol": "ETH/USDT", "stale_afer": "5m"}}, "http": {"port": 0}}
+    service = await start(tmp_path, cfg)
+    try:
+        code = await asyncio.wait_for(service.proc.wait(), 60)
+        await asyncio.sleep(0.2)
+        assert code == 1
+        assert service.logged("feeds.eth.stale_afer"), service.lines
+        assert not service.logged("Traceback")
+        assert not service.sent("READY=1")
+    finally:
+        await service.close()
+
+
+async def test_the_http_port_taken_is_a_clear_error(tmp_path: Path, fake: FakeExchange) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = config(fake, tmp_path / "state")
+        cfg["http"] = {"port": taken.getsockname()[1]}
+        service = await start(tmp_path, cfg)
+        try:
+            code = await asyncio.wait_for(service.proc.wait(), 60)
+            await asyncio.sleep(0.2)
+            assert code == 1
+            assert service.logged("http: cannot listen"), service.lines
+        finally:
+            await service.close()
+
+
+async def test_the_daemon_publishes_on_mqtt(tmp_path: Path, fake: FakeExchange) -> None:
+    binary, _ = ensure_mosquitto()
+    broker = Mosquitto(binary, tmp_path)
+    broker.start()
+    try:
+        cfg = config(fake, tmp_path / "state", below=2.0)  # fires on the first value
+        cfg["mqtt"] = {"host": "127.0.0.1", "port": broker.port, "prefix": "mr",
+                       "forming_interval": "1s"}  # fmt: skip
+        daemon = Daemon(load_settings_dict(tmp_path, cfg))
+        async with Collector(broker.port, "mr/#") as seen:
+            run = asyncio.create_task(daemon.run())
+            try:
+                await seen.wait_for(lambda c: "online" in c.texts("mr/status"), 60)
+                await seen.wait_for(lambda c: bool(c.on("mr/alerts/decoupling")), 120)
+                await seen.wait_for(
+                    lambda c: any(not m["forming"] for m in c.jsons("mr/metrics/corr"))
+                    and any(m["forming"] for m in c.jsons("mr/metrics/mfi")), 60,
+                )  # fmt: skip
+                await seen.wait_for(lambda c: bool(c.on("mr/bars/eth/1m")), 60)
+            finally:
+                daemon.stop()
+                await asyncio.wait_for(run, 10)
+            await seen.wait_for(lambda c: c.texts("mr/status")[-1:] == ["offline"], 10)
+        alert = seen.jsons("mr/alerts/decoupling")[0]
+        assert alert["rule"] == "decoupling" and alert["state"] == "firing"
+        assert seen.on("mr/alerts/decoupling")[0].qos == 1
+        bar = seen.jsons("mr/bars/eth/1m")[-1]
+        assert bar["low"] <= bar["close"] <= bar["high"] and bar["t"] % 60_000 == 0
+        # retained: a late subscriber still gets the latest values
+        async with Collector(broker.port, "mr/metrics/#") as late:
+            await late.wait_for(lambda c: bool(c.on("mr/metrics/corr")), 10)
+            assert late.on("mr/metrics/corr")[0].retain
+    finally:
+        broker.stop()
+
+
+def load_settings_dict(tmp_path: Path, cfg: dict) -> Settings:
+    path = tmp_path / "mqtt.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_settings(path)
