@@ -344,5 +344,7 @@ def _history_by_input(settings: Settings) -> dict[tuple[str, str], int]:
             need[key] = max(need.get(key, 0), config.history())
             ratio = settings.series.get(series)
             for leg in ratio.ratio if ratio else ():
-                need[(leg, config.timeframe)] = max(need.get((leg, config.timeframe), 0), 2)
+                # the legs' windows are what warm-up fetches and snapshots keep for the ratio
+                leg_key = (leg, config.timeframe)
+                need[leg_key] = max(need.get(leg_key, 0), config.history())
     return need

@@ -392,6 +392,10 @@ class ExchangeFeeds:
         if last is None or seq > last:
             self._last_id[feed] = seq
 
+    def resync(self) -> None:
+        """Repair every feed's current bars from REST (the builders were replaced)."""
+        self._gap_begins()
+
     def _gap_begins(self) -> None:
         """Hold every builder's closed bars until the gap is repaired."""
         for name in self.feeds:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
@@ -26,12 +27,15 @@ from moodring.feeds.finnhub import FINNHUB_URL, FinnhubStreamer
 from moodring.feeds.health import BadFrames
 from moodring.feeds.yahoo import HistoryError, YahooStreamer, fetch_history
 from moodring.market.bar import Bar
+from moodring.market.builder import BarBuilder
+from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.service.health import HealthServer, Telemetry, watch_loop_lag
 from moodring.service.notify import SdNotify, watchdog_loop
 from moodring.service.recorder import BarRecorder
 from moodring.service.sink import EngineSink
+from moodring.service.snapshot import EngineState, Snapshotter, attach, capture, load, restore
 from moodring.settings import FeedConfig, Settings
 from moodring.times import iso_time
 
@@ -47,6 +51,10 @@ DRAIN_SECONDS = 2.5
 READY_AFTER = 60.0
 # The watchdog is fed only while the bar clock has run within this many seconds.
 CLOCK_STALL = 5.0
+# Ring buffers and rule states are saved this often (and at shutdown); a snapshot older
+# than SNAPSHOT_MAX_AGE is not restored (the outbox forgets sent alerts after 7 days too).
+SNAPSHOT_EVERY = 60.0
+SNAPSHOT_MAX_AGE = 7 * 86_400.0
 YAHOO_STREAMER = "wss://streamer.finance.yahoo.com/?version=2"
 YAHOO_CHART = "https://query2.finance.yahoo.com"
 # moodring timeframe -> Yahoo chart interval and a range that covers the windows
@@ -84,7 +92,10 @@ class Daemon:
         self.dispatcher = self._dispatcher(settings)
         self.alerts = AlertSink(self.dispatcher, self.silences)
         self.recorder = BarRecorder(record) if record is not None else None
-        self.engine = self._engine(settings)
+        self._cold: list[tuple[str, str]] = []  # series the engine could not restore
+        self.snapshots = Snapshotter(lambda: self.engine, state / "snapshot.npz")
+        saved = load(self.snapshots.path, settings, max_age_s=SNAPSHOT_MAX_AGE)
+        self.engine = self._engine(settings, _fresh(saved) if saved else None, forming=False)
         self.sink = EngineSink(
             self.engine,
             self.bad_frames,
@@ -113,9 +124,18 @@ class Daemon:
             on_result=counted,
         )
 
-    def _engine(self, settings: Settings) -> Engine:
-        """Build an engine for ``settings`` and wire its alerts and bars to the outputs."""
+    def _engine(
+        self, settings: Settings, state: EngineState | None = None, *, forming: bool = True
+    ) -> Engine:
+        """Build an engine for ``settings`` (holding ``state``), wired to the outputs."""
         engine = Engine(settings)
+        self._cold = [(feed, tf.name) for feed in settings.feeds for tf in
+                      (b.timeframe for b in engine.builders(feed))]  # fmt: skip
+        if state is not None:
+            # restored before the wiring: the replay reaches no output
+            self._cold = restore(engine, state, forming=forming).warm_up()
+        else:
+            attach(engine)
         engine.rules.subscribe(self._on_alert)
         engine.subscribe(self._on_metric)
         for feed in settings.feeds:
@@ -124,6 +144,10 @@ class Daemon:
                     self.recorder.attach(feed, builder)
                 builder.subscribe(functools.partial(self._on_bar, feed, builder.timeframe.name))
         return engine
+
+    def _builders(self, feed: str) -> list[BarBuilder]:
+        """Return the current engine's builders of a feed (the engine changes on reload)."""
+        return self.engine.builders(feed)
 
     def _on_alert(self, alert: Alert) -> None:
         _log_alert(alert)
@@ -186,6 +210,7 @@ class Daemon:
                 asyncio.create_task(watch_loop_lag(self.telemetry), name="loop lag"),
                 asyncio.create_task(watchdog_loop(self.notify, self.healthy), name="watchdog"),
                 asyncio.create_task(self._ready(), name="ready"),
+                asyncio.create_task(self.snapshots.run(SNAPSHOT_EVERY), name="snapshots"),
             ]
             self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
             self._mqtt_task = self._start_mqtt()
@@ -198,6 +223,7 @@ class Daemon:
             for task in [*background, *reloads]:
                 task.cancel()
             await self._stop_feeds()
+            self.snapshots.save_now()
             await self._stop_delivery(DRAIN_SECONDS)
             await self._stop_mqtt()
         self.outbox.close()
@@ -223,17 +249,19 @@ class Daemon:
             self.notify.ready(self._status_line())
             return False
         old, self.settings = self.settings, settings
-        if (settings.feeds, settings.series, settings.metrics) != (
-            old.feeds, old.series, old.metrics
-        ):  # fmt: skip
-            await self._stop_feeds()
-            self.engine = self._engine_from(self.engine, settings)
+        restart = settings.feeds != old.feeds
+        if _engine_part(settings) != _engine_part(old):
+            # a new engine holding the old one's bars and rule states
+            self.engine = self._engine(settings, capture(self.engine))
             self.sink.engine = self.engine
+            # series the old bars do not cover (a new one, a longer window) need a warm-up
+            restart = restart or bool(self._cold)
+            for exchange in self.exchanges if not restart else ():
+                exchange.resync()  # bars held in the old engine's builders: repair them anew
+        if restart:
+            await self._stop_feeds()
             self.exchanges = self._exchange_feeds()
             self._start_feeds()
-        elif settings.rules != old.rules:
-            self.engine.replace_rules(settings)
-            self.engine.rules.subscribe(self._on_alert)
         if settings.notify != old.notify:
             await self._stop_delivery(0.0)
             self.dispatcher = self._dispatcher(settings)
@@ -250,14 +278,6 @@ class Daemon:
         log.info("reloaded %s in %.0f ms", self.config_path or "the built-in config",
                  (time.monotonic() - started) * 1000)  # fmt: skip
         return True
-
-    def _engine_from(self, old: Engine, settings: Settings) -> Engine:
-        """Return a new engine for ``settings`` holding the old one's bars and rule states."""
-        from moodring.service.snapshot import capture, restore
-
-        engine = self._engine(settings)
-        restore(engine, capture(old))
-        return engine
 
     async def _stop_delivery(self, drain: float) -> None:
         """Give queued alerts ``drain`` seconds, then stop the dispatcher (rows stay queued)."""
@@ -307,7 +327,7 @@ class Daemon:
                 exchange,
                 feeds,
                 self.sink,
-                self.engine.builders,
+                self._builders,
                 on_reconnect=self.telemetry.reconnect,
             )
             for (exchange, _, _), feeds in groups.items()
@@ -387,7 +407,7 @@ class Daemon:
 
     async def _yahoo_history(self, name: str, feed: FeedConfig) -> None:
         backoff = Backoff(2.0, 300.0)
-        for builder in self.engine.builders(name):
+        for builder in self._builders(name):
             interval, span = YAHOO_INTERVALS.get(builder.timeframe.name, ("1d", "2y"))
             while True:
                 try:
@@ -425,6 +445,27 @@ class Daemon:
             if self.mqtt is not None:  # forming values: the publisher throttles them
                 for column, value in self.engine.forming_values().items():
                     self.mqtt.metric(column, value, now, forming=True)
+
+
+def _engine_part(settings: Settings) -> tuple[object, ...]:
+    """Return the parts of a config the engine is built from."""
+    return (settings.feeds, settings.series, settings.metrics, settings.rules)
+
+
+def _fresh(state: EngineState) -> EngineState:
+    """Return ``state`` without series whose last bar is older than warm-up reaches back.
+
+    Warm-up fetches each series' window up to now; bars between an older snapshot and that
+    window would be missing, so such a series is warmed up from scratch instead.
+    """
+    now = int(time.time() * 1000)
+    kept = tuple(
+        series
+        for series in state.series
+        if len(series.time)
+        and now - int(series.time[-1]) <= series.kept * Timeframe.parse(series.timeframe).ms
+    )
+    return dataclasses.replace(state, series=kept)
 
 
 def _log_alert(alert: Alert) -> None:

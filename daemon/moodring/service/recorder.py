@@ -20,22 +20,26 @@ class BarRecorder:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._files: dict[str, TextIO] = {}
+        self._last: dict[str, int] = {}  # open time of the last bar written, per file
 
     def attach(self, feed: str, builder: BarBuilder) -> None:
         """Record the closed bars of one builder."""
         path = self.directory / f"{feed}_{builder.timeframe}.csv"
-        new = not path.exists() or path.stat().st_size == 0
-        out = path.open("a", newline="", buffering=1)
-        if new:
-            csv.writer(out).writerow(HEADER)
-        self._files[str(path)] = out
+        out = self._files.get(str(path))  # a builder replaced on reload keeps the file
+        if out is None:
+            new = not path.exists() or path.stat().st_size == 0
+            out = self._files[str(path)] = path.open("a", newline="", buffering=1)
+            if new:
+                csv.writer(out).writerow(HEADER)
+            self._last[str(path)] = -1
         writer = csv.writer(out)
-        last = [-1]
+        last = self._last
+        key = str(path)
 
         def record(bar: Bar) -> None:
-            if bar.time <= last[0]:
+            if bar.time <= last[key]:
                 return
-            last[0] = bar.time
+            last[key] = bar.time
             writer.writerow((iso_time(bar.time), *(repr(float(x)) for x in bar[1:])))
 
         builder.subscribe(record)

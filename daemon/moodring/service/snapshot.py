@@ -272,7 +272,7 @@ def save(path: Path, state: EngineState) -> None:
             np.savez(out, allow_pickle=False, **arrays)
             out.flush()
             os.fsync(out.fileno())
-        os.rename(temp, path)
+        os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
@@ -319,8 +319,8 @@ def load(
 class Snapshotter:
     """Saves the current engine's state to one file, periodically and on demand."""
 
-    def __init__(self, engine: Callable[[], Engine], path: Path) -> None:
-        self.engine = engine
+    def __init__(self, engine_of: Callable[[], Engine], path: Path) -> None:
+        self.engine_of = engine_of
         self.path = path
         self._lock = threading.Lock()
         self._taken = 0
@@ -338,7 +338,7 @@ class Snapshotter:
 
     def _capture(self) -> tuple[int, EngineState]:
         self._taken += 1
-        return self._taken, capture(self.engine())
+        return self._taken, capture(self.engine_of())
 
     def _write(self, taken: int, state: EngineState) -> bool:
         # a periodic write still running in its thread must not land after a newer one
@@ -427,7 +427,7 @@ def _restore_rules(engine: Engine, saved: dict[str, RuleState]) -> dict[str, str
         elif old.metric != config.metric:
             outcome[name] = f"fresh: its metric was {old.metric}"
         elif old.kind != kind:
-            outcome[name] = f"fresh: it was an {old.kind} rule"
+            outcome[name] = f"fresh: its operator was {old.kind}, now {kind}"
         else:
             for field in dataclasses.fields(RuleStatus):
                 setattr(rule.status, field.name, getattr(old.status, field.name))
