@@ -24,7 +24,7 @@ from moodring.feeds.alpaca import AlpacaStreamer, rfc3339_ms
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.finnhub import FinnhubStreamer
-from moodring.feeds.keyed import KeyedStreamer, redact
+from moodring.feeds.streamer import EquityStreamer, redact
 
 FINNHUB_KEY = "fhk-c0ffee7e57"
 ALPACA_KEY = "PKTESTKEY0042"
@@ -183,7 +183,7 @@ async def server(fake: FakeFinnhub | FakeAlpaca, path: str = "/") -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def running(streamer: KeyedStreamer) -> AsyncIterator[asyncio.Task[None]]:
+async def running(streamer: EquityStreamer) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(streamer.run())
     try:
         yield task

@@ -16,18 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection
 
-from moodring.feeds.backoff import Backoff
 from moodring.feeds.base import FeedSink
-from moodring.feeds.keyed import KeyedStreamer, require_secret
-from moodring.feeds.yahoo import FrameError, Sessions
+from moodring.feeds.streamer import EquityStreamer, FrameError, StreamerOptions, require_secret
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 ALPACA_URL = "wss://stream.data.alpaca.markets/v2/iex"
 
@@ -68,7 +67,7 @@ def rfc3339_ms(text: object) -> int | None:
     return whole * 1000 + int((match.group(7) or "").ljust(3, "0")[:3])
 
 
-class AlpacaStreamer(KeyedStreamer):
+class AlpacaStreamer(EquityStreamer):
     """Streams one US equity's trades from Alpaca's market data websocket into a sink."""
 
     provider = "alpaca"
@@ -82,30 +81,11 @@ class AlpacaStreamer(KeyedStreamer):
         url: str = ALPACA_URL,
         api_key: str | SecretStr | None,
         api_secret: str | SecretStr | None,
-        calendar: Sessions | None = None,
-        stale_after: float | None = None,
-        timeout: float = 30.0,
-        healthy_after: float = 60.0,
-        regular_hours_only: bool = False,
-        backoff: Backoff | None = None,
-        clock: Callable[[], float] = time.time,
+        **options: Unpack[StreamerOptions],
     ):
         key = require_secret(feed, "alpaca", api_key, "api_key")
         secret = require_secret(feed, "alpaca", api_secret, "api_secret")
-        super().__init__(
-            feed,
-            symbol,
-            sink,
-            url=url,
-            secrets=(key, secret),
-            calendar=calendar,
-            stale_after=stale_after,
-            timeout=timeout,
-            healthy_after=healthy_after,
-            regular_hours_only=regular_hours_only,
-            backoff=backoff,
-            clock=clock,
-        )
+        super().__init__(feed, symbol, sink, url=url, secrets=(key, secret), **options)
         self._key = key
         self._secret = secret
 

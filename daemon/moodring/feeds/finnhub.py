@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection
 
-from moodring.feeds.backoff import Backoff
 from moodring.feeds.base import FeedSink
-from moodring.feeds.keyed import KeyedStreamer, require_secret
-from moodring.feeds.yahoo import FrameError, Sessions
+from moodring.feeds.streamer import EquityStreamer, FrameError, StreamerOptions, require_secret
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 FINNHUB_URL = "wss://ws.finnhub.io"
 
 
-class FinnhubStreamer(KeyedStreamer):
+class FinnhubStreamer(EquityStreamer):
     """Streams one US equity's trades from Finnhub's websocket (``?token=`` key) into a sink."""
 
     provider = "finnhub"
@@ -40,29 +40,10 @@ class FinnhubStreamer(KeyedStreamer):
         *,
         url: str = FINNHUB_URL,
         api_key: str | SecretStr | None,
-        calendar: Sessions | None = None,
-        stale_after: float | None = None,
-        timeout: float = 30.0,
-        healthy_after: float = 60.0,
-        regular_hours_only: bool = False,
-        backoff: Backoff | None = None,
-        clock: Callable[[], float] = time.time,
+        **options: Unpack[StreamerOptions],
     ):
         key = require_secret(feed, "finnhub", api_key, "api_key")
-        super().__init__(
-            feed,
-            symbol,
-            sink,
-            url=url,
-            secrets=(key,),
-            calendar=calendar,
-            stale_after=stale_after,
-            timeout=timeout,
-            healthy_after=healthy_after,
-            regular_hours_only=regular_hours_only,
-            backoff=backoff,
-            clock=clock,
-        )
+        super().__init__(feed, symbol, sink, url=url, secrets=(key,), **options)
         self._key = key
 
     def _connect_url(self) -> str:

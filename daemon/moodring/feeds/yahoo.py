@@ -15,22 +15,21 @@ import json
 import logging
 import math
 import struct
-import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.asyncio.client import ClientConnection
 
-from moodring.feeds.backoff import Backoff
-from moodring.feeds.base import FeedSink, FeedState
+from moodring.feeds.base import FeedSink
+from moodring.feeds.streamer import EquityStreamer, FrameError, StreamerOptions, frame_text
 from moodring.market.frame import BarFrame
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger("moodring.feeds.yahoo")
 
@@ -92,15 +91,6 @@ PRICING_FIELDS: dict[int, tuple[str, str]] = {
 # PricingData.MarketHours and the QuoteType values seen on index and equity streams.
 PRE_MARKET, REGULAR_MARKET, POST_MARKET, EXTENDED_HOURS_MARKET = 0, 1, 2, 3
 QUOTE_HEARTBEAT, QUOTE_EQUITY, QUOTE_INDEX, QUOTE_ETF = 7, 8, 9, 20
-
-
-class FrameError(ValueError):
-    """A frame that cannot be decoded; ``reason`` is a short counter key."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,14 +227,7 @@ def decode_pricing(payload: str | bytes) -> PricingTick:
 
 def frame_payload(frame: str | bytes) -> str | None:
     """Return the base64 of a ``{"message": ...}`` or bare base64 frame; None if it has none."""
-    if isinstance(frame, bytes | bytearray | memoryview):
-        try:
-            text = bytes(frame).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FrameError("encoding", "binary frame is not UTF-8 text") from exc
-    else:
-        text = frame
-    text = text.strip()
+    text = frame_text(frame).strip()
     if not text.startswith(("{", "[")):
         return text
     try:
@@ -264,16 +247,12 @@ def frame_payload(frame: str | bytes) -> str | None:
 # --- the streamer -------------------------------------------------------------------------
 
 
-class Sessions(Protocol):
-    """What the streamer asks of a market calendar (``MarketCalendar`` fits)."""
-
-    def is_open(self, t_ms: int) -> bool:
-        """Return True when the market is in its regular session at ``t_ms``."""
-        ...
-
-
-class YahooStreamer:
+class YahooStreamer(EquityStreamer):
     """Streams one symbol's ticks from Yahoo's websocket into a ``FeedSink``, reconnecting."""
+
+    provider = "yahoo"
+    unit = "tick"
+    user_agent = USER_AGENT
 
     def __init__(
         self,
@@ -282,137 +261,32 @@ class YahooStreamer:
         sink: FeedSink,
         *,
         url: str = STREAMER_URL,
-        calendar: Sessions | None = None,
-        stale_after: float | None = None,
-        timeout: float = 30.0,
         resubscribe_every: float = 15.0,
-        healthy_after: float = 60.0,
         tz: str = "America/New_York",
-        backoff: Backoff | None = None,
-        clock: Callable[[], float] = time.time,
+        **options: Unpack[StreamerOptions],
     ):
-        self.feed = feed
-        self.symbol = symbol
-        self.sink = sink
-        self.url = url
-        self.calendar = calendar
-        self.stale_after = stale_after
-        self.timeout = timeout
+        super().__init__(feed, symbol, sink, url=url, **options)
         self.resubscribe_every = resubscribe_every
-        self.healthy_after = healthy_after
         self.tz = ZoneInfo(tz)
-        self.backoff = backoff or Backoff(1.0, 60.0)
-        self.clock = clock
-        checks = [1.0, timeout / 4]
-        if stale_after is not None:
-            checks.append(stale_after / 4)
-        self._poll = max(0.005, min(checks))
-        # Counters.
-        self.ticks = 0
-        self.bad_frames: Counter[str] = Counter()
-        self.ignored: Counter[str] = Counter()
-        self.connects = 0
-        self.reconnects = 0
-        # State.
-        self.state: FeedState | None = None
-        self._in_session = False
-        self._session_start = -math.inf
-        self._last_tick = -math.inf
-        self._conn_ticks = 0
+        self._subscribe = json.dumps({"subscribe": [symbol]})
+        self._last_sub = -math.inf
         self._vol_day: date | None = None
         self._vol_mark = 0
 
-    def counters(self) -> dict[str, Any]:
-        """Return the feed's counters: ticks, bad frames by reason, ignored, reconnects."""
-        return {
-            "ticks": self.ticks,
-            "bad_frames": dict(self.bad_frames),
-            "ignored": dict(self.ignored),
-            "connects": self.connects,
-            "reconnects": self.reconnects,
-            "state": self.state,
-        }
+    async def _login(self, ws: ClientConnection) -> str | None:
+        """Subscribe to the symbol (Yahoo needs no key and sends no acknowledgement)."""
+        await asyncio.wait_for(ws.send(self._subscribe), self.timeout)
+        self._last_sub = asyncio.get_running_loop().time()
+        return None
 
-    async def run(self) -> None:
-        """Stream until cancelled: connect, subscribe, read, and reconnect with backoff."""
-        attempt = 0
-        while True:
-            if attempt:
-                self.reconnects += 1
-            attempt += 1
-            try:
-                reason = await self._connection()
-            except asyncio.CancelledError:
-                raise
-            except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd is not None else "no close frame"
-                reason = f"connection closed ({code})"
-            except TimeoutError:
-                reason = f"timed out after {self.timeout:g}s"
-            except (OSError, WebSocketException) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:
-                log.exception("yahoo %s: unexpected error", self.symbol)
-                reason = f"{type(exc).__name__}: {exc}"
-            self._refresh_state()
-            delay = self.backoff.next()
-            log.warning("yahoo %s: %s; reconnecting in %.1fs", self.symbol, reason, delay)
-            await self._sleep(delay)
-
-    async def _sleep(self, delay: float) -> None:
-        """Wait ``delay`` seconds, keeping the session state current meanwhile."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + delay
-        while (left := until - loop.time()) > 0:
-            await asyncio.sleep(min(left, self._poll))
-            self._refresh_state()
-
-    async def _connection(self) -> str:
-        """Run one connection; return why it was given up (or raise what ended it)."""
-        subscribe = json.dumps({"subscribe": [self.symbol]})
-        async with connect(
-            self.url,
-            open_timeout=self.timeout,
-            close_timeout=min(5.0, self.timeout),
-            user_agent_header=USER_AGENT,
-        ) as ws:
-            self.connects += 1
-            await asyncio.wait_for(ws.send(subscribe), self.timeout)
-            log.info("yahoo %s: connected to %s and subscribed", self.symbol, self.url)
-            return await self._read(ws, subscribe)
-
-    async def _read(self, ws: ClientConnection, subscribe: str) -> str:
-        """Read frames until the connection ends, goes silent in session, or goes stale."""
-        loop = asyncio.get_running_loop()
-        start = last_frame = last_sub = loop.time()
-        self._conn_ticks = 0
-        healthy = False
-        while True:
-            in_session = self._refresh_state()
-            now = loop.time()
-            if (
-                not healthy
-                and now - start >= self.healthy_after
-                and (self._conn_ticks or not in_session)
-            ):
-                healthy = True
-                self.backoff.reset()
-            if in_session:
-                if self.stale_after is not None:
-                    since = max(start, self._session_start, self._last_tick)
-                    if now - since >= self.stale_after:
-                        return f"stale, no tick for {now - since:.1f}s in session"
-                if now - max(last_frame, self._session_start) >= self.timeout:
-                    return f"no frame for {self.timeout:g}s in session"
-            if now - last_sub >= self.resubscribe_every:
-                await asyncio.wait_for(ws.send(subscribe), self.timeout)
-                last_sub = now
-            try:
-                frame = await asyncio.wait_for(ws.recv(), self._poll)
-            except TimeoutError:
-                continue
-            last_frame = loop.time()
-            self.handle_frame(frame)
+    async def _tend(self, ws: ClientConnection, now: float, in_session: bool) -> str | None:
+        """Give up a connection silent for ``timeout`` in session; resubscribe as a keep-alive."""
+        if in_session and now - max(self._last_frame, self._session_start) >= self.timeout:
+            return f"no frame for {self.timeout:g}s in session"
+        if now - self._last_sub >= self.resubscribe_every:
+            await asyncio.wait_for(ws.send(self._subscribe), self.timeout)
+            self._last_sub = now
+        return None
 
     def handle_frame(self, frame: str | bytes) -> None:
         """Decode one frame and pass a valid tick of our symbol on to the sink."""
@@ -435,19 +309,7 @@ class YahooStreamer:
             self._bad("time", f"time {tick.time_ms} is not epoch milliseconds", frame)
             return
         volume = self._volume_delta(tick)
-        self.ticks += 1
-        self._conn_ticks += 1
-        self._last_tick = asyncio.get_running_loop().time()
-        if self.calendar is None or self._in_session:
-            self._set_state("ok")
-        self.sink.trade(self.feed, tick.time_ms, float(tick.price), volume, None)
-
-    def _bad(self, reason: str, detail: str, frame: str | bytes) -> None:
-        """Count and report a skipped frame."""
-        self.bad_frames[reason] += 1
-        shown = frame if len(frame) <= 120 else frame[:120]
-        log.debug("yahoo %s: bad frame (%s: %s) %r", self.symbol, reason, detail, shown)
-        self.sink.bad_frame(self.feed, reason, f"{detail} | frame {shown!r}")
+        self._deliver(tick.time_ms, float(tick.price), volume, None)
 
     def _volume_delta(self, tick: PricingTick) -> float:
         """Return the rise of the cumulative day volume since the last tick of the same day."""
@@ -462,30 +324,6 @@ class YahooStreamer:
         delta = volume - self._vol_mark
         self._vol_mark = volume
         return float(delta)
-
-    def _refresh_state(self) -> bool:
-        """Re-evaluate session and staleness; return True while the market is in session."""
-        now_ms = int(self.clock() * 1000)
-        in_session = self.calendar is None or self.calendar.is_open(now_ms)
-        if in_session and not self._in_session:
-            self._session_start = asyncio.get_running_loop().time()
-        self._in_session = in_session
-        if not in_session:
-            self._set_state("closed", now_ms)
-        elif self.stale_after is not None:
-            since = max(self._session_start, self._last_tick)
-            if asyncio.get_running_loop().time() - since >= self.stale_after:
-                self._set_state("stale", now_ms)
-        return in_session
-
-    def _set_state(self, state: FeedState, now_ms: int | None = None) -> None:
-        """Report a change of the feed's health."""
-        if state == self.state:
-            return
-        self.state = state
-        t_ms = int(self.clock() * 1000) if now_ms is None else now_ms
-        log.info("yahoo %s: state %s", self.symbol, state)
-        self.sink.state(self.feed, state, t_ms)
 
 
 # --- chart API history --------------------------------------------------------------------

@@ -127,7 +127,10 @@ class Daemon:
     def _engine(
         self, settings: Settings, state: EngineState | None = None, *, forming: bool = True
     ) -> Engine:
-        """Build an engine for ``settings`` (holding ``state``), wired to the outputs."""
+        """Build an engine for ``settings`` (holding ``state``), wired to the outputs.
+
+        Sets ``_cold`` to the (feed, timeframe) series the state did not fill.
+        """
         engine = Engine(settings)
         self._cold = [(feed, tf.name) for feed in settings.feeds for tf in
                       (b.timeframe for b in engine.builders(feed))]  # fmt: skip
@@ -196,15 +199,14 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, lambda: reloads.append(loop.create_task(
                 self.reload(), name="reload")))  # fmt: skip
         http = self.settings.http
-        try:
-            server = await HealthServer(http, self.telemetry).__aenter__()
-        except OSError as exc:
-            raise ConfigError(
-                f"http: cannot listen on {http.host}:{http.port}: {exc.strerror or exc} "
-                "(set http.port, or http.enabled: false)"
-            ) from None
         async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_exit(server)
+            try:
+                await stack.enter_async_context(HealthServer(http, self.telemetry))
+            except OSError as exc:
+                raise ConfigError(
+                    f"http: cannot listen on {http.host}:{http.port}: {exc.strerror or exc} "
+                    "(set http.port, or http.enabled: false)"
+                ) from None
             background = [
                 asyncio.create_task(self._clock(), name="clock"),
                 asyncio.create_task(watch_loop_lag(self.telemetry), name="loop lag"),

@@ -1,4 +1,4 @@
-"""The loop shared by the keyed equity streamers (Finnhub, Alpaca).
+"""The loop shared by the equity streamers (Yahoo, Finnhub, Alpaca).
 
 Reconnects with backoff, the calendar-aware stale watchdog, trade checks, and keeping keys
 out of every log line; subclasses speak their provider's protocol.
@@ -16,21 +16,60 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, Protocol, TypedDict, cast
 
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.http11 import USER_AGENT as WEBSOCKETS_USER_AGENT
 
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.base import FeedSink, FeedState
 from moodring.feeds.health import trade_problem
-from moodring.feeds.yahoo import FrameError, Sessions
 
 REDACTED = "[REDACTED]"
 # query parameters whose values are credentials, whoever put them into a URL
 _CREDENTIAL_PARAM = re.compile(r"(?i)\b(token|api_?key|key|secret)=[^&\s'\"]*")
 _AUTH_STATUS = {401, 403}
+
+
+class FrameError(ValueError):
+    """A frame that cannot be decoded; ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Sessions(Protocol):
+    """What a streamer asks of a market calendar (``MarketCalendar`` fits)."""
+
+    def is_open(self, t_ms: int) -> bool:
+        """Return True when the market is in its regular session at ``t_ms``."""
+        ...
+
+
+class StreamerOptions(TypedDict, total=False):
+    """The keyword options every equity streamer takes (see ``EquityStreamer``)."""
+
+    calendar: Sessions | None
+    stale_after: float | None
+    timeout: float
+    healthy_after: float
+    regular_hours_only: bool
+    backoff: Backoff | None
+    clock: Callable[[], float]
+
+
+def frame_text(frame: str | bytes) -> str:
+    """Return a frame as text (FrameError when a binary frame is not UTF-8)."""
+    if isinstance(frame, bytes | bytearray | memoryview):
+        try:
+            return bytes(frame).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FrameError("encoding", "binary frame is not UTF-8 text") from exc
+    return frame
 
 
 def require_secret(feed: str, source: str, value: str | SecretStr | None, key: str) -> str:
@@ -60,10 +99,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
-    """A logger for the websockets library that blanks secrets in every line it logs."""
+    """A logger that blanks secrets in every line it logs (a streamer's own, and websockets')."""
 
     # at debug level websockets logs the request line (Finnhub's ``?token=``) and the start
-    # and end of every frame sent (Alpaca's auth message, the secret cut in half)
+    # and end of every frame sent (Alpaca's auth message, the secret cut in half); the
+    # streamer's own lines carry server messages and tracebacks that may echo a key
 
     def __init__(self, logger: logging.Logger, scrub: Callable[[str], str]) -> None:
         super().__init__(logger, {})
@@ -88,13 +128,15 @@ class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         self.logger.log(level, "%s", self.scrub(text), **kwargs)
 
 
-class KeyedStreamer:
-    """Streams one symbol's trades from a keyed provider into a ``FeedSink``, reconnecting."""
+class EquityStreamer:
+    """Streams one symbol's trades from a provider's websocket into a ``FeedSink``, reconnecting."""
 
-    # subclasses set ``provider`` and implement ``_login`` and ``handle_frame`` (and
-    # ``_connect_url`` when the key goes in the URL)
+    # subclasses set ``provider`` and implement ``_login`` and ``handle_frame``; they may
+    # override ``_connect_url`` (a key in the URL), ``_tend`` (keep-alives) and ``user_agent``
 
-    provider = "keyed"
+    provider = "equity"
+    unit = "trade"  # what the counters and the stale message call a delivered trade
+    user_agent = WEBSOCKETS_USER_AGENT
 
     def __init__(
         self,
@@ -103,7 +145,7 @@ class KeyedStreamer:
         sink: FeedSink,
         *,
         url: str,
-        secrets: tuple[str, ...],
+        secrets: tuple[str, ...] = (),
         calendar: Sessions | None = None,
         stale_after: float | None = None,
         timeout: float = 30.0,
@@ -123,15 +165,17 @@ class KeyedStreamer:
         self.regular_hours_only = regular_hours_only
         self.backoff = backoff or Backoff(1.0, 60.0)
         self.clock = clock
-        self._log = logging.getLogger(f"moodring.feeds.{self.provider}")
         self._secrets = secrets
+        self._log = RedactingLogger(
+            logging.getLogger(f"moodring.feeds.{self.provider}"), self.redact
+        )
         self._wire_log = RedactingLogger(logging.getLogger("websockets.client"), self.redact)
         checks = [1.0, timeout / 4]
         if stale_after is not None:
             checks.append(stale_after / 4)
         self._poll = max(0.005, min(checks))
         # Counters.
-        self.trades = 0
+        self.ticks = 0
         self.bad_frames: Counter[str] = Counter()
         self.ignored: Counter[str] = Counter()
         self.server_errors = 0
@@ -143,17 +187,18 @@ class KeyedStreamer:
         self._in_session = False
         self._session_start = -math.inf
         self._last_tick = -math.inf
+        self._last_frame = -math.inf
         self._last_trade_ms = 0
-        self._conn_trades = 0
+        self._conn_ticks = 0
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with this feed's secrets blanked."""
+        """Return ``text`` with this feed's secrets (if it has any) blanked."""
         return redact(text, self._secrets)
 
     def counters(self) -> dict[str, Any]:
         """Return the feed's counters: trades, bad frames by reason, ignored, errors, reconnects."""
         return {
-            "trades": self.trades,
+            f"{self.unit}s": self.ticks,
             "bad_frames": dict(self.bad_frames),
             "ignored": dict(self.ignored),
             "server_errors": self.server_errors,
@@ -184,27 +229,18 @@ class KeyedStreamer:
             except (OSError, WebSocketException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except Exception as exc:
-                self._log.error(
-                    "%s %s: unexpected error: %s",
-                    self.provider,
-                    self.symbol,
-                    self.redact(f"{type(exc).__name__}: {exc}"),
-                )
+                self._log.exception("%s %s: unexpected error", self.provider, self.symbol)
                 reason = f"{type(exc).__name__}: {exc}"
             self._refresh_state()
             delay = self.backoff.next()
             self._log.warning(
-                "%s %s: %s; reconnecting in %.1fs",
-                self.provider,
-                self.symbol,
-                self.redact(reason),
-                delay,
+                "%s %s: %s; reconnecting in %.1fs", self.provider, self.symbol, reason, delay
             )
             await self._sleep(delay)
 
     def _refused(self, status: int) -> str:
         """Log a handshake the server refused; return the reason to reconnect with."""
-        if status in _AUTH_STATUS:
+        if status in _AUTH_STATUS and self._secrets:
             self.auth_failures += 1
             self._log.error(
                 "%s %s: the server refused the API key (HTTP %d); check feeds.%s.api_key",
@@ -251,12 +287,17 @@ class KeyedStreamer:
         """Take one frame; return why the connection must be given up, or None."""
         raise NotImplementedError
 
+    async def _tend(self, ws: ClientConnection, now: float, in_session: bool) -> str | None:
+        """Look after the connection between frames; return why to give it up, or None."""
+        return None
+
     async def _connection(self) -> str:
         """Run one connection; return why it was given up (or raise what ended it)."""
         async with connect(
             self._connect_url(),
             open_timeout=self.timeout,
             close_timeout=min(5.0, self.timeout),
+            user_agent_header=self.user_agent,
             logger=self._wire_log,
         ) as ws:
             self.connects += 1
@@ -264,18 +305,15 @@ class KeyedStreamer:
             if problem is not None:
                 return problem
             self._log.info(
-                "%s %s: connected to %s and subscribed",
-                self.provider,
-                self.symbol,
-                self.redact(self.url),
+                "%s %s: connected to %s and subscribed", self.provider, self.symbol, self.url
             )
             return await self._read(ws)
 
     async def _read(self, ws: ClientConnection) -> str:
         """Read frames until the connection ends, the server objects, or it goes stale."""
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        self._conn_trades = 0
+        start = self._last_frame = loop.time()
+        self._conn_ticks = 0
         healthy = False
         while True:
             in_session = self._refresh_state()
@@ -283,31 +321,31 @@ class KeyedStreamer:
             if (
                 not healthy
                 and now - start >= self.healthy_after
-                and (self._conn_trades or not in_session)
+                and (self._conn_ticks or not in_session)
             ):
                 healthy = True
                 self.backoff.reset()
             if in_session and self.stale_after is not None:
                 since = max(start, self._session_start, self._last_tick)
                 if now - since >= self.stale_after:
-                    return f"stale, no trade for {now - since:.1f}s in session"
+                    return f"stale, no {self.unit} for {now - since:.1f}s in session"
+            problem = await self._tend(ws, now, in_session)
+            if problem is not None:
+                return problem
             try:
                 frame = await asyncio.wait_for(ws.recv(), self._poll)
             except TimeoutError:
                 continue
+            self._last_frame = loop.time()
             problem = self.handle_frame(frame)
             if problem is not None:
                 return problem
 
     def _json(self, frame: str | bytes) -> Any:
         """Decode a JSON text frame (FrameError when it is not)."""
-        if isinstance(frame, bytes | bytearray | memoryview):
-            try:
-                frame = bytes(frame).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise FrameError("encoding", "binary frame is not UTF-8 text") from exc
+        text = frame_text(frame)
         try:
-            return json.loads(frame)
+            return json.loads(text)
         except ValueError as exc:
             raise FrameError("json", str(exc)) from exc
 
@@ -319,19 +357,26 @@ class KeyedStreamer:
             problem = "bad number"
         if problem is not None:
             return problem
-        t = cast(int, t_ms)
-        if self.regular_hours_only and self.calendar is not None and not self.calendar.is_open(t):
+        size = float(cast(float, amount))
+        self._deliver(cast(int, t_ms), float(cast(float, price)), size, trade_id)
+        return None
+
+    def _deliver(self, t_ms: int, price: float, size: float, trade_id: object) -> None:
+        """Count a checked trade and pass it on, unless it is outside a session we keep to."""
+        if (
+            self.regular_hours_only
+            and self.calendar is not None
+            and not self.calendar.is_open(t_ms)
+        ):
             self.ignored["outside session"] += 1
-            return None
-        self.trades += 1
-        self._conn_trades += 1
+            return
+        self.ticks += 1
+        self._conn_ticks += 1
         self._last_tick = asyncio.get_running_loop().time()
-        self._last_trade_ms = max(self._last_trade_ms, t)
+        self._last_trade_ms = max(self._last_trade_ms, t_ms)
         if self.calendar is None or self._in_session:
             self._set_state("ok")
-        size = float(cast(float, amount))
-        self.sink.trade(self.feed, t, float(cast(float, price)), size, trade_id)
-        return None
+        self.sink.trade(self.feed, t_ms, price, size, trade_id)
 
     def _bad(self, reason: str, detail: str, frame: object) -> None:
         """Count and report a skipped frame (or one item of it)."""
