@@ -113,6 +113,7 @@ class Engine:
             for feed in settings.feeds
         }
         self._forming: dict[str, float] = dict(self._flatten(lambda node: node.values))
+        self._external: dict[str, float] = {}  # columns fed by ``publish``
         self._forming_view = MappingProxyType(self._forming)
         self._closed: list[tuple[str, int, float]] = []
         self._deferred = False
@@ -218,7 +219,7 @@ class Engine:
 
     def chart_data(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
         """Return plot data for a rule's alert: its metric's inputs and values, and thresholds."""
-        history = self._history.get(rule.metric)
+        history = list(self._history.get(rule.metric, ()))[-CHART_BARS:]
         if not history:
             return None
         times = [t for t, _ in history]
@@ -248,9 +249,38 @@ class Engine:
             "marker": time,
         }
 
+    def track(self, columns: Iterable[str], bars: int) -> None:
+        """Keep the last ``bars`` closed values of these metric outputs (see ``history``)."""
+        for column in columns:
+            kept = self._history.get(column)
+            if kept is None or (kept.maxlen or 0) < bars:
+                self._history[column] = deque(kept or (), maxlen=bars)
+
+    def history(self, column: str) -> list[tuple[int, float | None]]:
+        """Return the tracked closed values of an output as (bar time, value or None)."""
+        return list(self._history.get(column, ()))
+
+    def publish(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
+        """Take a value computed outside the bar pipeline (e.g. the Altcoin Season Index).
+
+        A closed value is evaluated by close rules like a metric's closed bar; any value is
+        the column's forming value for tick rules and ``forming_values``.
+        """
+        self._forming[column] = value
+        if closed:
+            self._external[column] = value
+            self._closed.append((column, t_ms, value))
+            history = self._history.get(column)
+            if history is not None:
+                history.append((t_ms, None if value != value else value))
+            if not self._deferred:
+                self._flush()
+        if column in self.rules.tick_columns:
+            self.rules.tick(t_ms, self._forming_view, (column,))
+
     def values(self) -> dict[str, float]:
         """Return every metric output after the latest closed bars."""
-        return dict(self._flatten(lambda node: node.values))
+        return {**dict(self._flatten(lambda node: node.values)), **self._external}
 
     def forming_values(self) -> Mapping[str, float]:
         """Return every metric output including the forming bars, as a live read-only view.
