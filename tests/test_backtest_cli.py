@@ -36,6 +36,7 @@ def test_sample_run_writes_every_output(tmp_path: Path) -> None:
         "time", "eth_rut_corr", "eth_mfi", "ethbtc_breakout",
         "eth_rut_divergence.residual_z", "eth_rut_divergence.beta",
         "eth_rut_divergence.opposite", "eth_rut_divergence.swing",
+        "eth_rut_corr_90", "ethbtc_chg_30", "ethbtc_chg_90",
     ]  # fmt: skip
     table = read(out)
     assert out.read_text().splitlines()[1].startswith("2024-07-13T00:00:00Z,")
@@ -86,7 +87,8 @@ def test_metrics_without_data_are_skipped_with_a_warning(tmp_path: Path, caplog)
     out = tmp_path / "m.csv"
     assert main(["backtest", "--data", f"eth={ETH_1D}", "--data", f"btc={BTC_1D}",
                  "--metrics-out", str(out)]) == 0  # fmt: skip
-    assert list(read(out).columns) == ["eth_mfi", "ethbtc_breakout"]
+    assert list(read(out).columns) == ["eth_mfi", "ethbtc_breakout", "ethbtc_chg_30",
+                                       "ethbtc_chg_90"]  # fmt: skip
     assert "eth_rut_corr" in caplog.text and "skipped" in caplog.text
 
 

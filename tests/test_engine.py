@@ -129,5 +129,6 @@ def test_default_engine_keeps_bounded_history() -> None:
     assert capacities[("eth", "1d")] == 240
     assert capacities[("rut", "1d")] == 240
     # read only through the ratio, but warm-up fills the ratio from the legs' windows
-    assert capacities[("btc", "1d")] == 21
-    assert capacities[("ethbtc", "1d")] == 21
+    # (the 90-day ETH/BTC change of the digest)
+    assert capacities[("btc", "1d")] == 91
+    assert capacities[("ethbtc", "1d")] == 91

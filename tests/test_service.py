@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import math
 import os
 import re
 import shutil
@@ -14,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -327,3 +330,27 @@ def test_series_older_than_warm_up_reaches_are_not_restored() -> None:
     ), {})  # fmt: skip
     kept = daemon_module._fresh(state).series
     assert [(s.feed, s.timeframe) for s in kept] == [("eth", "1m"), ("rut", "1d")]
+
+
+async def test_the_daemon_sends_the_digest_with_its_chart(
+    tmp_path: Path, fake: FakeExchange
+) -> None:
+    receiver = Receiver()
+    cfg = config(fake, tmp_path / "state")
+    cfg["notify"] = {"urls": [receiver.url()]}
+    message = "corr {{ num(correlation.value) }}, MFI {{ num(mfi.value, 0) }}"
+    cfg["digest"] = {"correlation": ["corr"], "mfi": "mfi", "message": message}
+    daemon = Daemon(load_settings_dict(tmp_path, cfg))
+    run = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: not math.isnan(daemon.engine.values()["mfi"]), 90)
+        mfi = daemon.engine.values()["mfi"]
+        daemon.send_digest(datetime.now(UTC))
+        await until(lambda: bool(receiver.payloads), 60)
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(run, 10)
+    payload = receiver.payloads[0]
+    assert payload["message"].endswith(f"MFI {mfi:.0f}"), payload["message"]
+    png = base64.b64decode(payload["attachments"][0]["base64"])
+    assert png.startswith(b"\x89PNG") and len(png) < 300_000

@@ -38,7 +38,8 @@ def test_shipped_config_is_the_built_in_default() -> None:
     assert settings.feeds["rut"].symbol == "^RUT" and settings.feeds["rut"].market == "equity"
     assert settings.series["ethbtc"].ratio == ("eth", "btc")
     m = settings.metrics
-    assert list(m) == ["eth_rut_corr", "eth_mfi", "ethbtc_breakout", "eth_rut_divergence"]
+    assert list(m) == ["eth_rut_corr", "eth_mfi", "ethbtc_breakout", "eth_rut_divergence",
+                       "eth_rut_corr_90", "ethbtc_chg_30", "ethbtc_chg_90"]  # fmt: skip
     assert (m["eth_rut_corr"].type, m["eth_rut_corr"].a, m["eth_rut_corr"].b) == (
         "correlation", "eth", "rut",
     )  # fmt: skip
@@ -458,7 +459,9 @@ def test_show_config_masks_secrets_and_loads_back(tmp_path: Path) -> None:
     assert dumped["feeds"]["rut"]["api_key"] == "***"
     assert dumped["notify"]["urls"] == [{"url": "***", "tags": []}]
     assert dumped["rules"][0]["for"] == 2 and "for_" not in shown
-    assert list(dumped) == ["feeds", "series", "metrics", "rules", "notify", "mqtt", "http"]
+    assert list(dumped) == [
+        "feeds", "series", "metrics", "rules", "notify", "mqtt", "http", "digest"
+    ]  # fmt: skip
     assert list(dumped["feeds"]) == ["eth", "btc", "rut"]
     assert next(iter(dumped["metrics"]["eth_mfi"])) == "type"
 

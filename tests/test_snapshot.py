@@ -285,7 +285,7 @@ def test_restore_reports_the_last_bar_and_the_forming_bars() -> None:
     assert report.last_closed("rut", "1d") == TRADE_DAY - DAY
     assert not any(s.forming for s in report.series)
     assert all(builder.forming() is None for f in settings.feeds for builder in b.builders(f))
-    assert rows["btc", "1d"].needed == 30 and rows["btc", "1d"].restored == 30 + 600
+    assert rows["btc", "1d"].needed == 91 and rows["btc", "1d"].restored == 91 + 600
     c = Engine(settings)
     report = restore(c, state)
     assert [s.forming for s in report.series] == [True, True, False]
@@ -499,7 +499,7 @@ def test_reload_with_a_longer_window_rewarms_only_what_the_bars_do_not_cover(
     assert report.warm_up() == [("eth", "1d"), ("rut", "1d")]
     assert "of the 1001 bars needed" in report.series[0].reason
     assert len(engine.builders("eth")[0].bars) == 0  # left empty for the warm-up
-    assert len(engine.builders("btc")[0].bars) == 30
+    assert len(engine.builders("btc")[0].bars) == 91
     assert set(report.rules.values()) == {"restored"}
 
 
@@ -507,7 +507,7 @@ def test_reload_ignores_removed_feeds_and_rewarms_changed_ones(
     ran: tuple[Settings, EngineState], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings, state = ran
-    no_rut = settings_with(drop=["eth_rut_corr", "eth_rut_divergence", "eth-rut-decoupling",
+    no_rut = settings_with(drop=["eth_rut_corr", "eth_rut_corr_90", "eth_rut_divergence", "eth-rut-decoupling",
                                  "eth-rut-recoupling", "eth-rut-residual-extreme",
                                  "rut-higher-high-eth-lower-low"])  # fmt: skip
     no_rut = no_rut.model_copy(update={"feeds": {k: v for k, v in no_rut.feeds.items()

@@ -27,12 +27,17 @@ from moodring.backtest.runner import (
     run_streaming,
     runnable_metrics,
 )
+from moodring.backtest.table import MetricTable
+from moodring.backtest.universe import load_universe
 from moodring.configfile import ConfigError, find_config, load_settings, show_config
 from moodring.engine import Engine
 from moodring.logs import redact, setup_logging
+from moodring.market.resample import resample
+from moodring.market.timeframe import Timeframe
+from moodring.metrics.altseason import AltseasonSeries, altseason_series
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
-from moodring.settings import DEFAULT_CONFIG, RuleConfig, Settings
+from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, RuleConfig, Settings
 from moodring.times import format_duration, iso_time, parse_duration
 
 log = logging.getLogger("moodring")
@@ -106,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--to", dest="end", type=_date, help="last bar date (UTC, inclusive)")
     backtest.add_argument("--metrics-out", type=Path, help="write metric values to this CSV")
     backtest.add_argument(
+        "--universe",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="folder (or file) of daily <BASE>USDT_1d.csv altcoin histories: adds altseason_index,"
+        " altseason_members and altseason_skipped (BTC from --data; repeatable)",
+    )
+    backtest.add_argument(
         "--format",
         choices=("json", "table"),
         default="json",
@@ -132,6 +146,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     test_alert.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     test_alert.set_defaults(handler=_test_alert)
+
+    digest = commands.add_parser(
+        "digest", help="print the digest (ETH vs small caps, ETH/BTC, MFI, altseason) from history"
+    )
+    digest.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    digest.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="FEED=PATH",
+        help="history CSV for a feed (repeat per feed)",
+    )
+    digest.add_argument(
+        "--sample", action="store_true", help="use the bundled sample history for eth, btc, rut"
+    )
+    digest.add_argument(
+        "--universe",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="folder of daily <BASE>USDT_1d.csv altcoin histories for the Altcoin Season Index",
+    )
+    digest.add_argument(
+        "--at",
+        type=_date,
+        metavar="DATE",
+        help="when the digest is made (UTC unless given): it sees the bars closed by then "
+        "(default: when the last crypto bar closed)",
+    )
+    digest.add_argument("--chart", type=Path, metavar="PNG", help="also write the chart here")
+    digest.add_argument(
+        "--send", action="store_true", help="send it with its chart to the notify URLs"
+    )
+    digest.set_defaults(handler=_digest)
 
     check = commands.add_parser(
         "check-config", help="validate the config (templates and references too) and exit"
@@ -243,16 +292,23 @@ def _backtest(args: argparse.Namespace) -> int:
         history[feed] = FeedHistory.of(loaded.bars).until(end_ms)
         log.info("%s: %d bars from %s", feed, len(history[feed].bars), paths[feed])
 
+    altseason = _altseason(settings, args.universe, history) if args.universe else None
     metrics, missing = runnable_metrics(settings, set(history))
     if missing:
         log.warning("no data for the inputs of %s: skipped", ", ".join(missing))
+    alerts: list[Alert] = []
     if not metrics:
-        raise UsageError("none of the configured metrics has data for all its feeds")
-    if args.streaming:
-        alerts: list[Alert] = []
+        if altseason is None:
+            raise UsageError("none of the configured metrics has data for all its feeds")
+        full = MetricTable(np.empty(0, np.int64))
+    elif args.streaming:
         full = run_streaming(settings, history, metrics, alerts)
     else:
         full = run_batch(settings, history, metrics)
+    if altseason is not None:
+        series = {name: (full.time, column) for name, column in full.columns.items()}
+        full = MetricTable.from_series(series | altseason.columns())
+    if not args.streaming:  # the rules read every column, the altseason index's too
         alerts = evaluate_rules(settings, full, history)
     table = full.between(start_ms, end_ms)
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
@@ -266,6 +322,36 @@ def _backtest(args: argparse.Namespace) -> int:
             at = int(table.time[filled[-1]])
             log.info("last %s = %.6g at %s", name, column[filled[-1]], iso_time(at))
     return 0
+
+
+def _altseason(
+    settings: Settings, paths: list[Path], history: dict[str, FeedHistory]
+) -> AltseasonSeries:
+    """Compute the Altcoin Season Index per BTC day from universe files and BTC's history."""
+    config = settings.altseason or AltseasonConfig()
+    names = [config.btc] if config.btc in settings.feeds else []
+    names += [n for n, f in settings.feeds.items() if f.symbol.upper() == config.btc.upper()]
+    feed = next((name for name in names if name in history), None)
+    if feed is None:
+        hint = f"--data {names[0]}=PATH" if names else f"a feed named or with symbol {config.btc!r}"
+        raise UsageError(f"--universe needs BTC's history (altseason.btc): give {hint}")
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"--universe {path}: no such folder or file")
+    coins = load_universe(paths, config.quote)
+    if not coins:
+        raise UsageError(f"--universe: no <BASE>{config.quote}_1d.csv files in {paths}")
+    btc = history[feed]
+    daily = resample(btc.bars, btc.step_ms, Timeframe.parse("1d"))
+    log.info("altseason: %d coins, BTC from feed %s", len(coins), feed)
+    return altseason_series(
+        {base: coin.daily() for base, coin in coins.items()},
+        (daily.time, daily.close),
+        top=config.top,
+        days=config.days,
+        volume_days=config.volume_days,
+        rules=config.rules(),
+    )
 
 
 def _silence(args: argparse.Namespace) -> int:
@@ -348,6 +434,50 @@ def sample_chart() -> dict[str, Any] | None:
     if chart is not None:
         chart["title"] = "moodring test alert: ETH vs the Russell 2000 (bundled sample)"
     return chart
+
+
+def _digest(args: argparse.Namespace) -> int:
+    from moodring.digest.command import digest_from_history, send_digest
+
+    _, settings = _settings(args)
+    paths = dict(_feed_path(item) for item in args.data)
+    if args.sample:
+        for feed in ("eth", "btc", "rut"):
+            paths.setdefault(feed, SAMPLES / f"{feed}_1d.csv")
+    if not paths:
+        raise UsageError("no history given: use --data FEED=PATH (or --sample)")
+    unknown = sorted(set(paths) - set(settings.feeds))
+    if unknown:
+        raise UsageError(
+            f"--data names unknown feed(s) {unknown}; config has {sorted(settings.feeds)}"
+        )
+    if args.send and not settings.notify.urls:
+        raise UsageError(
+            "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
+        )
+    history: dict[str, FeedHistory] = {}
+    for feed in (f for f in settings.feeds if f in paths):
+        loaded = load_csv(paths[feed])
+        for line, reason in loaded.skipped:
+            log.warning("%s:%d: row skipped: %s", paths[feed], line, reason)
+        history[feed] = FeedHistory.of(loaded.bars)
+    published = None
+    if args.universe:
+        index = _altseason(settings, args.universe, history).columns()["altseason_index"]
+        published = {"altseason_index": index}
+    digest = digest_from_history(settings, history, _ms(args.at), published)
+    print(digest.title)
+    print(digest.message)
+    if args.chart is not None:
+        from moodring.delivery.charts import render_png
+
+        if digest.chart is None:
+            log.warning("digest.chart is off in the config: no chart written")
+        else:
+            args.chart.write_bytes(render_png(digest.chart))
+    if args.send:
+        return asyncio.run(send_digest(settings, digest))
+    return 0
 
 
 def print_alerts(alerts: list[Alert], style: str) -> None:

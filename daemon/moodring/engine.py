@@ -96,8 +96,8 @@ class Engine:
         self._capacity = _history_by_input(settings)
         self._charted = {r.metric for r in settings.rules if r.chart}
         for column in self._charted:
-            metric = settings.metrics[settings.metric_columns()[column]]
-            for series in metric.inputs():
+            metric = settings.metrics.get(settings.metric_columns().get(column, ""))
+            for series in metric.inputs() if metric is not None else ():
                 key = (series, metric.timeframe)
                 # 24/7 inputs of a metric on trading days need more bars for the same span
                 self._capacity[key] = max(self._capacity.get(key, 0), 2 * CHART_BARS)
@@ -223,13 +223,16 @@ class Engine:
         if not history:
             return None
         times = [t for t, _ in history]
-        node = self.metrics[self.settings.metric_columns()[rule.metric]]
+        node = self.metrics.get(self.settings.metric_columns().get(rule.metric, ""))
         inputs = {}
-        for series in node.config.inputs():
+        for series in node.config.inputs() if node is not None else ():
             ring = self.source(series, node.config.timeframe).bars
             by_time = dict(zip(ring.time.window().tolist(), ring.close.window().tolist(),
                                strict=True))  # fmt: skip
             inputs[series.upper()] = [by_time.get(t) for t in times]
+        inputs_panel = (
+            [{"label": " vs ".join(inputs), "series": inputs, "normalise": True}] if inputs else []
+        )
         thresholds = [
             float(x) for c in (rule.condition, rule.clear) if c is not None
             for x in (c.operand if isinstance(c.operand, tuple) else (c.operand,))
@@ -239,7 +242,7 @@ class Engine:
             "title": rule.name,
             "time": times,
             "panels": [
-                {"label": " vs ".join(inputs), "series": inputs, "normalise": True},
+                *inputs_panel,
                 {
                     "label": rule.metric,
                     "series": {rule.metric: [v for _, v in history]},

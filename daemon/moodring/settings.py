@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,7 +25,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from moodring.digest import wording
+from moodring.digest.schedule import check_schedule, check_timezone
 from moodring.market.timeframe import Timeframe
+from moodring.metrics.altseason import ALTSEASON_COLUMNS, ExclusionRules
 from moodring.metrics.divergence import Divergence
 from moodring.metrics.moving import MACross
 from moodring.rules.templates import TemplateError, check_template
@@ -430,6 +434,110 @@ class HttpConfig(Model):
     port: int = Field(9701, ge=0, le=65535)
 
 
+class AltseasonConfig(Model):
+    """The Altcoin Season Index: the share of the top altcoins that beat BTC over ``days``.
+
+    The universe is ranked by quote volume on ``exchange``'s ``quote`` markets; BTC,
+    stablecoins, wrapped and leveraged tokens are left out (see moodring.metrics.altseason).
+    """
+
+    exchange: str = "binance"
+    quote: str = "USDT"
+    top: int = Field(50, ge=1)  # coins in the universe
+    days: int = Field(90, ge=1)  # performance horizon in calendar days
+    volume_days: int = Field(30, ge=1)  # trailing days of close * volume that rank the coins
+    exclude: tuple[str, ...] = ()  # base assets to leave out besides the defaults
+    include: tuple[str, ...] = ()  # base assets to keep despite the default lists and patterns
+    # how often the daemon recomputes the index of the forming day
+    refresh: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 86400.0
+    btc: str = "BTC/USDT"  # the benchmark: a feed name or a market symbol
+
+    @field_validator("exclude", "include")
+    @classmethod
+    def _upper(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(name.strip().upper() for name in names)
+
+    @model_validator(mode="after")
+    def _overrides_agree(self) -> AltseasonConfig:
+        both = sorted(set(self.exclude) & set(self.include))
+        if both:
+            raise ValueError(f"{', '.join(both)} both excluded and included")
+        if "BTC" in self.include:
+            raise ValueError("include: BTC is the benchmark, not a member")
+        return self
+
+    def rules(self) -> ExclusionRules:
+        """Return the exclusion overrides for the index."""
+        return ExclusionRules.of(self.exclude, self.include)
+
+
+class DigestConfig(Model):
+    """The scheduled digest: when it is sent, its wording, and the metrics it reads.
+
+    A metric left at its default name may be missing from the config (its part reads n/a);
+    any other name must exist.
+    """
+
+    schedule: Annotated[str, AfterValidator(check_schedule)] = "0 13 * * *"
+    timezone: Annotated[str, AfterValidator(check_timezone)] = "UTC"
+    title: str = wording.DEFAULT_TITLE
+    message: str = wording.DEFAULT_MESSAGE
+    chart: bool = True
+    severity: Severity = "info"
+    correlation: tuple[str, ...] = Field(("eth_rut_corr", "eth_rut_corr_90"), max_length=2)
+    ratio_change: tuple[str, ...] = Field(("ethbtc_chg_30", "ethbtc_chg_90"), max_length=2)
+    breakout: str = "ethbtc_breakout"
+    mfi: str = "eth_mfi"
+    mfi_band: Band = (50.0, 80.0)
+    divergence: str = "eth_rut_divergence"
+    altseason: str = "altseason_index"
+
+    @field_validator("title", "message")
+    @classmethod
+    def _template_compiles(cls, text: str) -> str:
+        try:
+            check_template(text)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return text
+
+    def metric_names(self) -> dict[str, str]:
+        """Return each metric the digest reads and the key naming it (``correlation.1``)."""
+        names: dict[str, str] = {}
+        for key, name, _ in self._references():
+            names.setdefault(name, key)
+        return names
+
+    def check_references(self, known: Iterable[str]) -> None:
+        """Raise ValueError for an unknown metric (but a default one) or template name."""
+        known = set(known)
+        heads = {column.partition(".")[0] for column in known}
+        for key, name, default in self._references():
+            # the divergence is read output by output (``name.residual_z``); the rest whole
+            found = name in heads - known if key == "divergence" else name in known
+            if name != default and not found:
+                raise ValueError(
+                    f"digest.{key}: unknown metric {name!r} (known: {', '.join(sorted(heads))})"
+                )
+        for field in ("title", "message"):
+            try:
+                check_template(getattr(self, field), heads | wording.NAMES)
+            except TemplateError as exc:
+                raise ValueError(f"digest.{field}: {exc}") from None
+
+    def _references(self) -> list[tuple[str, str, str | None]]:
+        """Return (key, metric name, the key's default name) for every metric named."""
+        out = []
+        for key in ("correlation", "ratio_change", "breakout", "mfi", "divergence", "altseason"):
+            value, default = getattr(self, key), type(self).model_fields[key].default
+            if isinstance(value, tuple):
+                slots = (*default, None, None)
+                out += [(f"{key}.{i}", name, slots[i]) for i, name in enumerate(value)]
+            else:
+                out.append((key, value, default))
+        return out
+
+
 class Settings(BaseSettings):
     """The whole configuration: feeds, derived series and metrics."""
 
@@ -448,6 +556,8 @@ class Settings(BaseSettings):
     notify: NotifyConfig = NotifyConfig()
     mqtt: MqttConfig = MqttConfig()
     http: HttpConfig = HttpConfig()
+    altseason: AltseasonConfig | None = None
+    digest: DigestConfig | None = None
     state_dir: Path | None = None
 
     @classmethod
@@ -486,22 +596,28 @@ class Settings(BaseSettings):
                     f"metrics.{name}.series: MFI needs volume, but {metric.series!r} is a ratio"
                 )
         columns = self.metric_columns()
+        clash = sorted(set(columns) & set(self.altseason_columns()))
+        if clash:
+            raise ValueError(f"metrics: {', '.join(clash)} is the altseason section's name")
+        known = [*columns, *self.altseason_columns()]
         seen: set[str] = set()
         for i, rule in enumerate(self.rules):
             if rule.name in seen:
                 raise ValueError(f"rules.{i}.name: {rule.name!r} is used twice")
             seen.add(rule.name)
-            if rule.metric not in columns:
+            if rule.metric not in known:
                 raise ValueError(
                     f"rules.{i}.metric: unknown metric output {rule.metric!r} "
-                    f"(known: {', '.join(columns)})"
+                    f"(known: {', '.join(known)})"
                 )
-            names = {column.partition(".")[0] for column in columns}
+            names = {column.partition(".")[0] for column in known}
             for field in ("title", "message"):
                 try:
                     check_template(getattr(rule, field), names)
                 except TemplateError as exc:
                     raise ValueError(f"rules.{i}.{field}: {exc}") from None
+        if self.digest is not None:
+            self.digest.check_references(known)
         return self
 
     def resolved_state_dir(self) -> Path:
@@ -521,12 +637,15 @@ class Settings(BaseSettings):
             for column in output_columns(name, metric)
         }
 
+    def altseason_columns(self) -> tuple[str, ...]:
+        """Return the altseason metric names rules may use: none without the section."""
+        return ALTSEASON_COLUMNS if self.altseason is not None else ()
+
     def rule_bars(self, rule: RuleConfig) -> int:
         """Return a rule's ``for`` in bars of its metric's timeframe (durations round up)."""
         if isinstance(rule.for_, int):
             return rule.for_
-        metric = self.metrics[self.metric_columns()[rule.metric]]
-        bar_s = Timeframe.parse(metric.timeframe).ms / 1000
+        bar_s = Timeframe.parse(self.column_timeframe(rule.metric)).ms / 1000
         return max(1, math.ceil(parse_duration(rule.for_) / bar_s))
 
     def feeds_of(self, series: Iterable[str]) -> tuple[str, ...]:
@@ -539,4 +658,10 @@ class Settings(BaseSettings):
 
     def stale_feeds_of(self, rule: RuleConfig) -> tuple[str, ...]:
         """Return the feeds a rule's metric reads (directly or through a ratio)."""
-        return self.feeds_of(self.metrics[self.metric_columns()[rule.metric]].inputs())
+        metric = self.metrics.get(self.metric_columns().get(rule.metric, ""))
+        return self.feeds_of(metric.inputs()) if metric is not None else ()
+
+    def column_timeframe(self, column: str) -> str:
+        """Return the bar length of a metric output (the altseason index is daily)."""
+        metric = self.metrics.get(self.metric_columns().get(column, ""))
+        return metric.timeframe if metric is not None else "1d"

@@ -192,6 +192,7 @@ def _only(settings: Settings, metrics: list[str] | None, *, with_rules: bool) ->
     """Return the settings with only ``metrics`` (all if None) and their rules, or no rules."""
     kept = settings.metrics if metrics is None else {m: settings.metrics[m] for m in metrics}
     columns = {column for column, metric in settings.metric_columns().items() if metric in kept}
+    columns |= set(settings.altseason_columns())
     rules = tuple(r for r in settings.rules if r.metric in columns) if with_rules else ()
     return settings.model_copy(update={"metrics": kept, "rules": rules})
 

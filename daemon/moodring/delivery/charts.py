@@ -13,9 +13,12 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +183,10 @@ def _validate(chart: object) -> _Chart:
 
 def render_png(chart: Mapping[str, Any]) -> bytes:
     """Render chart data to PNG bytes (matplotlib, Agg backend, no pyplot global state)."""
+    if isinstance(chart, Mapping) and chart.get("kind") == "digest":
+        from moodring.digest.chart import render_digest
+
+        return render_digest(chart)
     data = _validate(chart)
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -232,7 +239,11 @@ def render_png(chart: Mapping[str, Any]) -> bytes:
     bottom.set_xlabel("UTC", fontsize=10)
     if data.title:
         fig.suptitle(data.title, fontsize=15, fontweight="bold")
+    return save_png(fig)
 
+
+def save_png(fig: Figure) -> bytes:
+    """Save a figure as PNG at the largest DPI of the ladder that keeps it under the limit."""
     size = 0
     for dpi in DPI_LADDER:
         buf = io.BytesIO()

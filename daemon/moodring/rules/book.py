@@ -46,8 +46,7 @@ class Rule:
         self.status = RuleStatus()
         self.bars_for = settings.rule_bars(config)
         self.feeds = settings.stale_feeds_of(config)
-        metric = settings.metrics[settings.metric_columns()[config.metric]]
-        self.timeframe = Timeframe.parse(metric.timeframe)
+        self.timeframe = Timeframe.parse(settings.column_timeframe(config.metric))
         self.level: Level | None = None
         self.edge: Edge | None = None
         self.clear: Level | None = None

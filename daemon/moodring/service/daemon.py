@@ -10,22 +10,28 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moodring.configfile import ConfigError, load_settings
 from moodring.delivery.charts import render_with_budget
 from moodring.delivery.dispatcher import Dispatcher
-from moodring.delivery.mqtt import MqttPublisher
 from moodring.delivery.outbox import Outbox
 from moodring.delivery.sink import AlertSink
+from moodring.digest.content import (
+    DIGEST_BARS,
+    build_digest,
+    digest_alert,
+    digest_columns,
+    digest_payload,
+)
+from moodring.digest.schedule import run_schedule
 from moodring.engine import Engine, MetricNode
-from moodring.feeds.alpaca import ALPACA_URL, AlpacaStreamer
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.ccxt_feed import ExchangeFeeds
-from moodring.feeds.finnhub import FINNHUB_URL, FinnhubStreamer
 from moodring.feeds.health import BadFrames
-from moodring.feeds.yahoo import HistoryError, YahooStreamer, fetch_history
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.timeframe import Timeframe
@@ -38,6 +44,9 @@ from moodring.service.sink import EngineSink
 from moodring.service.snapshot import EngineState, Snapshotter, attach, capture, load, restore
 from moodring.settings import FeedConfig, Settings
 from moodring.times import iso_time
+
+if TYPE_CHECKING:
+    from moodring.delivery.mqtt import MqttPublisher
 
 log = logging.getLogger("moodring")
 
@@ -82,7 +91,7 @@ class Daemon:
         self.silences = Silences(state / "silences.json")
         self.notify = SdNotify.from_env()
         self.bad_frames = BadFrames()
-        self.mqtt = MqttPublisher(settings.mqtt) if settings.mqtt.host else None
+        self.mqtt = _publisher(settings)
         self.telemetry = Telemetry(
             bad_frames=self.bad_frames.counts,
             feed_states=self.feed_states,
@@ -111,6 +120,7 @@ class Daemon:
         self._status = ""
         self._delivery: asyncio.Task[None] | None = None
         self._mqtt_task: asyncio.Task[None] | None = None
+        self._digest_task: asyncio.Task[None] | None = None
 
     def _dispatcher(self, settings: Settings) -> Dispatcher:
         def counted(target: str, ok: bool) -> None:
@@ -132,6 +142,8 @@ class Daemon:
         Sets ``_cold`` to the (feed, timeframe) series the state did not fill.
         """
         engine = Engine(settings)
+        if settings.digest is not None:  # before the restore: its replay fills the history
+            engine.track(digest_columns(settings), DIGEST_BARS)
         self._cold = [(feed, tf.name) for feed in settings.feeds for tf in
                       (b.timeframe for b in engine.builders(feed))]  # fmt: skip
         if state is not None:
@@ -170,6 +182,21 @@ class Daemon:
     def _on_state(self, feed: str, state: str, t_ms: int) -> None:
         if self.mqtt is not None:
             self.mqtt.feed_state(feed, state, t_ms)
+
+    def _start_digest(self) -> asyncio.Task[None] | None:
+        if self.settings.digest is None:
+            return None
+        return asyncio.create_task(
+            run_schedule(self.settings.digest, self.send_digest), name="digest"
+        )
+
+    def send_digest(self, at: datetime) -> None:
+        """Send the digest of the moment ``at``: outbox (apprise, its chart) and MQTT."""
+        digest = build_digest(self.engine, self.settings, int(at.timestamp() * 1000))
+        log.info("digest %s: %s", iso_time(digest.time), digest.title)
+        self.alerts(digest_alert(digest))  # silences apply: `moodring silence digest`
+        if self.mqtt is not None:
+            self.mqtt.publish("digest", digest_payload(digest), retain=True, qos=1)
 
     def _start_mqtt(self) -> asyncio.Task[None] | None:
         if self.mqtt is None:
@@ -214,6 +241,7 @@ class Daemon:
                 asyncio.create_task(self._ready(), name="ready"),
                 asyncio.create_task(self.snapshots.run(SNAPSHOT_EVERY), name="snapshots"),
             ]
+            self._digest_task = self._start_digest()
             self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
             self._mqtt_task = self._start_mqtt()
             self._start_feeds()
@@ -222,8 +250,9 @@ class Daemon:
             await self.stopping.wait()
             log.info("stopping")
             self.notify.stopping()
-            for task in [*background, *reloads]:
-                task.cancel()
+            for task in [*background, *reloads, self._digest_task]:
+                if task is not None:
+                    task.cancel()
             await self._stop_feeds()
             self.snapshots.save_now()
             await self._stop_delivery(DRAIN_SECONDS)
@@ -271,8 +300,12 @@ class Daemon:
             self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
         if settings.mqtt != old.mqtt:
             await self._stop_mqtt()
-            self.mqtt = MqttPublisher(settings.mqtt) if settings.mqtt.host else None
+            self.mqtt = _publisher(settings)
             self._mqtt_task = self._start_mqtt()
+        if settings.digest != old.digest:
+            if self._digest_task is not None:
+                self._digest_task.cancel()
+            self._digest_task = self._start_digest()
         if settings.http != old.http:
             log.warning("http: changes take effect at the next restart")
         self.telemetry.reload(True)
@@ -385,6 +418,11 @@ class Daemon:
 
     async def _equity(self, name: str, feed: FeedConfig) -> None:
         """Warm an equity feed up from Yahoo's chart history, then stream it from its source."""
+        # imported here: a daemon without equity feeds does not carry them
+        from moodring.feeds.alpaca import ALPACA_URL, AlpacaStreamer
+        from moodring.feeds.finnhub import FINNHUB_URL, FinnhubStreamer
+        from moodring.feeds.yahoo import YahooStreamer
+
         common = {"calendar": MarketCalendar(), "stale_after": feed.stale_after}
         streamer: YahooStreamer | FinnhubStreamer | AlpacaStreamer
         if feed.source == "finnhub":
@@ -408,6 +446,8 @@ class Daemon:
             warm.cancel()
 
     async def _yahoo_history(self, name: str, feed: FeedConfig) -> None:
+        from moodring.feeds.yahoo import HistoryError, fetch_history
+
         backoff = Backoff(2.0, 300.0)
         for builder in self._builders(name):
             interval, span = YAHOO_INTERVALS.get(builder.timeframe.name, ("1d", "2y"))
@@ -447,6 +487,15 @@ class Daemon:
             if self.mqtt is not None:  # forming values: the publisher throttles them
                 for column, value in self.engine.forming_values().items():
                     self.mqtt.metric(column, value, now, forming=True)
+
+
+def _publisher(settings: Settings) -> MqttPublisher | None:
+    """Return an MQTT publisher if a broker is configured (aiomqtt is imported only then)."""
+    if not settings.mqtt.host:
+        return None
+    from moodring.delivery.mqtt import MqttPublisher
+
+    return MqttPublisher(settings.mqtt)
 
 
 def _engine_part(settings: Settings) -> tuple[object, ...]:

@@ -1,0 +1,1 @@
+"""The digest: a scheduled plain-language summary of the metrics, with a four-panel chart."""
