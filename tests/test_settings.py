@@ -460,7 +460,7 @@ def test_show_config_masks_secrets_and_loads_back(tmp_path: Path) -> None:
     assert dumped["notify"]["urls"] == [{"url": "***", "tags": []}]
     assert dumped["rules"][0]["for"] == 2 and "for_" not in shown
     assert list(dumped) == [
-        "feeds", "series", "metrics", "rules", "notify", "mqtt", "http", "digest"
+        "feeds", "series", "metrics", "rules", "notify", "mqtt", "http", "altseason", "digest"
     ]  # fmt: skip
     assert list(dumped["feeds"]) == ["eth", "btc", "rut"]
     assert next(iter(dumped["metrics"]["eth_mfi"])) == "type"

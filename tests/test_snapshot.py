@@ -71,7 +71,7 @@ def settings_with(*rules: dict, drop: Iterable[str] = (), **metrics: dict) -> Se
     base = load_settings()
     kept = {**base.metrics, **EXTRA_METRICS, **metrics}
     return Settings(
-        feeds=base.feeds, series=base.series,
+        feeds=base.feeds, series=base.series, altseason=base.altseason,
         metrics={k: v for k, v in kept.items() if k not in drop},
         rules=(*(r for r in base.rules if r.name not in drop), *rules),
     )  # fmt: skip
