@@ -451,6 +451,8 @@ class AltseasonConfig(Model):
     # how often the daemon recomputes the index of the forming day
     refresh: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 86400.0
     btc: str = "BTC/USDT"  # the benchmark: a feed name or a market symbol
+    ws_url: str | None = None  # the exchange's endpoints, overridden (testnet, proxy, fake)
+    rest_url: str | None = None
 
     @field_validator("exclude", "include")
     @classmethod

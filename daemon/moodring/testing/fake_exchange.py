@@ -7,8 +7,17 @@ One ``websockets`` server on 127.0.0.1 answers both the REST calls ccxt makes
 captures in the order of their receive times; klines (websocket and REST) are
 built from the same trades. One replay clock serves every connection.
 
+Universe mode (``universe=`` daily bars per symbol, with or without captures) serves a
+whole market of daily bars up to a settable "today": ``exchangeInfo``, ``ticker/24hr``,
+``1d`` klines (the closed days, then today's forming bar) and the ticker streams ccxt's
+``watch_tickers`` subscribes to (``<symbol>@miniTicker``, ``<symbol>@ticker``,
+``!miniTicker@arr``, ``!ticker@arr``), pushed when a test sets intraday prices. A
+stablecoin pair (``USDCUSDT``) and a leveraged token (``ETHUPUSDT``) with huge volumes are
+added, to test that clients leave them out.
+
 Run it: ``python -m moodring.testing.fake_exchange --capture FILE [--capture FILE]
-[--port N] [--speed X] [--drop-every S] [--start-paused] [--start-now] [--loop]``.
+[--universe DIR_OR_FILE ...] [--today YYYY-MM-DD] [--port N] [--speed X]
+[--drop-every S] [--start-paused] [--start-now] [--loop]``.
 The first stdout line is the port; logs go to stderr. SIGUSR1 pauses the
 stream (sockets stay open), SIGUSR2 resumes it.
 """
@@ -28,18 +37,30 @@ import math
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-__all__ = ["INTERVALS_MS", "FakeExchange", "configure_ccxt", "load_capture", "main"]
+from moodring.backtest.universe import load_universe
+from moodring.market.frame import BarFrame
+
+__all__ = [
+    "INTERVALS_MS",
+    "FakeExchange",
+    "configure_ccxt",
+    "load_capture",
+    "load_universe_bars",
+    "main",
+]
 
 log = logging.getLogger("moodring.testing.fake_exchange")
 
@@ -331,6 +352,177 @@ class _Symbol:
         }
 
 
+_DAY_MS = INTERVALS_MS["1d"]
+# Markets added to a universe: a stablecoin pair and a leveraged token, busier than any coin.
+_EXTRA_MARKETS = {"USDCUSDT": 1.0, "ETHUPUSDT": 5.0}
+_EXTRA_VOLUME = 1e12
+# The ticker streams ccxt's watch_tickers subscribes to (its default channel: miniTicker).
+_TICKER_KINDS = ("miniTicker", "ticker")
+
+
+def _num(value: float) -> str:
+    """Format a float the way Binance does (8 places) unless that would not read back exactly."""
+    text = f"{value:.8f}"
+    if float(text) == value:
+        return text
+    return np.format_float_positional(value, unique=True, trim="0")
+
+
+def _day_of(value: int | str) -> int:
+    """Return the UTC day open (epoch ms) of epoch ms or an ISO date/time."""
+    if isinstance(value, str):
+        when = datetime.fromisoformat(value)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        value = int(when.timestamp() * 1000)
+    return value - value % _DAY_MS
+
+
+class _Listing:
+    """One universe market: its daily bars, today's intraday price and traded volume."""
+
+    def __init__(self, name: str, bars: BarFrame) -> None:
+        self.name = name  # upper case, e.g. ADAUSDT
+        self.info = _Symbol(name)
+        self.info.price_decimals = 8
+        self.info.qty_decimals = 8
+        self.time = np.asarray(bars.time, dtype=np.int64)
+        self.open = np.asarray(bars.open, dtype=np.float64)
+        self.high = np.asarray(bars.high, dtype=np.float64)
+        self.low = np.asarray(bars.low, dtype=np.float64)
+        self.close = np.asarray(bars.close, dtype=np.float64)
+        self.volume = np.asarray(bars.volume, dtype=np.float64)
+        self.price: float | None = None  # today's latest price, once a test set one
+        self.traded = 0.0  # today's base volume so far
+        self.failing = False
+
+    def listed(self, day: int) -> bool:
+        """Tell whether the market trades on ``day``: listed by then, a bar the day before."""
+        return bool(self.time.size) and self.time[0] <= day and self.time[-1] >= day - _DAY_MS
+
+    def _row(self, day: int) -> int | None:
+        """Return the row of the bar opening at ``day``, or None."""
+        row = int(np.searchsorted(self.time, day))
+        return row if row < self.time.size and self.time[row] == day else None
+
+    def forming(self, day: int) -> list[float] | None:
+        """Return today's bar so far [t, o, h, l, c, v] (None without a bar today)."""
+        row = self._row(day)
+        if row is None:
+            return None
+        first = float(self.open[row])
+        last = first if self.price is None else self.price
+        return [day, first, max(first, last), min(first, last), last, self.traded]
+
+    def rows(self, day: int, start: int | None, end: int | None, limit: int) -> list[list[Any]]:
+        """Return ``GET /api/v3/klines?interval=1d`` rows: closed days, then today's bar."""
+        closed = int(np.searchsorted(self.time, day))
+        bars = [
+            [int(self.time[i]), float(self.open[i]), float(self.high[i]), float(self.low[i]),
+             float(self.close[i]), float(self.volume[i])]
+            for i in range(closed)
+        ]  # fmt: skip
+        today = self.forming(day)
+        if today is not None:
+            bars.append(today)
+        chosen = [
+            b for b in bars if (start is None or b[0] >= start) and (end is None or b[0] <= end)
+        ]
+        chosen = chosen[:limit] if start is not None else chosen[-limit:]
+        return [
+            [int(t), _num(o), _num(h), _num(lo), _num(c), _num(v), int(t) + _DAY_MS - 1,
+             _num(c * v), 1, "0", "0", "0"]
+            for t, o, h, lo, c, v in chosen
+        ]  # fmt: skip
+
+    def ticker(self, day: int, now_ms: int) -> dict[str, Any]:
+        """Return the ``ticker/24hr`` entry: today's price, the last closed day's volume."""
+        closed = int(np.searchsorted(self.time, day))
+        today = self.forming(day)
+        before = float(self.close[closed - 1]) if closed else math.nan
+        first = today[1] if today is not None else before
+        last = today[4] if today is not None else before
+        volume = float(self.volume[closed - 1]) if closed else 0.0
+        quote = volume * before if closed else 0.0
+        change = last - first
+        return {
+            "symbol": self.name,
+            "priceChange": _num(change),
+            "priceChangePercent": f"{100 * change / first:.3f}" if first else "0.000",
+            "weightedAvgPrice": _num(last),
+            "prevClosePrice": _num(before if closed else last),
+            "lastPrice": _num(last),
+            "lastQty": "1.00000000",
+            "bidPrice": _num(last),
+            "bidQty": "1.00000000",
+            "askPrice": _num(last),
+            "askQty": "1.00000000",
+            "openPrice": _num(first),
+            "highPrice": _num(max(first, last)),
+            "lowPrice": _num(min(first, last)),
+            "volume": _num(volume),
+            "quoteVolume": _num(quote),
+            "openTime": now_ms - _DAY_MS,
+            "closeTime": now_ms,
+            "firstId": 0,
+            "lastId": 0,
+            "count": 1,
+        }
+
+    def event(self, kind: str, day: int, now_ms: int) -> dict[str, Any]:
+        """Return a ``24hrMiniTicker`` (``miniTicker``) or ``24hrTicker`` (``ticker``) event."""
+        rest = self.ticker(day, now_ms)
+        if kind == "miniTicker":
+            return {
+                "e": "24hrMiniTicker",
+                "E": now_ms,
+                "s": self.name,
+                "c": rest["lastPrice"],
+                "o": rest["openPrice"],
+                "h": rest["highPrice"],
+                "l": rest["lowPrice"],
+                "v": rest["volume"],
+                "q": rest["quoteVolume"],
+            }
+        return {
+            "e": "24hrTicker",
+            "E": now_ms,
+            "s": self.name,
+            "p": rest["priceChange"],
+            "P": rest["priceChangePercent"],
+            "w": rest["weightedAvgPrice"],
+            "x": rest["prevClosePrice"],
+            "c": rest["lastPrice"],
+            "Q": rest["lastQty"],
+            "b": rest["bidPrice"],
+            "B": rest["bidQty"],
+            "a": rest["askPrice"],
+            "A": rest["askQty"],
+            "o": rest["openPrice"],
+            "h": rest["highPrice"],
+            "l": rest["lowPrice"],
+            "v": rest["volume"],
+            "q": rest["quoteVolume"],
+            "O": rest["openTime"],
+            "C": rest["closeTime"],
+            "F": 0,
+            "L": 0,
+            "n": 1,
+        }
+
+
+def _extra_bars(days: np.ndarray, price: float) -> BarFrame:
+    """Return flat daily bars at ``price`` with a huge volume on every given day."""
+    flat = np.full(days.size, price)
+    return BarFrame(days, flat, flat, flat, flat.copy(), np.full(days.size, _EXTRA_VOLUME))
+
+
+def load_universe_bars(paths: Iterable[Path | str], quote: str = "USDT") -> dict[str, BarFrame]:
+    """Load ``<BASE><QUOTE>_1d.csv`` files (folders or files) as symbol -> daily bars."""
+    coins = load_universe(paths, quote)
+    return {f"{base}{quote.upper()}": coin.bars for base, coin in coins.items()}
+
+
 class _Conn:
     """One websocket connection: its subscriptions and its outgoing queue."""
 
@@ -354,6 +546,8 @@ def _stream_name(name: Any) -> str | None:
     """Normalise a stream name: lower-case symbol, interval case kept (``1M`` is a month)."""
     if not isinstance(name, str) or "@" not in name:
         return None
+    if name.startswith("!"):  # all-market streams: ``!miniTicker@arr``
+        return name
     symbol, _, rest = name.partition("@")
     return f"{symbol.lower()}@{rest}"
 
@@ -383,20 +577,29 @@ class _BadRequestError(Exception):
 
 
 class FakeExchange:
-    """A fake Binance spot exchange replaying captured trades to REST and websocket clients."""
+    """A fake Binance spot exchange replaying captured trades to REST and websocket clients.
+
+    With ``universe`` (symbol -> daily bars) it also serves those markets' daily klines,
+    24-hour tickers and ticker streams up to ``today`` (default: the last day with a bar),
+    plus the stablecoin and leveraged markets of ``_EXTRA_MARKETS`` unless ``extra_markets``
+    is False.
+    """
 
     def __init__(
         self,
-        captures: Sequence[Path | str],
+        captures: Sequence[Path | str] = (),
         *,
         speed: float = 0.0,
         drop_every: float | None = None,
         loop: bool = False,
         autostart: bool = True,
         start_paused: bool = False,
+        universe: Mapping[str, BarFrame] | None = None,
+        today: int | str | None = None,
+        extra_markets: bool = True,
     ) -> None:
-        if not captures:
-            raise ValueError("at least one capture file is needed")
+        if not captures and not universe:
+            raise ValueError("at least one capture file (or a universe) is needed")
         self.speed = speed
         self.drop_every = drop_every
         self.loop = loop
@@ -405,8 +608,9 @@ class FakeExchange:
         self._frames = self._merge([load_capture(Path(p)) for p in captures])
         self._symbols: dict[str, _Symbol] = {}
         self._index_symbols()
-        if not self._symbols:
+        if captures and not self._symbols:
             raise ValueError("the captures hold no @trade frames")
+        self._universe = self._load_universe(universe or {}, extra_markets)
         first_event = next((f.event_ms for f in self._frames if f.event_ms is not None), 0)
         last_event = max((f.event_ms for f in self._frames if f.event_ms is not None), default=0)
         self._initial_clock = first_event - 1
@@ -433,8 +637,31 @@ class FakeExchange:
         self.passes = 0
         self.drops = 0
         self.rest_requests: list[str] = []
+        self._day_ms = 0
+        self._time_of_day_ms = 0
+        if self._universe:
+            last = max(int(x.time[-1]) for x in self._universe.values() if x.time.size)
+            self.set_day(last if today is None else today)
 
     # ------------------------------------------------------------------ loading
+
+    @staticmethod
+    def _load_universe(
+        universe: Mapping[str, BarFrame], extra_markets: bool
+    ) -> dict[str, _Listing]:
+        """Index the universe's daily bars by symbol, adding the extra markets."""
+        listings: dict[str, _Listing] = {}
+        for symbol, bars in universe.items():
+            name = symbol.replace("/", "").upper()
+            listing = _Listing(name, bars)
+            if listing.time.size and (listing.time % _DAY_MS).any():
+                raise ValueError(f"{name}: universe bars must open at 00:00 UTC")
+            listings[name] = listing
+        if extra_markets and listings:
+            days = np.unique(np.concatenate([x.time for x in listings.values()]))
+            for name, price in _EXTRA_MARKETS.items():
+                listings.setdefault(name, _Listing(name, _extra_bars(days, price)))
+        return listings
 
     @staticmethod
     def _merge(per_file: list[list[_Frame]]) -> list[_Frame]:
@@ -507,6 +734,87 @@ class FakeExchange:
         """Return whether the replay clock has started."""
         return self._replay_task is not None
 
+    @property
+    def today(self) -> int:
+        """Return the open time (epoch ms) of the universe's forming day."""
+        return self._day_ms
+
+    @property
+    def universe_now_ms(self) -> int:
+        """Return the universe's clock: today's open plus the time of day set."""
+        return self._day_ms + self._time_of_day_ms
+
+    @property
+    def universe_symbols(self) -> list[str]:
+        """Return the universe's markets listed today (``ADAUSDT`` ...)."""
+        return [name for name, x in self._universe.items() if x.listed(self._day_ms)]
+
+    def set_day(self, day: int | str, *, at_ms: int = _DAY_MS // 2) -> None:
+        """Make ``day`` (epoch ms or ISO date) today, ``at_ms`` into it; intraday data resets.
+
+        Days before it are closed and served whole; today's bar opens at its real open and
+        moves only with the prices a test sets.
+        """
+        if not 0 <= at_ms < _DAY_MS:
+            raise ValueError("at_ms must be within the day")
+        self._day_ms = _day_of(day)
+        self._time_of_day_ms = at_ms
+        for listing in self._universe.values():
+            listing.price = None
+            listing.traded = 0.0
+        if not self._frames:  # without captures the universe's clock is the exchange's
+            self._clock_ms = self.universe_now_ms
+
+    def advance_day(self, days: int = 1, *, at_ms: int | None = None) -> None:
+        """Close today (with its real bar) and the days after it, ``days`` in all."""
+        at = self._time_of_day_ms if at_ms is None else at_ms
+        self.set_day(self._day_ms + days * _DAY_MS, at_ms=at)
+
+    async def set_prices(
+        self, prices: Mapping[str, float], volumes: Mapping[str, float] | None = None
+    ) -> int:
+        """Set today's latest prices (and base volumes) and push them to ticker streams.
+
+        Returns how many frames were queued: one per subscribed ``<symbol>@miniTicker`` or
+        ``@ticker`` stream, and one array per subscribed ``!miniTicker@arr``/``!ticker@arr``.
+        """
+        changed = []
+        for symbol, price in prices.items():
+            listing = self._listing(symbol)
+            listing.price = float(price)
+            if volumes is not None and symbol in volumes:
+                listing.traded = float(volumes[symbol])
+            changed.append(listing)
+        now = self.universe_now_ms
+        sent = 0
+        for kind in _TICKER_KINDS:
+            events = [x.event(kind, self._day_ms, now) for x in changed]
+            for listing, event in zip(changed, events, strict=True):
+                sent += self._deliver(f"{listing.name.lower()}@{kind}", None, event)
+            if events:
+                sent += self._deliver(f"!{kind}@arr", None, events)
+        await asyncio.sleep(0)
+        return sent
+
+    def fail_symbol(self, symbol: str, failing: bool = True) -> None:
+        """Answer a universe market's klines with Binance's 400 Invalid symbol (delisted).
+
+        It stays in ``exchangeInfo`` and the tickers, like a delisting the market list
+        has not caught up with yet.
+        """
+        self._listing(symbol).failing = failing
+
+    def daily_bars(self, symbol: str) -> list[list[Any]]:
+        """Return what ``GET /api/v3/klines?interval=1d&limit=1000`` would answer now."""
+        return self._listing(symbol).rows(self._day_ms, None, None, 1000)
+
+    def _listing(self, symbol: str) -> _Listing:
+        """Look a universe market up by ``ADAUSDT``, ``adausdt`` or ``ADA/USDT``."""
+        key = symbol.replace("/", "").upper()
+        if key not in self._universe:
+            raise KeyError(f"no symbol {symbol!r} in the universe")
+        return self._universe[key]
+
     def trades(self, symbol: str) -> list[dict[str, Any]]:
         """Return a symbol's captured trade ``data`` dicts (``ETH/USDT`` or ``ETHUSDT``)."""
         return list(self._symbol(symbol).trades)
@@ -552,7 +860,8 @@ class FakeExchange:
             self.start_replay()
         if self.drop_every:
             self._drop_task = asyncio.create_task(self._drop_loop(self.drop_every))
-        log.info("fake exchange on port %d, symbols %s", self._port, ", ".join(self._symbols))
+        log.info("fake exchange on port %d, symbols %s", self._port,
+                 ", ".join([*self._symbols, *self._universe]))  # fmt: skip
         return self._port
 
     async def stop(self) -> None:
@@ -692,8 +1001,8 @@ class FakeExchange:
                 sent |= self._deliver(stream, None, event)
         return sent
 
-    def _deliver(self, stream: str, raw: str | None, event: dict[str, Any] | None) -> bool:
-        """Queue one stream event (raw combined text or an event dict) to its subscribers."""
+    def _deliver(self, stream: str, raw: str | None, event: Any) -> bool:
+        """Queue one stream event (raw combined text, an event dict or list) to its subscribers."""
         conns = self._subs.get(stream)
         if not conns:
             return False
@@ -861,6 +1170,7 @@ class FakeExchange:
             "/api/v3/uiKlines": lambda: self._rest_klines(query),
             "/api/v3/trades": lambda: self._rest_trades(query),
             "/api/v3/aggTrades": lambda: self._rest_agg_trades(query),
+            "/api/v3/ticker/24hr": lambda: self._rest_tickers(query),
         }
         route = routes.get(parts.path.rstrip("/"))
         if route is None:
@@ -911,15 +1221,17 @@ class FakeExchange:
 
     def _exchange_info(self, query: dict[str, str]) -> dict[str, Any]:
         """Return ``GET /api/v3/exchangeInfo`` for the loaded symbols."""
-        chosen = list(self._symbols.values())
-        if "symbol" in query:
-            chosen = [self._query_symbol(query)]
-        elif "symbols" in query:
-            try:
-                names = json.loads(query["symbols"])
-                chosen = [self._symbol(str(n)) for n in names]
-            except (ValueError, KeyError):
-                raise _BadRequestError(-1121, "Invalid symbol.") from None
+        every = dict(self._symbols)
+        for name in self.universe_symbols:
+            every.setdefault(name, self._universe[name].info)
+        chosen = list(every.values())
+        try:
+            if "symbol" in query:
+                chosen = [every[query["symbol"].upper()]]
+            elif "symbols" in query:
+                chosen = [every[str(n).upper()] for n in json.loads(query["symbols"])]
+        except (ValueError, KeyError, TypeError):
+            raise _BadRequestError(-1121, "Invalid symbol.") from None
         return {
             "timezone": "UTC",
             "serverTime": self._clock_ms,
@@ -944,6 +1256,9 @@ class FakeExchange:
 
     def _rest_klines(self, query: dict[str, str]) -> list[list[Any]]:
         """Return ``GET /api/v3/klines`` built from the trades replayed so far."""
+        listing = self._universe.get(query.get("symbol", "").upper())
+        if listing is not None and query.get("symbol", "").upper() not in self._symbols:
+            return self._universe_klines(listing, query)
         sym = self._query_symbol(query)
         interval = query.get("interval")
         if interval is None:
@@ -954,6 +1269,37 @@ class FakeExchange:
         end = self._int_param(query, "endTime")
         limit = self._limit(query, 500, 1000)
         return sym.builder(interval).rows(self._clock_ms, start, end, limit)
+
+    def _universe_klines(self, listing: _Listing, query: dict[str, str]) -> list[list[Any]]:
+        """Return a universe market's daily klines up to today (its forming bar last)."""
+        if listing.failing or not listing.listed(self._day_ms):
+            raise _BadRequestError(-1121, "Invalid symbol.")
+        interval = query.get("interval")
+        if interval is None:
+            raise _BadRequestError(-1102, "Mandatory parameter 'interval' was not sent.")
+        if interval != "1d":
+            raise _BadRequestError(-1120, "Invalid interval.")
+        start = self._int_param(query, "startTime")
+        end = self._int_param(query, "endTime")
+        limit = self._limit(query, 500, 1000)
+        return listing.rows(self._day_ms, start, end, limit)
+
+    def _rest_tickers(self, query: dict[str, str]) -> Any:
+        """Return ``GET /api/v3/ticker/24hr``: one symbol's, some symbols' or every one's."""
+        listed = self.universe_symbols
+        now = self.universe_now_ms
+        try:
+            if "symbol" in query:
+                name = query["symbol"].upper()
+                if name not in listed:
+                    raise KeyError(name)
+                return self._universe[name].ticker(self._day_ms, now)
+            names = [str(n).upper() for n in json.loads(query.get("symbols", "null")) or listed]
+            if not set(names) <= set(listed):
+                raise KeyError(names)
+        except (ValueError, KeyError, TypeError):
+            raise _BadRequestError(-1121, "Invalid symbol.") from None
+        return [self._universe[name].ticker(self._day_ms, now) for name in names]
 
     def _window(self, sym: _Symbol, query: dict[str, str]) -> list[dict[str, Any]]:
         """Select replayed trades by ``fromId``/``startTime``/``endTime``/``limit``."""
@@ -1027,7 +1373,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m moodring.testing.fake_exchange",
         description="Replay captured Binance spot frames as a local fake exchange for ccxt.pro.",
     )
-    parser.add_argument("--capture", action="append", required=True, type=Path, help="capture file")
+    parser.add_argument("--capture", action="append", default=[], type=Path, help="capture file")
+    parser.add_argument(
+        "--universe",
+        action="append",
+        default=[],
+        type=Path,
+        help="folder or file of <BASE>USDT_1d.csv daily bars to serve",
+    )
+    parser.add_argument("--today", default=None, help="the universe's forming day (YYYY-MM-DD)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free)")
     parser.add_argument(
         "--speed", type=float, default=1.0, help="times real time; 0 or inf = at once"
@@ -1039,7 +1393,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--loop", action="store_true", help="replay again, time-shifted, at the end"
     )
     parser.add_argument("--log-level", default="INFO", help="stderr log level")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.capture and not args.universe:
+        parser.error("give at least one --capture or --universe")
+    return args
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -1051,6 +1408,8 @@ async def _serve(args: argparse.Namespace) -> None:
         loop=args.loop,
         autostart=not args.start_now,
         start_paused=args.start_paused,
+        universe=load_universe_bars(args.universe) if args.universe else None,
+        today=args.today,
     )
     port = await fake.start(args.port)
     print(port, flush=True)
