@@ -79,11 +79,15 @@ class Join:
 class RatioSeries:
     """A close-only series ``a / b`` (e.g. ETH/BTC = ETH/USDT ÷ BTC/USDT) on joined bars."""
 
-    __slots__ = ("_join", "_listeners", "bars")
+    __slots__ = ("_from", "_join", "_listeners", "_ratio", "bars")
 
     def __init__(self, a: BarSource, b: BarSource, capacity: int = 2) -> None:
         self.bars = BarRing(capacity)
         self._listeners: list[BarListener] = []
+        # the forming ratio bar and the joined pair it came from: several metrics of one
+        # ratio ask for it on each tick
+        self._from: tuple[Bar, Bar] | None = None
+        self._ratio: Bar | None = None
         self._join = Join(a, b)
         self._join.subscribe(self._on_pair)
 
@@ -96,7 +100,9 @@ class RatioSeries:
         pair = self._join.forming()
         if pair is None:
             return None
-        return ratio_bar(*pair)
+        if pair is not self._from:
+            self._from, self._ratio = pair, ratio_bar(*pair)
+        return self._ratio
 
     def _on_pair(self, a: Bar, b: Bar) -> None:
         bar = ratio_bar(a, b)
