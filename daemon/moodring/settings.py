@@ -448,7 +448,7 @@ class AltseasonConfig(Model):
     volume_days: int = Field(30, ge=1)  # trailing days of close * volume that rank the coins
     exclude: tuple[str, ...] = ()  # base assets to leave out besides the defaults
     include: tuple[str, ...] = ()  # base assets to keep despite the default lists and patterns
-    # how often the daemon recomputes the index of the forming day
+    # how often the universe is re-ranked from tickers (each closed UTC day refreshes too)
     refresh: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 86400.0
     btc: str = "BTC/USDT"  # the benchmark: a feed name or a market symbol
     ws_url: str | None = None  # the exchange's endpoints, overridden (testnet, proxy, fake)

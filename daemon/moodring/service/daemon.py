@@ -340,6 +340,8 @@ class Daemon:
             if feed.source != "ccxt":
                 tasks.append(asyncio.create_task(self._equity(name, feed), name=f"feed {name}"))
         self._warming = {t.get_name() for t in tasks}
+        if self.settings.altseason is not None:  # hundreds of REST calls: READY does not wait
+            tasks.append(asyncio.create_task(self._altseason(), name="altseason"))
         self._feed_tasks = tasks
 
     async def _stop_feeds(self) -> None:
@@ -444,6 +446,19 @@ class Daemon:
             await self._warmed(streamer.run(), asyncio.shield(warm), f"feed {name}")
         finally:
             warm.cancel()
+
+    async def _altseason(self) -> None:
+        """Keep the Altcoin Season Index current from its exchange."""
+        from moodring.feeds.altseason import AltseasonFeed
+
+        assert self.settings.altseason is not None
+        await AltseasonFeed(self.settings.altseason, self._publish).run()
+
+    def _publish(self, column: str, t_ms: int, value: float, closed: bool) -> None:
+        """Pass a value computed outside the bars (the altseason index) to engine and MQTT."""
+        self.engine.publish(column, t_ms, value, closed=closed)
+        if self.mqtt is not None:
+            self.mqtt.metric(column, value, t_ms, forming=not closed)
 
     async def _yahoo_history(self, name: str, feed: FeedConfig) -> None:
         from moodring.feeds.yahoo import HistoryError, fetch_history

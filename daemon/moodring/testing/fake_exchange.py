@@ -11,9 +11,13 @@ Universe mode (``universe=`` daily bars per symbol, with or without captures) se
 whole market of daily bars up to a settable "today": ``exchangeInfo``, ``ticker/24hr``,
 ``1d`` klines (the closed days, then today's forming bar) and the ticker streams ccxt's
 ``watch_tickers`` subscribes to (``<symbol>@miniTicker``, ``<symbol>@ticker``,
-``!miniTicker@arr``, ``!ticker@arr``), pushed when a test sets intraday prices. A
+``!miniTicker@arr``, ``!ticker@arr``), pushed when a test sets intraday prices
+(``set_prices``). Today (default: the last day with a bar) moves with ``set_day`` and
+``advance_day``; a day before it is served whole, today's bar opens at its real open and
+moves only with the prices set. ``fail_symbol`` answers a market's klines with Binance's
+400 Invalid symbol while it stays listed (a delisting the market list lags behind). A
 stablecoin pair (``USDCUSDT``) and a leveraged token (``ETHUPUSDT``) with huge volumes are
-added, to test that clients leave them out.
+added (``extra_markets``), to test that clients leave them out.
 
 Run it: ``python -m moodring.testing.fake_exchange --capture FILE [--capture FILE]
 [--universe DIR_OR_FILE ...] [--today YYYY-MM-DD] [--port N] [--speed X]
@@ -577,13 +581,7 @@ class _BadRequestError(Exception):
 
 
 class FakeExchange:
-    """A fake Binance spot exchange replaying captured trades to REST and websocket clients.
-
-    With ``universe`` (symbol -> daily bars) it also serves those markets' daily klines,
-    24-hour tickers and ticker streams up to ``today`` (default: the last day with a bar),
-    plus the stablecoin and leveraged markets of ``_EXTRA_MARKETS`` unless ``extra_markets``
-    is False.
-    """
+    """A fake Binance spot exchange replaying captured trades to REST and websocket clients."""
 
     def __init__(
         self,
@@ -750,11 +748,7 @@ class FakeExchange:
         return [name for name, x in self._universe.items() if x.listed(self._day_ms)]
 
     def set_day(self, day: int | str, *, at_ms: int = _DAY_MS // 2) -> None:
-        """Make ``day`` (epoch ms or ISO date) today, ``at_ms`` into it; intraday data resets.
-
-        Days before it are closed and served whole; today's bar opens at its real open and
-        moves only with the prices a test sets.
-        """
+        """Make ``day`` (epoch ms or ISO date) today, ``at_ms`` into it, at its open price."""
         if not 0 <= at_ms < _DAY_MS:
             raise ValueError("at_ms must be within the day")
         self._day_ms = _day_of(day)
@@ -773,11 +767,7 @@ class FakeExchange:
     async def set_prices(
         self, prices: Mapping[str, float], volumes: Mapping[str, float] | None = None
     ) -> int:
-        """Set today's latest prices (and base volumes) and push them to ticker streams.
-
-        Returns how many frames were queued: one per subscribed ``<symbol>@miniTicker`` or
-        ``@ticker`` stream, and one array per subscribed ``!miniTicker@arr``/``!ticker@arr``.
-        """
+        """Set today's prices (and base volumes), push them; return how many streams had them."""
         changed = []
         for symbol, price in prices.items():
             listing = self._listing(symbol)
@@ -797,11 +787,7 @@ class FakeExchange:
         return sent
 
     def fail_symbol(self, symbol: str, failing: bool = True) -> None:
-        """Answer a universe market's klines with Binance's 400 Invalid symbol (delisted).
-
-        It stays in ``exchangeInfo`` and the tickers, like a delisting the market list
-        has not caught up with yet.
-        """
+        """Answer a universe market's klines with 400 Invalid symbol (listed, yet delisted)."""
         self._listing(symbol).failing = failing
 
     def daily_bars(self, symbol: str) -> list[list[Any]]:
@@ -880,6 +866,9 @@ class FakeExchange:
 
     def start_replay(self) -> None:
         """Start the replay clock now (otherwise the first SUBSCRIBE starts it)."""
+        if not self._frames:  # a universe without captures: nothing to replay
+            self.replay_done.set()
+            return
         if self._replay_task is None:
             self._replay_task = asyncio.create_task(self._replay())
 
@@ -1002,14 +991,19 @@ class FakeExchange:
         return sent
 
     def _deliver(self, stream: str, raw: str | None, event: Any) -> bool:
-        """Queue one stream event (raw combined text, an event dict or list) to its subscribers."""
+        """Queue one stream event (raw combined text, an event dict or list) to its subscribers.
+
+        An all-market array goes out bare even on a combined connection: ccxt reads arrays
+        only bare (from Binance it has them on a raw ``/ws`` connection; the fake's
+        ``/stream/ws`` URL, which ccxt needs to route spot, is a combined one).
+        """
         conns = self._subs.get(stream)
         if not conns:
             return False
         combined = raw
         plain: str | None = None
         for conn in conns:
-            if conn.combined:
+            if conn.combined and not isinstance(event, list):
                 if combined is None:
                     combined = _DUMPS({"stream": stream, "data": event})
                 conn.push(combined)
