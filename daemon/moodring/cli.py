@@ -263,8 +263,8 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _backtest(args: argparse.Namespace) -> int:
-    _, settings = _settings(args)
+def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
+    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
     paths = dict(_feed_path(item) for item in args.data)
     if args.sample:
         for feed in ("eth", "btc", "rut"):
@@ -276,21 +276,24 @@ def _backtest(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--data names unknown feed(s) {unknown}; config has {sorted(settings.feeds)}"
         )
+    history: dict[str, FeedHistory] = {}
+    for feed in (f for f in settings.feeds if f in paths):
+        loaded = load_csv(paths[feed])
+        for line, reason in loaded.skipped:
+            log.warning("%s:%d: row skipped: %s", paths[feed], line, reason)
+        history[feed] = FeedHistory.of(loaded.bars)
+        log.info("%s: %d bars from %s", feed, len(history[feed].bars), paths[feed])
+    return history
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    _, settings = _settings(args)
     start_ms = _ms(args.start)
     end_ms = None
     if args.end is not None:
         whole_day = args.end.time() == datetime.min.time()
         end_ms = _ms(args.end + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
-
-    history: dict[str, FeedHistory] = {}
-    for feed in settings.feeds:
-        if feed not in paths:
-            continue
-        loaded = load_csv(paths[feed])
-        for line, reason in loaded.skipped:
-            log.warning("%s:%d: row skipped: %s", paths[feed], line, reason)
-        history[feed] = FeedHistory.of(loaded.bars).until(end_ms)
-        log.info("%s: %d bars from %s", feed, len(history[feed].bars), paths[feed])
+    history = {feed: h.until(end_ms) for feed, h in _history(args, settings).items()}
 
     altseason = _altseason(settings, args.universe, history) if args.universe else None
     metrics, missing = runnable_metrics(settings, set(history))
@@ -440,27 +443,11 @@ def _digest(args: argparse.Namespace) -> int:
     from moodring.digest.command import digest_from_history, send_digest
 
     _, settings = _settings(args)
-    paths = dict(_feed_path(item) for item in args.data)
-    if args.sample:
-        for feed in ("eth", "btc", "rut"):
-            paths.setdefault(feed, SAMPLES / f"{feed}_1d.csv")
-    if not paths:
-        raise UsageError("no history given: use --data FEED=PATH (or --sample)")
-    unknown = sorted(set(paths) - set(settings.feeds))
-    if unknown:
-        raise UsageError(
-            f"--data names unknown feed(s) {unknown}; config has {sorted(settings.feeds)}"
-        )
     if args.send and not settings.notify.urls:
         raise UsageError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
-    history: dict[str, FeedHistory] = {}
-    for feed in (f for f in settings.feeds if f in paths):
-        loaded = load_csv(paths[feed])
-        for line, reason in loaded.skipped:
-            log.warning("%s:%d: row skipped: %s", paths[feed], line, reason)
-        history[feed] = FeedHistory.of(loaded.bars)
+    history = _history(args, settings)
     published = None
     if args.universe:
         index = _altseason(settings, args.universe, history).columns()["altseason_index"]
