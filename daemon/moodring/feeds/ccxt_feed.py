@@ -31,7 +31,7 @@ RECONNECT_EVERY = 23 * 3600.0
 CLOSE_TIMEOUT = 1.0
 # ccxt's own caches stay small: trades and candles are taken as ccxt parses them (never read
 # back from its caches), and moodring's ring buffers are the source of truth.
-CACHE_LIMIT = 100
+CACHE_LIMIT = 10
 # The most klines one REST call asks for (Binance's cap).
 KLINES_LIMIT = 1000
 
