@@ -266,9 +266,9 @@ def main() -> int:
     rows = [
         ("per tick: on_trade + all forming values, median", f"{us_tick:.2f} µs", f"{ticks} ticks"),
         ("per tick: p99", f"{np.percentile(tick_costs, 99):.2f} µs", ""),
-        ("per ETH tick (all 4 metrics recomputed), median",
+        ("per ETH tick (every metric recomputed), median",
          f"{statistics.median(by_feed['eth']):.2f} µs", f"{len(by_feed['eth'])} ticks"),
-        ("per BTC tick (ETH/BTC breakout only), median",
+        ("per BTC tick (the ETH/BTC metrics), median",
          f"{statistics.median(by_feed['btc']):.2f} µs", f"{len(by_feed['btc'])} ticks"),
         ("baseline: pandas/TA-Lib recompute per tick, median", f"{base_tick:.0f} µs",
          f"{len(base_costs)} ticks"),
