@@ -7,7 +7,7 @@ import contextlib
 import csv
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -24,7 +24,8 @@ from moodring.feeds.alpaca import AlpacaStreamer, rfc3339_ms
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.finnhub import FinnhubStreamer
-from moodring.feeds.streamer import EquityStreamer, redact
+from moodring.feeds.streamer import redact
+from tests.test_yahoo import running, until
 
 FINNHUB_KEY = "fhk-c0ffee7e57"
 ALPACA_KEY = "PKTESTKEY0042"
@@ -180,27 +181,6 @@ async def server(fake: FakeFinnhub | FakeAlpaca, path: str = "/") -> AsyncIterat
     ) as srv:
         port = next(iter(srv.sockets)).getsockname()[1]
         yield f"ws://127.0.0.1:{port}{path}"
-
-
-@contextlib.asynccontextmanager
-async def running(streamer: EquityStreamer) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(streamer.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
-    """Wait for a condition; the limit only turns a hang into a failure."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def fast_backoff() -> Backoff:

@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
+from moodring.feeds.streamer import EquityStreamer
 from moodring.feeds.yahoo import (
     FrameError,
     HistoryError,
@@ -306,7 +307,7 @@ async def streamer_server(fake: FakeStreamer) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def running(streamer: YahooStreamer) -> AsyncIterator[asyncio.Task[None]]:
+async def running(streamer: EquityStreamer) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(streamer.run())
     try:
         yield task
@@ -316,7 +317,7 @@ async def running(streamer: YahooStreamer) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def until(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
+async def until(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
     """Wait for a condition; the limit only turns a hang into a failure."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
