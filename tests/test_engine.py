@@ -132,3 +132,19 @@ def test_default_engine_keeps_bounded_history() -> None:
     # (the 90-day ETH/BTC change of the digest)
     assert capacities[("btc", "1d")] == 91
     assert capacities[("ethbtc", "1d")] == 91
+
+
+def test_published_values_carry_over_to_the_engine_a_reload_builds() -> None:
+    settings = load_settings()
+    old, new = Engine(settings), Engine(settings)
+    for engine in (old, new):
+        engine.track(["altseason_index"], 10)
+    day = 86_400_000
+    for i, value in enumerate((31.0, 33.0, 35.0)):
+        old.publish("altseason_index", i * day, value, closed=True)
+    old.publish("altseason_index", 3 * day, 36.5, closed=False)
+    assert "altseason_index" not in new.values()
+    new.carry(old)
+    assert new.values()["altseason_index"] == 35.0
+    assert new.forming_values()["altseason_index"] == 36.5
+    assert new.history("altseason_index") == [(0, 31.0), (day, 33.0), (2 * day, 35.0)]

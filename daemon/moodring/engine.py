@@ -263,6 +263,15 @@ class Engine:
         """Return the tracked closed values of an output as (bar time, value or None)."""
         return list(self._history.get(column, ()))
 
+    def carry(self, other: Engine) -> None:
+        """Take over the values ``publish`` gave another engine (the one a reload replaces)."""
+        for column, value in other._external.items():
+            self._external[column] = value
+            self._forming[column] = other._forming.get(column, value)
+            kept = self._history.get(column)
+            if kept is not None:
+                kept.extend(other._history.get(column, ()))
+
     def publish(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
         """Take a value computed outside the bar pipeline (e.g. the Altcoin Season Index).
 

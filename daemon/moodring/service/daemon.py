@@ -280,11 +280,12 @@ class Daemon:
             self.notify.ready(self._status_line())
             return False
         old, self.settings = self.settings, settings
-        restart = settings.feeds != old.feeds
+        restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
-            # a new engine holding the old one's bars and rule states
-            self.engine = self._engine(settings, capture(self.engine))
-            self.sink.engine = self.engine
+            # a new engine holding the old one's bars, rule states and published values
+            engine = self._engine(settings, capture(self.engine))
+            engine.carry(self.engine)
+            self.engine = self.sink.engine = engine
             # series the old bars do not cover (a new one, a longer window) need a warm-up
             restart = restart or bool(self._cold)
             for exchange in self.exchanges if not restart else ():
