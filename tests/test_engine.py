@@ -144,7 +144,7 @@ def test_published_values_carry_over_to_the_engine_a_reload_builds() -> None:
         old.publish("altseason_index", i * day, value, closed=True)
     old.publish("altseason_index", 3 * day, 36.5, closed=False)
     assert "altseason_index" not in new.values()
-    new.carry(old)
+    new.adopt(old.published())
     assert new.values()["altseason_index"] == 35.0
     assert new.forming_values()["altseason_index"] == 36.5
     assert new.history("altseason_index") == [(0, 31.0), (day, 33.0), (2 * day, 35.0)]

@@ -529,3 +529,28 @@ def test_reload_ignores_removed_feeds_and_rewarms_changed_ones(
     report = restore(Engine(moved), loaded)
     assert report.warm_up() == [("eth", "1d")]
     assert report.series[0].reason == "the feed changed"
+
+
+def test_published_values_survive_save_and_restore(tmp_path: Path) -> None:
+    settings = load_settings()
+    a = Engine(settings)
+    a.track(["altseason_index"], 10)
+    attach(a)
+    for i, value in enumerate((31.0, 33.0, float("nan"), 35.0)):
+        a.publish("altseason_index", i * DAY, value, closed=True)
+    a.publish("altseason_index", 4 * DAY, 36.5, closed=False)
+    path = tmp_path / "s.npz"
+    save(path, capture(a))
+    state = load(path, settings, max_age_s=math.inf)
+    assert state is not None
+    b = Engine(settings)
+    b.track(["altseason_index"], 10)
+    restore(b, state)
+    assert b.values()["altseason_index"] == 35.0
+    assert b.forming_values()["altseason_index"] == 36.5
+    assert b.history("altseason_index") == [
+        (0, 31.0),
+        (DAY, 33.0),
+        (2 * DAY, None),
+        (3 * DAY, 35.0),
+    ]

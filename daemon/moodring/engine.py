@@ -88,6 +88,10 @@ class MetricNode:
         return self.indicator.values
 
 
+# a published column's closed value, forming value and tracked (bar time, value) history
+Published = tuple[float, float, list[tuple[int, float | None]]]
+
+
 class Engine:
     """Turns trades and candles into bars and metric values, per the settings."""
 
@@ -263,14 +267,21 @@ class Engine:
         """Return the tracked closed values of an output as (bar time, value or None)."""
         return list(self._history.get(column, ()))
 
-    def carry(self, other: Engine) -> None:
-        """Take over the values ``publish`` gave another engine (the one a reload replaces)."""
-        for column, value in other._external.items():
-            self._external[column] = value
-            self._forming[column] = other._forming.get(column, value)
+    def published(self) -> dict[str, Published]:
+        """Return what ``publish`` gave: per column its closed and forming values, history."""
+        return {
+            column: (value, self._forming.get(column, value), self.history(column))
+            for column, value in self._external.items()
+        }
+
+    def adopt(self, published: Mapping[str, Published]) -> None:
+        """Take published values from a replaced engine or a snapshot (no rule sees them)."""
+        for column, (closed, forming, history) in published.items():
+            self._external[column] = closed
+            self._forming[column] = forming
             kept = self._history.get(column)
             if kept is not None:
-                kept.extend(other._history.get(column, ()))
+                kept.extend(history)
 
     def publish(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
         """Take a value computed outside the bar pipeline (e.g. the Altcoin Season Index).

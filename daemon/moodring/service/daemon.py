@@ -283,9 +283,7 @@ class Daemon:
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
             # a new engine holding the old one's bars, rule states and published values
-            engine = self._engine(settings, capture(self.engine))
-            engine.carry(self.engine)
-            self.engine = self.sink.engine = engine
+            self.engine = self.sink.engine = self._engine(settings, capture(self.engine))
             # series the old bars do not cover (a new one, a longer window) need a warm-up
             restart = restart or bool(self._cold)
             for exchange in self.exchanges if not restart else ():

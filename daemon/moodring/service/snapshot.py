@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from moodring.engine import Engine
+from moodring.engine import Engine, Published
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.ring import BarRing
@@ -87,13 +87,14 @@ class RuleState:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class EngineState:
-    """Everything a restore needs: bars per (feed, timeframe) and rule statuses by name."""
+    """Everything a restore needs: bars, rule statuses and published (altseason) values."""
 
     taken_ms: int
     fingerprint: str
     series: tuple[SeriesState, ...]
     rules: dict[str, RuleState]
     version: int = SNAPSHOT_VERSION
+    published: dict[str, Published] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,13 @@ def capture(engine: Engine) -> EngineState:
         )
         for rule in engine.rules.rules
     }
-    return EngineState(int(time.time() * 1000), fingerprint(settings), tuple(series), rules)
+    return EngineState(
+        int(time.time() * 1000),
+        fingerprint(settings),
+        tuple(series),
+        rules,
+        published=engine.published(),
+    )
 
 
 def restore(engine: Engine, state: EngineState, *, forming: bool = True) -> RestoreReport:
@@ -227,6 +234,7 @@ def restore(engine: Engine, state: EngineState, *, forming: bool = True) -> Rest
     for node in engine.metrics.values():
         node.dirty = True
     rules = _restore_rules(engine, state.rules)
+    engine.adopt(state.published)
     _log_restore(state, reports, rules)
     return RestoreReport(tuple(reports), rules)
 
@@ -257,6 +265,7 @@ def save(path: Path, state: EngineState) -> None:
             }
             for name, r in state.rules.items()
         },
+        "published": state.published,
     }
     times = [s.time for s in state.series]
     values = [s.ohlcv for s in state.series]
@@ -481,7 +490,15 @@ def _read(data: bytes) -> EngineState:
     if start != len(times):
         raise ValueError("bars left over after the last series")
     rules = {_str(name): _rule(r) for name, r in meta["rules"].items()}
-    return EngineState(_int(meta["taken_ms"]), _str(meta["fingerprint"]), tuple(series), rules)
+    published = {
+        _str(column): (float(closed), float(forming),
+                       [(_int(t), None if v is None else float(v)) for t, v in history])
+        for column, (closed, forming, history) in meta.get("published", {}).items()
+    }  # fmt: skip
+    return EngineState(
+        _int(meta["taken_ms"]), _str(meta["fingerprint"]), tuple(series), rules,
+        published=published,
+    )  # fmt: skip
 
 
 def _rule(data: dict[str, Any]) -> RuleState:
