@@ -25,7 +25,7 @@ from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.finnhub import FinnhubStreamer
 from moodring.feeds.streamer import redact
-from tests.test_yahoo import running, until
+from tests.test_yahoo import StubCalendar, running, until
 
 FINNHUB_KEY = "fhk-c0ffee7e57"
 ALPACA_KEY = "PKTESTKEY0042"
@@ -82,16 +82,6 @@ class RecordingSink:
 
     def bad_frame(self, feed: str, reason: str, detail: str) -> None:
         self.bad.append((reason, detail))
-
-
-class StubCalendar:
-    """A calendar whose session is switched by the test, independent of the date."""
-
-    def __init__(self, is_open: bool) -> None:
-        self.open = is_open
-
-    def is_open(self, t_ms: int) -> bool:
-        return self.open
 
 
 class RecordingBackoff(Backoff):

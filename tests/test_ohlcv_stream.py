@@ -22,7 +22,7 @@ from moodring.market.timeframe import Timeframe
 from moodring.service.daemon import Daemon
 from moodring.settings import FeedConfig, Settings
 from moodring.testing.fake_exchange import FakeExchange
-from tests.test_live import CAPTURES, expected_bars, recorded, until
+from tests.test_live import CAPTURES, expected_bars, recorded, settings_for, until
 
 MINUTE = 60_000
 # candles of an hour ago: older ones would be refused as stale (the feed has no replay clock)
@@ -30,22 +30,10 @@ T0 = int(time.time() * 1000) // (60 * MINUTE) * 60 * MINUTE - 60 * MINUTE
 
 
 def mixed_settings(fake: FakeExchange, tmp_path: Path) -> Settings:
-    urls = {"ws_url": fake.ws_url, "rest_url": fake.rest_url}
-    return Settings(
-        feeds={
-            "eth": {"symbol": "ETH/USDT", "stream": "ohlcv", **urls},
-            "btc": {"symbol": "BTC/USDT", **urls},
-        },
-        series={"ethbtc": {"ratio": ["eth", "btc"]}},
-        metrics={
-            "mfi": {"type": "mfi", "series": "eth", "timeframe": "1m", "period": 2},
-            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": "1m",
-                     "window": 2},
-            "brk": {"type": "breakout", "series": "ethbtc", "timeframe": "1m", "lookback": 2},
-        },
-        state_dir=tmp_path / "state",
-        http={"enabled": False},
-    )  # fmt: skip
+    """test_live's settings with ETH on exchange candles and BTC on trades."""
+    settings = settings_for(fake, tmp_path)
+    eth = settings.feeds["eth"].model_copy(update={"stream": "ohlcv"})
+    return settings.model_copy(update={"feeds": {**settings.feeds, "eth": eth}})
 
 
 @dataclass

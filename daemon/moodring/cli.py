@@ -64,6 +64,32 @@ class UsageError(Exception):
     """Arguments that are well-formed but cannot be acted on."""
 
 
+def _history_options() -> argparse.ArgumentParser:
+    """Return the options of the subcommands that read history: config, CSVs, universe."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    options.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="FEED=PATH",
+        help="history CSV for a feed (repeat per feed)",
+    )
+    options.add_argument(
+        "--sample", action="store_true", help="use the bundled sample history for eth, btc, rut"
+    )
+    options.add_argument(
+        "--universe",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="folder (or file) of daily <BASE>USDT_1d.csv altcoin histories: adds altseason_index,"
+        " altseason_members and altseason_skipped (BTC from --data; repeatable)",
+    )
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moodring", description="Streaming alerts for cross-market divergence."
@@ -93,32 +119,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--record", type=Path, metavar="DIR", help="append closed bars to DIR")
     demo.set_defaults(handler=_demo)
 
+    history = _history_options()
     backtest = commands.add_parser(
-        "backtest", help="replay history CSVs through the engine and write metric values"
-    )
-    backtest.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
-    backtest.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        metavar="FEED=PATH",
-        help="history CSV for a feed (repeat per feed)",
-    )
-    backtest.add_argument(
-        "--sample", action="store_true", help="use the bundled sample history for eth, btc, rut"
+        "backtest",
+        parents=[history],
+        help="replay history CSVs through the engine and write metric values",
     )
     backtest.add_argument("--from", dest="start", type=_date, help="first bar date (UTC)")
     backtest.add_argument("--to", dest="end", type=_date, help="last bar date (UTC, inclusive)")
     backtest.add_argument("--metrics-out", type=Path, help="write metric values to this CSV")
-    backtest.add_argument(
-        "--universe",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="DIR",
-        help="folder (or file) of daily <BASE>USDT_1d.csv altcoin histories: adds altseason_index,"
-        " altseason_members and altseason_skipped (BTC from --data; repeatable)",
-    )
     backtest.add_argument(
         "--format",
         choices=("json", "table"),
@@ -148,26 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     test_alert.set_defaults(handler=_test_alert)
 
     digest = commands.add_parser(
-        "digest", help="print the digest (ETH vs small caps, ETH/BTC, MFI, altseason) from history"
-    )
-    digest.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
-    digest.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        metavar="FEED=PATH",
-        help="history CSV for a feed (repeat per feed)",
-    )
-    digest.add_argument(
-        "--sample", action="store_true", help="use the bundled sample history for eth, btc, rut"
-    )
-    digest.add_argument(
-        "--universe",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="DIR",
-        help="folder of daily <BASE>USDT_1d.csv altcoin histories for the Altcoin Season Index",
+        "digest",
+        parents=[history],
+        help="print the digest (ETH vs small caps, ETH/BTC, MFI, altseason) from history",
     )
     digest.add_argument(
         "--at",

@@ -101,10 +101,9 @@ class Daemon:
         self.dispatcher = self._dispatcher(settings)
         self.alerts = AlertSink(self.dispatcher, self.silences)
         self.recorder = BarRecorder(record) if record is not None else None
-        self._cold: list[tuple[str, str]] = []  # series the engine could not restore
         self.snapshots = Snapshotter(lambda: self.engine, state / "snapshot.npz")
         saved = load(self.snapshots.path, settings, max_age_s=SNAPSHOT_MAX_AGE)
-        self.engine = self._engine(settings, _fresh(saved) if saved else None, forming=False)
+        self.engine, _ = self._engine(settings, _fresh(saved) if saved else None, forming=False)
         self.sink = EngineSink(
             self.engine,
             self.bad_frames,
@@ -136,19 +135,18 @@ class Daemon:
 
     def _engine(
         self, settings: Settings, state: EngineState | None = None, *, forming: bool = True
-    ) -> Engine:
+    ) -> tuple[Engine, bool]:
         """Build an engine for ``settings`` (holding ``state``), wired to the outputs.
 
-        Sets ``_cold`` to the (feed, timeframe) series the state did not fill.
+        Also return whether some series has no bars from ``state`` (it needs a warm-up).
         """
         engine = Engine(settings)
         if settings.digest is not None:  # before the restore: its replay fills the history
             engine.track(digest_columns(settings), DIGEST_BARS)
-        self._cold = [(feed, tf.name) for feed in settings.feeds for tf in
-                      (b.timeframe for b in engine.builders(feed))]  # fmt: skip
+        cold = True
         if state is not None:
             # restored before the wiring: the replay reaches no output
-            self._cold = restore(engine, state, forming=forming).warm_up()
+            cold = bool(restore(engine, state, forming=forming).warm_up())
         else:
             attach(engine)
         engine.rules.subscribe(self._on_alert)
@@ -158,7 +156,7 @@ class Daemon:
                 if self.recorder is not None:
                     self.recorder.attach(feed, builder)
                 builder.subscribe(functools.partial(self._on_bar, feed, builder.timeframe.name))
-        return engine
+        return engine, cold
 
     def _builders(self, feed: str) -> list[BarBuilder]:
         """Return the current engine's builders of a feed (the engine changes on reload)."""
@@ -283,9 +281,10 @@ class Daemon:
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
             # a new engine holding the old one's bars, rule states and published values
-            self.engine = self.sink.engine = self._engine(settings, capture(self.engine))
+            engine, cold = self._engine(settings, capture(self.engine))
+            self.engine = self.sink.engine = engine
             # series the old bars do not cover (a new one, a longer window) need a warm-up
-            restart = restart or bool(self._cold)
+            restart = restart or cold
             for exchange in self.exchanges if not restart else ():
                 exchange.resync()  # bars held in the old engine's builders: repair them anew
         if restart:

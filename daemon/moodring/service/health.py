@@ -105,10 +105,7 @@ class Telemetry:
         self._starting = True
         self._last_tick: dict[str, float] = {}
         registry = self.registry
-        self._ticks = Counter(
-            "moodring_ticks", "Ticks (trades or candles) received.", ["feed"], registry=registry
-        )
-        self._tick_children: dict[str, Counter] = {}
+        self._ticks: dict[str, int] = {}  # plain counts on the hot path, exported at scrape
         self._update = Histogram(
             "moodring_metric_update_seconds",
             "Time to update the metrics for one tick or bar.",
@@ -153,10 +150,7 @@ class Telemetry:
 
     def tick(self, feed: str, at: float | None = None) -> None:
         """Count a tick of a feed received at ``at`` (epoch seconds; now if None)."""
-        child = self._tick_children.get(feed)
-        if child is None:
-            child = self._tick_children[feed] = self._ticks.labels(feed)
-        child.inc()
+        self._ticks[feed] = self._ticks.get(feed, 0) + 1
         self._last_tick[feed] = self._clock() if at is None else at
 
     def observe_update(self, seconds: float) -> None:
@@ -199,6 +193,10 @@ class Telemetry:
         """Return a copy of the current state of every feed."""
         return dict(self._feed_states())
 
+    def tick_counts(self) -> dict[str, int]:
+        """Return a copy of the ticks received per feed."""
+        return dict(self._ticks)
+
     def feed_lags(self) -> dict[str, float]:
         """Return the seconds since each feed's latest tick."""
         now = self._clock()
@@ -236,12 +234,17 @@ class Telemetry:
 
 
 _Families = tuple[
-    CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+    CounterMetricFamily,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
 ]
 
 
 class _ReadCollector:
-    """Exports what Telemetry reads at scrape time: bad frames, feed lag and state, queues."""
+    """Exports what Telemetry reads at scrape time: ticks, bad frames, feed lag, queues."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
@@ -254,7 +257,10 @@ class _ReadCollector:
         """Return the families with current samples; a failing source is logged and skipped."""
         t = self._telemetry
         families = self._families()
-        bad, lag, state, depth, queued = families
+        ticks, bad, lag, state, depth, queued = families
+        for feed, count in t.tick_counts().items():
+            ticks.add_metric([feed], count)
+        yield ticks
         with _source("bad frames"):
             for (feed, reason), count in t.bad_frames().items():
                 bad.add_metric([feed, reason], count)
@@ -284,6 +290,9 @@ class _ReadCollector:
     def _families() -> _Families:
         """Return empty families of every metric this collector exports."""
         return (
+            CounterMetricFamily(
+                "moodring_ticks", "Ticks (trades or candles) received.", labels=["feed"]
+            ),
             CounterMetricFamily(
                 "moodring_bad_frames", "Frames skipped, by feed and reason.",
                 labels=["feed", "reason"],
