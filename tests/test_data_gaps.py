@@ -214,6 +214,22 @@ def test_cadence_follows_the_nyse_calendar() -> None:
     assert daily.after_gap(np.delete(rut, 5000)).sum() == 1
 
 
+@pytest.mark.parametrize("timeframe", ["1h", "1d", "1w"])
+def test_vectorised_gaps_equal_bar_by_bar_gaps(timeframe: str) -> None:
+    """``after_gap`` (the batch path) agrees with ``next_bar`` (the live join) bar for bar."""
+    tf = Timeframe.parse(timeframe)
+    rng = np.random.default_rng(11)
+    every = np.arange(ms("2023-12-20"), ms("2025-01-10"), tf.ms, dtype=np.int64)
+    every = every - (every - tf.offset_ms) % tf.ms
+    times = np.unique(every[rng.random(every.shape[0]) > 0.2])
+    for calendar in (None, MarketCalendar()):
+        cadence = Cadence(tf, calendar)
+        due = [cadence.next_bar(t) for t in times[:-1].tolist()]
+        expected = np.r_[False, times[1:] > np.asarray(due)]
+        np.testing.assert_array_equal(cadence.after_gap(times), expected)
+        assert expected.any() and not expected.all()
+
+
 # ------------------------------------------------------------------ closed-market rows
 
 FUTURES = {

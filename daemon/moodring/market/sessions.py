@@ -32,32 +32,58 @@ class Cadence:
     them spans more than one bar.
     """
 
-    __slots__ = ("calendar", "timeframe")
+    __slots__ = ("_ahead", "calendar", "timeframe")
 
     def __init__(self, timeframe: Timeframe, calendar: Sessions | None = None) -> None:
         self.timeframe = timeframe
         self.calendar = calendar
+        # (since, open, close): the first session closing after any time in [since, close)
+        self._ahead = (0, 0, 0)
 
     def next_bar(self, t_ms: int) -> int:
         """Return the open time of the bar due after the bar that opens at ``t_ms``."""
         tf = self.timeframe
         start = tf.floor(t_ms) + tf.ms
         calendar = self.calendar
-        if calendar is None or calendar.session_at(start) is not None:
+        if calendar is None:
             return start
-        opens = calendar.next_open(start)
+        since, opens, closes = self._ahead
+        if not since <= start < closes:
+            session = calendar.session_at(start)
+            if session is None:
+                session = calendar.session_at(calendar.next_open(start))
+            if session is None:
+                return start
+            opens, closes = session
+            self._ahead = (start, opens, closes)
         return start if opens < start + tf.ms else tf.floor(opens)
 
     def after_gap(self, times: np.ndarray) -> np.ndarray:
-        """Return per bar (open times, ascending) whether it opens after the bar then due."""
+        """Return per bar (open times, ascending) whether it opens after the bar then due.
+
+        The same answer as comparing each bar with ``next_bar`` of the one before, at numpy
+        speed: with a calendar, the bar due after t is t's next bar if that meets the first
+        session closing after it, else the bar holding that session's open.
+        """
         out = np.zeros(times.shape[0], dtype=bool)
         if times.shape[0] < 2:
             return out
+        tf = self.timeframe
+        start = times[:-1] - (times[:-1] - tf.offset_ms) % tf.ms + tf.ms
         if self.calendar is None:
-            out[1:] = np.diff(times) > self.timeframe.ms
-        else:
-            due = [self.next_bar(t) for t in times[:-1].tolist()]
-            out[1:] = times[1:] > np.asarray(due, dtype=np.int64)
+            out[1:] = times[1:] > start
+            return out
+        sessions = self.calendar.sessions_between(int(start[0]), int(times[-1]) + tf.ms)
+        if not sessions:
+            return out
+        opens, closes = (
+            np.asarray(column, dtype=np.int64) for column in zip(*sessions, strict=True)
+        )
+        first = np.searchsorted(closes, start, "right")  # the first session closing after it
+        known = first < closes.shape[0]  # else the next session lies beyond the last bar
+        opening = opens[np.minimum(first, closes.shape[0] - 1)]
+        due = np.where(opening < start + tf.ms, start, opening - (opening - tf.offset_ms) % tf.ms)
+        out[1:] = known & (times[1:] > due)
         return out
 
 
