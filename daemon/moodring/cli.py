@@ -279,7 +279,10 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
         for line, reason in loaded.skipped:
             log.warning("%s:%d: row skipped: %s", paths[feed], line, reason)
         calendar = settings.feeds[feed].session_calendar
-        clean = clean_history(loaded.bars, calendar_named(calendar) if calendar else None)
+        try:
+            clean = clean_history(loaded.bars, calendar_named(calendar) if calendar else None)
+        except ValueError as exc:
+            raise UsageError(f"--data {feed}={paths[feed]}: {exc}") from None
         _report_cleaning(feed, paths[feed], calendar, clean)
         history[feed] = clean.history
         log.info("%s: %d bars from %s", feed, len(history[feed].bars), paths[feed])
