@@ -40,22 +40,79 @@ def read_ohlcv(path: Path) -> pd.DataFrame:
     return df
 
 
-def log_returns_corr(a: pd.Series, b: pd.Series, window: int) -> pd.Series:
-    """The issue's oracle: inner join, log returns, rolling Pearson correlation."""
+# NYSE holidays after the last ^RUT row (2026-02-23), from the exchange's published
+# 2026 schedule: Good Friday, Memorial Day, Juneteenth, Independence Day (observed).
+NYSE_2026_HOLIDAYS = ("2026-04-03", "2026-05-25", "2026-06-19", "2026-07-03")
+
+
+def nyse_sessions() -> pd.DatetimeIndex:
+    """NYSE trading days without moodring's calendar: the days Yahoo's ^RUT has a row (complete
+    1987-09-10 → 2026-02-23), then weekdays to the end of 2026 but the published holidays."""
+    rut = read_ohlcv(DATA / "daily/yahoo_alitalbi/RUT.csv").index
+    later = pd.bdate_range(rut[-1] + pd.Timedelta(days=1), pd.Timestamp("2026-12-31", tz="UTC"))
+    return rut.append(later.drop(pd.DatetimeIndex(NYSE_2026_HOLIDAYS, tz="UTC")))
+
+
+def joined_returns(
+    a: pd.Series,
+    b: pd.Series,
+    *,
+    sessions: pd.DatetimeIndex | None = None,
+    step: str | None = None,
+) -> pd.DataFrame:
+    """Log returns of the inner join; NaN where a return spans a data gap.
+
+    A gap: with ``sessions`` (an equity leg), a session lies strictly between the two joined
+    bars; with ``step`` (24/7 legs), they are more than ``step`` apart; with neither, none.
+    """
     joined = pd.concat({"a": a, "b": b}, axis=1, join="inner")
     r = np.log(joined).diff()
+    t = joined.index
+    if sessions is None and step is None:
+        return r
+    if sessions is None:
+        gap = t.to_series().diff() > pd.Timedelta(step)
+    else:
+        skipped = sessions.searchsorted(t[1:], "left") - sessions.searchsorted(t[:-1], "right")
+        gap = pd.Series(np.r_[False, skipped > 0], t)
+    r[gap.to_numpy()] = np.nan
+    return r
+
+
+def log_returns_corr(
+    a: pd.Series,
+    b: pd.Series,
+    window: int,
+    *,
+    sessions: pd.DatetimeIndex | None = None,
+    step: str | None = None,
+) -> pd.Series:
+    """The issue's oracle: inner join, log returns, rolling Pearson correlation.
+
+    A window holding a return across a data gap has no value (pandas' rolling windows need
+    ``window`` valid returns).
+    """
+    r = joined_returns(a, b, sessions=sessions, step=step)
     return r["a"].rolling(window).corr(r["b"])
 
 
-def ols_residual_z(a: pd.Series, b: pd.Series, window: int) -> tuple[pd.Series, pd.Series]:
-    """Residual z-score and beta by an explicit least-squares fit per window."""
-    joined = pd.concat({"a": a, "b": b}, axis=1, join="inner")
-    r = np.log(joined).diff()
+def ols_residual_z(
+    a: pd.Series,
+    b: pd.Series,
+    window: int,
+    *,
+    sessions: pd.DatetimeIndex | None = None,
+    step: str | None = None,
+) -> tuple[pd.Series, pd.Series]:
+    """Residual z-score and beta by an explicit least-squares fit per window (none across a gap)."""
+    r = joined_returns(a, b, sessions=sessions, step=step)
     x, y = r["a"].to_numpy(), r["b"].to_numpy()
     z = np.full(len(r), np.nan)
     beta = np.full(len(r), np.nan)
     for end in range(window + 1, len(r) + 1):
         xs, ys = x[end - window : end], y[end - window : end]
+        if np.isnan(xs).any() or np.isnan(ys).any():
+            continue
         design = np.column_stack([np.ones(window), ys])
         coef, *_ = np.linalg.lstsq(design, xs, rcond=None)
         resid = xs - design @ coef

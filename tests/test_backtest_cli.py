@@ -83,6 +83,15 @@ def test_usage_errors_exit_1_with_a_message(args: list[str], message: str, capsy
     assert message in capsys.readouterr().err
 
 
+def test_a_one_row_file_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    one = tmp_path / "eth.csv"
+    one.write_text("\n".join(ETH_1D.read_text().splitlines()[:2]) + "\n")
+    assert main(["backtest", "--data", f"eth={one}"]) == 1
+    err = capsys.readouterr().err
+    assert f"--data eth={one}: need at least two bars to tell their timeframe" in err
+    assert "Traceback" not in err
+
+
 def test_metrics_without_data_are_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
     out = tmp_path / "m.csv"
     assert main(["backtest", "--data", f"eth={ETH_1D}", "--data", f"btc={BTC_1D}",

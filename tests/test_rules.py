@@ -338,7 +338,9 @@ def test_crossing_hysteresis_and_equals_alerts_match_an_independent_evaluation(t
         got[alert["rule"]].append((pd.Timestamp(alert["time"]), alert["state"]))
 
     eth, btc, rut = (read_ohlcv(p) for p in REAL.values())
-    corr = oracles.log_returns_corr(eth["close"], rut["close"], 30)
+    corr = oracles.log_returns_corr(
+        eth["close"], rut["close"], 30, sessions=oracles.nyse_sessions()
+    )
     ratio = (eth["close"] / btc["close"]).dropna().to_frame("close")
     ratio["high"] = ratio["low"] = ratio["close"]
     brk = oracles.breakout(ratio, 20)

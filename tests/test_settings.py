@@ -75,9 +75,13 @@ def base() -> dict:
         (lambda c: c["metrics"]["eth_mfi"].update(series="ethbtc"), "MFI needs volume"),
         (lambda c: c["series"]["ethbtc"].update(ratio=["eth", "sol"]), "series.ethbtc.ratio.1"),
         (lambda c: c["feeds"]["eth"].update(market="forex"), "feeds.eth.market"),
+        (lambda c: c["feeds"]["rut"].update(calendar="lse"), "feeds.rut.calendar"),
+        (lambda c: c["feeds"]["eth"].update(calendar="nyse"), "calendar: a crypto market"),
+        (lambda c: c["feeds"]["eth"].update(max_jump=0), "feeds.eth.max_jump"),
     ],
     ids=["typo-metric", "typo-feed", "typo-top", "type", "range", "timeframe", "metric-type",
-         "unknown-series", "unknown-pair", "mfi-of-ratio", "ratio-leg", "market"],
+         "unknown-series", "unknown-pair", "mfi-of-ratio", "ratio-leg", "market", "calendar",
+         "crypto-calendar", "max-jump"],
 )  # fmt: skip
 def test_bad_config_names_the_key_path_and_the_file(tmp_path: Path, mutate, expected) -> None:
     config = base()

@@ -20,8 +20,11 @@ import numpy as np
 from moodring import __version__
 from moodring.backtest.csvfile import CsvError, load_csv
 from moodring.backtest.runner import (
+    CleanHistory,
     FeedHistory,
+    clean_history,
     evaluate_rules,
+    find_jumps,
     merged_bars,
     run_batch,
     run_streaming,
@@ -31,7 +34,9 @@ from moodring.backtest.table import MetricTable
 from moodring.backtest.universe import load_universe
 from moodring.configfile import ConfigError, find_config, load_settings, show_config
 from moodring.engine import Engine
+from moodring.feeds.calendar import calendar_named
 from moodring.logs import redact, setup_logging
+from moodring.market.jumps import Jump
 from moodring.market.resample import resample
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import AltseasonSeries, altseason_series
@@ -273,9 +278,51 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
         loaded = load_csv(paths[feed])
         for line, reason in loaded.skipped:
             log.warning("%s:%d: row skipped: %s", paths[feed], line, reason)
-        history[feed] = FeedHistory.of(loaded.bars)
+        calendar = settings.feeds[feed].session_calendar
+        try:
+            clean = clean_history(loaded.bars, calendar_named(calendar) if calendar else None)
+        except ValueError as exc:
+            raise UsageError(f"--data {feed}={paths[feed]}: {exc}") from None
+        _report_cleaning(feed, paths[feed], calendar, clean)
+        history[feed] = clean.history
         log.info("%s: %d bars from %s", feed, len(history[feed].bars), paths[feed])
     return history
+
+
+def _report_cleaning(feed: str, path: Path, calendar: str | None, clean: CleanHistory) -> None:
+    """Log, one line each, the rows merged into shared bars and the closed-market rows dropped."""
+    step = clean.history.step_ms
+    if clean.merged_rows:
+        bars = _first_times(clean.merged_bars, step)
+        log.warning(
+            "%s: %d row(s) of %s fell into a %s bar another row had opened and were merged into "
+            "it (first open, highest high, lowest low, last close, summed volume): %s",
+            feed,
+            clean.merged_rows,
+            path,
+            Timeframe.of_length(step),
+            bars,
+        )
+    if clean.closed.shape[0]:
+        days = _first_times(clean.closed, step)
+        log.warning(
+            "%s: %d row(s) of %s on no %s session dropped: %s (calendar: none on the feed "
+            "keeps them)",
+            feed,
+            clean.closed.shape[0],
+            path,
+            (calendar or "").upper(),
+            days,
+        )
+
+
+def _first_times(times: np.ndarray, step_ms: int, shown: int = 5) -> str:
+    """Return the first ``shown`` bar times for a log line (dates for daily bars)."""
+    texts = [iso_time(t) for t in times[:shown].tolist()]
+    if step_ms % 86_400_000 == 0:
+        texts = [text[:10] for text in texts]
+    more = times.shape[0] - shown
+    return ", ".join(texts) + (f" and {more} more" if more > 0 else "")
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -292,19 +339,22 @@ def _backtest(args: argparse.Namespace) -> int:
     if missing:
         log.warning("no data for the inputs of %s: skipped", ", ".join(missing))
     alerts: list[Alert] = []
+    jumps = find_jumps(settings, history, metrics)
     if not metrics:
         if altseason is None:
             raise UsageError("none of the configured metrics has data for all its feeds")
         full = MetricTable(np.empty(0, np.int64))
     elif args.streaming:
-        full = run_streaming(settings, history, metrics, alerts)
+        full = run_streaming(settings, history, metrics, alerts, on_jump=_report_jump)
     else:
         full = run_batch(settings, history, metrics)
+        for jump in jumps:
+            _report_jump(jump)
     if altseason is not None:
         series = {name: (full.time, column) for name, column in full.columns.items()}
         full = MetricTable.from_series(series | altseason.columns())
     if not args.streaming:  # the rules read every column, the altseason index's too
-        alerts = evaluate_rules(settings, full, history)
+        alerts = evaluate_rules(settings, full, history, jumps)
     table = full.between(start_ms, end_ms)
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
     print_alerts(shown, args.format)
@@ -317,6 +367,10 @@ def _backtest(args: argparse.Namespace) -> int:
             at = int(table.time[filled[-1]])
             log.info("last %s = %.6g at %s", name, column[filled[-1]], iso_time(at))
     return 0
+
+
+def _report_jump(jump: Jump) -> None:
+    log.warning("%s", jump.describe())
 
 
 def _altseason(

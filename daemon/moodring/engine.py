@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from moodring.feeds.calendar import calendar_named
 from moodring.market.bar import Bar
-from moodring.market.builder import BarBuilder
+from moodring.market.builder import BarBuilder, BarListener
+from moodring.market.jumps import Jump, jumped
+from moodring.market.ring import BarRing
 from moodring.market.series import BarSource, Join, RatioSeries
+from moodring.market.sessions import Cadence
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.base import Indicator, PairIndicator
 from moodring.metrics.breakout import Breakout
@@ -43,6 +47,7 @@ from moodring.settings import (
 CHART_BARS = 120
 
 MetricListener = Callable[["MetricNode", int], None]
+JumpListener = Callable[[Jump], None]
 
 
 def make_indicator(config: MetricConfig) -> Indicator | PairIndicator:
@@ -67,6 +72,25 @@ def make_indicator(config: MetricConfig) -> Indicator | PairIndicator:
         case MACrossConfig():
             return MACross(config.fast, config.slow, config.kind)
     raise TypeError(f"no indicator for {type(config).__name__}")
+
+
+def join_cadence(settings: Settings, config: MetricConfig) -> Cadence | None:
+    """Return when a pair metric's joined bars are due (None: a feed's calendar is unknown).
+
+    Crypto feeds have a bar every interval; equity feeds only bars that meet a session of
+    their calendar. An equity feed with ``calendar: none`` may have bars at any time, so no
+    gap can be told on its joins.
+    """
+    feeds = [settings.feeds[name] for name in settings.feeds_of(config.inputs())]
+    if any(feed.market == "equity" and feed.session_calendar is None for feed in feeds):
+        return None
+    timeframe = Timeframe.parse(config.timeframe)
+    names = sorted({feed.session_calendar for feed in feeds} - {None})
+    if not names:
+        return Cadence(timeframe)
+    if len(names) > 1:
+        raise ValueError(f"a join across calendars {names} is not supported")
+    return Cadence(timeframe, calendar_named(names[0]))
 
 
 @dataclass(slots=True, eq=False)
@@ -109,6 +133,7 @@ class Engine:
         self._joins: dict[tuple[str, str, str], Join] = {}
         self._builders: dict[str, list[BarBuilder]] = {name: [] for name in settings.feeds}
         self._listeners: list[MetricListener] = []
+        self._jump_listeners: list[JumpListener] = []
         self.metrics: dict[str, MetricNode] = {}
         for name, config in settings.metrics.items():
             self.metrics[name] = self._wire(name, config)
@@ -133,6 +158,10 @@ class Engine:
         """Call ``listener(node, bar_time)`` each time a metric takes a closed bar."""
         self._listeners.append(listener)
 
+    def subscribe_jumps(self, listener: JumpListener) -> None:
+        """Call ``listener(jump)`` for each closed bar that moved more than its feed's max_jump."""
+        self._jump_listeners.append(listener)
+
     def builders(self, feed: str) -> list[BarBuilder]:
         """Return the feed's bar builders, one per timeframe in use."""
         return self._builders[feed]
@@ -151,12 +180,30 @@ class Engine:
                 Timeframe.parse(timeframe), fill_gaps=feed.round_the_clock, capacity=capacity
             )
             self._builders[series].append(builder)
+            if feed.max_jump is not None:
+                watch = self._jump_watch(series, timeframe, builder.bars, feed.max_jump)
+                builder.subscribe(watch)
             source: BarSource = builder
         else:
             a, b = (self.source(leg, timeframe) for leg in ratio.ratio)
             source = RatioSeries(a, b, capacity)
         self._sources[key] = source
         return source
+
+    def _jump_watch(self, feed: str, timeframe: str, ring: BarRing, limit: float) -> BarListener:
+        """Return a listener flagging a feed's closed bars whose close jumped beyond ``limit``."""
+
+        def watch(bar: Bar) -> None:
+            if len(ring) < 2:
+                return
+            previous = ring.close.last(1)
+            if jumped(previous, bar.close, limit):
+                self.rules.mute_bar(feed, timeframe, bar.time)
+                jump = Jump(feed, timeframe, bar.time, previous, bar.close, limit)
+                for listener in self._jump_listeners:
+                    listener(jump)
+
+        return watch
 
     def on_trade(
         self, feed: str, t_ms: int, price: float, amount: float, trade_id: object = None
@@ -335,19 +382,21 @@ class Engine:
         outputs = output_columns(name, config)
         if isinstance(indicator, PairIndicator):
             key = (*config.inputs(), config.timeframe)
-            join = self._joins.get(key) or self._joins.setdefault(key, Join(*inputs))
+            join = self._joins.get(key)
+            if join is None:
+                join = self._joins[key] = Join(*inputs, join_cadence(self.settings, config))
             pair_indicator = indicator
 
             def peek_pair() -> tuple[float, ...]:
                 pair = join.forming()
                 if pair is None:
                     return pair_indicator.values
-                return pair_indicator.peek_bars(*pair)
+                return pair_indicator.peek_bars(*pair, pair[0].time > join.due)
 
             node = MetricNode(name, config, indicator, outputs, feeds, peek_pair)
 
             def on_pair(a: Bar, b: Bar) -> None:
-                pair_indicator.update_bars(a, b)
+                pair_indicator.update_bars(a, b, join.after_gap)
                 self._notify(node, a.time)
 
             join.subscribe(on_pair)

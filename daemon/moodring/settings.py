@@ -57,11 +57,21 @@ class FeedConfig(Model):
     exchange: str = "binance"
     stream: Literal["trades", "ohlcv"] = "trades"
     market: Literal["crypto", "equity"] = "crypto"
+    # an equity market's sessions (default nyse); none: no calendar (bars at any time)
+    calendar: Literal["nyse", "none"] | None = None
+    # a close this far (0.4 = 40 %) from the previous bar's marks the bar as suspect
+    max_jump: float | None = Field(None, gt=0)
     stale_after: Duration | None = None
     ws_url: str | None = None
     rest_url: str | None = None
     api_key: SecretStr | None = None  # keyed sources (alpaca, finnhub)
     api_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _calendar_of_equity(self) -> FeedConfig:
+        if self.market == "crypto" and self.calendar == "nyse":
+            raise ValueError("calendar: a crypto market trades 24/7; calendars are for equity")
+        return self
 
     @model_validator(mode="after")
     def _keys_for_keyed_sources(self) -> FeedConfig:
@@ -78,6 +88,13 @@ class FeedConfig(Model):
     def round_the_clock(self) -> bool:
         """Return whether the market trades 24/7 (so an empty interval is a flat bar)."""
         return self.market == "crypto"
+
+    @property
+    def session_calendar(self) -> str | None:
+        """Return the name of the calendar the feed's bars follow (None: 24/7 or none given)."""
+        if self.market == "equity" and self.calendar != "none":
+            return self.calendar or "nyse"
+        return None
 
 
 class RatioConfig(Model):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 
 from moodring.backtest.table import MetricTable
-from moodring.engine import Engine, MetricNode, make_indicator
+from moodring.engine import Engine, MetricNode, join_cadence, make_indicator
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame, join_frames, ratio_frame
-from moodring.market.resample import infer_step, resample
+from moodring.market.jumps import Jump, jump_rows
+from moodring.market.resample import infer_step, merge_rows, resample
+from moodring.market.sessions import Sessions, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.base import PairIndicator
 from moodring.rules.alert import Alert
@@ -36,6 +38,34 @@ class FeedHistory:
     def until(self, end_ms: int | None) -> FeedHistory:
         """Return the bars that open before ``end_ms``."""
         return FeedHistory(self.bars.between(None, end_ms), self.step_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class CleanHistory:
+    """A feed's history on bar open times, and what cleaning it took out."""
+
+    history: FeedHistory
+    merged_rows: int  # rows folded into a bar another row of the file had opened
+    merged_bars: np.ndarray  # open times of the bars that took several rows
+    closed: np.ndarray  # open times of the bars dropped: no session of the feed's calendar
+
+
+def clean_history(bars: BarFrame, calendar: Sessions | None = None) -> CleanHistory:
+    """Put a file's rows on their bars (merging rows in one bar) and drop closed-market bars.
+
+    The data's bar length is its most common gap. With a ``calendar``, bars that meet none
+    of its sessions (a futures row on a holiday or a Sunday) are dropped.
+    """
+    step = infer_step(bars.time)
+    on_bars, merged = merge_rows(bars, step)
+    closed = on_bars.time[:0]
+    if calendar is not None:
+        open_ = meets_session(on_bars.time, step, calendar)
+        closed = on_bars.time[~open_]
+        if closed.shape[0]:
+            on_bars = on_bars.take(np.flatnonzero(open_))
+    merged_rows = len(bars) - len(on_bars) - closed.shape[0]
+    return CleanHistory(FeedHistory(on_bars, step), merged_rows, merged, closed)
 
 
 def runnable_metrics(settings: Settings, feeds: set[str]) -> tuple[list[str], list[str]]:
@@ -70,7 +100,9 @@ def run_batch(
         inputs = [frame(s, config.timeframe) for s in config.inputs()]
         if isinstance(indicator, PairIndicator):
             a, b = join_frames(inputs[0], inputs[1])
-            times, values = a.time, indicator.batch(a, b)
+            cadence = join_cadence(settings, config)
+            after_gap = None if cadence is None else cadence.after_gap(a.time)
+            times, values = a.time, indicator.batch(a, b, after_gap)
         else:
             times, values = inputs[0].time, indicator.batch(inputs[0])
         for j, column in enumerate(output_columns(name, config)):
@@ -83,16 +115,20 @@ def run_streaming(
     history: Mapping[str, FeedHistory],
     metrics: list[str],
     alerts: list[Alert] | None = None,
+    on_jump: Callable[[Jump], None] | None = None,
 ) -> MetricTable:
     """Feed every history bar, in time order across feeds, through the daemon's engine.
 
     Bars of the same time are one moment for the rules; with ``alerts`` given, the
-    engine's rules run too and what they would have sent is appended to it.
+    engine's rules run too and what they would have sent is appended to it. ``on_jump``
+    gets each bar the engine finds beyond its feed's ``max_jump``.
     """
     subset = _only(settings, metrics, with_rules=alerts is not None)
     engine = Engine(subset)
     if alerts is not None:
         engine.rules.subscribe(alerts.append)
+    if on_jump is not None:
+        engine.subscribe_jumps(on_jump)
     feed_events = stale_events(subset, history)
     recorded: dict[str, tuple[list[int], list[float]]] = {
         column: ([], []) for node in engine.metrics.values() for column in node.outputs
@@ -126,10 +162,41 @@ def run_streaming(
     )
 
 
+def find_jumps(
+    settings: Settings, history: Mapping[str, FeedHistory], metrics: Sequence[str]
+) -> list[Jump]:
+    """Return, in time order, the bars of the metrics' timeframes beyond their feed's max_jump.
+
+    These are the bars the engine flags on the streaming path: each feed with a
+    ``max_jump`` at each timeframe a metric reads it in (directly or through a ratio).
+    """
+    wanted: set[tuple[str, str]] = set()
+    for name in metrics:
+        config = settings.metrics[name]
+        for feed in settings.feeds_of(config.inputs()):
+            if settings.feeds[feed].max_jump is not None and feed in history:
+                wanted.add((feed, config.timeframe))
+    jumps: list[Jump] = []
+    for feed, timeframe in sorted(wanted):
+        limit = settings.feeds[feed].max_jump or 0.0
+        h = history[feed]
+        bars = resample(h.bars, h.step_ms, Timeframe.parse(timeframe))
+        close, times = bars.close.tolist(), bars.time.tolist()
+        for i in jump_rows(bars.close, limit).tolist():
+            jumps.append(Jump(feed, timeframe, times[i], close[i - 1], close[i], limit))
+    return sorted(jumps, key=lambda jump: jump.time)
+
+
 def evaluate_rules(
-    settings: Settings, table: MetricTable, history: Mapping[str, FeedHistory]
+    settings: Settings,
+    table: MetricTable,
+    history: Mapping[str, FeedHistory],
+    jumps: Sequence[Jump] = (),
 ) -> list[Alert]:
-    """Run the rules over a metrics table row by row, as the streaming engine would."""
+    """Run the rules over a metrics table row by row, as the streaming engine would.
+
+    ``jumps`` (``find_jumps``) mute the rules reading each suspect bar for that bar.
+    """
     alerts: list[Alert] = []
     now = [0]
 
@@ -148,10 +215,15 @@ def evaluate_rules(
     names = list(table.columns)
     columns = [table.columns[name].tolist() for name in names]
     latest = {name: float("nan") for name in names}
+    suspect = list(jumps)
+    suspect.reverse()
     for row, t in enumerate(table.time.tolist()):
         now[0] = t
         while feed_events and feed_events[0][0] <= t:
             book.set_feed_state(*_feed_event(feed_events.pop(0)))
+        while suspect and suspect[-1].time <= t:
+            jump = suspect.pop()
+            book.mute_bar(jump.feed, jump.timeframe, jump.time)
         updates = []
         for name, column in zip(names, columns, strict=True):
             value = column[row]

@@ -8,6 +8,7 @@ close at 1:00pm)". ``holidays`` is imported on first use, not at import time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from datetime import UTC, date, datetime, time, timedelta
@@ -140,7 +141,26 @@ class MarketCalendar:
             day += timedelta(days=1)
         raise ValueError(f"no {self.market} session within {_MAX_SCAN_DAYS} days of {t_ms}")
 
+    def sessions_between(self, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+        """Return the sessions (open, close) that overlap ``[start_ms, end_ms)``, in time order."""
+        out = []
+        day, last = self.local_date(start_ms), self.local_date(end_ms)
+        while day <= last:
+            bounds = self.session(day)
+            if bounds is not None and bounds[1] > start_ms and bounds[0] < end_ms:
+                out.append(bounds)
+            day += timedelta(days=1)
+        return out
+
     def _ms(self, day: date, at: time) -> int:
         """Return the epoch ms of local wall time ``at`` on ``day``."""
         moment = datetime.combine(day, at, tzinfo=self.tz)
         return int(moment.astimezone(UTC).timestamp()) * 1000
+
+
+@functools.cache
+def calendar_named(name: str) -> MarketCalendar:
+    """Return the shared calendar of a feed's ``calendar`` key (``nyse``)."""
+    if name != "nyse":
+        raise ValueError(f"unknown market calendar {name!r} (known: nyse)")
+    return MarketCalendar()

@@ -46,3 +46,32 @@ def resample(bars: BarFrame, step_ms: int, timeframe: Timeframe) -> BarFrame:
         bars.close[last][:keep],
         np.add.reduceat(bars.volume, first)[:keep],
     )
+
+
+def merge_rows(bars: BarFrame, step_ms: int) -> tuple[BarFrame, np.ndarray]:
+    """Put rows on the open time of their ``step_ms`` bar, merging rows that share one.
+
+    Rows in one bar (a file stamped at bar close times, ``…:59:59.999``, with a row missing
+    or doubled) merge as an exchange aggregates: first open, highest high, lowest low, last
+    close, summed volume. Return the bars and the open times of those that took several rows.
+    """
+    tf = Timeframe.of_length(step_ms)
+    t = bars.time
+    start = t - (t - tf.offset_ms) % tf.ms
+    if not t.shape[0]:
+        return bars, start
+    first = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
+    if first.shape[0] == t.shape[0]:
+        if np.array_equal(start, t):
+            return bars, start[:0]
+        return BarFrame(start, bars.open, bars.high, bars.low, bars.close, bars.volume), start[:0]
+    last = np.r_[first[1:] - 1, t.shape[0] - 1]
+    merged = BarFrame(
+        start[first],
+        bars.open[first],
+        np.maximum.reduceat(bars.high, first),
+        np.minimum.reduceat(bars.low, first),
+        bars.close[last],
+        np.add.reduceat(bars.volume, first),
+    )
+    return merged, start[first][last > first]

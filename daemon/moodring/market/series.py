@@ -9,10 +9,13 @@ from typing import Protocol
 from moodring.market.bar import Bar
 from moodring.market.builder import BarListener
 from moodring.market.ring import BarRing
+from moodring.market.sessions import Cadence
 
 PairListener = Callable[[Bar, Bar], None]
 # Bars one side may run ahead of the other before the oldest are given up as unmatched.
 _MAX_PENDING = 4096
+# ``Join.due`` when no pair can come after a gap (no cadence, or nothing joined yet)
+NEVER_GAP = 2**62
 
 
 class BarSource(Protocol):
@@ -28,14 +31,32 @@ class BarSource(Protocol):
 
 
 class Join:
-    """Inner-joins the closed bars of two sources on bar open time, in either arrival order."""
+    """Inner-joins the closed bars of two sources on bar open time, in either arrival order.
 
-    __slots__ = ("_formed", "_listeners", "_pending", "a", "b", "last_time")
+    With a ``cadence`` (the next bar both markets' calendars allow), ``after_gap`` tells the
+    listeners whether the pair they get opens later than that, i.e. data is missing between
+    it and the pair before; ``due`` is the open time the next pair is due at.
+    """
 
-    def __init__(self, a: BarSource, b: BarSource) -> None:
+    __slots__ = (
+        "_cadence",
+        "_formed",
+        "_listeners",
+        "_pending",
+        "a",
+        "after_gap",
+        "b",
+        "due",
+        "last_time",
+    )
+
+    def __init__(self, a: BarSource, b: BarSource, cadence: Cadence | None = None) -> None:
         self.a = a
         self.b = b
         self.last_time = -1
+        self.after_gap = False
+        self.due = NEVER_GAP
+        self._cadence = cadence
         self._formed: tuple[Bar, Bar] | None = None
         self._listeners: list[PairListener] = []
         self._pending: tuple[deque[Bar], deque[Bar]] = (
@@ -70,6 +91,9 @@ class Join:
             match = other.popleft()
             pair = (bar, match) if side == 0 else (match, bar)
             self.last_time = bar.time
+            self.after_gap = bar.time > self.due
+            if self._cadence is not None:
+                self.due = self._cadence.next_bar(bar.time)
             for listener in self._listeners:
                 listener(*pair)
         else:

@@ -31,6 +31,16 @@ class Timeframe:
         offset = _WEEK_OFFSET_MS if unit == "w" else 0
         return cls(f"{count}{unit}", count * _UNIT_MS[unit], offset)
 
+    @classmethod
+    def of_length(cls, ms: int) -> Timeframe:
+        """Return the timeframe of bars ``ms`` long (e.g. a history file's inferred step)."""
+        if ms <= 0:
+            raise ValueError(f"a bar length must be positive, got {ms} ms")
+        for unit in "wdhm":
+            if ms % _UNIT_MS[unit] == 0:
+                return cls.parse(f"{ms // _UNIT_MS[unit]}{unit}")
+        return cls(f"{ms}ms", ms)
+
     def floor(self, t_ms: int) -> int:
         """Return the open time of the bar containing ``t_ms``."""
         return t_ms - (t_ms - self.offset_ms) % self.ms

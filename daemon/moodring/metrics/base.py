@@ -48,18 +48,25 @@ class Indicator(_Outputs):
 
 
 class PairIndicator(_Outputs):
-    """A two-input indicator fed with pairs of bars joined on open time."""
+    """A two-input indicator fed with pairs of bars joined on open time.
+
+    ``after_gap`` marks a pair that opens later than the markets' calendars allow after the
+    pair before it (data is missing in between): no return may be taken across it.
+    """
 
     __slots__ = ()
 
     @abstractmethod
-    def update_bars(self, a: Bar, b: Bar) -> None:
+    def update_bars(self, a: Bar, b: Bar, after_gap: bool = False) -> None:
         """Fold a closed pair of joined bars into the indicator."""
 
     @abstractmethod
-    def peek_bars(self, a: Bar, b: Bar) -> tuple[float, ...]:
+    def peek_bars(self, a: Bar, b: Bar, after_gap: bool = False) -> tuple[float, ...]:
         """Return the outputs as they would be if the forming pair closed now."""
 
     @abstractmethod
-    def batch(self, a: BarFrame, b: BarFrame) -> np.ndarray:
-        """Return an (n, len(outputs)) array after each joined pair (rows of equal time)."""
+    def batch(self, a: BarFrame, b: BarFrame, after_gap: np.ndarray | None = None) -> np.ndarray:
+        """Return an (n, len(outputs)) array after each joined pair (rows of equal time).
+
+        ``after_gap`` (optional, one bool per row) marks the pairs that follow a data gap.
+        """

@@ -9,11 +9,22 @@ import numpy as np
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
 from moodring.metrics.base import NAN, PairIndicator
-from moodring.metrics.moments import PairMoments, correlation_of, covariances, rolling_moments
+from moodring.metrics.moments import (
+    PairMoments,
+    correlation_of,
+    covariances,
+    gap_returns,
+    rolling_moments,
+    spoiled,
+)
 
 
 class Correlation(PairIndicator):
-    """Correlation of log returns of consecutive joined bars over the last ``window`` returns."""
+    """Correlation of log returns of consecutive joined bars over the last ``window`` returns.
+
+    A pair that comes after a data gap starts the window afresh: the return across the gap
+    is not taken, and the value is undefined until ``window`` returns follow the gap.
+    """
 
     __slots__ = ("_moments", "_prev_a", "_prev_b", "value")
 
@@ -23,23 +34,29 @@ class Correlation(PairIndicator):
         self._prev_b = NAN
         self.value = NAN
 
-    def update(self, a_close: float, b_close: float) -> None:
+    def update(self, a_close: float, b_close: float, after_gap: bool = False) -> None:
         """Fold the closes of a joined pair of closed bars."""
         pa, pb = self._prev_a, self._prev_b
         self._prev_a, self._prev_b = a_close, b_close
+        m = self._moments
+        if after_gap:
+            m.clear()
+            self.value = NAN
+            return
         if pa != pa:
             return
-        m = self._moments
         m.push(math.log(a_close / pa), math.log(b_close / pb))
         if m.full:
             n = m.count
             self.value = correlation_of(*covariances(n, m.sx, m.sy, m.sxx, m.syy, m.sxy))
 
-    def peek(self, a_close: float, b_close: float) -> float:
+    def peek(self, a_close: float, b_close: float, after_gap: bool = False) -> float:
         """Return the correlation if the forming pair closed at these prices."""
         m = self._moments
         pa = self._prev_a
         n = m.window
+        if after_gap:
+            return NAN
         if pa != pa or m.count + 1 < n:
             return self.value
         x = math.log(a_close / pa)
@@ -55,23 +72,26 @@ class Correlation(PairIndicator):
             return NAN
         return (m.sxy + x * y - ox * oy - sx * sy / n) / math.sqrt(vx * vy)
 
-    def update_bars(self, a: Bar, b: Bar) -> None:
+    def update_bars(self, a: Bar, b: Bar, after_gap: bool = False) -> None:
         """Fold a closed pair of joined bars."""
-        self.update(a.close, b.close)
+        self.update(a.close, b.close, after_gap)
 
-    def peek_bars(self, a: Bar, b: Bar) -> tuple[float, ...]:
+    def peek_bars(self, a: Bar, b: Bar, after_gap: bool = False) -> tuple[float, ...]:
         """Return the outputs including the forming pair."""
-        return (self.peek(a.close, b.close),)
+        return (self.peek(a.close, b.close, after_gap),)
 
-    def batch(self, a: BarFrame, b: BarFrame) -> np.ndarray:
+    def batch(self, a: BarFrame, b: BarFrame, after_gap: np.ndarray | None = None) -> np.ndarray:
         """Return the correlation after each joined bar."""
         out = np.full((len(a), 1), np.nan)
         if len(a) < 2:
             return out
-        x = np.diff(np.log(a.close))
-        y = np.diff(np.log(b.close))
-        vx, vy, cxy, _, _ = rolling_moments(x, y, self._moments.window)
+        gaps = gap_returns(after_gap, len(a) - 1)
+        x = np.where(gaps, 0.0, np.diff(np.log(a.close)))
+        y = np.where(gaps, 0.0, np.diff(np.log(b.close)))
+        window = self._moments.window
+        vx, vy, cxy, _, _ = rolling_moments(x, y, window)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.where((vx > 0) & (vy > 0), cxy / np.sqrt(vx * vy), np.nan)
+        r[spoiled(gaps, window)] = np.nan
         out[1:, 0] = r
         return out

@@ -12,7 +12,13 @@ from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
 from moodring.market.ring import RingBuffer
 from moodring.metrics.base import NAN, PairIndicator
-from moodring.metrics.moments import PairMoments, covariances, rolling_moments
+from moodring.metrics.moments import (
+    PairMoments,
+    covariances,
+    gap_returns,
+    rolling_moments,
+    spoiled,
+)
 
 
 class Divergence(PairIndicator):
@@ -27,6 +33,9 @@ class Divergence(PairIndicator):
       only when the two cumulative returns are at least ``threshold`` apart; else 0;
     - ``swing``: +1 when b's last ``lookback`` bars make a higher high than the ``lookback``
       before them while a's make a lower low; -1 for b lower low with a higher high; else 0.
+
+    A pair after a data gap starts the OLS window afresh (no return across the gap):
+    ``residual_z`` and ``beta`` are undefined until ``window`` returns follow the gap.
     """
 
     __slots__ = (
@@ -63,12 +72,14 @@ class Divergence(PairIndicator):
         self._cache: tuple[float, ...] | None = None
         self.values: tuple[float, ...] = (NAN, NAN, NAN, NAN)
 
-    def update_bars(self, a: Bar, b: Bar) -> None:
+    def update_bars(self, a: Bar, b: Bar, after_gap: bool = False) -> None:
         """Fold a closed pair of joined bars."""
         z = beta = NAN
         pa, pb = self._prev_a, self._prev_b
         self._prev_a, self._prev_b = a.close, b.close
-        if pa == pa:
+        if after_gap:
+            self._moments.clear()
+        elif pa == pa:
             m = self._moments
             x, y = math.log(a.close / pa), math.log(b.close / pb)
             m.push(x, y)
@@ -87,13 +98,13 @@ class Divergence(PairIndicator):
         self.values = (z, beta, opposite, self._closed_swing())
         self._cache = self._forming_extremes()
 
-    def peek_bars(self, a: Bar, b: Bar) -> tuple[float, ...]:
+    def peek_bars(self, a: Bar, b: Bar, after_gap: bool = False) -> tuple[float, ...]:
         """Return the outputs including the forming pair."""
         z = beta = NAN
         m = self._moments
         n = m.window
         pa = self._prev_a
-        if pa == pa and m.count + 1 >= n:
+        if pa == pa and m.count + 1 >= n and not after_gap:
             x = math.log(a.close / pa)
             y = math.log(b.close / self._prev_b)
             if y == 0.0 and m.flat_y >= n - 1:
@@ -152,18 +163,23 @@ class Divergence(PairIndicator):
             float(bl[k:].min()), float(bl[:k].min()),
         )  # fmt: skip
 
-    def batch(self, a: BarFrame, b: BarFrame) -> np.ndarray:
+    def batch(self, a: BarFrame, b: BarFrame, after_gap: np.ndarray | None = None) -> np.ndarray:
         """Return the four outputs after each joined pair."""
         n, k = len(a), self.lookback
         out = np.full((n, 4), np.nan)
         if n >= 2:
-            x = np.diff(np.log(a.close))
-            y = np.diff(np.log(b.close))
-            vx, vy, cxy, mx, my = rolling_moments(x, y, self._moments.window)
+            gaps = gap_returns(after_gap, n - 1)
+            x = np.where(gaps, 0.0, np.diff(np.log(a.close)))
+            y = np.where(gaps, 0.0, np.diff(np.log(b.close)))
+            window = self._moments.window
+            vx, vy, cxy, mx, my = rolling_moments(x, y, window)
             with np.errstate(invalid="ignore", divide="ignore"):
                 beta = np.where(vy > 0, cxy / vy, np.nan)
                 var_e = vx - beta * cxy
                 z = ((x - mx) - beta * (y - my)) / np.sqrt(np.where(var_e > 0, var_e, np.nan))
+            cut = spoiled(gaps, window)
+            z[cut] = np.nan
+            beta[cut] = np.nan
             out[1:, 0] = z
             out[1:, 1] = beta
         if n > k:

@@ -37,6 +37,16 @@ class PairMoments:
         self.flat_y = 0
         self.sx = self.sy = self.sxx = self.syy = self.sxy = 0.0
 
+    def clear(self) -> None:
+        """Forget every pair: the window fills again from the next push."""
+        self._xs = [0.0] * self.window
+        self._ys = [0.0] * self.window
+        self._i = 0
+        self.count = 0
+        self.flat_x = 0
+        self.flat_y = 0
+        self.sx = self.sy = self.sxx = self.syy = self.sxy = 0.0
+
     @property
     def full(self) -> bool:
         """Return whether ``window`` pairs have been pushed."""
@@ -103,6 +113,21 @@ def correlation_of(vx: float, vy: float, cxy: float) -> float:
     if vx <= 0.0 or vy <= 0.0:
         return NAN
     return cxy / math.sqrt(vx * vy)
+
+
+def gap_returns(after_gap: np.ndarray | None, n: int) -> np.ndarray:
+    """Return per return (``n``, one per bar after the first) whether it spans a data gap."""
+    if after_gap is None:
+        return np.zeros(n, dtype=bool)
+    return after_gap[1:]
+
+
+def spoiled(gaps: np.ndarray, window: int) -> np.ndarray:
+    """Return per return whether the ``window`` returns ending there include a gap's."""
+    seen = np.cumsum(gaps)
+    before = np.zeros_like(seen)
+    before[window:] = seen[:-window]
+    return seen > before
 
 
 def rolling_moments(

@@ -19,6 +19,8 @@ from moodring.times import format_duration, iso_time
 AlertListener = Callable[[Alert], None]
 ChartSource = Callable[[RuleConfig, int], dict[str, Any] | None]
 _NAN = float("nan")
+# suspect bars remembered for muting (the oldest are forgotten first)
+_SUSPECT_KEPT = 1024
 
 
 @dataclass(slots=True)
@@ -131,6 +133,11 @@ class RuleBook:
         self.feed_states: dict[str, FeedState] = {feed: "ok" for feed in settings.feeds}
         self._quiet = False
         self._stale_since: dict[str, int] = {}
+        self._suspect: dict[tuple[str, str, int], None] = {}
+        self._reads: dict[str, tuple[tuple[str, ...], str]] = {}
+        for column, metric in settings.metric_columns().items():
+            config = settings.metrics[metric]
+            self._reads[column] = (settings.feeds_of(config.inputs()), config.timeframe)
 
     @property
     def tick_columns(self) -> frozenset[str]:
@@ -153,6 +160,8 @@ class RuleBook:
             history = self._history.get(column)
             if history is None:
                 continue
+            if self._suspect and self._reads_suspect(column, time):
+                value = _NAN  # rules take a suspect bar's value as undefined
             history.append(value)
             for rule in self._close.get(column, ()):
                 told = rule.step(time, history)
@@ -178,6 +187,16 @@ class RuleBook:
                     rule.status.tick_bar = bar
                 if told is not None:
                     self._tell(rule, told, bar, value)
+
+    def mute_bar(self, feed: str, timeframe: str, time: int) -> None:
+        """Mute, for that bar only, the close rules on metrics reading a feed's suspect bar."""
+        self._suspect[(feed, timeframe, time)] = None
+        if len(self._suspect) > _SUSPECT_KEPT:
+            del self._suspect[next(iter(self._suspect))]
+
+    def _reads_suspect(self, column: str, time: int) -> bool:
+        feeds, timeframe = self._reads.get(column, ((), ""))
+        return any((feed, timeframe, time) in self._suspect for feed in feeds)
 
     def set_feed_state(self, feed: str, state: FeedState, time: int) -> None:
         """Record a feed's health; stale feeds alert and mute the rules that read them."""

@@ -34,6 +34,7 @@ from moodring.feeds.ccxt_feed import ExchangeFeeds
 from moodring.feeds.health import BadFrames
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
+from moodring.market.jumps import Jump
 from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
@@ -151,6 +152,7 @@ class Daemon:
             attach(engine)
         engine.rules.subscribe(self._on_alert)
         engine.subscribe(self._on_metric)
+        engine.subscribe_jumps(self._on_jump)
         for feed in settings.feeds:
             for builder in engine.builders(feed):
                 if self.recorder is not None:
@@ -161,6 +163,10 @@ class Daemon:
     def _builders(self, feed: str) -> list[BarBuilder]:
         """Return the current engine's builders of a feed (the engine changes on reload)."""
         return self.engine.builders(feed)
+
+    def _on_jump(self, jump: Jump) -> None:
+        log.warning("%s", jump.describe())
+        self.telemetry.suspect_bar(jump.feed)
 
     def _on_alert(self, alert: Alert) -> None:
         _log_alert(alert)

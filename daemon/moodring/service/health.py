@@ -78,7 +78,8 @@ class Telemetry:
     - ``outbox_depth``, ``alerts_queued``: callables returning ints (exported only if given).
 
     The daemon calls, on its hot path: ``tick(feed)`` per trade or candle,
-    ``observe_update(seconds)`` per metric update, ``reconnect(feed)``, ``alert_sent(target)``
+    ``observe_update(seconds)`` per metric update, ``reconnect(feed)``, ``suspect_bar(feed)``
+    per bar beyond the feed's ``max_jump``, ``alert_sent(target)``
     and ``alert_failed(target)`` per delivery attempt, ``reload(ok)`` per config reload and
     ``mark_ready()`` once warmed up. ``watch_loop_lag`` keeps ``loop_lag`` current.
     ``clock`` (epoch seconds) is what feed lag is measured against.
@@ -134,6 +135,12 @@ class Telemetry:
         self._reconnects = Counter(
             "moodring_reconnects", "Feed reconnects.", ["feed"], registry=registry
         )
+        self._suspect = Counter(
+            "moodring_suspect_bars",
+            "Closed bars whose close moved more than the feed's max_jump.",
+            ["feed"],
+            registry=registry,
+        )
         Gauge("moodring_up", "1 while the daemon runs.", registry=registry).set(1)
         build = Gauge("moodring_build_info", "The running version.", ["version"], registry=registry)
         build.labels(version).set(1)
@@ -160,6 +167,10 @@ class Telemetry:
     def reconnect(self, feed: str) -> None:
         """Count a reconnect of a feed."""
         self._reconnects.labels(feed).inc()
+
+    def suspect_bar(self, feed: str) -> None:
+        """Count a bar of a feed that jumped beyond its max_jump."""
+        self._suspect.labels(feed).inc()
 
     def alert_sent(self, target: str) -> None:
         """Count a successful delivery to a target (its id, never its URL)."""

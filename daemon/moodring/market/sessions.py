@@ -1,0 +1,102 @@
+"""When bars are due: every bar on a 24/7 market, only bars that meet a session on an exchange."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from moodring.market.timeframe import Timeframe
+
+
+class Sessions(Protocol):
+    """The trading sessions of an exchange (``feeds.calendar.MarketCalendar`` fits)."""
+
+    def session_at(self, t_ms: int) -> tuple[int, int] | None:
+        """Return the (open, close) of the session containing ``t_ms``, or None."""
+        ...
+
+    def next_open(self, t_ms: int) -> int:
+        """Return the first session open at or after ``t_ms``."""
+        ...
+
+    def sessions_between(self, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+        """Return the sessions overlapping ``[start_ms, end_ms)``, in time order."""
+        ...
+
+
+class Cadence:
+    """Which bar is due after a given one: the next bar, or the next one that meets a session.
+
+    Two joined bars further apart than that have a data gap between them: a return across
+    them spans more than one bar.
+    """
+
+    __slots__ = ("_ahead", "calendar", "timeframe")
+
+    def __init__(self, timeframe: Timeframe, calendar: Sessions | None = None) -> None:
+        self.timeframe = timeframe
+        self.calendar = calendar
+        # (since, open, close): the first session closing after any time in [since, close)
+        self._ahead = (0, 0, 0)
+
+    def next_bar(self, t_ms: int) -> int:
+        """Return the open time of the bar due after the bar that opens at ``t_ms``."""
+        tf = self.timeframe
+        start = tf.floor(t_ms) + tf.ms
+        calendar = self.calendar
+        if calendar is None:
+            return start
+        since, opens, closes = self._ahead
+        if not since <= start < closes:
+            session = calendar.session_at(start)
+            if session is None:
+                session = calendar.session_at(calendar.next_open(start))
+            if session is None:
+                return start
+            opens, closes = session
+            self._ahead = (start, opens, closes)
+        return start if opens < start + tf.ms else tf.floor(opens)
+
+    def after_gap(self, times: np.ndarray) -> np.ndarray:
+        """Return per bar (open times, ascending) whether it opens after the bar then due.
+
+        The same answer as comparing each bar with ``next_bar`` of the one before, at numpy
+        speed: with a calendar, the bar due after t is t's next bar if that meets the first
+        session closing after it, else the bar holding that session's open.
+        """
+        out = np.zeros(times.shape[0], dtype=bool)
+        if times.shape[0] < 2:
+            return out
+        tf = self.timeframe
+        start = times[:-1] - (times[:-1] - tf.offset_ms) % tf.ms + tf.ms
+        if self.calendar is None:
+            out[1:] = times[1:] > start
+            return out
+        sessions = self.calendar.sessions_between(int(start[0]), int(times[-1]) + tf.ms)
+        if not sessions:
+            return out
+        opens, closes = (
+            np.asarray(column, dtype=np.int64) for column in zip(*sessions, strict=True)
+        )
+        first = np.searchsorted(closes, start, "right")  # the first session closing after it
+        known = first < closes.shape[0]  # else the next session lies beyond the last bar
+        opening = opens[np.minimum(first, closes.shape[0] - 1)]
+        due = np.where(opening < start + tf.ms, start, opening - (opening - tf.offset_ms) % tf.ms)
+        out[1:] = known & (times[1:] > due)
+        return out
+
+
+def meets_session(times: np.ndarray, length_ms: int, calendar: Sessions) -> np.ndarray:
+    """Return per bar (open times, ascending) whether ``[t, t + length_ms)`` meets a session."""
+    out = np.zeros(times.shape[0], dtype=bool)
+    if not times.shape[0]:
+        return out
+    sessions = calendar.sessions_between(int(times[0]), int(times[-1]) + length_ms)
+    if not sessions:
+        return out
+    opens, closes = (np.asarray(column, dtype=np.int64) for column in zip(*sessions, strict=True))
+    after = np.searchsorted(closes, times, "right")  # the first session closing after t
+    found = after < closes.shape[0]
+    out[found] = opens[after[found]] < times[found] + length_ms
+    return out
