@@ -292,17 +292,17 @@ def _backtest(args: argparse.Namespace) -> int:
     if missing:
         log.warning("no data for the inputs of %s: skipped", ", ".join(missing))
     alerts: list[Alert] = []
-    if not metrics:
-        if altseason is None:
-            raise UsageError("none of the configured metrics has data for all its feeds")
-        full = MetricTable(np.empty(0, np.int64))
-    elif args.streaming:
-        full = run_streaming(settings, history, metrics, alerts)
-    else:
+    if not metrics and altseason is None:
+        raise UsageError("none of the configured metrics has data for all its feeds")
+    if args.streaming:  # the altseason columns are published into the engine day by day
+        published = altseason.columns() if altseason is not None else None
+        full = run_streaming(settings, history, metrics, alerts, published)
+    elif metrics:
         full = run_batch(settings, history, metrics)
+    else:
+        full = MetricTable(np.empty(0, np.int64))
     if altseason is not None:
-        series = {name: (full.time, column) for name, column in full.columns.items()}
-        full = MetricTable.from_series(series | altseason.columns())
+        full = MetricTable.from_series(full.series() | altseason.columns())
     if not args.streaming:  # the rules read every column, the altseason index's too
         alerts = evaluate_rules(settings, full, history)
     table = full.between(start_ms, end_ms)

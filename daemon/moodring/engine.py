@@ -24,6 +24,7 @@ from moodring.metrics.divergence import Divergence
 from moodring.metrics.mfi import MFI
 from moodring.metrics.moving import EMA, SMA, MACross, PctChange, ZScore
 from moodring.rules.book import RuleBook
+from moodring.rules.conditions import levels_of
 from moodring.settings import (
     AverageConfig,
     BreakoutConfig,
@@ -98,8 +99,9 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._capacity = _history_by_input(settings)
-        self._charted = {r.metric for r in settings.rules if r.chart}
-        for column in self._charted:
+        self._charted = {c for r in settings.rules if r.chart for c in r.columns()}
+        # a single metric's chart shows its inputs too (a composite's shows its metrics only)
+        for column in {str(r.metric) for r in settings.rules if r.chart and not r.is_composite}:
             metric = settings.metrics.get(settings.metric_columns().get(column, ""))
             for series in metric.inputs() if metric is not None else ():
                 key = (series, metric.timeframe)
@@ -222,12 +224,18 @@ class Engine:
         return prices
 
     def chart_data(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
-        """Return plot data for a rule's alert: its metric's inputs and values, and thresholds."""
-        history = list(self._history.get(rule.metric, ()))[-CHART_BARS:]
+        """Return plot data for a rule's alert: its metric's inputs and values, and thresholds.
+
+        A composite's chart has one panel per metric it reads, with its items' thresholds.
+        """
+        if rule.is_composite:
+            return self._composite_chart(rule, time)
+        metric = str(rule.metric)
+        history = list(self._history.get(metric, ()))[-CHART_BARS:]
         if not history:
             return None
         times = [t for t, _ in history]
-        node = self.metrics.get(self.settings.metric_columns().get(rule.metric, ""))
+        node = self.metrics.get(self.settings.metric_columns().get(metric, ""))
         inputs = {}
         for series in node.config.inputs() if node is not None else ():
             ring = self.source(series, node.config.timeframe).bars
@@ -238,23 +246,44 @@ class Engine:
             [{"label": " vs ".join(inputs), "series": inputs, "normalise": True}] if inputs else []
         )
         thresholds = [
-            float(x) for c in (rule.condition, rule.clear) if c is not None
-            for x in (c.operand if isinstance(c.operand, tuple) else (c.operand,))
-            if isinstance(x, int | float)
-        ]  # fmt: skip
+            x for c in (rule.condition, rule.clear) if c is not None for x in levels_of(c)
+        ]
         return {
             "title": rule.name,
             "time": times,
             "panels": [
                 *inputs_panel,
                 {
-                    "label": rule.metric,
-                    "series": {rule.metric: [v for _, v in history]},
+                    "label": metric,
+                    "series": {metric: [v for _, v in history]},
                     "thresholds": thresholds,
                 },
             ],
             "marker": time,
         }
+
+    def _composite_chart(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
+        """Return a composite's plot data: each metric's latest value on every bar time."""
+        histories = {c: list(self._history.get(c, ())) for c in rule.columns()}
+        times = sorted({t for history in histories.values() for t, _ in history})[-CHART_BARS:]
+        if not times:
+            return None
+        levels: dict[str, list[float]] = {column: [] for column in histories}
+        for _, item in rule.metric_items():
+            levels[str(item.metric)] += levels_of(item.condition)
+        panels = []
+        for column, history in histories.items():
+            # the rule reads each metric's latest closed value: carry it to the other bars
+            values: list[float | None] = []
+            i, latest = 0, None
+            for t in times:
+                while i < len(history) and history[i][0] <= t:
+                    latest = history[i][1]
+                    i += 1
+                values.append(latest)
+            thresholds = sorted(set(levels[column]))
+            panels.append({"label": column, "series": {column: values}, "thresholds": thresholds})
+        return {"title": rule.name, "time": times, "panels": panels, "marker": time}
 
     def track(self, columns: Iterable[str], bars: int) -> None:
         """Keep the last ``bars`` closed values of these metric outputs (see ``history``)."""

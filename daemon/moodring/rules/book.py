@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,9 +12,17 @@ from typing import Any, Literal
 from moodring.feeds.base import FeedState
 from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert, AlertState
-from moodring.rules.conditions import Edge, Level, edge_test, level_test, threshold_of
+from moodring.rules.conditions import (
+    Edge,
+    Level,
+    Verdict,
+    edge_test,
+    group_test,
+    level_test,
+    threshold_of,
+)
 from moodring.rules.templates import metric_namespace, prepare, render
-from moodring.settings import RuleConfig, Settings
+from moodring.settings import Condition, RuleConfig, Settings
 from moodring.times import format_duration, iso_time
 
 AlertListener = Callable[[Alert], None]
@@ -36,24 +45,37 @@ class RuleStatus:
 
 
 class Rule:
-    """One configured rule: its tests, its status, and the timing fields in milliseconds."""
+    """One configured rule: its tests, its status, and the timing fields in milliseconds.
 
-    __slots__ = ("bars_for", "clear", "config", "edge", "feeds", "level", "reads", "status",
-                 "timeframe")  # fmt: skip
+    A composite (all/any of items) reads several metric outputs (``columns``; the first is
+    the one its alerts name) and is judged on each one's latest closed value.
+    """
+
+    __slots__ = ("bars_for", "clear", "columns", "config", "edge", "feeds", "judged", "level",
+                 "reads", "status", "timeframe", "undo", "verdict")  # fmt: skip
 
     def __init__(self, config: RuleConfig, settings: Settings) -> None:
         self.config = config
         self.status = RuleStatus()
         self.bars_for = settings.rule_bars(config)
         self.feeds = settings.stale_feeds_of(config)
-        self.timeframe = Timeframe.parse(settings.column_timeframe(config.metric))
+        self.columns = config.columns()
+        self.timeframe = settings.rule_timeframe(config)
         self.level: Level | None = None
         self.edge: Edge | None = None
         self.clear: Level | None = None
-        if config.condition.is_edge:
-            self.edge, self.reads = edge_test(config.condition)
+        self.verdict: Verdict | None = None
+        self.undo: Verdict | None = None
+        # a composite's last judgement: bar time, the status before it, what it told
+        self.judged: tuple[int, RuleStatus, AlertState | None] | None = None
+        self.reads = 1
+        if config.is_composite:
+            self.verdict = group_test(config.when)
+            self.undo = group_test(config.clear) if config.clear else None
+        elif config.when.is_edge:
+            self.edge, self.reads = edge_test(config.when)
         else:
-            self.level, self.reads = level_test(config.condition), 1
+            self.level = level_test(config.when)
             self.clear = level_test(config.clear) if config.clear else None
 
     def step(self, time: int, history: deque[float] | list[float]) -> AlertState | None:
@@ -62,12 +84,46 @@ class Rule:
             if len(history) < self.reads or not self.edge(history) or not self._cooled(time):
                 return None
             return self._fire(time)
+        assert self.level is not None
         value = history[-1]
         if value != value:
             return None  # an undefined value tells nothing: the state stands
+        holds = self.level(value)
+        return self._advance(time, holds, self.clear(value) if self.clear else not holds)
+
+    def judge(self, time: int, values: Mapping[str, float]) -> AlertState | None:
+        """Advance a composite on its metrics' latest closed ``values`` at bar ``time``.
+
+        Judged again at the same bar time (one of its metrics closed that bar later), the
+        bar is judged afresh from the status before it, unless its alert has gone out.
+        """
+        assert self.verdict is not None
+        if self.judged is not None and self.judged[0] == time:
+            _, before, told = self.judged
+            if told is not None:
+                return None
+            _copy_status(before, self.status)
+        else:
+            before = dataclasses.replace(self.status)
+        told = self._judge(time, values, self.verdict)
+        self.judged = (time, before, told)
+        return told
+
+    def _judge(self, time: int, values: Mapping[str, float], verdict: Verdict) -> AlertState | None:
+        holds = verdict(values)
+        if self.status.state == "firing" and self.undo is not None:
+            cleared = self.undo(values)
+            if cleared is None:
+                return None
+            return self._advance(time, bool(holds), cleared)
+        if holds is None:
+            return None  # an undefined item leaves the whole condition undefined
+        return self._advance(time, holds, not holds)
+
+    def _advance(self, time: int, holds: bool, cleared: bool) -> AlertState | None:
+        """Move the level state machine on whether the condition and the clear hold."""
         s = self.status
         if s.state == "firing":
-            cleared = self.clear(value) if self.clear else not self.level(value)
             if cleared:
                 s.state, s.pending = "inactive", 0
                 return "resolved"
@@ -76,7 +132,7 @@ class Rule:
                 s.notified_at = time
                 return "firing"
             return None
-        if not self.level(value):
+        if not holds:
             s.state, s.pending = "inactive", 0
             return None
         s.pending += 1
@@ -94,6 +150,11 @@ class Rule:
         cooldown = self.config.cooldown
         fired = self.status.fired_at
         return not cooldown or fired is None or time - fired >= cooldown * 1000
+
+
+def _copy_status(source: RuleStatus, target: RuleStatus) -> None:
+    for field in dataclasses.fields(RuleStatus):
+        setattr(target, field.name, getattr(source, field.name))
 
 
 class RuleBook:
@@ -119,15 +180,24 @@ class RuleBook:
         self._listeners: list[AlertListener] = []
         self._close: dict[str, list[Rule]] = {}
         self._tick: dict[str, list[Rule]] = {}
+        self._composite: dict[str, list[Rule]] = {}
         depth: dict[str, int] = {}
         for rule in self.rules:
-            column = rule.config.metric
+            if rule.verdict is not None:
+                for column in rule.columns:
+                    self._composite.setdefault(column, []).append(rule)
+                    depth[column] = max(depth.get(column, 2), 2)
+                continue
+            column = rule.columns[0]
             target = self._tick if rule.config.on == "tick" else self._close
             target.setdefault(column, []).append(rule)
             depth[column] = max(depth.get(column, 2), rule.reads)
         self._history = {column: deque([_NAN] * n, maxlen=n) for column, n in depth.items()}
+        self._latest = {column: history[-1] for column, history in self._history.items()}
         self._values: Mapping[str, float] = {}
-        self._rank = {column: i for i, column in enumerate(settings.metric_columns())}
+        columns = [*settings.metric_columns(), *settings.altseason_columns()]
+        self._rank = {column: i for i, column in enumerate(columns)}
+        self._bar_ms = {c: Timeframe.parse(settings.column_timeframe(c)).ms for c in columns}
         self.feed_states: dict[str, FeedState] = {feed: "ok" for feed in settings.feeds}
         self._quiet = False
         self._stale_since: dict[str, int] = {}
@@ -145,19 +215,42 @@ class RuleBook:
         """Evaluate close rules on closed values ``(column, bar time, value)``.
 
         ``values`` holds every metric output's latest closed value, for templates. Updates
-        are taken in time, then config order, whatever order they arrived in.
+        are taken in the order their bars closed, then config order, whatever order they
+        arrived in. A composite is judged once per moment (bars closing together) in which
+        one of its metrics closed a bar, at the latest open time among those bars.
         """
         self._values = values
-        rank = self._rank
-        for column, time, value in sorted(updates, key=lambda u: (u[1], rank.get(u[0], 0))):
+        rank, bar_ms = self._rank, self._bar_ms
+        due: dict[Rule, int] = {}  # composites to judge at the end of the moment: bar time
+        moment = None
+        for column, time, value in sorted(
+            updates, key=lambda u: (u[1] + bar_ms.get(u[0], 0), rank.get(u[0], 0))
+        ):
+            end = time + bar_ms.get(column, 0)
+            if end != moment:
+                self._judge(due)
+                moment = end
             history = self._history.get(column)
             if history is None:
                 continue
             history.append(value)
+            self._latest[column] = value
             for rule in self._close.get(column, ()):
                 told = rule.step(time, history)
                 if told is not None:
                     self._tell(rule, told, time, value)
+            for rule in self._composite.get(column, ()):
+                due[rule] = max(due.get(rule, time), time)
+        self._judge(due)
+
+    def _judge(self, due: dict[Rule, int]) -> None:
+        """Judge the composites due at the end of a moment, in config order; empty ``due``."""
+        for rule in sorted(due, key=self.rules.index):
+            time = due[rule]
+            told = rule.judge(time, self._latest)
+            if told is not None:
+                self._tell(rule, told, time, self._latest[rule.columns[0]])
+        due.clear()
 
     def tick(self, now_ms: int, forming: Mapping[str, float], columns: Iterable[str]) -> None:
         """Evaluate tick rules of ``columns`` on their forming values."""
@@ -213,7 +306,7 @@ class RuleBook:
         note = (
             f"(muted for {format_duration((time - (since or time)) / 1000)} while a feed was stale)"
         )
-        self._tell(rule, now, time, self._history[rule.config.metric][-1], note=note)
+        self._tell(rule, now, time, self._history[rule.columns[0]][-1], note=note)
 
     def _tell(self, rule: Rule, state: AlertState, time: int, value: float, note: str = "") -> None:
         status = rule.status
@@ -226,16 +319,19 @@ class RuleBook:
 
     def _alert(self, rule: Rule, state: AlertState, time: int, value: float, note: str) -> Alert:
         config = rule.config
-        history = self._history[config.metric]
+        metric = rule.columns[0]
+        history = self._history[metric]
         previous = history[-2] if len(history) >= 2 else _NAN
         values = self._values
+        items = self._items(rule, value, previous)
         context = {
             **metric_namespace(values),
             "rule": config.name,
-            "metric": config.metric,
+            "metric": metric,
             "value": value,
             "previous": previous,
-            "threshold": threshold_of(config.condition),
+            "threshold": items[0]["threshold"],
+            "items": items,
             "severity": config.severity,
             "state": state,
             "time": iso_time(time),
@@ -253,9 +349,29 @@ class RuleBook:
         if chart is not None:
             chart["title"] = title
         return Alert(
-            config.name, state, time, config.metric, value, config.severity,
+            config.name, state, time, metric, value, config.severity,
             title, message, chart,
         )  # fmt: skip
+
+    def _items(self, rule: Rule, value: float, previous: float) -> list[dict[str, Any]]:
+        """Return what templates see of each item: metric, value, previous, operator, threshold.
+
+        A single-metric rule is one item (its condition); a composite's items are those of
+        its condition, then those of its clear, as judged (each metric's latest value).
+        """
+        config = rule.config
+        if not config.is_composite:
+            holds = rule.level(value) if rule.level is not None and value == value else None
+            return [_item(rule.columns[0], config.when, value, previous, holds, clear=False)]
+        out = []
+        for path, entry in config.metric_items():
+            condition = entry.condition
+            history = self._history[str(entry.metric)]
+            now = history[-1]
+            holds = None if now != now else level_test(condition)(now)
+            clear = path.startswith("clear.")
+            out.append(_item(str(entry.metric), condition, now, history[-2], holds, clear=clear))
+        return out
 
     @contextmanager
     def quiet(self) -> Iterator[None]:
@@ -271,6 +387,27 @@ class RuleBook:
             return
         for listener in self._listeners:
             listener(alert)
+
+
+def _item(
+    metric: str,
+    condition: Condition,
+    value: float,
+    previous: float,
+    holds: bool | None,
+    *,
+    clear: bool,
+) -> dict[str, Any]:
+    """Return one item as templates see it."""
+    return {
+        "metric": metric,
+        "value": value,
+        "previous": previous,
+        "operator": condition.operator,
+        "threshold": threshold_of(condition),
+        "holds": holds,
+        "clear": clear,
+    }
 
 
 def _feed_alert(feed: str, state: AlertState, time: int, title: str, message: str) -> Alert:
