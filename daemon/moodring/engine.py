@@ -124,7 +124,14 @@ class Engine:
         self._closed: list[tuple[str, int, float]] = []
         self._deferred = False
         self._history = {c: deque(maxlen=CHART_BARS) for c in self._charted}
-        self.rules = RuleBook(settings, prices=self.last_prices, chart=self.chart_data)
+        self.rules = RuleBook(
+            settings, prices=self.last_prices, chart=self.chart_data, awaits=self._awaits
+        )
+        self._builders_of = {
+            column: self._input_builders(node)
+            for node in self.metrics.values()
+            for column in node.outputs
+        }
         tick_columns = self.rules.tick_columns
         self._tick_nodes = {
             feed: tuple(n for n in nodes if tick_columns & set(n.outputs))
@@ -168,7 +175,7 @@ class Engine:
             builder.add_trade(t_ms, price, amount, trade_id)
         for node in self._dependents[feed]:
             node.dirty = True
-        if self._closed and not self._deferred:
+        if not self._deferred and (self._closed or self.rules.waiting):
             self._flush()
         if self._tick_nodes[feed]:
             self._tick(feed, t_ms)
@@ -190,7 +197,7 @@ class Engine:
             )  # fmt: skip
         for node in self._dependents[feed]:
             node.dirty = True
-        if self._closed and not self._deferred:
+        if not self._deferred and (self._closed or self.rules.waiting):
             self._flush()
 
     def advance(self, now_ms: int, feeds: Iterable[str] | None = None) -> None:
@@ -200,7 +207,7 @@ class Engine:
                 builder.advance(now_ms)
             for node in self._dependents[feed]:
                 node.dirty = True
-        if self._closed and not self._deferred:
+        if not self._deferred and (self._closed or self.rules.waiting):
             self._flush()
 
     @contextmanager
@@ -211,7 +218,7 @@ class Engine:
             yield
         finally:
             self._deferred = False
-            if self._closed:
+            if self._closed or self.rules.waiting:
                 self._flush()
 
     def last_prices(self) -> dict[str, float]:
@@ -407,8 +414,26 @@ class Engine:
             listener(node, time)
 
     def _flush(self) -> None:
+        if not self._closed:
+            self.rules.settle()
+            return
         updates, self._closed = self._closed, []
         self.rules.close(updates, self.values())
+
+    def _input_builders(self, node: MetricNode) -> tuple[BarBuilder, ...]:
+        """Return the feeds' bar builders under a metric (a ratio's two legs)."""
+        feeds = self.settings.feeds_of(node.config.inputs())
+        timeframe = node.config.timeframe
+        return tuple(
+            b for feed in feeds for b in self._builders[feed] if b.timeframe.name == timeframe
+        )
+
+    def _awaits(self, column: str, moment: int) -> bool:
+        """Return whether an input bar of the column's metric has ended by ``moment`` unclosed."""
+        return any(
+            b.time >= 0 and b.time + b.timeframe.ms <= moment
+            for b in self._builders_of.get(column, ())
+        )
 
     def _tick(self, feed: str, t_ms: int) -> None:
         nodes = [node for node in self._tick_nodes[feed] if node.dirty]

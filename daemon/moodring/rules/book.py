@@ -27,6 +27,9 @@ from moodring.times import format_duration, iso_time
 
 AlertListener = Callable[[Alert], None]
 ChartSource = Callable[[RuleConfig, int], dict[str, Any] | None]
+# Whether a metric output still has a bar to close by a moment (its inputs' bars have ended
+# but not closed yet): a composite reading it waits for it.
+Awaits = Callable[[str, int], bool]
 _NAN = float("nan")
 
 
@@ -105,12 +108,13 @@ class Rule:
             _copy_status(before, self.status)
         else:
             before = dataclasses.replace(self.status)
-        told = self._judge(time, values, self.verdict)
+        told = self._judge(time, values)
         self.judged = (time, before, told)
         return told
 
-    def _judge(self, time: int, values: Mapping[str, float], verdict: Verdict) -> AlertState | None:
-        holds = verdict(values)
+    def _judge(self, time: int, values: Mapping[str, float]) -> AlertState | None:
+        assert self.verdict is not None
+        holds = self.verdict(values)
         if self.status.state == "firing" and self.undo is not None:
             cleared = self.undo(values)
             if cleared is None:
@@ -171,12 +175,16 @@ class RuleBook:
         *,
         prices: Callable[[], Mapping[str, float]] = dict,
         chart: ChartSource | None = None,
+        awaits: Awaits | None = None,
     ) -> None:
         self.settings = settings
         self.rules = [Rule(config, settings) for config in settings.rules]
         prepare(text for rule in settings.rules for text in (rule.title, rule.message))
         self._prices = prices
         self._chart = chart
+        self._awaits = awaits
+        # composites whose metrics closed bars: the moment (close time) and bar time to judge
+        self._due: dict[Rule, tuple[int, int]] = {}
         self._listeners: list[AlertListener] = []
         self._close: dict[str, list[Rule]] = {}
         self._tick: dict[str, list[Rule]] = {}
@@ -217,19 +225,17 @@ class RuleBook:
         ``values`` holds every metric output's latest closed value, for templates. Updates
         are taken in the order their bars closed, then config order, whatever order they
         arrived in. A composite is judged once per moment (bars closing together) in which
-        one of its metrics closed a bar, at the latest open time among those bars.
+        one of its metrics closed a bar, at the latest open time among those bars, once
+        every metric it reads has closed its bar of that moment (see ``settle``).
         """
         self._values = values
         rank, bar_ms = self._rank, self._bar_ms
-        due: dict[Rule, int] = {}  # composites to judge at the end of the moment: bar time
-        moment = None
         for column, time, value in sorted(
             updates, key=lambda u: (u[1] + bar_ms.get(u[0], 0), rank.get(u[0], 0))
         ):
             end = time + bar_ms.get(column, 0)
-            if end != moment:
-                self._judge(due)
-                moment = end
+            if self._due:
+                self._judge_due(before=end)
             history = self._history.get(column)
             if history is None:
                 continue
@@ -240,17 +246,39 @@ class RuleBook:
                 if told is not None:
                     self._tell(rule, told, time, value)
             for rule in self._composite.get(column, ()):
-                due[rule] = max(due.get(rule, time), time)
-        self._judge(due)
+                moment, at = self._due.get(rule, (end, time))
+                self._due[rule] = (end, max(at, time) if moment == end else time)
+        self.settle()
 
-    def _judge(self, due: dict[Rule, int]) -> None:
-        """Judge the composites due at the end of a moment, in config order; empty ``due``."""
-        for rule in sorted(due, key=self.rules.index):
-            time = due[rule]
-            told = rule.judge(time, self._latest)
+    @property
+    def waiting(self) -> bool:
+        """Return whether a composite waits for a bar of its moment to close."""
+        return bool(self._due)
+
+    def settle(self) -> None:
+        """Judge the composites whose metrics have all closed their bars of the moment."""
+        if self._due:
+            self._judge_due(before=None)
+
+    def _judge_due(self, *, before: int | None) -> None:
+        """Judge due composites: of moments before ``before``, else those with nothing to wait for.
+
+        A later moment's values must not reach an earlier judgement, so a composite still
+        waiting when one comes is judged at once on what it has.
+        """
+        awaits = self._awaits
+
+        def ready(rule: Rule, moment: int) -> bool:
+            if before is not None:
+                return moment < before
+            return not (awaits and any(awaits(column, moment) for column in rule.columns))
+
+        due = [(rule, at) for rule, (moment, at) in self._due.items() if ready(rule, moment)]
+        for rule, at in sorted(due, key=lambda r: self.rules.index(r[0])):
+            del self._due[rule]
+            told = rule.judge(at, self._latest)
             if told is not None:
-                self._tell(rule, told, time, self._latest[rule.columns[0]])
-        due.clear()
+                self._tell(rule, told, at, self._latest[rule.columns[0]])
 
     def tick(self, now_ms: int, forming: Mapping[str, float], columns: Iterable[str]) -> None:
         """Evaluate tick rules of ``columns`` on their forming values."""
