@@ -87,9 +87,13 @@ def test_all_holds_when_every_item_holds_and_any_when_one_does() -> None:
 
 
 def test_a_group_nests_inside_the_other() -> None:
-    rule = {"all": [{"metric": "a", "inside": [50, 80]},
-                    {"any": [{"metric": "b", "below": -1}, {"metric": "b", "above": 1}]}],
-            "send_resolved": True}  # fmt: skip
+    rule = {
+        "all": [
+            {"metric": "a", "inside": [50, 80]},
+            {"any": [{"metric": "b", "below": -1}, {"metric": "b", "above": 1}]},
+        ],
+        "send_resolved": True,
+    }
     book, alerts = book_of(rule)
     feed(book, [(60, 0), (60, 2), (60, -2), (90, -2), (60, 0.5)])
     assert told(alerts) == [(1, "firing"), (3, "resolved")]
@@ -121,8 +125,11 @@ def feed_from(book: RuleBook, first_day: int, rows: list[tuple[float, float]]) -
 
 
 def test_clear_takes_a_list_of_items_for_hysteresis() -> None:
-    rule = {**BOTH, "clear": {"any": [{"metric": "a", "below": 40}, {"metric": "b", "above": 2}]},
-            "send_resolved": True}  # fmt: skip
+    rule = {
+        **BOTH,
+        "clear": {"any": [{"metric": "a", "below": 40}, {"metric": "b", "above": 2}]},
+        "send_resolved": True,
+    }
     book, alerts = book_of(rule)
     feed(book, [(60, -1), (45, 1), (60, -1), (39, -1), (60, -1), (60, 3)])
     assert told(alerts) == [(0, "firing"), (3, "resolved"), (4, "firing"), (5, "resolved")]
@@ -172,9 +179,12 @@ def test_items_on_different_timeframes_are_judged_when_either_closes() -> None:
 
 
 def test_templates_see_every_item() -> None:
-    rule = {**BOTH, "message": "{{ metric }}={{ value }} was {{ previous }} {{ threshold }}; "
-            "{% for i in items %}{{ i.metric }} {{ i.operator }} {{ i.threshold }}: {{ i.value }}"
-            " {{ i.holds }}; {% endfor %}{{ b }}"}  # fmt: skip
+    rule = {
+        **BOTH,
+        "message": "{{ metric }}={{ value }} was {{ previous }} {{ threshold }}; "
+        "{% for i in items %}{{ i.metric }} {{ i.operator }} {{ i.threshold }}: {{ i.value }}"
+        " {{ i.holds }}; {% endfor %}{{ b }}",
+    }
     book, alerts = book_of(rule)
     feed(book, [(55, 1), (60, -1)])
     assert alerts[0].message == (
@@ -197,10 +207,15 @@ def test_templates_see_every_item() -> None:
     ],
 )
 def test_band_edges_with_a_side(condition: dict, values: list[float], expected: list) -> None:
-    book = RuleBook(Settings(feeds={"x": {"symbol": "X"}},
-                             metrics={"m": {"type": "mfi", "series": "x"}},
-                             rules=[{"name": "r", "metric": "m", "condition": condition,
-                                     "message": "{{ threshold }}"}]))  # fmt: skip
+    book = RuleBook(
+        Settings(
+            feeds={"x": {"symbol": "X"}},
+            metrics={"m": {"type": "mfi", "series": "x"}},
+            rules=[
+                {"name": "r", "metric": "m", "condition": condition, "message": "{{ threshold }}"}
+            ],
+        )
+    )
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
     for day, value in enumerate(values):
@@ -232,29 +247,77 @@ rules:
     ("old", "new", "key", "line", "message"),
     [
         ("metric: mfi,", "metric: mfo,", "rules.0.all.1.metric", 11, "unknown metric output 'mfo'"),
-        ("below: 0.5}", "crosses_below: 0.5}", "rules.0.all.0.crosses_below", 10,
-         "an item takes a level operator"),
-        ("{metric: mfi, inside: [50, 80]}",
-         "{any: [{metric: mfi, above: 50}, {all: [{metric: mfi, below: 1}]}]}",
-         "rules.0.all.1.any.1", 11, "groups nest one level"),
-        ("    for: 2", "    for: 2\n    metric: mfi", "rules.0.metric", 13,
-         "metric + condition, or items under all/any, not both"),
-        ("    for: 2", "    for: 2\n    clear: {above: 3}", "rules.0.clear", 13,
-         "{all: [...]} or {any: [...]}"),
-        ("    for: 2", "    for: 2\n    any: [{metric: mfi, above: 50}]", "rules.0.any", 13,
-         "give all or any"),
-        ("    for: 2", "    for: 2\n    clear: {any: [{metric: corr, above: 0.6}, "
-         "{metric: mfx, above: 1}]}", "rules.0.clear.any.1.metric", 13, "unknown metric output"),
-        ("{metric: corr, below: 0.5}", "{metric: corr}", "rules.0.all.0", 10,
-         "give exactly one level operator"),
-        ("    all:\n      - {metric: corr, below: 0.5}\n      - {metric: mfi, inside: [50, 80]}",
-         "    metric: mfi\n    condition: {enters: {band: [50, 80], to: above}}",
-         "rules.0.condition.enters.to", 10, "enters takes from: below or above"),
+        (
+            "below: 0.5}",
+            "crosses_below: 0.5}",
+            "rules.0.all.0.crosses_below",
+            10,
+            "an item takes a level operator",
+        ),
+        (
+            "{metric: mfi, inside: [50, 80]}",
+            "{any: [{metric: mfi, above: 50}, {all: [{metric: mfi, below: 1}]}]}",
+            "rules.0.all.1.any.1",
+            11,
+            "groups nest one level",
+        ),
+        (
+            "    for: 2",
+            "    for: 2\n    metric: mfi",
+            "rules.0.metric",
+            13,
+            "metric + condition, or items under all/any, not both",
+        ),
+        (
+            "    for: 2",
+            "    for: 2\n    clear: {above: 3}",
+            "rules.0.clear",
+            13,
+            "{all: [...]} or {any: [...]}",
+        ),
+        (
+            "    for: 2",
+            "    for: 2\n    any: [{metric: mfi, above: 50}]",
+            "rules.0.any",
+            13,
+            "give all or any",
+        ),
+        (
+            "    for: 2",
+            "    for: 2\n    clear: {any: [{metric: corr, above: 0.6}, {metric: mfx, above: 1}]}",
+            "rules.0.clear.any.1.metric",
+            13,
+            "unknown metric output",
+        ),
+        (
+            "{metric: corr, below: 0.5}",
+            "{metric: corr}",
+            "rules.0.all.0",
+            10,
+            "give exactly one level operator",
+        ),
+        (
+            "    all:\n      - {metric: corr, below: 0.5}\n      - {metric: mfi, inside: [50, 80]}",
+            "    metric: mfi\n    condition: {enters: {band: [50, 80], to: above}}",
+            "rules.0.condition.enters.to",
+            10,
+            "enters takes from: below or above",
+        ),
         ("    for: 2", "    for: 2\n    'on': tick", "rules.0.on", 13, "on: close"),
     ],
-    ids=["unknown-metric", "edge-item", "deep-nesting", "metric-and-all", "single-clear",
-         "all-and-any", "clear-item", "no-operator", "enters-to", "tick"],
-)  # fmt: skip
+    ids=[
+        "unknown-metric",
+        "edge-item",
+        "deep-nesting",
+        "metric-and-all",
+        "single-clear",
+        "all-and-any",
+        "clear-item",
+        "no-operator",
+        "enters-to",
+        "tick",
+    ],
+)
 def test_config_errors_name_the_item(
     capsys, tmp_path: Path, old: str, new: str, key: str, line: int, message: str
 ) -> None:
@@ -430,18 +493,28 @@ def test_daily_composites_match_an_independent_evaluation_on_both_paths(tmp_path
     ]
     daily = dict.fromkeys(("corr", "mfi", "chg"), "1D")
     regime = reference(
-        table, daily,
-        group("all", level("corr", "below", 0.5), level("chg", "above", 0),
-              group("any", level("mfi", "inside", (50, 80)), level("mfi", "above", 90))),
+        table,
+        daily,
+        group(
+            "all",
+            level("corr", "below", 0.5),
+            level("chg", "above", 0),
+            group("any", level("mfi", "inside", (50, 80)), level("mfi", "above", 90)),
+        ),
         group("any", level("corr", "above", 0.6), level("chg", "below", -5)),
-        bars_for=2, cooldown_days=10,
-    )  # fmt: skip
+        bars_for=2,
+        cooldown_days=10,
+    )
     lonely = reference(
-        table, daily,
-        group("any", level("mfi", "below", 15),
-              group("all", level("corr", "above", 0.7), level("chg", "below", -10))),
+        table,
+        daily,
+        group(
+            "any",
+            level("mfi", "below", 15),
+            group("all", level("corr", "above", 0.7), level("chg", "below", -10)),
+        ),
         None,
-    )  # fmt: skip
+    )
     assert alerts_of(batch, "regime") == regime and len(regime) > 20
     assert alerts_of(batch, "lonely") == lonely and len(lonely) > 10
     # weekends count: corr has no bar then, mfi does, and the rule is judged on both
@@ -459,11 +532,17 @@ def test_items_on_different_timeframes_match_an_independent_evaluation(tmp_path:
     streamed, _ = backtest(tmp_path, HOURLY, data, "--streaming")
     assert [(a["time"], a["state"]) for a in batch] == [(a["time"], a["state"]) for a in streamed]
     expected = reference(
-        table, {"mfi_1h": "1h", "chg_4h": "4h", "corr_1d": "1D"},
-        group("all", level("mfi_1h", "above", 55), level("chg_4h", "above", 0),
-              level("corr_1d", "below", 0.9)),
-        group("any", level("mfi_1h", "below", 45)), bars_for=2,
-    )  # fmt: skip
+        table,
+        {"mfi_1h": "1h", "chg_4h": "4h", "corr_1d": "1D"},
+        group(
+            "all",
+            level("mfi_1h", "above", 55),
+            level("chg_4h", "above", 0),
+            level("corr_1d", "below", 0.9),
+        ),
+        group("any", level("mfi_1h", "below", 45)),
+        bars_for=2,
+    )
     assert alerts_of(batch, "mixed") == expected and len(expected) > 10
     # judged at every hour: times are hourly bars, not only 4h or daily ones
     assert {t.hour for t, _ in expected} - {0, 4, 8, 12, 16, 20}
@@ -526,13 +605,18 @@ def test_snapshots_and_reloads_keep_a_composites_state(tmp_path: Path) -> None:
     assert restore(fresh, state).rules["regime"] == "restored"
     assert fresh.rules.rules[0].status == status
     # a changed threshold keeps the state; another metric in the items does not
-    moved = daily_settings(tmp_path, all=[{"metric": "corr", "below": 0.4},
-                                          {"metric": "chg", "above": 1},
-                                          {"any": [{"metric": "mfi", "inside": [50, 80]},
-                                                   {"metric": "mfi", "above": 90}]}])  # fmt: skip
+    moved = daily_settings(
+        tmp_path,
+        all=[
+            {"metric": "corr", "below": 0.4},
+            {"metric": "chg", "above": 1},
+            {"any": [{"metric": "mfi", "inside": [50, 80]}, {"metric": "mfi", "above": 90}]},
+        ],
+    )
     assert restore(Engine(moved), state).rules["regime"] == "restored"
-    other = daily_settings(tmp_path, all=[{"metric": "corr", "below": 0.5},
-                                          {"metric": "mfi", "above": 50}])  # fmt: skip
+    other = daily_settings(
+        tmp_path, all=[{"metric": "corr", "below": 0.5}, {"metric": "mfi", "above": 50}]
+    )
     assert restore(Engine(other), state).rules["regime"].startswith("fresh: its metric was all(")
 
 
@@ -564,10 +648,12 @@ def test_a_composites_chart_shows_each_metric_with_its_thresholds(tmp_path: Path
 def test_composites_mute_on_any_stale_feed_they_read() -> None:
     settings = Settings(
         feeds={"x": {"symbol": "X"}, "y": {"symbol": "Y"}, "z": {"symbol": "Z"}},
-        metrics={"a": {"type": "mfi", "series": "x"},
-                 "b": {"type": "pct_change", "series": "y", "lookback": 1}},
+        metrics={
+            "a": {"type": "mfi", "series": "x"},
+            "b": {"type": "pct_change", "series": "y", "lookback": 1},
+        },
         rules=[{"name": "r", **BOTH, "send_resolved": True}],
-    )  # fmt: skip
+    )
     book = RuleBook(settings)
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
@@ -577,9 +663,11 @@ def test_composites_mute_on_any_stale_feed_they_read() -> None:
     book.set_feed_state("z", "stale", 2 * DAY)  # not read by the rule
     book.set_feed_state("y", "ok", 3 * DAY)
     assert [(a.rule, a.state, a.time // DAY) for a in alerts] == [
-        ("stale.y", "firing", 1), ("stale.z", "firing", 2), ("stale.y", "resolved", 3),
+        ("stale.y", "firing", 1),
+        ("stale.z", "firing", 2),
+        ("stale.y", "resolved", 3),
         ("r", "firing", 3),
-    ]  # fmt: skip
+    ]
     assert "muted for 2d" in alerts[-1].message
 
 
@@ -590,9 +678,12 @@ def test_vectorised_rules_see_an_undefined_value_as_the_engine_does() -> None:
     from moodring.backtest.table import MetricTable
 
     t = np.arange(4, dtype=np.int64) * DAY
-    table = MetricTable.from_series({
-        "a": (t, np.array([60.0, NAN, 60.0, 40.0])), "b": (t, np.array([-1.0, 1, -1, -1])),
-    })  # fmt: skip
+    table = MetricTable.from_series(
+        {
+            "a": (t, np.array([60.0, NAN, 60.0, 40.0])),
+            "b": (t, np.array([-1.0, 1, -1, -1])),
+        }
+    )
     alerts = evaluate_rules(settings, table, {})
     assert told(alerts) == [(0, "firing"), (3, "resolved")]  # day 1 is undefined
     bars = table.series()
