@@ -157,8 +157,9 @@ class Rule:
 
 
 def _copy_status(source: RuleStatus, target: RuleStatus) -> None:
-    for field in dataclasses.fields(RuleStatus):
-        setattr(target, field.name, getattr(source, field.name))
+    """Put back the state machine's fields (what was told and muting are the book's)."""
+    for name in ("state", "pending", "fired_at", "notified_at"):
+        setattr(target, name, getattr(source, name))
 
 
 class RuleBook:
@@ -179,6 +180,7 @@ class RuleBook:
     ) -> None:
         self.settings = settings
         self.rules = [Rule(config, settings) for config in settings.rules]
+        self._order = {rule: i for i, rule in enumerate(self.rules)}
         prepare(text for rule in settings.rules for text in (rule.title, rule.message))
         self._prices = prices
         self._chart = chart
@@ -246,8 +248,9 @@ class RuleBook:
                 if told is not None:
                     self._tell(rule, told, time, value)
             for rule in self._composite.get(column, ()):
+                # a late bar (its moment already past) joins the judgement that is due
                 moment, at = self._due.get(rule, (end, time))
-                self._due[rule] = (end, max(at, time) if moment == end else time)
+                self._due[rule] = (moment, max(at, time))
         self.settle()
 
     @property
@@ -274,7 +277,7 @@ class RuleBook:
             return not (awaits and any(awaits(column, moment) for column in rule.columns))
 
         due = [(rule, at) for rule, (moment, at) in self._due.items() if ready(rule, moment)]
-        for rule, at in sorted(due, key=lambda r: self.rules.index(r[0])):
+        for rule, at in sorted(due, key=lambda r: self._order[r[0]]):
             del self._due[rule]
             told = rule.judge(at, self._latest)
             if told is not None:
