@@ -153,6 +153,11 @@ def test_a_bar_judged_again_later_in_the_same_moment_counts_once() -> None:
     assert book.rules[0].status.pending == 1 and not alerts
     book.close([("a", 2 * DAY, 60.0)], {"a": 60.0, "b": -1.0})
     assert told(alerts) == [(2, "firing")]
+    book, alerts = book_of({**BOTH, "for": 5})
+    book.close([("a", 0, 60.0), ("b", 0, -1.0)], {"a": 60.0, "b": -1.0})
+    book.rules[0].status.pending = 3  # put back from a snapshot: not undone by a re-judging
+    book.close([("b", 0, -1.0)], {"a": 60.0, "b": -1.0})
+    assert book.rules[0].status.pending == 4
     book, alerts = book_of({**BOTH, "send_resolved": True})
     book.close([("a", 0, 60.0), ("b", 0, 1.0)], {"a": 60.0, "b": 1.0})
     book.close([("b", DAY, -1.0)], {"a": 60.0, "b": -1.0})  # a's bar of day 1 not in yet: yes

@@ -69,8 +69,8 @@ class Rule:
         self.clear: Level | None = None
         self.verdict: Verdict | None = None
         self.undo: Verdict | None = None
-        # a composite's last judgement: bar time, the status before it, what it told
-        self.judged: tuple[int, RuleStatus, AlertState | None] | None = None
+        # a composite's last judgement: bar time, the status before and after it, what it told
+        self.judged: tuple[int, RuleStatus, tuple[object, ...], AlertState | None] | None = None
         self.reads = 1
         if config.is_composite:
             self.verdict = group_test(config.when)
@@ -98,18 +98,19 @@ class Rule:
         """Advance a composite on its metrics' latest closed ``values`` at bar ``time``.
 
         Judged again at the same bar time (one of its metrics closed that bar later), the
-        bar is judged afresh from the status before it, unless its alert has gone out.
+        bar is judged afresh from the status before it, unless its alert has gone out (or
+        the status was put back from a snapshot since).
         """
-        assert self.verdict is not None
-        if self.judged is not None and self.judged[0] == time:
-            _, before, told = self.judged
+        judged = self.judged
+        if judged is not None and judged[0] == time and judged[2] == _machine(self.status):
+            _, before, _, told = judged
             if told is not None:
                 return None
             _copy_status(before, self.status)
         else:
             before = dataclasses.replace(self.status)
         told = self._judge(time, values)
-        self.judged = (time, before, told)
+        self.judged = (time, before, _machine(self.status), told)
         return told
 
     def _judge(self, time: int, values: Mapping[str, float]) -> AlertState | None:
@@ -156,9 +157,16 @@ class Rule:
         return not cooldown or fired is None or time - fired >= cooldown * 1000
 
 
+# The fields of a status that a rule's judgement moves (what was told and muting are the book's).
+_MACHINE = ("state", "pending", "fired_at", "notified_at")
+
+
+def _machine(status: RuleStatus) -> tuple[object, ...]:
+    return tuple(getattr(status, name) for name in _MACHINE)
+
+
 def _copy_status(source: RuleStatus, target: RuleStatus) -> None:
-    """Put back the state machine's fields (what was told and muting are the book's)."""
-    for name in ("state", "pending", "fired_at", "notified_at"):
+    for name in _MACHINE:
         setattr(target, name, getattr(source, name))
 
 
