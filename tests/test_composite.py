@@ -308,7 +308,7 @@ rules:
             10,
             "enters takes from: below or above",
         ),
-        ("    for: 2", "    for: 2\n    'on': tick", "rules.0.on", 13, "on: close"),
+        ("    for: 2", "    for: 2\n    on: tick", "rules.0.on", 13, "on: close"),
     ],
     ids=[
         "unknown-metric",
@@ -693,3 +693,15 @@ def test_vectorised_rules_see_an_undefined_value_as_the_engine_does() -> None:
     assert told(alerts) == [(0, "firing"), (3, "resolved")]  # day 1 is undefined
     bars = table.series()
     assert bars["a"][0].tolist() == t.tolist() and math.isnan(bars["a"][1][1])
+
+
+def test_on_is_read_as_a_key_in_yaml(tmp_path: Path) -> None:
+    """YAML 1.1 reads a bare ``on`` as true; the README's ``on: close`` must still load."""
+    from moodring.configfile import load_settings
+
+    path = tmp_path / "moodring.yaml"
+    path.write_text(GOOD.replace("    all:\n", "    on: close\n    all:\n"))
+    assert load_settings(path).rules[0].on == "close"
+    single = "  - name: t\n    metric: mfi\n    condition: {above: 50}\n    on: tick\n"
+    path.write_text(GOOD + single)
+    assert load_settings(path).rules[1].on == "tick"

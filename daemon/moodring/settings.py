@@ -477,6 +477,14 @@ class RuleConfig(Model):
         extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _on_is_a_key(cls, value: Any) -> Any:
+        """Take YAML 1.1's ``on:`` key (read as the boolean true) as ``on``."""
+        if isinstance(value, dict) and any(key is True for key in value):
+            return {"on" if key is True else key: item for key, item in value.items()}
+        return value
+
     @field_validator("for_")
     @classmethod
     def _for_is_bars_or_duration(cls, value: int | str) -> int | str:
