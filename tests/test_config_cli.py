@@ -81,7 +81,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_check_config_without_any_file_uses_the_built_in_default(capsys) -> None:
     code, out, err = run(capsys, "check-config")
     assert code == 0
-    assert out == f"{DEFAULT_CONFIG}: ok (3 feeds, 7 metrics, 14 rules)\n"
+    assert out == f"{DEFAULT_CONFIG}: ok (3 feeds, 7 metrics, 13 rules)\n"
     assert f"INFO moodring: config: {DEFAULT_CONFIG} (built-in default)" in err
 
 

@@ -508,7 +508,7 @@ def test_reload_ignores_removed_feeds_and_rewarms_changed_ones(
 ) -> None:
     settings, state = ran
     rut_parts = ["eth_rut_corr", "eth_rut_corr_90", "eth_rut_divergence", "eth-rut-decoupling",
-                 "eth-rut-recoupling", "eth-rut-residual-extreme",
+                 "eth-rut-recoupling", "eth-decoupled-and-leading", "eth-rut-residual-extreme",
                  "rut-higher-high-eth-lower-low"]  # fmt: skip
     no_rut = settings_with(drop=rut_parts)
     no_rut = no_rut.model_copy(update={"feeds": {k: v for k, v in no_rut.feeds.items()

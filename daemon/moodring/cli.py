@@ -135,9 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--metrics-out", type=Path, help="write metric values to this CSV")
     backtest.add_argument(
         "--format",
-        choices=("json", "table"),
+        choices=("json", "table", "summary"),
         default="json",
-        help="alerts on stdout: one JSON object per line (default) or a table for people",
+        help="alerts on stdout: one JSON object per line (default), a table for people, or "
+        "a summary: alerts per rule and per month",
     )
     backtest.add_argument(
         "--streaming",
@@ -340,24 +341,29 @@ def _backtest(args: argparse.Namespace) -> int:
         log.warning("no data for the inputs of %s: skipped", ", ".join(missing))
     alerts: list[Alert] = []
     jumps = find_jumps(settings, history, metrics)
-    if not metrics:
-        if altseason is None:
-            raise UsageError("none of the configured metrics has data for all its feeds")
-        full = MetricTable(np.empty(0, np.int64))
-    elif args.streaming:
-        full = run_streaming(settings, history, metrics, alerts, on_jump=_report_jump)
+    if not metrics and altseason is None:
+        raise UsageError("none of the configured metrics has data for all its feeds")
+    if args.streaming:  # the altseason columns are published into the engine day by day
+        published = altseason.columns() if altseason is not None else None
+        full = run_streaming(settings, history, metrics, alerts, published, on_jump=_report_jump)
     else:
-        full = run_batch(settings, history, metrics)
+        full = (
+            run_batch(settings, history, metrics) if metrics else MetricTable(np.empty(0, np.int64))
+        )
         for jump in jumps:
             _report_jump(jump)
     if altseason is not None:
-        series = {name: (full.time, column) for name, column in full.columns.items()}
-        full = MetricTable.from_series(series | altseason.columns())
+        full = MetricTable.from_series(full.series() | altseason.columns())
     if not args.streaming:  # the rules read every column, the altseason index's too
         alerts = evaluate_rules(settings, full, history, jumps)
     table = full.between(start_ms, end_ms)
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
-    print_alerts(shown, args.format)
+    if args.format == "summary":
+        step = min(h.step_ms for h in history.values())
+        span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
+        print_summary(shown, [rule.name for rule in settings.rules], span)
+    else:
+        print_alerts(shown, args.format)
     if args.metrics_out is not None:
         table.write_csv(args.metrics_out)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
@@ -535,6 +541,23 @@ def print_alerts(alerts: list[Alert], style: str) -> None:
     widths = [max(len(c[i]) for c in cells) for i in range(len(header) - 1)]
     for c in cells:
         print("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=False)), c[-1])
+
+
+def print_summary(alerts: list[Alert], rules: list[str], span: tuple[int, int]) -> None:
+    """Print how many alerts each rule sent (firing, resolved) and how many a month."""
+    counts = {rule: [0, 0] for rule in rules}
+    for alert in alerts:
+        counts.setdefault(alert.rule, [0, 0])[alert.state == "resolved"] += 1
+    width = max(len("total"), *(len(rule) for rule in counts))
+    print(f"{'rule':<{width}}  firing  resolved")
+    for rule, (firing, resolved) in counts.items():
+        print(f"{rule:<{width}}  {firing:>6}  {resolved:>8}")
+    firing = sum(c[0] for c in counts.values())
+    print(f"{'total':<{width}}  {firing:>6}  {len(alerts) - firing:>8}")
+    months = (span[1] - span[0]) / (365.25 / 12 * 86_400_000)
+    first, last = iso_time(span[0])[:10], iso_time(span[1] - 1)[:10]
+    rate = f"{len(alerts) / months:.2f} a month" if months > 0 else "no time span"
+    print(f"{len(alerts)} alerts in {months:.1f} months ({first} to {last}): {rate}")
 
 
 def _feed_path(item: str) -> tuple[str, Path]:

@@ -28,6 +28,7 @@ from moodring.metrics.divergence import Divergence
 from moodring.metrics.mfi import MFI
 from moodring.metrics.moving import EMA, SMA, MACross, PctChange, ZScore
 from moodring.rules.book import RuleBook
+from moodring.rules.conditions import levels_of
 from moodring.settings import (
     AverageConfig,
     BreakoutConfig,
@@ -122,8 +123,9 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._capacity = _history_by_input(settings)
-        self._charted = {r.metric for r in settings.rules if r.chart}
-        for column in self._charted:
+        self._charted = {c for r in settings.rules if r.chart for c in r.columns()}
+        # a single metric's chart shows its inputs too (a composite's shows its metrics only)
+        for column in {str(r.metric) for r in settings.rules if r.chart and not r.is_composite}:
             metric = settings.metrics.get(settings.metric_columns().get(column, ""))
             for series in metric.inputs() if metric is not None else ():
                 key = (series, metric.timeframe)
@@ -147,7 +149,14 @@ class Engine:
         self._closed: list[tuple[str, int, float]] = []
         self._deferred = False
         self._history = {c: deque(maxlen=CHART_BARS) for c in self._charted}
-        self.rules = RuleBook(settings, prices=self.last_prices, chart=self.chart_data)
+        self.rules = RuleBook(
+            settings, prices=self.last_prices, chart=self.chart_data, awaits=self._awaits
+        )
+        self._builders_of = {
+            column: self._input_builders(node)
+            for node in self.metrics.values()
+            for column in node.outputs
+        }
         tick_columns = self.rules.tick_columns
         self._tick_nodes = {
             feed: tuple(n for n in nodes if tick_columns & set(n.outputs))
@@ -213,7 +222,7 @@ class Engine:
             builder.add_trade(t_ms, price, amount, trade_id)
         for node in self._dependents[feed]:
             node.dirty = True
-        if self._closed and not self._deferred:
+        if not self._deferred and (self._closed or self.rules.waiting):
             self._flush()
         if self._tick_nodes[feed]:
             self._tick(feed, t_ms)
@@ -235,7 +244,7 @@ class Engine:
             )  # fmt: skip
         for node in self._dependents[feed]:
             node.dirty = True
-        if self._closed and not self._deferred:
+        if not self._deferred and (self._closed or self.rules.waiting):
             self._flush()
 
     def advance(self, now_ms: int, feeds: Iterable[str] | None = None) -> None:
@@ -245,7 +254,7 @@ class Engine:
                 builder.advance(now_ms)
             for node in self._dependents[feed]:
                 node.dirty = True
-        if self._closed and not self._deferred:
+        if not self._deferred and (self._closed or self.rules.waiting):
             self._flush()
 
     @contextmanager
@@ -256,7 +265,7 @@ class Engine:
             yield
         finally:
             self._deferred = False
-            if self._closed:
+            if self._closed or self.rules.waiting:
                 self._flush()
 
     def last_prices(self) -> dict[str, float]:
@@ -269,12 +278,18 @@ class Engine:
         return prices
 
     def chart_data(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
-        """Return plot data for a rule's alert: its metric's inputs and values, and thresholds."""
-        history = list(self._history.get(rule.metric, ()))[-CHART_BARS:]
+        """Return plot data for a rule's alert: its metric's inputs and values, and thresholds.
+
+        A composite's chart has one panel per metric it reads, with its items' thresholds.
+        """
+        if rule.is_composite:
+            return self._composite_chart(rule, time)
+        metric = str(rule.metric)
+        history = list(self._history.get(metric, ()))[-CHART_BARS:]
         if not history:
             return None
         times = [t for t, _ in history]
-        node = self.metrics.get(self.settings.metric_columns().get(rule.metric, ""))
+        node = self.metrics.get(self.settings.metric_columns().get(metric, ""))
         inputs = {}
         for series in node.config.inputs() if node is not None else ():
             ring = self.source(series, node.config.timeframe).bars
@@ -285,23 +300,44 @@ class Engine:
             [{"label": " vs ".join(inputs), "series": inputs, "normalise": True}] if inputs else []
         )
         thresholds = [
-            float(x) for c in (rule.condition, rule.clear) if c is not None
-            for x in (c.operand if isinstance(c.operand, tuple) else (c.operand,))
-            if isinstance(x, int | float)
-        ]  # fmt: skip
+            x for c in (rule.condition, rule.clear) if c is not None for x in levels_of(c)
+        ]
         return {
             "title": rule.name,
             "time": times,
             "panels": [
                 *inputs_panel,
                 {
-                    "label": rule.metric,
-                    "series": {rule.metric: [v for _, v in history]},
+                    "label": metric,
+                    "series": {metric: [v for _, v in history]},
                     "thresholds": thresholds,
                 },
             ],
             "marker": time,
         }
+
+    def _composite_chart(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
+        """Return a composite's plot data: each metric's latest value on every bar time."""
+        histories = {c: list(self._history.get(c, ())) for c in rule.columns()}
+        times = sorted({t for history in histories.values() for t, _ in history})[-CHART_BARS:]
+        if not times:
+            return None
+        levels: dict[str, list[float]] = {column: [] for column in histories}
+        for _, item in rule.metric_items():
+            levels[str(item.metric)] += levels_of(item.condition)
+        panels = []
+        for column, history in histories.items():
+            # the rule reads each metric's latest closed value: carry it to the other bars
+            values: list[float | None] = []
+            i, latest = 0, None
+            for t in times:
+                while i < len(history) and history[i][0] <= t:
+                    latest = history[i][1]
+                    i += 1
+                values.append(latest)
+            thresholds = sorted(set(levels[column]))
+            panels.append({"label": column, "series": {column: values}, "thresholds": thresholds})
+        return {"title": rule.name, "time": times, "panels": panels, "marker": time}
 
     def track(self, columns: Iterable[str], bars: int) -> None:
         """Keep the last ``bars`` closed values of these metric outputs (see ``history``)."""
@@ -427,8 +463,26 @@ class Engine:
             listener(node, time)
 
     def _flush(self) -> None:
+        if not self._closed:
+            self.rules.settle()
+            return
         updates, self._closed = self._closed, []
         self.rules.close(updates, self.values())
+
+    def _input_builders(self, node: MetricNode) -> tuple[BarBuilder, ...]:
+        """Return the feeds' bar builders under a metric (a ratio's two legs)."""
+        feeds = self.settings.feeds_of(node.config.inputs())
+        timeframe = node.config.timeframe
+        return tuple(
+            b for feed in feeds for b in self._builders[feed] if b.timeframe.name == timeframe
+        )
+
+    def _awaits(self, column: str, moment: int) -> bool:
+        """Return whether an input bar of the column's metric has ended by ``moment`` unclosed."""
+        return any(
+            b.time >= 0 and b.time + b.timeframe.ms <= moment
+            for b in self._builders_of.get(column, ())
+        )
 
     def _tick(self, feed: str, t_ms: int) -> None:
         nodes = [node for node in self._tick_nodes[feed] if node.dirty]

@@ -16,7 +16,9 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_settings import (
@@ -259,6 +261,39 @@ def output_columns(name: str, metric: MetricConfig) -> tuple[str, ...]:
 
 
 Band = tuple[float, float]
+# A chart shows one panel per metric; a charted composite reads at most this many.
+MAX_CHART_PANELS = 6
+LEVELS = ("above", "below", "inside", "outside", "equals")
+GROUPS = ("all", "any")
+
+
+class BandEdge(Model):
+    """A band, and the side a value enters it from (``from``) or leaves it to (``to``)."""
+
+    band: Band
+    from_: Literal["below", "above"] | None = Field(None, alias="from")
+    to: Literal["below", "above"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_band(cls, value: Any) -> Any:
+        return {"band": value} if isinstance(value, list | tuple) else value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BandEdge:
+        if self.band[0] > self.band[1]:
+            raise ValueError("band: [lo, hi] needs lo <= hi")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return data["band"] if self.side is None else data
+
+    @property
+    def side(self) -> str | None:
+        """Return the side named (``from`` or ``to``), if any."""
+        return self.from_ or self.to
 
 
 class Moving(Model):
@@ -269,8 +304,88 @@ class Moving(Model):
     by: float | None = Field(None, gt=0)
 
 
+class Item(Model):
+    """One part of a composite condition: ``{metric, <level operator>}`` or a nested group."""
+
+    metric: str | None = None
+    above: float | None = None
+    below: float | None = None
+    inside: Band | None = None
+    outside: Band | None = None
+    equals: float | None = None
+    all: tuple[Item, ...] | None = None
+    any: tuple[Item, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_edges(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                if key in Condition.model_fields and key not in (*LEVELS, *GROUPS):
+                    raise ValueError(
+                        f"{key}: an item takes a level operator ({', '.join(LEVELS)}); "
+                        f"{key} fires on a change, so it cannot hold together with others"
+                    )
+        return value
+
+    @model_validator(mode="after")
+    def _metric_and_one_level(self) -> Item:
+        levels = [name for name in LEVELS if getattr(self, name) is not None]
+        groups = [name for name in GROUPS if getattr(self, name) is not None]
+        if groups:
+            if self.metric is not None or levels or len(groups) > 1:
+                raise ValueError(
+                    "an item is either {metric, <level operator>} or one group "
+                    "({all: [...]} or {any: [...]})"
+                )
+            if not getattr(self, groups[0]):
+                raise ValueError(f"{groups[0]}: give at least one item")
+            return self
+        if self.metric is None:
+            raise ValueError("metric: missing (an item is {metric: NAME, <level operator>: ...})")
+        if len(levels) != 1:
+            raise ValueError(
+                f"give exactly one level operator (one of {', '.join(LEVELS)}); "
+                f"got {levels or 'none'}"
+            )
+        operand = getattr(self, levels[0])
+        if isinstance(operand, tuple) and operand[0] > operand[1]:
+            raise ValueError(f"{levels[0]}: the band [lo, hi] needs lo <= hi")
+        return self
+
+    @property
+    def group(self) -> str | None:
+        """Return ``all`` or ``any`` for a nested group, None for a metric item."""
+        return next((name for name in GROUPS if getattr(self, name) is not None), None)
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        """Return a group's items (none for a metric item)."""
+        group = self.group
+        return getattr(self, group) if group else ()
+
+    @property
+    def condition(self) -> Condition:
+        """Return a metric item's level operator as a condition."""
+        name = next(name for name in LEVELS if getattr(self, name) is not None)
+        return Condition.model_validate({name: getattr(self, name)})
+
+
+def check_nesting(group: str, items: tuple[Item, ...]) -> None:
+    """Raise ValueError naming the item where a group is empty or nests more than one level."""
+    if not items:
+        raise ValueError(f"{group}: give at least one item")
+    for i, item in enumerate(items):
+        for j, inner in enumerate(item.items):
+            if inner.group:
+                raise ValueError(
+                    f"{group}.{i}.{item.group}.{j}: groups nest one level "
+                    "(an any inside an all, or an all inside an any)"
+                )
+
+
 class Condition(Model):
-    """Exactly one operator and its operand."""
+    """Exactly one operator and its operand; ``all``/``any`` hold a composite's items."""
 
     above: float | None = None
     below: float | None = None
@@ -279,12 +394,14 @@ class Condition(Model):
     equals: float | None = None
     crosses_above: float | None = None
     crosses_below: float | None = None
-    enters: Band | None = None
-    exits: Band | None = None
+    enters: BandEdge | None = None
+    exits: BandEdge | None = None
     moving_up_pct: Moving | None = None
     moving_down_pct: Moving | None = None
     moving_up: Moving | None = None
     moving_down: Moving | None = None
+    all: tuple[Item, ...] | None = None
+    any: tuple[Item, ...] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Condition:
@@ -293,12 +410,22 @@ class Condition(Model):
             names = ", ".join(type(self).model_fields)
             raise ValueError(f"give exactly one operator (one of {names}); got {given or 'none'}")
         operand = getattr(self, given[0])
-        if isinstance(operand, tuple) and operand[0] > operand[1]:
+        if isinstance(operand, tuple) and given[0] not in GROUPS and operand[0] > operand[1]:
             raise ValueError(f"{given[0]}: the band [lo, hi] needs lo <= hi")
         if isinstance(operand, Moving):
             wanted = "pct" if given[0].endswith("_pct") else "by"
             if getattr(operand, wanted) is None:
                 raise ValueError(f"{given[0]} needs {{{wanted}: ..., bars: ...}}")
+        if isinstance(operand, BandEdge):
+            wrong = "to" if given[0] == "enters" else "from"
+            right = "from" if given[0] == "enters" else "to"
+            if (operand.to if wrong == "to" else operand.from_) is not None:
+                raise ValueError(
+                    f"{given[0]}.{wrong}: {given[0]} takes {right}: below or above "
+                    f"(the side the value {'comes from' if right == 'from' else 'goes to'})"
+                )
+        if given[0] in GROUPS:
+            check_nesting(given[0], operand)
         return self
 
     @property
@@ -314,15 +441,44 @@ class Condition(Model):
     @property
     def is_edge(self) -> bool:
         """Return whether the operator fires on a change rather than holds as a level."""
-        return self.operator not in ("above", "below", "inside", "outside", "equals")
+        return self.operator not in (*LEVELS, *GROUPS)
+
+    @property
+    def is_group(self) -> bool:
+        """Return whether this is a composite's ``all``/``any`` list of items."""
+        return self.operator in GROUPS
+
+    def metric_items(self, prefix: str = "") -> list[tuple[str, Item]]:
+        """Return a group's metric items with their key paths (``all.2.any.0``), in order."""
+        if not self.is_group:
+            return []
+        out = []
+        for i, item in enumerate(self.operand):
+            path = f"{prefix}{self.operator}.{i}"
+            if item.group is None:
+                out.append((path, item))
+            else:
+                out += [(f"{path}.{item.group}.{j}", inner) for j, inner in enumerate(item.items)]
+        return out
+
+    def describe(self) -> str:
+        """Return a group's structure without thresholds: ``all(a,any(b,c))``."""
+
+        def shape(kind: str, items: tuple[Item, ...]) -> str:
+            parts = [i.metric if i.group is None else shape(i.group, i.items) for i in items]
+            return f"{kind}({','.join(str(p) for p in parts)})"
+
+        return shape(self.operator, self.operand) if self.is_group else self.operator
 
 
 class RuleConfig(Model):
-    """One alert rule on a metric output."""
+    """One alert rule: a metric output and a condition, or a composite of items (all/any)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    metric: str
-    condition: Condition
+    metric: str | None = None
+    condition: Condition | None = None
+    all: tuple[Item, ...] | None = None
+    any: tuple[Item, ...] | None = None
     clear: Condition | None = None
     for_: int | str = Field(1, alias="for")
     on: Literal["close", "tick"] = "close"
@@ -338,6 +494,14 @@ class RuleConfig(Model):
         extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _on_is_a_key(cls, value: Any) -> Any:
+        """Take YAML 1.1's ``on:`` key (read as the boolean true) as ``on``."""
+        if isinstance(value, dict) and any(key is True for key in value):
+            return {"on" if key is True else key: item for key, item in value.items()}
+        return value
+
     @field_validator("for_")
     @classmethod
     def _for_is_bars_or_duration(cls, value: int | str) -> int | str:
@@ -350,14 +514,16 @@ class RuleConfig(Model):
 
     @model_validator(mode="after")
     def _fields_fit_the_operator(self) -> RuleConfig:
-        edge = self.condition.is_edge
-        if edge and (self.clear or self.for_ != 1 or self.send_resolved or self.repeat_interval):
+        if self.is_composite:
+            self._composite_fits()
+        elif self.metric is None or self.condition is None:
+            missing = "metric" if self.metric is None else "condition"
             raise ValueError(
-                f"{self.condition.operator} is an edge operator: it fires once per crossing, "
-                "so clear, for, send_resolved and repeat_interval do not apply"
+                f"{missing}: missing (a rule has metric + condition, or a list of items under "
+                "all or any)"
             )
-        if self.clear is not None and self.clear.is_edge:
-            raise ValueError("clear takes a level operator (above, below, inside, outside)")
+        else:
+            self._single_fits(self.condition)
         if self.on == "tick" and self.for_ != 1:
             raise ValueError("for counts closed bars: it applies to on: close rules only")
         for field in ("title", "message"):
@@ -366,6 +532,72 @@ class RuleConfig(Model):
             except TemplateError as exc:
                 raise ValueError(f"{field}: {exc}") from None
         return self
+
+    def _single_fits(self, condition: Condition) -> None:
+        if condition.is_group:
+            raise ValueError(
+                f"condition.{condition.operator}: a composite's items go at the rule's top "
+                f"level ({condition.operator}: [...]) in place of metric and condition"
+            )
+        edge = condition.is_edge
+        if edge and (self.clear or self.for_ != 1 or self.send_resolved or self.repeat_interval):
+            raise ValueError(
+                f"{condition.operator} is an edge operator: it fires once per crossing, "
+                "so clear, for, send_resolved and repeat_interval do not apply"
+            )
+        if self.clear is not None and (self.clear.is_edge or self.clear.is_group):
+            raise ValueError("clear takes a level operator (above, below, inside, outside)")
+
+    def _composite_fits(self) -> None:
+        given = [key for key in ("metric", "condition") if getattr(self, key) is not None]
+        if given:
+            raise ValueError(
+                f"{given[0]}: a rule has metric + condition, or items under all/any, not both"
+            )
+        if self.all is not None and self.any is not None:
+            raise ValueError("any: give all or any at the top; nest the other inside it")
+        group = self.when
+        check_nesting(group.operator, group.operand)
+        if self.clear is not None and not self.clear.is_group:
+            raise ValueError("clear: a composite clears on items too: {all: [...]} or {any: [...]}")
+        if self.on == "tick":
+            raise ValueError("on: a composite is judged on closed bars (on: close) only")
+        if self.chart and len(self.columns()) > MAX_CHART_PANELS:
+            raise ValueError(
+                f"chart: a chart shows at most {MAX_CHART_PANELS} metrics; "
+                f"this rule reads {len(self.columns())}"
+            )
+
+    @property
+    def is_composite(self) -> bool:
+        """Return whether the rule is a list of items (all/any) rather than one metric."""
+        return self.all is not None or self.any is not None
+
+    @property
+    def when(self) -> Condition:
+        """Return what must hold: the condition, or the composite's list as a group."""
+        if self.condition is not None:
+            return self.condition
+        key = "all" if self.all is not None else "any"
+        return Condition.model_validate({key: getattr(self, key)})
+
+    def metric_items(self) -> list[tuple[str, Item]]:
+        """Return a composite's metric items with key paths (``all.1``, ``clear.any.0``)."""
+        items = self.when.metric_items()
+        if self.clear is not None:
+            items += self.clear.metric_items("clear.")
+        return items
+
+    def columns(self) -> tuple[str, ...]:
+        """Return every metric output the rule reads, its own metric (or first item's) first."""
+        if not self.is_composite:
+            return (str(self.metric),)
+        return tuple(dict.fromkeys(str(item.metric) for _, item in self.metric_items()))
+
+    @property
+    def subject(self) -> str:
+        """Return what the rule judges: its metric output, or a composite's shape."""
+        return str(self.metric) if not self.is_composite else self.when.describe()
 
 
 class NotifyTarget(Model):
@@ -624,11 +856,14 @@ class Settings(BaseSettings):
             if rule.name in seen:
                 raise ValueError(f"rules.{i}.name: {rule.name!r} is used twice")
             seen.add(rule.name)
-            if rule.metric not in known:
-                raise ValueError(
-                    f"rules.{i}.metric: unknown metric output {rule.metric!r} "
-                    f"(known: {', '.join(known)})"
-                )
+            paths = rule.metric_items() if rule.is_composite else [("", rule)]
+            for path, item in paths:
+                if item.metric not in known:
+                    key = f"{path}.metric" if path else "metric"
+                    raise ValueError(
+                        f"rules.{i}.{key}: unknown metric output {item.metric!r} "
+                        f"(known: {', '.join(known)})"
+                    )
             names = {column.partition(".")[0] for column in known}
             for field in ("title", "message"):
                 try:
@@ -661,11 +896,16 @@ class Settings(BaseSettings):
         return ALTSEASON_COLUMNS if self.altseason is not None else ()
 
     def rule_bars(self, rule: RuleConfig) -> int:
-        """Return a rule's ``for`` in bars of its metric's timeframe (durations round up)."""
+        """Return a rule's ``for`` in bars of its timeframe (durations round up)."""
         if isinstance(rule.for_, int):
             return rule.for_
-        bar_s = Timeframe.parse(self.column_timeframe(rule.metric)).ms / 1000
+        bar_s = self.rule_timeframe(rule).ms / 1000
         return max(1, math.ceil(parse_duration(rule.for_) / bar_s))
+
+    def rule_timeframe(self, rule: RuleConfig) -> Timeframe:
+        """Return a rule's bar: its metric's timeframe, a composite's finest."""
+        timeframes = [Timeframe.parse(self.column_timeframe(c)) for c in rule.columns()]
+        return min(timeframes, key=lambda tf: tf.ms)
 
     def feeds_of(self, series: Iterable[str]) -> tuple[str, ...]:
         """Return the feeds under these series (a feed itself, or a ratio's two legs)."""
@@ -676,9 +916,10 @@ class Settings(BaseSettings):
         return tuple(dict.fromkeys(legs))
 
     def stale_feeds_of(self, rule: RuleConfig) -> tuple[str, ...]:
-        """Return the feeds a rule's metric reads (directly or through a ratio)."""
-        metric = self.metrics.get(self.metric_columns().get(rule.metric, ""))
-        return self.feeds_of(metric.inputs()) if metric is not None else ()
+        """Return the feeds a rule's metrics read (directly or through a ratio)."""
+        owners = self.metric_columns()
+        metrics = [self.metrics.get(owners.get(column, "")) for column in rule.columns()]
+        return self.feeds_of(s for m in metrics if m is not None for s in m.inputs())
 
     def column_timeframe(self, column: str) -> str:
         """Return the bar length of a metric output (the altseason index is daily)."""

@@ -17,6 +17,7 @@ from moodring.market.jumps import Jump, jump_rows
 from moodring.market.resample import infer_step, merge_rows, resample
 from moodring.market.sessions import Sessions, meets_session
 from moodring.market.timeframe import Timeframe
+from moodring.metrics.altseason import DAY_MS
 from moodring.metrics.base import PairIndicator
 from moodring.rules.alert import Alert
 from moodring.rules.book import FeedState, RuleBook
@@ -115,13 +116,17 @@ def run_streaming(
     history: Mapping[str, FeedHistory],
     metrics: list[str],
     alerts: list[Alert] | None = None,
+    published: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     on_jump: Callable[[Jump], None] | None = None,
 ) -> MetricTable:
     """Feed every history bar, in time order across feeds, through the daemon's engine.
 
     Bars of the same time are one moment for the rules; with ``alerts`` given, the
-    engine's rules run too and what they would have sent is appended to it. ``on_jump``
-    gets each bar the engine finds beyond its feed's ``max_jump``.
+    engine's rules run too and what they would have sent is appended to it. ``published``
+    daily values (the altseason columns: day open times, values) are published closed in
+    the moment their day's last data bar is fed, as the daemon publishes them once the
+    day has closed. ``on_jump`` gets each bar the engine finds beyond its feed's
+    ``max_jump``.
     """
     subset = _only(settings, metrics, with_rules=alerts is not None)
     engine = Engine(subset)
@@ -143,14 +148,17 @@ def run_streaming(
     engine.subscribe(record)
     moment: int | None = None
     stack = ExitStack()
-    for feed, t, bar in merged_bars(history):
+    for t, feed, item in _events(history, published or {}):
         if t != moment:
             stack.close()
             while feed_events and feed_events[0][0] <= t:
                 engine.rules.set_feed_state(*_feed_event(feed_events.pop(0)))
             stack.enter_context(engine.deferred())
             moment = t
-        engine.on_candle(feed, t, bar, closed=True, length_ms=history[feed].step_ms)
+        if isinstance(item, Bar):
+            engine.on_candle(feed, t, item, closed=True, length_ms=history[feed].step_ms)
+        else:
+            engine.publish(feed, item[0], item[1], closed=True)
     stack.close()
     for event in feed_events:
         engine.rules.set_feed_state(*_feed_event(event))
@@ -193,9 +201,12 @@ def evaluate_rules(
     history: Mapping[str, FeedHistory],
     jumps: Sequence[Jump] = (),
 ) -> list[Alert]:
-    """Run the rules over a metrics table row by row, as the streaming engine would.
+    """Run the rules over a metrics table, as the streaming engine would.
 
-    ``jumps`` (``find_jumps``) mute the rules reading each suspect bar for that bar.
+    The closed values are taken in the order their bars closed (open time + timeframe),
+    those closing together as one moment; the streaming path sees that moment at the open
+    time of the data's last bar in it (close - the shortest data step). ``jumps``
+    (``find_jumps``) mute the rules reading each suspect bar for that bar.
     """
     alerts: list[Alert] = []
     now = [0]
@@ -212,29 +223,55 @@ def evaluate_rules(
     book = RuleBook(_only(settings, None, with_rules=True), prices=prices)
     book.subscribe(alerts.append)
     feed_events = stale_events(settings, history)
-    names = list(table.columns)
-    columns = [table.columns[name].tolist() for name in names]
-    latest = {name: float("nan") for name in names}
-    suspect = list(jumps)
-    suspect.reverse()
-    for row, t in enumerate(table.time.tolist()):
-        now[0] = t
+    step = min((h.step_ms for h in history.values()), default=0)
+    latest = {name: float("nan") for name in table.columns}
+    suspect = sorted(jumps, key=lambda jump: jump.time, reverse=True)
+    for moment, updates in closed_values(settings, table):
+        now[0] = t = moment - step
         while feed_events and feed_events[0][0] <= t:
             book.set_feed_state(*_feed_event(feed_events.pop(0)))
         while suspect and suspect[-1].time <= t:
             jump = suspect.pop()
             book.mute_bar(jump.feed, jump.timeframe, jump.time)
-        updates = []
-        for name, column in zip(names, columns, strict=True):
-            value = column[row]
-            if value == value:
-                latest[name] = value
-                updates.append((name, t, value))
-        if updates:
-            book.close(updates, latest)
+        for name, _, value in updates:
+            latest[name] = value
+        book.close(updates, latest)
     for event in feed_events:
         book.set_feed_state(*_feed_event(event))
     return alerts
+
+
+def closed_values(
+    settings: Settings, table: MetricTable
+) -> Iterator[tuple[int, list[tuple[str, int, float]]]]:
+    """Yield (close time, [(column, bar open time, value)]) for every bar in the table."""
+    names = list(table.columns)
+    rank = {name: i for i, name in enumerate(names)}
+    times, ends, ranks, values = [], [], [], []
+    for name in names:
+        rows = table.had_bar(name)
+        opened = table.time[rows]
+        bar_ms = Timeframe.parse(settings.column_timeframe(name)).ms
+        times.append(opened)
+        ends.append(opened + bar_ms)
+        ranks.append(np.full(opened.shape[0], rank[name]))
+        values.append(table.columns[name][rows])
+    if not names:
+        return
+    opened, end = np.concatenate(times), np.concatenate(ends)
+    ranked, value = np.concatenate(ranks), np.concatenate(values)
+    order = np.lexsort((ranked, end))
+    moment: int | None = None
+    updates: list[tuple[str, int, float]] = []
+    rows = (end[order].tolist(), ranked[order].tolist(), opened[order].tolist())
+    for close, r, t, v in zip(*rows, value[order].tolist(), strict=True):
+        if close != moment:
+            if updates:
+                yield int(moment or 0), updates
+            moment, updates = close, []
+        updates.append((names[r], t, v))
+    if updates:
+        yield int(moment or 0), updates
 
 
 def stale_events(
@@ -265,8 +302,23 @@ def _only(settings: Settings, metrics: list[str] | None, *, with_rules: bool) ->
     kept = settings.metrics if metrics is None else {m: settings.metrics[m] for m in metrics}
     columns = {column for column, metric in settings.metric_columns().items() if metric in kept}
     columns |= set(settings.altseason_columns())
-    rules = tuple(r for r in settings.rules if r.metric in columns) if with_rules else ()
+    rules = tuple(r for r in settings.rules if set(r.columns()) <= columns) if with_rules else ()
     return settings.model_copy(update={"metrics": kept, "rules": rules})
+
+
+def _events(
+    history: Mapping[str, FeedHistory], published: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> Iterator[tuple[int, str, Bar | tuple[int, float]]]:
+    """Yield (moment, feed or column, bar or (day, value)): bars, then published values."""
+    step = min((h.step_ms for h in history.values()), default=DAY_MS)
+    values = sorted(
+        (t + DAY_MS - step, rank, column, (t, v))
+        for rank, (column, (times, column_values)) in enumerate(published.items())
+        for t, v in zip(times.tolist(), column_values.tolist(), strict=True)
+    )
+    bars = ((t, -1, feed, bar) for feed, t, bar in merged_bars(history))
+    for moment, _, name, item in heapq.merge(bars, values, key=lambda e: (e[0], e[1])):
+        yield moment, name, item
 
 
 def merged_bars(history: Mapping[str, FeedHistory]) -> Iterator[tuple[str, int, Bar]]:

@@ -17,14 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from moodring.settings import MAX_CHART_PANELS
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
 MAX_PNG_BYTES = 300_000
-MAX_PANELS = 4
+MAX_PANELS = MAX_CHART_PANELS
 FIGSIZE_IN = (10.0, 7.0)
+# Height added per panel beyond four (a composite's chart has one per metric).
+PANEL_IN = 1.6
 # Tried in order until the PNG fits; at dpi 32 (320x224 px) even raw RGBA is under 300 KB.
 DPI_LADDER = (100, 80, 64, 48, 32)
 
@@ -194,9 +198,10 @@ def render_png(chart: Mapping[str, Any]) -> bytes:
     from matplotlib.figure import Figure
 
     utc = "UTC"
-    fig = Figure(figsize=FIGSIZE_IN, dpi=DPI_LADDER[0], layout="constrained")
-    FigureCanvasAgg(fig)
     n = len(data.panels)
+    size = (FIGSIZE_IN[0], FIGSIZE_IN[1] + PANEL_IN * max(0, n - 4))
+    fig = Figure(figsize=size, dpi=DPI_LADDER[0], layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(n, 1, sharex=True, squeeze=False, height_ratios=[1.6] + [1.0] * (n - 1))[
         :, 0
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,13 +12,24 @@ from typing import Any, Literal
 from moodring.feeds.base import FeedState
 from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert, AlertState
-from moodring.rules.conditions import Edge, Level, edge_test, level_test, threshold_of
+from moodring.rules.conditions import (
+    Edge,
+    Level,
+    Verdict,
+    edge_test,
+    group_test,
+    level_test,
+    threshold_of,
+)
 from moodring.rules.templates import metric_namespace, prepare, render
-from moodring.settings import RuleConfig, Settings
+from moodring.settings import Condition, RuleConfig, Settings
 from moodring.times import format_duration, iso_time
 
 AlertListener = Callable[[Alert], None]
 ChartSource = Callable[[RuleConfig, int], dict[str, Any] | None]
+# Whether a metric output still has a bar to close by a moment (its inputs' bars have ended
+# but not closed yet): a composite reading it waits for it.
+Awaits = Callable[[str, int], bool]
 _NAN = float("nan")
 # suspect bars remembered for muting (the oldest are forgotten first)
 _SUSPECT_KEPT = 1024
@@ -38,24 +50,37 @@ class RuleStatus:
 
 
 class Rule:
-    """One configured rule: its tests, its status, and the timing fields in milliseconds."""
+    """One configured rule: its tests, its status, and the timing fields in milliseconds.
 
-    __slots__ = ("bars_for", "clear", "config", "edge", "feeds", "level", "reads", "status",
-                 "timeframe")  # fmt: skip
+    A composite (all/any of items) reads several metric outputs (``columns``; the first is
+    the one its alerts name) and is judged on each one's latest closed value.
+    """
+
+    __slots__ = ("bars_for", "clear", "columns", "config", "edge", "feeds", "judged", "level",
+                 "reads", "status", "timeframe", "undo", "verdict")  # fmt: skip
 
     def __init__(self, config: RuleConfig, settings: Settings) -> None:
         self.config = config
         self.status = RuleStatus()
         self.bars_for = settings.rule_bars(config)
         self.feeds = settings.stale_feeds_of(config)
-        self.timeframe = Timeframe.parse(settings.column_timeframe(config.metric))
+        self.columns = config.columns()
+        self.timeframe = settings.rule_timeframe(config)
         self.level: Level | None = None
         self.edge: Edge | None = None
         self.clear: Level | None = None
-        if config.condition.is_edge:
-            self.edge, self.reads = edge_test(config.condition)
+        self.verdict: Verdict | None = None
+        self.undo: Verdict | None = None
+        # a composite's last judgement: bar time, the status before and after it, what it told
+        self.judged: tuple[int, RuleStatus, tuple[object, ...], AlertState | None] | None = None
+        self.reads = 1
+        if config.is_composite:
+            self.verdict = group_test(config.when)
+            self.undo = group_test(config.clear) if config.clear else None
+        elif config.when.is_edge:
+            self.edge, self.reads = edge_test(config.when)
         else:
-            self.level, self.reads = level_test(config.condition), 1
+            self.level = level_test(config.when)
             self.clear = level_test(config.clear) if config.clear else None
 
     def step(self, time: int, history: deque[float] | list[float]) -> AlertState | None:
@@ -64,12 +89,48 @@ class Rule:
             if len(history) < self.reads or not self.edge(history) or not self._cooled(time):
                 return None
             return self._fire(time)
+        assert self.level is not None
         value = history[-1]
         if value != value:
             return None  # an undefined value tells nothing: the state stands
+        holds = self.level(value)
+        return self._advance(time, holds, self.clear(value) if self.clear else not holds)
+
+    def judge(self, time: int, values: Mapping[str, float]) -> AlertState | None:
+        """Advance a composite on its metrics' latest closed ``values`` at bar ``time``.
+
+        Judged again at the same bar time (one of its metrics closed that bar later), the
+        bar is judged afresh from the status before it, unless its alert has gone out (or
+        the status was put back from a snapshot since).
+        """
+        judged = self.judged
+        if judged is not None and judged[0] == time and judged[2] == _machine(self.status):
+            _, before, _, told = judged
+            if told is not None:
+                return None
+            _copy_status(before, self.status)
+        else:
+            before = dataclasses.replace(self.status)
+        told = self._judge(time, values)
+        self.judged = (time, before, _machine(self.status), told)
+        return told
+
+    def _judge(self, time: int, values: Mapping[str, float]) -> AlertState | None:
+        assert self.verdict is not None
+        holds = self.verdict(values)
+        if self.status.state == "firing" and self.undo is not None:
+            cleared = self.undo(values)
+            if cleared is None:
+                return None
+            return self._advance(time, bool(holds), cleared)
+        if holds is None:
+            return None  # an undefined item leaves the whole condition undefined
+        return self._advance(time, holds, not holds)
+
+    def _advance(self, time: int, holds: bool, cleared: bool) -> AlertState | None:
+        """Move the level state machine on whether the condition and the clear hold."""
         s = self.status
         if s.state == "firing":
-            cleared = self.clear(value) if self.clear else not self.level(value)
             if cleared:
                 s.state, s.pending = "inactive", 0
                 return "resolved"
@@ -78,7 +139,7 @@ class Rule:
                 s.notified_at = time
                 return "firing"
             return None
-        if not self.level(value):
+        if not holds:
             s.state, s.pending = "inactive", 0
             return None
         s.pending += 1
@@ -98,6 +159,19 @@ class Rule:
         return not cooldown or fired is None or time - fired >= cooldown * 1000
 
 
+# The fields of a status that a rule's judgement moves (what was told and muting are the book's).
+_MACHINE = ("state", "pending", "fired_at", "notified_at")
+
+
+def _machine(status: RuleStatus) -> tuple[object, ...]:
+    return tuple(getattr(status, name) for name in _MACHINE)
+
+
+def _copy_status(source: RuleStatus, target: RuleStatus) -> None:
+    for name in _MACHINE:
+        setattr(target, name, getattr(source, name))
+
+
 class RuleBook:
     """Evaluates every rule on metric values and turns its transitions into alerts.
 
@@ -112,24 +186,38 @@ class RuleBook:
         *,
         prices: Callable[[], Mapping[str, float]] = dict,
         chart: ChartSource | None = None,
+        awaits: Awaits | None = None,
     ) -> None:
         self.settings = settings
         self.rules = [Rule(config, settings) for config in settings.rules]
+        self._order = {rule: i for i, rule in enumerate(self.rules)}
         prepare(text for rule in settings.rules for text in (rule.title, rule.message))
         self._prices = prices
         self._chart = chart
+        self._awaits = awaits
+        # composites whose metrics closed bars: the moment (close time) and bar time to judge
+        self._due: dict[Rule, tuple[int, int]] = {}
         self._listeners: list[AlertListener] = []
         self._close: dict[str, list[Rule]] = {}
         self._tick: dict[str, list[Rule]] = {}
+        self._composite: dict[str, list[Rule]] = {}
         depth: dict[str, int] = {}
         for rule in self.rules:
-            column = rule.config.metric
+            if rule.verdict is not None:
+                for column in rule.columns:
+                    self._composite.setdefault(column, []).append(rule)
+                    depth[column] = max(depth.get(column, 2), 2)
+                continue
+            column = rule.columns[0]
             target = self._tick if rule.config.on == "tick" else self._close
             target.setdefault(column, []).append(rule)
             depth[column] = max(depth.get(column, 2), rule.reads)
         self._history = {column: deque([_NAN] * n, maxlen=n) for column, n in depth.items()}
+        self._latest = {column: history[-1] for column, history in self._history.items()}
         self._values: Mapping[str, float] = {}
-        self._rank = {column: i for i, column in enumerate(settings.metric_columns())}
+        columns = [*settings.metric_columns(), *settings.altseason_columns()]
+        self._rank = {column: i for i, column in enumerate(columns)}
+        self._bar_ms = {c: Timeframe.parse(settings.column_timeframe(c)).ms for c in columns}
         self.feed_states: dict[str, FeedState] = {feed: "ok" for feed in settings.feeds}
         self._quiet = False
         self._stale_since: dict[str, int] = {}
@@ -152,21 +240,65 @@ class RuleBook:
         """Evaluate close rules on closed values ``(column, bar time, value)``.
 
         ``values`` holds every metric output's latest closed value, for templates. Updates
-        are taken in time, then config order, whatever order they arrived in.
+        are taken in the order their bars closed, then config order, whatever order they
+        arrived in. A composite is judged once per moment (bars closing together) in which
+        one of its metrics closed a bar, at the latest open time among those bars, once
+        every metric it reads has closed its bar of that moment (see ``settle``).
         """
         self._values = values
-        rank = self._rank
-        for column, time, value in sorted(updates, key=lambda u: (u[1], rank.get(u[0], 0))):
+        rank, bar_ms = self._rank, self._bar_ms
+        for column, time, value in sorted(
+            updates, key=lambda u: (u[1] + bar_ms.get(u[0], 0), rank.get(u[0], 0))
+        ):
+            end = time + bar_ms.get(column, 0)
+            if self._due:
+                self._judge_due(before=end)
             history = self._history.get(column)
             if history is None:
                 continue
             if self._suspect and self._reads_suspect(column, time):
                 value = _NAN  # rules take a suspect bar's value as undefined
             history.append(value)
+            self._latest[column] = value
             for rule in self._close.get(column, ()):
                 told = rule.step(time, history)
                 if told is not None:
                     self._tell(rule, told, time, value)
+            for rule in self._composite.get(column, ()):
+                # a late bar (its moment already past) joins the judgement that is due
+                moment, at = self._due.get(rule, (end, time))
+                self._due[rule] = (moment, max(at, time))
+        self.settle()
+
+    @property
+    def waiting(self) -> bool:
+        """Return whether a composite waits for a bar of its moment to close."""
+        return bool(self._due)
+
+    def settle(self) -> None:
+        """Judge the composites whose metrics have all closed their bars of the moment."""
+        if self._due:
+            self._judge_due(before=None)
+
+    def _judge_due(self, *, before: int | None) -> None:
+        """Judge due composites: of moments before ``before``, else those with nothing to wait for.
+
+        A later moment's values must not reach an earlier judgement, so a composite still
+        waiting when one comes is judged at once on what it has.
+        """
+        awaits = self._awaits
+
+        def ready(rule: Rule, moment: int) -> bool:
+            if before is not None:
+                return moment < before
+            return not (awaits and any(awaits(column, moment) for column in rule.columns))
+
+        due = [(rule, at) for rule, (moment, at) in self._due.items() if ready(rule, moment)]
+        for rule, at in sorted(due, key=lambda r: self._order[r[0]]):
+            del self._due[rule]
+            told = rule.judge(at, self._latest)
+            if told is not None:
+                self._tell(rule, told, at, self._latest[rule.columns[0]])
 
     def tick(self, now_ms: int, forming: Mapping[str, float], columns: Iterable[str]) -> None:
         """Evaluate tick rules of ``columns`` on their forming values."""
@@ -232,7 +364,7 @@ class RuleBook:
         note = (
             f"(muted for {format_duration((time - (since or time)) / 1000)} while a feed was stale)"
         )
-        self._tell(rule, now, time, self._history[rule.config.metric][-1], note=note)
+        self._tell(rule, now, time, self._history[rule.columns[0]][-1], note=note)
 
     def _tell(self, rule: Rule, state: AlertState, time: int, value: float, note: str = "") -> None:
         status = rule.status
@@ -245,16 +377,19 @@ class RuleBook:
 
     def _alert(self, rule: Rule, state: AlertState, time: int, value: float, note: str) -> Alert:
         config = rule.config
-        history = self._history[config.metric]
+        metric = rule.columns[0]
+        history = self._history[metric]
         previous = history[-2] if len(history) >= 2 else _NAN
         values = self._values
+        items = self._items(rule, value, previous)
         context = {
             **metric_namespace(values),
             "rule": config.name,
-            "metric": config.metric,
+            "metric": metric,
             "value": value,
             "previous": previous,
-            "threshold": threshold_of(config.condition),
+            "threshold": items[0]["threshold"],
+            "items": items,
             "severity": config.severity,
             "state": state,
             "time": iso_time(time),
@@ -272,9 +407,29 @@ class RuleBook:
         if chart is not None:
             chart["title"] = title
         return Alert(
-            config.name, state, time, config.metric, value, config.severity,
+            config.name, state, time, metric, value, config.severity,
             title, message, chart,
         )  # fmt: skip
+
+    def _items(self, rule: Rule, value: float, previous: float) -> list[dict[str, Any]]:
+        """Return what templates see of each item: metric, value, previous, operator, threshold.
+
+        A single-metric rule is one item (its condition); a composite's items are those of
+        its condition, then those of its clear, as judged (each metric's latest value).
+        """
+        config = rule.config
+        if not config.is_composite:
+            holds = rule.level(value) if rule.level is not None and value == value else None
+            return [_item(rule.columns[0], config.when, value, previous, holds, clear=False)]
+        out = []
+        for path, entry in config.metric_items():
+            condition = entry.condition
+            history = self._history[str(entry.metric)]
+            now = history[-1]
+            holds = None if now != now else level_test(condition)(now)
+            clear = path.startswith("clear.")
+            out.append(_item(str(entry.metric), condition, now, history[-2], holds, clear=clear))
+        return out
 
     @contextmanager
     def quiet(self) -> Iterator[None]:
@@ -290,6 +445,27 @@ class RuleBook:
             return
         for listener in self._listeners:
             listener(alert)
+
+
+def _item(
+    metric: str,
+    condition: Condition,
+    value: float,
+    previous: float,
+    holds: bool | None,
+    *,
+    clear: bool,
+) -> dict[str, Any]:
+    """Return one item as templates see it."""
+    return {
+        "metric": metric,
+        "value": value,
+        "previous": previous,
+        "operator": condition.operator,
+        "threshold": threshold_of(condition),
+        "holds": holds,
+        "clear": clear,
+    }
 
 
 def _feed_alert(feed: str, state: AlertState, time: int, title: str, message: str) -> Alert:

@@ -1,15 +1,17 @@
-"""Rule operators: levels that hold on a value, edges that fire on a change."""
+"""Rule operators: levels that hold on a value, edges that fire on a change, composites."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from moodring.settings import Condition
+from moodring.settings import BandEdge, Condition, Item
 
 # A level test of one value, or an edge test of the value history (oldest first, latest last).
 Level = Callable[[float], bool]
 Edge = Callable[[Sequence[float]], bool]
+# A composite's test of each metric's latest value: None when an item's value is undefined.
+Verdict = Callable[[Mapping[str, float]], bool | None]
 
 
 def level_test(condition: Condition) -> Level:
@@ -40,16 +42,54 @@ def edge_test(condition: Condition) -> tuple[Edge, int]:
         case "crosses_below":
             return _defined(lambda h: h[-2] >= x > h[-1]), 2
         case "enters":
-            lo, hi = x
-            return _defined(lambda h: not lo <= h[-2] <= hi and lo <= h[-1] <= hi), 2
+            inside, side = _band_sides(x)
+            came = side.get(x.from_, lambda v: not inside(v))
+            return _defined(lambda h: came(h[-2]) and inside(h[-1])), 2
         case "exits":
-            lo, hi = x
-            return _defined(lambda h: lo <= h[-2] <= hi and not lo <= h[-1] <= hi), 2
+            inside, side = _band_sides(x)
+            went = side.get(x.to, lambda v: not inside(v))
+            return _defined(lambda h: inside(h[-2]) and went(h[-1])), 2
         case "moving_up_pct" | "moving_down_pct" | "moving_up" | "moving_down":
             moved = _move_test(op, x.bars, x.pct if op.endswith("_pct") else x.by)
             # fires when the move first reaches the size, not on every bar it stays there
             return (lambda h: moved(h, 0) and not moved(h, 1)), x.bars + 2
     raise ValueError(f"{op} is not an edge operator")
+
+
+def _band_sides(edge: BandEdge) -> tuple[Level, dict[str | None, Level]]:
+    """Return the test of being inside the closed band, and of being below or above it."""
+    lo, hi = edge.band
+    return (lambda v: lo <= v <= hi), {"below": lambda v: v < lo, "above": lambda v: v > hi}
+
+
+def group_test(condition: Condition) -> Verdict:
+    """Return the test of a composite (``all``/``any`` of items) on the latest values."""
+    return _group(condition.operator, condition.operand)
+
+
+def _group(kind: str, items: Sequence[Item]) -> Verdict:
+    parts = [_item(item) for item in items]
+    every = kind == "all"
+
+    def verdict(values: Mapping[str, float]) -> bool | None:
+        results = [part(values) for part in parts]
+        if None in results:
+            return None  # an undefined item leaves the whole condition undefined
+        return all(results) if every else any(results)
+
+    return verdict
+
+
+def _item(item: Item) -> Verdict:
+    if item.group is not None:
+        return _group(item.group, item.items)
+    column, level = str(item.metric), level_test(item.condition)
+
+    def verdict(values: Mapping[str, float]) -> bool | None:
+        value = values.get(column, math.nan)
+        return None if value != value else level(value)
+
+    return verdict
 
 
 def _defined(test: Edge) -> Edge:
@@ -74,8 +114,20 @@ def _move_test(op: str, bars: int, size: float) -> Callable[[Sequence[float], in
 def threshold_of(condition: Condition) -> object:
     """Return the operand as templates see it: a number, a [lo, hi] list or a dict."""
     x = condition.operand
+    if isinstance(x, BandEdge) and x.side is None:
+        return list(x.band)
     if isinstance(x, tuple):
         return list(x)
     if hasattr(x, "model_dump"):
-        return {k: v for k, v in x.model_dump().items() if v is not None}
+        dumped = x.model_dump(by_alias=True, exclude_none=True)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dumped.items()}
     return x
+
+
+def levels_of(condition: Condition) -> list[float]:
+    """Return the levels a chart draws for an operator: its number or its band's ends."""
+    x = condition.operand
+    if isinstance(x, BandEdge):
+        x = x.band
+    values = x if isinstance(x, tuple) else (x,)
+    return [float(v) for v in values if isinstance(v, int | float)]

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 # Placeholders every rule template may use, besides the metrics by name.
 PLACEHOLDERS = frozenset(
     {"rule", "metric", "value", "previous", "threshold", "severity", "state", "time", "feeds",
-     "metrics", "note"}
+     "metrics", "note", "items"}
 )  # fmt: skip
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)

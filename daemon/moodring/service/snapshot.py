@@ -13,7 +13,8 @@ restored values are those of a warm-up on the journal: equal to rounding.
 
 Rule statuses are taken as saved (timers, pending counts, ``told``, ``muted_since``)
 when the rule's name still exists with the same metric output and operator kind (edge
-or level): a changed threshold keeps them, the next bar judges the new one. Otherwise
+or level), or for a composite the same items' metrics in the same all/any shape: a
+changed threshold keeps them, the next bar judges the new one. Otherwise
 the rule keeps what the replay gave it, as after a warm-up. Feed health is not restored:
 feeds prove staleness afresh. A (feed, timeframe) is restored only when its feed is the
 same (symbol, source, exchange, market, URLs) and its bars cover what the engine keeps
@@ -77,7 +78,10 @@ class SeriesState:
 
 @dataclass(frozen=True, slots=True)
 class RuleState:
-    """A rule's status and what it judged: its metric output, operator kind and trigger."""
+    """A rule's status and what it judged: its metric output, operator kind and trigger.
+
+    A composite's metric is its shape, such as ``all(eth_rut_corr,eth_mfi)``.
+    """
 
     metric: str
     kind: Literal["edge", "level"]
@@ -186,7 +190,7 @@ def capture(engine: Engine) -> EngineState:
         )
     rules = {
         rule.config.name: RuleState(
-            rule.config.metric,
+            rule.config.subject,
             "edge" if rule.edge is not None else "level",
             rule.config.on,
             dataclasses.replace(rule.status),
@@ -433,7 +437,7 @@ def _restore_rules(engine: Engine, saved: dict[str, RuleState]) -> dict[str, str
         kind = "edge" if rule.edge is not None else "level"
         if old is None:
             outcome[name] = "fresh: not in the snapshot"
-        elif old.metric != config.metric:
+        elif old.metric != config.subject:
             outcome[name] = f"fresh: its metric was {old.metric}"
         elif old.kind != kind:
             outcome[name] = f"fresh: its operator was {old.kind}, now {kind}"
