@@ -153,9 +153,9 @@ class ExchangeFeeds:
         self._waiting: dict[Hashable, _Waiting] = {}
         self._frame = 0  # websocket frames received: items of one frame share its number
         self._repairs: dict[int, _Repair] = {}
-        # builders holding only bars an item stamped ahead may have closed early: released
-        # as built once over, unless an item came late for them (then repaired from REST)
-        self._unchecked: set[int] = set()
+        # builder -> its first held bar that an item stamped ahead may only have closed early:
+        # such bars are released as built once over, unless an item came late for them
+        self._early_from: dict[int, int] = {}
         self._last_id: dict[str, int] = {}
         self._heard: dict[str, float] = {}  # feed -> monotonic time of its latest trade/candle
         self._stale: set[str] = set()
@@ -332,7 +332,7 @@ class ExchangeFeeds:
         if name in self._awaiting_first:
             self._awaiting_first.discard(name)
             for builder in self._builders(name):
-                self._unchecked.discard(id(builder))
+                self._early_from.pop(id(builder), None)
                 builder.hold(builder.timeframe.floor(t_ms))
 
     def _on_frame(self) -> None:
@@ -369,7 +369,7 @@ class ExchangeFeeds:
             self.stats.trades += 1
             self._hear(name, t)
             self._first_since_gap(name, t)
-            if self._unchecked:
+            if self._early_from:
                 self._check_late(name, t)
             if repair:
                 self._hold_early(name, t)
@@ -430,16 +430,16 @@ class ExchangeFeeds:
                 closes = start > builder.time
             else:  # the clock closed the last bar: bars between it and this one are filled
                 closes = 0 <= builder.last_time < start - tf.ms
-            if closes:
-                if builder.hold_through < 0:
-                    self._unchecked.add(id(builder))
-                builder.hold(max(builder.hold_through, start))
+            if closes and builder.hold_through < start:
+                held = builder.hold_through  # bars a gap holds up to here need REST anyway
+                self._early_from.setdefault(id(builder), held + tf.ms if held >= 0 else 0)
+                builder.hold(start)
 
     def _check_late(self, name: str, t_ms: int) -> None:
         """Note an item whose bar already closed: bars held as maybe early need REST now."""
         for builder in self._builders(name):
             if builder.timeframe.floor(t_ms) <= builder.last_time:
-                self._unchecked.discard(id(builder))
+                self._early_from.pop(id(builder), None)
 
     def _on_candle(self, symbol: str, timeframe: str, row: Any, raw: object) -> None:
         """Pass one candle update on; close the previous candle once a later one opens.
@@ -480,7 +480,7 @@ class ExchangeFeeds:
         if prev is not None and (
             bar.time < prev.bar.time or (bar.time == prev.bar.time and prev.closed)
         ):
-            for name in self._candle_feeds[key] if self._unchecked else ():
+            for name in self._candle_feeds[key] if self._early_from else ():
                 self._check_late(name, bar.time)
             return  # an update of a candle already closed here
         self.stats.candles += 1
@@ -521,7 +521,7 @@ class ExchangeFeeds:
             log.warning("%s: %d trade(s) missed between ids %d and %d; repairing from REST",
                         feed, seq - last - 1, last, seq)  # fmt: skip
             for builder in self._builders(feed):
-                self._unchecked.discard(id(builder))
+                self._early_from.pop(id(builder), None)
                 builder.hold(max(builder.hold_through, builder.timeframe.floor(t)))
         if last is None or seq > last:
             self._last_id[feed] = seq
@@ -532,7 +532,7 @@ class ExchangeFeeds:
 
     def _gap_begins(self) -> None:
         """Hold every builder's closed bars until the gap is repaired."""
-        self._unchecked.clear()  # every held bar is repaired from REST now
+        self._early_from.clear()  # every held bar is repaired from REST now
         for name in self.feeds:
             self._awaiting_first.add(name)
             for builder in self._builders(name):
@@ -563,10 +563,11 @@ class ExchangeFeeds:
         if builder.held_until + builder.timeframe.ms > self.clock_ms(feed):
             return  # not over at the exchange yet (a bar closed early waits for its end)
         key = id(builder)
-        if key in self._unchecked:  # nothing came late for them: they were whole
-            builder.settle((), builder.held_until)
+        early = self._early_from.get(key)
+        if early is not None and builder.held_from >= early:
+            builder.settle((), builder.held_until)  # nothing came late for them: they were whole
             if builder.hold_through < 0:
-                self._unchecked.discard(key)
+                del self._early_from[key]
             return
         repair = self._repairs.get(key)
         if repair is not None and repair.task is not None and not repair.task.done():
@@ -580,6 +581,9 @@ class ExchangeFeeds:
         symbol = self.feeds[feed].symbol
         since, through = builder.held_from, builder.held_until
         step = builder.timeframe.ms
+        early = self._early_from.get(id(builder))
+        if early is not None:
+            through = min(through, early - step)  # the bars after need no REST
         last = builder.bars.last()
         if last is not None:
             # bars that never formed here (candles are not filled in) sit before the held ones
