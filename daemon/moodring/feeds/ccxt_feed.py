@@ -348,21 +348,23 @@ class ExchangeFeeds:
         # must not make good trades look like they come from the future
         reference = self._clocks[symbol].read(self.now_ms())
         problem = trade_problem(t, price, amount, reference)
-        numbered = names[0] in self._last_id  # the feed's trades are numbered: so must this be
-        if problem is None and numbered and sequence_number(trade.get("id")) is None:
-            problem = "bad trade id"
+        seq = sequence_number(trade.get("id"))
+        if problem is None and seq is None and names[0] in self._last_id:
+            problem = "bad trade id"  # the feed's trades are numbered: so must this one be
         if problem is not None:
             self._skip_trade(names, trade, problem)
             return
         repair = self._admit(symbol, t, reference)
         if repair is None:
-            take = functools.partial(self._take_trade, names, trade)
+            take = functools.partial(self._take_trade, names, trade, seq)
             skip = functools.partial(self._skip_trade, names, trade, "timestamp in the future")
             self._wait(symbol, t, take, skip)
         else:
-            self._take_trade(names, trade, repair)
+            self._take_trade(names, trade, seq, repair)
 
-    def _take_trade(self, names: list[str], trade: dict[str, Any], repair: bool) -> None:
+    def _take_trade(
+        self, names: list[str], trade: dict[str, Any], seq: int | None, repair: bool
+    ) -> None:
         t, price, amount = trade["timestamp"], trade["price"], trade["amount"]
         trade_id = trade.get("id")
         for name in names:
@@ -373,7 +375,8 @@ class ExchangeFeeds:
                 self._check_late(name, t)
             if repair:
                 self._hold_early(name, t)
-            self._check_sequence(name, trade_id, t)
+            if seq is not None:
+                self._check_sequence(name, seq, t)
             self.sink.trade(name, t, price, amount, trade_id)
             for builder in self._builders(name):
                 self._maybe_repair(name, builder)
@@ -510,11 +513,8 @@ class ExchangeFeeds:
                 return names
         return []
 
-    def _check_sequence(self, feed: str, trade_id: object, t: int) -> None:
+    def _check_sequence(self, feed: str, seq: int, t: int) -> None:
         """Treat a jump in consecutive trade ids (Binance's) as a gap to repair."""
-        seq = sequence_number(trade_id)
-        if seq is None:
-            return  # ids that are not sequence numbers tell nothing
         last = self._last_id.get(feed)
         if last is not None and seq > last + 1:
             self.stats.missed += seq - last - 1
