@@ -138,7 +138,9 @@ class Feeds:
         """Set the exchange's clock (as a measured server time would)."""
         self.feeds._offset_ms = t_ms - int(time.time() * 1000)
 
-    def trade(self, t_ms: int, trade_id: object, symbol: str = "ETH/USDT", price=10.0) -> None:
+    def trade(
+        self, t_ms: int, trade_id: object, symbol: str = "ETH/USDT", price: float = 10.0
+    ) -> None:
         """Receive one websocket frame holding one trade."""
         self.feeds._on_frame()
         self.feeds._on_trade({"symbol": symbol, "timestamp": t_ms, "price": price,
