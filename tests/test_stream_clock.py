@@ -63,9 +63,17 @@ def test_items_of_one_frame_do_not_confirm_each_other() -> None:
 
 @pytest.mark.parametrize(
     ("trade_id", "number"),
-    [("1520538925", 1520538925), (17, 17), ("x17", None), ("-5", None), ("1_000", None),
-     (None, None), (True, None), ("١٢", None)],
-)  # fmt: skip
+    [
+        ("1520538925", 1520538925),
+        (17, 17),
+        ("x17", None),
+        ("-5", None),
+        ("1_000", None),
+        (None, None),
+        (True, None),
+        ("١٢", None),
+    ],
+)
 def test_only_plain_numbers_are_sequence_numbers(trade_id: object, number: int | None) -> None:
     assert sequence_number(trade_id) == number
 
@@ -127,12 +135,17 @@ class Feeds:
         self.builders["eth"][0].subscribe(self.closed.append)
         self.sink = Sink(self.builders)
         self.client = Client()
-        configs = {"eth": FeedConfig(symbol="ETH/USDT", stream=eth_stream),
-                   "btc": FeedConfig(symbol="BTC/USDT")}  # fmt: skip
+        configs = {
+            "eth": FeedConfig(symbol="ETH/USDT", stream=eth_stream),
+            "btc": FeedConfig(symbol="BTC/USDT"),
+        }
         self.feeds = ExchangeFeeds(
-            "binance", configs, self.sink, self.builders.__getitem__,
+            "binance",
+            configs,
+            self.sink,
+            self.builders.__getitem__,
             client_factory=lambda: self.client,
-        )  # fmt: skip
+        )
 
     def at(self, t_ms: int) -> None:
         """Set the exchange's clock (as a measured server time would)."""
@@ -143,8 +156,16 @@ class Feeds:
     ) -> None:
         """Receive one websocket frame holding one trade."""
         self.feeds._on_frame()
-        self.feeds._on_trade({"symbol": symbol, "timestamp": t_ms, "price": price,
-                              "amount": 1.0, "id": trade_id, "info": {"t": trade_id}})  # fmt: skip
+        self.feeds._on_trade(
+            {
+                "symbol": symbol,
+                "timestamp": t_ms,
+                "price": price,
+                "amount": 1.0,
+                "id": trade_id,
+                "info": {"t": trade_id},
+            }
+        )
 
     def ids(self, feed: str = "eth") -> list[object]:
         return [i for f, _, i in self.sink.trades if f == feed]
@@ -187,8 +208,16 @@ def test_items_of_one_frame_cannot_confirm_each_other() -> None:
     f.trade(NOW + 1_000, "1")
     f.feeds._on_frame()
     for trade_id in ("2", "3"):  # one frame, two trades stamped a minute ahead
-        f.feeds._on_trade({"symbol": "ETH/USDT", "timestamp": NOW + MINUTE, "price": 10.0,
-                           "amount": 1.0, "id": trade_id, "info": {}})  # fmt: skip
+        f.feeds._on_trade(
+            {
+                "symbol": "ETH/USDT",
+                "timestamp": NOW + MINUTE,
+                "price": 10.0,
+                "amount": 1.0,
+                "id": trade_id,
+                "info": {},
+            }
+        )
     f.trade(NOW + 1_100, "4")
     assert f.ids() == ["1", "4"]
     assert f.sink.bad == [("eth", "timestamp in the future")] * 2
