@@ -6,8 +6,9 @@ import asyncio
 import functools
 import logging
 import math
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,8 @@ from ccxt.base.errors import BaseError, NetworkError
 
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.base import FeedSink
-from moodring.feeds.health import MAX_SKEW_MS, trade_problem
+from moodring.feeds.clock import EARLY_MS, FUTURE_MS, StreamClock
+from moodring.feeds.health import trade_problem
 from moodring.market.bar import Bar
 from moodring.market.builder import HOLD_ALL, BarBuilder
 from moodring.market.timeframe import Timeframe
@@ -34,6 +36,11 @@ CLOSE_TIMEOUT = 1.0
 CACHE_LIMIT = 10
 # The most klines one REST call asks for (Binance's cap).
 KLINES_LIMIT = 1000
+# Where a frame names its stream (Binance ``stream``, Bybit ``topic``, a Binance event's
+# symbol ``s``); read from the text, so a frame that does not parse still says which.
+_STREAM_NAME = re.compile(r'"(?:stream|topic|s)"\s*:\s*"([^"]{1,200})"')
+# The parts of a stream name or ccxt message hash: ``ethusdt@trade``, ``trade::ETH/USDT``.
+_STREAM_PARTS = re.compile(r"[@:.|\s]+")
 
 
 @dataclass(slots=True)
@@ -51,6 +58,20 @@ class _Candle:
 
     bar: Bar
     closed: bool
+
+
+# an item's take (with whether its bars must be repaired) and skip
+_Take = Callable[[bool], None]
+_Skip = Callable[[], None]
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A stream's items stamped too far ahead, waiting for its next frame to confirm them."""
+
+    frame: int
+    first_ms: int
+    items: list[tuple[int, _Take, _Skip]] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +97,12 @@ class ExchangeFeeds:
     The bars a disconnection overlapped are held back in the bar builders and settled from
     the exchange's REST klines once the first bar seen whole since has closed, so closed
     bars equal an unbroken stream.
+
+    Each stream (a symbol's trades, a symbol's candles of one timeframe) has its own clock,
+    which closes its feeds' bars and judges its timestamps, and which no single frame can
+    move: a frame stamped far ahead waits for the stream's next frame to confirm it, and the
+    bars one stamped a little ahead closes are held until the clock has passed them (and
+    repaired from REST if an item came late for them).
     """
 
     def __init__(
@@ -100,28 +127,35 @@ class ExchangeFeeds:
         self._factory = client_factory or self._make_client
         self._on_reconnect = on_reconnect
         self._client = self._factory()
-        self._by_stream: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
+        self._by_market: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
+        self._stream_of: dict[str, Hashable] = {}  # feed -> its stream: symbol or (symbol, tf)
         self._trade_feeds: dict[str, list[str]] = {}  # symbol -> feeds
         self._candle_feeds: dict[tuple[str, str], list[str]] = {}  # (symbol, tf) -> feeds
         self._candle_ms: dict[tuple[str, str], int] = {}
         self._candles: dict[tuple[str, str], _Candle] = {}
         offered = _timeframes(getattr(self._client, "timeframes", None))
         for name, feed in self.feeds.items():
-            self._by_stream.setdefault(feed.symbol.replace("/", "").lower(), []).append(name)
+            self._by_market.setdefault(_market_key(feed.symbol), []).append(name)
             if feed.stream == "ohlcv":
                 tf = candle_timeframe([b.timeframe for b in builders(name)], offered)
                 if tf is not None:
                     key = (feed.symbol, tf.name)
                     self._candle_feeds.setdefault(key, []).append(name)
                     self._candle_ms[key] = tf.ms
+                    self._stream_of[name] = key
                     continue
                 log.warning("%s: %s has no candles its timeframes fold from; watching trades",
                             name, exchange)  # fmt: skip
             self._trade_feeds.setdefault(feed.symbol, []).append(name)
+            self._stream_of[name] = feed.symbol
         self._offset_ms = 0
-        self._stream_ms = -1  # exchange time of the latest trade or candle event
-        self._stream_at = 0.0
+        self._clocks = {key: StreamClock() for key in self._stream_of.values()}
+        self._waiting: dict[Hashable, _Waiting] = {}
+        self._frame = 0  # websocket frames received: items of one frame share its number
         self._repairs: dict[int, _Repair] = {}
+        # builder -> its first held bar that an item stamped ahead may only have closed early:
+        # such bars are released as built once over, unless an item came late for them
+        self._early_from: dict[int, int] = {}
         self._last_id: dict[str, int] = {}
         self._heard: dict[str, float] = {}  # feed -> monotonic time of its latest trade/candle
         self._stale: set[str] = set()
@@ -136,7 +170,7 @@ class ExchangeFeeds:
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
             raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
-        client = guarded(cls, self._bad_frame, self._on_trade, self._on_candle)(
+        client = guarded(cls, self._bad_frame, self._on_trade, self._on_candle, self._on_frame)(
             {"enableRateLimit": True, "newUpdates": True}
         )
         client.options["tradesLimit"] = CACHE_LIMIT
@@ -150,15 +184,13 @@ class ExchangeFeeds:
         """Return the exchange's clock (local time corrected by the measured offset)."""
         return int(time.time() * 1000) + self._offset_ms
 
-    def clock_ms(self) -> int:
-        """Return the latest stream time moved on by the wall time since it arrived.
+    def clock_ms(self, feed: str) -> int:
+        """Return the clock of a feed's stream (the exchange's, or the stream's running ahead).
 
-        The bar-closing timer uses this: it never runs ahead of the stream (a replay that
-        is faster than real time only makes it lag, and trades close bars anyway).
+        The bar-closing timer uses this: no single frame moves it, and it never runs ahead
+        of the stream (a replay faster than real time only makes it lag; trades close bars).
         """
-        if self._stream_ms < 0:
-            return self.now_ms()
-        return self._stream_ms + int((time.monotonic() - self._stream_at) * 1000)
+        return self._clocks[self._stream_of[feed]].read(self.now_ms())
 
     async def run(self) -> None:
         """Stream until cancelled, reconnecting as needed."""
@@ -300,31 +332,117 @@ class ExchangeFeeds:
         if name in self._awaiting_first:
             self._awaiting_first.discard(name)
             for builder in self._builders(name):
+                self._early_from.pop(id(builder), None)
                 builder.hold(builder.timeframe.floor(t_ms))
 
+    def _on_frame(self) -> None:
+        self._frame += 1
+
     def _on_trade(self, trade: dict[str, Any]) -> None:
-        names = self._trade_feeds.get(trade.get("symbol") or "")
+        symbol = trade.get("symbol") or ""
+        names = self._trade_feeds.get(symbol)
         if not names:
             return
         t, price, amount = trade.get("timestamp"), trade.get("price"), trade.get("amount")
-        # the stream's own latest time also counts: a stale clock offset (or a fast replay)
+        # the stream's clock runs ahead with it: a stale clock offset (or a fast replay)
         # must not make good trades look like they come from the future
-        reference = max(self.now_ms(), self._stream_ms)
+        reference = self._clocks[symbol].read(self.now_ms())
+        problem = trade_problem(t, price, amount, reference)
+        seq = sequence_number(trade.get("id"))
+        if problem is None and seq is None and names[0] in self._last_id:
+            problem = "bad trade id"  # the feed's trades are numbered: so must this one be
+        if problem is not None:
+            self._skip_trade(names, trade, problem)
+            return
+        repair = self._admit(symbol, t, reference)
+        if repair is None:
+            take = functools.partial(self._take_trade, names, trade, seq)
+            skip = functools.partial(self._skip_trade, names, trade, "timestamp in the future")
+            self._wait(symbol, t, take, skip)
+        else:
+            self._take_trade(names, trade, seq, repair)
+
+    def _take_trade(
+        self, names: list[str], trade: dict[str, Any], seq: int | None, repair: bool
+    ) -> None:
+        t, price, amount = trade["timestamp"], trade["price"], trade["amount"]
+        trade_id = trade.get("id")
         for name in names:
-            problem = trade_problem(t, price, amount, reference)
-            if problem is not None:
-                self.sink.bad_frame(name, problem, repr(trade.get("info"))[:200])
-                continue
             self.stats.trades += 1
-            if t > self._stream_ms:
-                self._stream_ms, self._stream_at = t, time.monotonic()
             self._hear(name, t)
             self._first_since_gap(name, t)
-            trade_id = trade.get("id")
-            self._check_sequence(name, trade_id, t)
+            if self._early_from:
+                self._check_late(name, t)
+            if repair:
+                self._hold_early(name, t)
+            if seq is not None:
+                self._check_sequence(name, seq, t)
             self.sink.trade(name, t, price, amount, trade_id)
             for builder in self._builders(name):
                 self._maybe_repair(name, builder)
+
+    def _skip_trade(self, names: list[str], trade: dict[str, Any], reason: str) -> None:
+        for name in names:
+            self.sink.bad_frame(name, reason, repr(trade.get("info"))[:200])
+
+    def _admit(self, stream: Hashable, t_ms: int, reference: int) -> bool | None:
+        """Judge an item's time by its stream's clock (``reference``): None if it must wait.
+
+        Otherwise return whether the bars it closes must be repaired: an item stamped a
+        little ahead may have closed its bar early. One stamped further ahead waits: a later
+        frame at least as late confirms the jump (a fast replay, a stream back after a pause)
+        and both go on; an earlier one shows it stamped wrong, and it is skipped.
+        """
+        clock = self._clocks[stream]
+        frame = self._frame
+        waiting = self._waiting.get(stream)
+        confirmed = False
+        if waiting is not None and waiting.frame != frame:
+            del self._waiting[stream]
+            confirmed = t_ms >= waiting.first_ms - EARLY_MS
+            self._settle(clock, waiting, take=confirmed, repair=False)
+        if not confirmed and t_ms > reference + FUTURE_MS:
+            return None
+        clock.note(t_ms, frame)
+        return not confirmed and t_ms > reference + EARLY_MS
+
+    def _wait(self, stream: Hashable, t_ms: int, take: _Take, skip: _Skip) -> None:
+        """Keep an item stamped far ahead until its stream's next frame says if it is right."""
+        waiting = self._waiting.get(stream)
+        if waiting is None:
+            waiting = self._waiting[stream] = _Waiting(self._frame, t_ms)
+        waiting.first_ms = min(waiting.first_ms, t_ms)
+        waiting.items.append((t_ms, take, skip))
+
+    @staticmethod
+    def _settle(clock: StreamClock, waiting: _Waiting, *, take: bool, repair: bool) -> None:
+        """Pass waiting items on (their bars repaired or not), or skip them."""
+        for t_ms, take_item, skip_item in waiting.items:
+            if take:
+                clock.note(t_ms, waiting.frame)
+                take_item(repair)
+            else:
+                skip_item()
+
+    def _hold_early(self, name: str, t_ms: int) -> None:
+        """Hold the bars an item stamped ahead closes, and its own, until the clock passes them."""
+        for builder in self._builders(name):
+            tf = builder.timeframe
+            start = tf.floor(t_ms)
+            if builder.time >= 0:
+                closes = start > builder.time
+            else:  # the clock closed the last bar: bars between it and this one are filled
+                closes = 0 <= builder.last_time < start - tf.ms
+            if closes and builder.hold_through < start:
+                held = builder.hold_through  # bars a gap holds up to here need REST anyway
+                self._early_from.setdefault(id(builder), held + tf.ms if held >= 0 else 0)
+                builder.hold(start)
+
+    def _check_late(self, name: str, t_ms: int) -> None:
+        """Note an item whose bar already closed: bars held as maybe early need REST now."""
+        for builder in self._builders(name):
+            if builder.timeframe.floor(t_ms) <= builder.last_time:
+                self._early_from.pop(id(builder), None)
 
     def _on_candle(self, symbol: str, timeframe: str, row: Any, raw: object) -> None:
         """Pass one candle update on; close the previous candle once a later one opens.
@@ -336,31 +454,46 @@ class ExchangeFeeds:
         names = self._candle_feeds.get(key)
         if not names:
             return
-        reference = max(self.now_ms(), self._stream_ms)
+        shown = raw if raw is not None else row
+        reference = self._clocks[key].read(self.now_ms())
         problem = candle_problem(row, reference)
         if problem is not None:
-            for name in names:
-                self.sink.bad_frame(name, problem, repr(raw if raw is not None else row)[:200])
+            self._skip_candle(names, shown, problem)
             return
         bar = Bar(int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]),
                   float(row[5]))  # fmt: skip
         final, event_ms = kline_flags(raw, bar.time)
+        stamp = event_ms if event_ms is not None and event_ms >= bar.time else bar.time
+        repair = self._admit(key, stamp, reference)
+        if repair is None:
+            take = functools.partial(self._take_candle, key, bar, final, stamp)
+            skip = functools.partial(self._skip_candle, names, shown, "timestamp in the future")
+            self._wait(key, stamp, take, skip)
+        else:
+            self._take_candle(key, bar, final, stamp, repair)
+
+    def _skip_candle(self, names: list[str], shown: object, reason: str) -> None:
+        for name in names:
+            self.sink.bad_frame(name, reason, repr(shown)[:200])
+
+    def _take_candle(
+        self, key: tuple[str, str], bar: Bar, final: bool, stamp: int, repair: bool
+    ) -> None:
         prev = self._candles.get(key)
         if prev is not None and (
             bar.time < prev.bar.time or (bar.time == prev.bar.time and prev.closed)
         ):
+            for name in self._candle_feeds[key] if self._early_from else ():
+                self._check_late(name, bar.time)
             return  # an update of a candle already closed here
         self.stats.candles += 1
-        stamp = bar.time
-        if event_ms is not None and bar.time <= event_ms <= reference + MAX_SKEW_MS:
-            stamp = event_ms
-        if stamp > self._stream_ms:
-            self._stream_ms, self._stream_at = stamp, time.monotonic()
         length = self._candle_ms[key]
         self._candles[key] = _Candle(bar, final)
-        for name in names:
+        for name in self._candle_feeds[key]:
             self._hear(name, stamp)
             self._first_since_gap(name, bar.time)
+            if repair:
+                self._hold_early(name, bar.time)
             if prev is not None and not prev.closed and bar.time > prev.bar.time:
                 self.sink.candle(name, prev.bar, closed=True, length_ms=length)
             self.sink.candle(name, bar, closed=final, length_ms=length)
@@ -368,26 +501,27 @@ class ExchangeFeeds:
                 self._maybe_repair(name, builder)
 
     def _bad_frame(self, reason: str, frame: object) -> None:
-        """Count a frame ccxt could not take, against the feed its stream names."""
-        feed = self.exchange
-        stream = frame.get("stream") if isinstance(frame, dict) else None
-        if isinstance(stream, str):
-            names = self._by_stream.get(stream.partition("@")[0])
-            feed = names[0] if names else feed
-        self.sink.bad_frame(feed, reason, repr(frame)[:200])
+        """Count a frame ccxt could not take against the feed its stream names (or the exchange)."""
+        names = self._feeds_named(stream_name(frame))
+        self.sink.bad_frame(names[0] if names else self.exchange, reason, repr(frame)[:200])
 
-    def _check_sequence(self, feed: str, trade_id: object, t: int) -> None:
+    def _feeds_named(self, stream: str | None) -> list[str]:
+        """Return the feeds of the market a stream name or ccxt message hash names."""
+        for part in _STREAM_PARTS.split(stream or ""):
+            names = self._by_market.get(_market_key(part))
+            if names:
+                return names
+        return []
+
+    def _check_sequence(self, feed: str, seq: int, t: int) -> None:
         """Treat a jump in consecutive trade ids (Binance's) as a gap to repair."""
-        try:
-            seq = int(trade_id)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            return  # ids that are not sequence numbers tell nothing
         last = self._last_id.get(feed)
         if last is not None and seq > last + 1:
             self.stats.missed += seq - last - 1
             log.warning("%s: %d trade(s) missed between ids %d and %d; repairing from REST",
                         feed, seq - last - 1, last, seq)  # fmt: skip
             for builder in self._builders(feed):
+                self._early_from.pop(id(builder), None)
                 builder.hold(max(builder.hold_through, builder.timeframe.floor(t)))
         if last is None or seq > last:
             self._last_id[feed] = seq
@@ -398,6 +532,7 @@ class ExchangeFeeds:
 
     def _gap_begins(self) -> None:
         """Hold every builder's closed bars until the gap is repaired."""
+        self._early_from.clear()  # every held bar is repaired from REST now
         for name in self.feeds:
             self._awaiting_first.add(name)
             for builder in self._builders(name):
@@ -412,14 +547,28 @@ class ExchangeFeeds:
             if limit and name not in self._stale and now - heard > limit:
                 self._stale.add(name)
                 log.warning("%s: nothing heard for %.0f s", name, now - heard)
-                self.sink.state(name, "stale", self.clock_ms())
+                self.sink.state(name, "stale", self.clock_ms(name))
             for builder in self._builders(name):
                 self._maybe_repair(name, builder)
+        for stream, waiting in list(self._waiting.items()):
+            clock = self._clocks[stream]
+            if waiting.first_ms <= clock.read(self.now_ms()) + FUTURE_MS:
+                # the clock caught up: no longer from the future, but maybe a bar too early
+                del self._waiting[stream]
+                self._settle(clock, waiting, take=True, repair=True)
 
     def _maybe_repair(self, feed: str, builder: BarBuilder) -> None:
         if not builder.holding:
             return
+        if builder.held_until + builder.timeframe.ms > self.clock_ms(feed):
+            return  # not over at the exchange yet (a bar closed early waits for its end)
         key = id(builder)
+        early = self._early_from.get(key)
+        if early is not None and builder.held_from >= early:
+            builder.settle((), builder.held_until)  # nothing came late for them: they were whole
+            if builder.hold_through < 0:
+                del self._early_from[key]
+            return
         repair = self._repairs.get(key)
         if repair is not None and repair.task is not None and not repair.task.done():
             return
@@ -432,6 +581,9 @@ class ExchangeFeeds:
         symbol = self.feeds[feed].symbol
         since, through = builder.held_from, builder.held_until
         step = builder.timeframe.ms
+        early = self._early_from.get(id(builder))
+        if early is not None:
+            through = min(through, early - step)  # the bars after need no REST
         last = builder.bars.last()
         if last is not None:
             # bars that never formed here (candles are not filled in) sit before the held ones
@@ -476,6 +628,7 @@ def guarded(
     on_bad: Callable[[str, object], None],
     on_trade: TradeCallback | None = None,
     on_candle: CandleCallback | None = None,
+    on_frame: Callable[[], None] | None = None,
 ) -> type:
     """Return ``cls`` (a ccxt.pro exchange) whose websocket frames cannot break it.
 
@@ -487,7 +640,8 @@ def guarded(
     once: ccxt's bounded per-symbol cache overflows in bursts between two ``watch_trades``
     answers, and whatever it evicted before being read would be lost. ``on_candle`` gets
     every candle update the same way, with the raw message ccxt's ``handle_ohlcv`` parsed
-    it from (unified candles drop fields such as Binance's closed flag).
+    it from (unified candles drop fields such as Binance's closed flag). ``on_frame`` is
+    called as each websocket frame arrives, before its trades and candles.
     """
 
     class Guarded(cls):  # type: ignore[misc, valid-type]
@@ -530,6 +684,8 @@ def guarded(
                 decode = ws.handle_text_or_binary_message
 
                 def guard(data: Any) -> None:
+                    if on_frame is not None:
+                        on_frame()
                     try:
                         decode(data)
                     except Exception as exc:  # any frame, any failure: count and skip
@@ -628,6 +784,36 @@ class _TimeframeTap(dict[str, Any]):
             cache.__class__ = _tapped_class(type(cache))
             cache._moodring_tap = tap
         super().__setitem__(timeframe, cache)
+
+
+def sequence_number(trade_id: object) -> int | None:
+    """Return a trade id as a sequence number, or None if it is not a plain number."""
+    if isinstance(trade_id, int) and not isinstance(trade_id, bool):
+        return trade_id
+    if isinstance(trade_id, str) and trade_id.isascii() and trade_id.isdigit():
+        return int(trade_id)
+    return None
+
+
+def stream_name(frame: object) -> str | None:
+    """Return the stream (or topic, or symbol) a websocket frame names, parsed or not."""
+    if isinstance(frame, dict):
+        for key in ("stream", "topic", "s"):
+            value = frame.get(key)
+            if isinstance(value, str):
+                return value
+        return None
+    if isinstance(frame, bytes | bytearray):
+        frame = frame[:4096].decode("utf-8", "replace")
+    if isinstance(frame, str):
+        found = _STREAM_NAME.search(frame, 0, 4096)
+        return found.group(1) if found else None
+    return None
+
+
+def _market_key(text: str) -> str:
+    """Return a market symbol or id folded for comparing (``ETH/USDT``, ``ETH-USDT``: ethusdt)."""
+    return text.replace("/", "").replace("-", "").replace("_", "").lower()
 
 
 def _timeframes(offered: object) -> list[Timeframe]:

@@ -497,7 +497,9 @@ class Daemon:
             await asyncio.sleep(1.0)
             self._clock_beat = time.monotonic()
             for exchange in self.exchanges:
-                self.engine.advance(exchange.clock_ms() - CLOSE_GRACE_MS, exchange.feeds)
+                with self.engine.deferred():  # each feed by its own stream's clock, one moment
+                    for feed in exchange.feeds:
+                        self.engine.advance(exchange.clock_ms(feed) - CLOSE_GRACE_MS, (feed,))
                 exchange.on_clock()
             now = int(time.time() * 1000)
             wall_clocked = [n for n, f in self.settings.feeds.items() if f.source != "ccxt"]
