@@ -115,9 +115,17 @@ class Dispatcher:
         ids = (target_id(t.url.get_secret_value()) for t in routed_targets(alert, self._notify))
         return list(dict.fromkeys(ids))
 
-    def enqueue(self, alert: Alert) -> bool:
-        """Add an alert for its routed targets and kick the workers; False if a duplicate."""
-        added = self._outbox.add(alert, self.targets_for(alert))
+    @property
+    def outbox(self) -> Outbox:
+        """Return the outbox this dispatcher drains."""
+        return self._outbox
+
+    def enqueue(self, alert: Alert, rule_state: str | None = None) -> bool:
+        """Add an alert for its routed targets and kick the workers; False if a duplicate.
+
+        ``rule_state`` is saved with it in one transaction (see ``Outbox.add``).
+        """
+        added = self._outbox.add(alert, self.targets_for(alert), rule_state)
         if added:
             self.kick()
         return added

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -113,6 +114,9 @@ class RuleBook:
     ) -> None:
         self.settings = settings
         self.rules = [Rule(config, settings) for config in settings.rules]
+        self._by_name = {rule.config.name: rule for rule in self.rules}
+        # rules resumed from a state saved at a bar: closed bars up to it are judged already
+        self._judged: dict[Rule, int] = {}
         prepare(text for rule in settings.rules for text in (rule.title, rule.message))
         self._prices = prices
         self._chart = chart
@@ -137,6 +141,20 @@ class RuleBook:
         """Return the metric outputs that tick rules watch."""
         return frozenset(self._tick)
 
+    def rule(self, name: str) -> Rule | None:
+        """Return the rule named ``name`` (None for other alerts: stale feeds, the digest)."""
+        return self._by_name.get(name)
+
+    def resume(self, name: str, status: RuleStatus, through: int) -> None:
+        """Continue rule ``name`` from ``status``, which judged the closed bars up to ``through``.
+
+        Closed values of bars up to ``through`` still fill the histories but no longer step
+        the rule: a state saved with an alert after the last snapshot takes over from it.
+        """
+        rule = self._by_name[name]
+        rule.status = dataclasses.replace(status)
+        self._judged[rule] = through
+
     def subscribe(self, listener: AlertListener) -> None:
         """Call ``listener`` with every alert to tell."""
         self._listeners.append(listener)
@@ -155,6 +173,8 @@ class RuleBook:
                 continue
             history.append(value)
             for rule in self._close.get(column, ()):
+                if self._judged and time <= self._judged.get(rule, -1):
+                    continue
                 told = rule.step(time, history)
                 if told is not None:
                     self._tell(rule, told, time, value)
