@@ -220,6 +220,7 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLITE_FULL or an I/O error may have rolled it back already
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
