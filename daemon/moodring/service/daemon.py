@@ -582,8 +582,9 @@ def _engine_part(settings: Settings) -> tuple[object, ...]:
 def _fresh(state: EngineState) -> EngineState:
     """Return ``state`` without series whose last bar is older than warm-up reaches back.
 
-    Warm-up fetches each series' window up to now; bars between an older snapshot and that
-    window would be missing, so such a series is warmed up from scratch instead.
+    Warm-up fetches the bars since each restored series' last one, at most CATCH_UP_BARS
+    (or its window, if longer); an older series would keep a hole, so it is warmed up
+    from scratch instead.
     """
     now = int(time.time() * 1000)
     kept = tuple(
