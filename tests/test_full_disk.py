@@ -84,7 +84,7 @@ def keys_logged(service: Service) -> list[str]:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeExchange]:
-    exchange = FakeExchange(CAPTURES, speed=30.0, loop=True)
+    exchange = FakeExchange(CAPTURES, speed=60.0, loop=True)
     await exchange.start()
     yield exchange
     await exchange.stop()
