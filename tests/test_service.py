@@ -324,8 +324,8 @@ def test_series_older_than_warm_up_reaches_are_not_restored() -> None:
         return SeriesState(feed, tf, "id", kept, times, np.ones((3, 5)), None)
 
     state = EngineState(now, "fp", (
-        series("eth", "1m", now - 10 * minute, kept=21),  # within 21 minutes: kept
-        series("btc", "1m", now - 30 * minute, kept=21),  # a hole before warm-up's window
+        series("eth", "1m", now - 10 * minute, kept=21),  # the warm-up fetches the 10 since
+        series("btc", "1m", now - 1000 * minute, kept=21),  # past what one REST call fetches
         series("rut", "1d", now - 100 * day, kept=240),
     ), {})  # fmt: skip
     kept = daemon_module._fresh(state).series

@@ -645,6 +645,8 @@ class NotifyConfig(Model):
     retry_initial: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 2.0
     retry_max: Duration = 300.0
     timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+    # alerts of bars closed while moodring was down go out (marked late) up to this old
+    late_max_age: Duration = 6 * 3600.0
 
     @field_validator("routes", mode="before")
     @classmethod

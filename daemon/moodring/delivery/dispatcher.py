@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import random
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,8 @@ RenderChart = Callable[[dict], Awaitable[bytes | None]]
 # called after each delivery attempt with the target's id and whether it succeeded
 DeliveryListener = Callable[[str, bool], None]
 
+
+UNRECORDED = " but the outbox cannot record it yet: it is not sent again"
 
 # Seconds between WAL checkpoints of the outbox.
 CHECKPOINT_EVERY = 5.0
@@ -94,6 +97,8 @@ class Dispatcher:
         self._running = False
         self._sent = 0
         self._failed = 0
+        # rows sent whose delivery the outbox could not record (a full disk): never resent
+        self._unrecorded: set[int] = set()
 
     @property
     def sent(self) -> int:
@@ -115,9 +120,17 @@ class Dispatcher:
         ids = (target_id(t.url.get_secret_value()) for t in routed_targets(alert, self._notify))
         return list(dict.fromkeys(ids))
 
-    def enqueue(self, alert: Alert) -> bool:
-        """Add an alert for its routed targets and kick the workers; False if a duplicate."""
-        added = self._outbox.add(alert, self.targets_for(alert))
+    @property
+    def outbox(self) -> Outbox:
+        """Return the outbox this dispatcher drains."""
+        return self._outbox
+
+    def enqueue(self, alert: Alert, rule_state: str | None = None) -> bool:
+        """Add an alert for its routed targets and kick the workers; False if a duplicate.
+
+        ``rule_state`` is saved with it in one transaction (see ``Outbox.add``).
+        """
+        added = self._outbox.add(alert, self.targets_for(alert), rule_state)
         if added:
             self.kick()
         return added
@@ -146,12 +159,19 @@ class Dispatcher:
 
     async def _checkpoints(self, every: float = CHECKPOINT_EVERY) -> None:
         """Fold the outbox's WAL into its database now and then, off the event loop."""
+        failing = False
         while True:
             await asyncio.sleep(every)
             try:
                 await asyncio.to_thread(self._outbox.checkpoint)
-            except Exception as exc:  # a busy database only delays the next one
-                log.warning("outbox checkpoint failed: %s", exc)
+            except Exception as exc:  # a busy or full database only delays the next one
+                if not failing:
+                    log.warning("outbox checkpoint failed: %s; retrying every %.0f s", exc, every)
+                failing = True
+                continue
+            if failing:
+                log.info("outbox checkpoint works again")
+            failing = False
 
     async def drain(self, timeout: float) -> bool:
         """Deliver what is due (and falls due) within ``timeout``; return whether all is sent."""
@@ -220,6 +240,8 @@ class Dispatcher:
             if not rows:
                 return math.inf
             head = rows[0]
+            if head.id in self._unrecorded:
+                return self._record(head.id)
             now = self._clock()
             if head.next_try > now:
                 return head.next_try - now
@@ -230,11 +252,19 @@ class Dispatcher:
             error = await self._sender.deliver(self._urls[tid], head.alert, attachment)
             attempt = head.attempts + 1
             if error is None:
-                self._outbox.mark_delivered(head.id)
                 self._sent += 1
-                log.info("sent %s to %s (attempt %d)", head.alert.key, self._masked[tid], attempt)
+                self._unrecorded.add(head.id)
                 if self._on_result is not None:
                     self._on_result(tid, True)
+                wait = self._record(head.id)
+                log.info(
+                    "sent %s to %s (attempt %d)%s",
+                    head.alert.key,
+                    self._masked[tid],
+                    attempt,
+                    UNRECORDED if wait else "",
+                )
+                return wait
             else:
                 delay = self._backoff(attempt)
                 self._outbox.mark_failed(head.id, error, self._clock() + delay)
@@ -250,6 +280,15 @@ class Dispatcher:
                     error,
                 )
             return 0.0
+
+    def _record(self, delivery_id: int) -> float:
+        """Mark a sent row delivered; return 0, or a pause if the outbox cannot be written."""
+        try:
+            self._outbox.mark_delivered(delivery_id)
+        except (sqlite3.Error, OSError):
+            return CRASH_PAUSE  # it stays in _unrecorded: recorded later, never sent again
+        self._unrecorded.discard(delivery_id)
+        return 0.0
 
     def _backoff(self, attempt: int) -> float:
         """Return the delay after a failed attempt: doubling from retry_initial, capped, ±10 %."""

@@ -33,9 +33,25 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_pending
     ON deliveries (target, id) WHERE delivered IS NULL;
 """
+# Each rule's latest state change (an opaque JSON text here), written in the transaction
+# that enqueues its alert: a crash cannot keep one without the other.
+_RULE_STATES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rule_states (
+    rule TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    saved REAL NOT NULL,
+    state TEXT NOT NULL
+);
+"""
 
 _INSERT_ALERT = "INSERT OR IGNORE INTO alerts (key, body, added) VALUES (?, ?, ?)"
 _INSERT_DELIVERY = "INSERT INTO deliveries (alert_id, target) VALUES (?, ?)"
+# a replay of older bars after a restart must not overwrite a newer state
+_SAVE_RULE_STATE = """
+INSERT INTO rule_states (rule, at, saved, state) VALUES (?, ?, ?, ?)
+ON CONFLICT (rule) DO UPDATE SET at = excluded.at, saved = excluded.saved, state = excluded.state
+WHERE excluded.at >= rule_states.at
+"""
 _PENDING = """
 SELECT d.id, d.target, a.body, d.attempts, d.next_try, d.error
 FROM deliveries d JOIN alerts a ON a.id = d.alert_id
@@ -54,6 +70,16 @@ class Delivery:
     attempts: int
     next_try: float
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SavedRuleState:
+    """A rule's state as of the bar at ``at`` (epoch ms), written at ``saved`` (epoch s)."""
+
+    rule: str
+    at: int
+    saved: float
+    state: str
 
 
 class Outbox:
@@ -76,6 +102,7 @@ class Outbox:
         # dispatcher calls checkpoint() from a worker thread instead.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(_RULE_STATES_SCHEMA)
         self._prune(time.time() - keep)
 
     def _prune(self, cutoff: float) -> None:
@@ -94,16 +121,33 @@ class Outbox:
         """Return a context manager for one BEGIN ... COMMIT (ROLLBACK on error)."""
         return _transaction(self._db)
 
-    def add(self, alert: Alert, targets: Sequence[str]) -> bool:
-        """Store an alert and one delivery per target; False if its key was ever added."""
+    def add(self, alert: Alert, targets: Sequence[str], rule_state: str | None = None) -> bool:
+        """Store an alert and one delivery per target; False if its key was ever added.
+
+        ``rule_state`` (the alert's rule's state after the change) is saved in the same
+        transaction, unless a state of a later bar is saved already.
+        """
         db = self._db
+        now = time.time()
         with self._transaction():
-            cursor = db.execute(_INSERT_ALERT, (alert.key, alert.to_json(), time.time()))
-            if cursor.rowcount == 0:
-                return False
-            alert_id = cursor.lastrowid
-            db.executemany(_INSERT_DELIVERY, [(alert_id, target) for target in targets])
-        return True
+            cursor = db.execute(_INSERT_ALERT, (alert.key, alert.to_json(), now))
+            added = cursor.rowcount > 0
+            if added:
+                alert_id = cursor.lastrowid
+                db.executemany(_INSERT_DELIVERY, [(alert_id, target) for target in targets])
+            if rule_state is not None:
+                db.execute(_SAVE_RULE_STATE, (alert.rule, alert.time, now, rule_state))
+        return added
+
+    def save_rule_state(self, rule: str, at: int, state: str) -> None:
+        """Save a rule's state as of the bar at ``at`` without an alert (one not sent)."""
+        with self._transaction():
+            self._db.execute(_SAVE_RULE_STATE, (rule, at, time.time(), state))
+
+    def rule_states(self) -> list[SavedRuleState]:
+        """Return every rule's latest saved state."""
+        rows = self._db.execute("SELECT rule, at, saved, state FROM rule_states ORDER BY rule")
+        return [SavedRuleState(*row) for row in rows]
 
     def pending(self, target: str, limit: int | None = None) -> list[Delivery]:
         """Return a target's undelivered rows in enqueue order (at most ``limit``)."""
@@ -176,6 +220,7 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLITE_FULL or an I/O error may have rolled it back already
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")

@@ -238,12 +238,20 @@ class ExchangeFeeds:
         log.info("%s: connected (%d symbols)", self.exchange, len(symbols))
 
     async def _warm_up(self) -> None:
-        """Fill every builder with closed history bars, so metrics are valid from the start."""
+        """Fill every builder with closed history bars, so metrics are valid from the start.
+
+        A builder holding restored bars gets every bar since its last one (at most
+        ``KLINES_LIMIT``): the bars that closed while moodring was down, in order.
+        """
         for name, feed in self.feeds.items():
             for builder in self._builders(name):
-                bars = await self._klines(feed.symbol, builder, None)
-                now = self.now_ms()
                 tf = builder.timeframe.ms
+                since, limit = None, 0
+                if builder.last_time >= 0:  # restored: from the first bar closed since
+                    since = builder.last_time + tf
+                    limit = (self.now_ms() - since) // tf + 2
+                bars = await self._klines(feed.symbol, builder, since, limit)
+                now = self.now_ms()
                 closed = [bar for bar in bars if bar.time + tf <= now]
                 self.sink.history(name, closed, length_ms=tf)
                 for bar in bars[len(closed) :]:

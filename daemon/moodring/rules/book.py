@@ -191,6 +191,9 @@ class RuleBook:
         self.settings = settings
         self.rules = [Rule(config, settings) for config in settings.rules]
         self._order = {rule: i for i, rule in enumerate(self.rules)}
+        self._by_name = {rule.config.name: rule for rule in self.rules}
+        # rules resumed from a state saved at a bar: closed bars up to it are judged already
+        self._judged: dict[Rule, int] = {}
         prepare(text for rule in settings.rules for text in (rule.title, rule.message))
         self._prices = prices
         self._chart = chart
@@ -232,6 +235,20 @@ class RuleBook:
         """Return the metric outputs that tick rules watch."""
         return frozenset(self._tick)
 
+    def rule(self, name: str) -> Rule | None:
+        """Return the rule named ``name`` (None for other alerts: stale feeds, the digest)."""
+        return self._by_name.get(name)
+
+    def resume(self, name: str, status: RuleStatus, through: int) -> None:
+        """Continue rule ``name`` from ``status``, which judged the closed bars up to ``through``.
+
+        Closed values of bars up to ``through`` still fill the histories but no longer step
+        the rule: a state saved with an alert after the last snapshot takes over from it.
+        """
+        rule = self._by_name[name]
+        rule.status = dataclasses.replace(status)
+        self._judged[rule] = through
+
     def subscribe(self, listener: AlertListener) -> None:
         """Call ``listener`` with every alert to tell."""
         self._listeners.append(listener)
@@ -261,6 +278,8 @@ class RuleBook:
             history.append(value)
             self._latest[column] = value
             for rule in self._close.get(column, ()):
+                if self._judged and time <= self._judged.get(rule, -1):
+                    continue
                 told = rule.step(time, history)
                 if told is not None:
                     self._tell(rule, told, time, value)

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable
 from datetime import datetime
@@ -30,7 +31,7 @@ from moodring.digest.schedule import run_schedule
 from moodring.engine import Engine, MetricNode
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
-from moodring.feeds.ccxt_feed import ExchangeFeeds
+from moodring.feeds.ccxt_feed import KLINES_LIMIT, ExchangeFeeds
 from moodring.feeds.health import BadFrames
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
@@ -38,11 +39,21 @@ from moodring.market.jumps import Jump
 from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
+from moodring.service.catchup import CatchUp
 from moodring.service.health import HealthServer, Telemetry, watch_loop_lag
 from moodring.service.notify import SdNotify, watchdog_loop
 from moodring.service.recorder import BarRecorder
 from moodring.service.sink import EngineSink
-from moodring.service.snapshot import EngineState, Snapshotter, attach, capture, load, restore
+from moodring.service.snapshot import (
+    EngineState,
+    Snapshotter,
+    attach,
+    capture,
+    load,
+    restore,
+    resume_rules,
+    rule_state_json,
+)
 from moodring.settings import FeedConfig, Settings
 from moodring.times import iso_time
 
@@ -61,10 +72,14 @@ DRAIN_SECONDS = 2.5
 READY_AFTER = 60.0
 # The watchdog is fed only while the bar clock has run within this many seconds.
 CLOCK_STALL = 5.0
-# Ring buffers and rule states are saved this often (and at shutdown); a snapshot older
-# than SNAPSHOT_MAX_AGE is not restored (the outbox forgets sent alerts after 7 days too).
+# Ring buffers and rule states are saved this often (and once warmed up, and at shutdown);
+# a snapshot older than SNAPSHOT_MAX_AGE is not restored (the outbox forgets sent alerts
+# after 7 days too). Rule states also go to the outbox with each alert.
 SNAPSHOT_EVERY = 60.0
 SNAPSHOT_MAX_AGE = 7 * 86_400.0
+# A restored series is continued by fetching the bars since its last one, up to this many.
+CATCH_UP_BARS = KLINES_LIMIT - 2
+TOO_LATE = "closed while moodring was down, older than notify.late_max_age: not sent"
 YAHOO_STREAMER = "wss://streamer.finance.yahoo.com/?version=2"
 YAHOO_CHART = "https://query2.finance.yahoo.com"
 # moodring timeframe -> Yahoo chart interval and a range that covers the windows
@@ -98,13 +113,16 @@ class Daemon:
             feed_states=self.feed_states,
             outbox_depth=self.outbox.depth,
             alerts_queued=lambda: self.mqtt.stats.queued_alerts if self.mqtt else 0,
+            problems=self.problems,
+            alert_counts=self._alert_counts,
         )
         self.dispatcher = self._dispatcher(settings)
         self.alerts = AlertSink(self.dispatcher, self.silences)
         self.recorder = BarRecorder(record) if record is not None else None
         self.snapshots = Snapshotter(lambda: self.engine, state / "snapshot.npz")
         saved = load(self.snapshots.path, settings, max_age_s=SNAPSHOT_MAX_AGE)
-        self.engine, _ = self._engine(settings, _fresh(saved) if saved else None, forming=False)
+        fresh = _fresh(saved) if saved else None
+        self.engine, _ = self._engine(settings, fresh, forming=False)
         self.sink = EngineSink(
             self.engine,
             self.bad_frames,
@@ -112,6 +130,11 @@ class Daemon:
             on_state=self._on_state,
             on_update=self.telemetry.observe_update,
         )
+        self.catch_up: CatchUp | None = None
+        if fresh is not None:
+            # a rule whose alert was saved after the snapshot continues from that state
+            resume_rules(self.engine, self.outbox.rule_states(), fresh.taken_ms)
+            self.catch_up = self.sink.catch_up = _catch_up(self.engine, settings)
         self.exchanges = self._exchange_feeds()
         self.stopping = asyncio.Event()
         self._feed_tasks: list[asyncio.Task[None]] = []
@@ -150,7 +173,7 @@ class Daemon:
             cold = bool(restore(engine, state, forming=forming).warm_up())
         else:
             attach(engine)
-        engine.rules.subscribe(self._on_alert)
+        engine.rules.subscribe(functools.partial(self._on_alert, engine))
         engine.subscribe(self._on_metric)
         engine.subscribe_jumps(self._on_jump)
         for feed in settings.feeds:
@@ -168,9 +191,21 @@ class Daemon:
         log.warning("%s", jump.describe())
         self.telemetry.suspect_bar(jump.feed)
 
-    def _on_alert(self, alert: Alert) -> None:
+    def _on_alert(self, engine: Engine, alert: Alert) -> None:
+        rule = engine.rules.rule(alert.rule)
+        state = rule_state_json(rule) if rule is not None else None
+        catch_up = self.sink.catch_up
+        if catch_up is not None and catch_up.active:
+            verdict, alert = catch_up.judge(alert)
+            if verdict == "past":
+                return  # the run before judged this bar: a warm-up's alert
+            if verdict == "too_old":
+                _log_alert(alert, TOO_LATE)
+                if state is not None:
+                    self.alerts.keep_state(alert, state)
+                return
         _log_alert(alert)
-        self.alerts(alert)
+        self.alerts(alert, state)
         if self.mqtt is not None:
             self.mqtt.alert(alert)
 
@@ -213,6 +248,24 @@ class Daemon:
         states = self.sink.states
         return {name: states.get(name, "ok") for name in self.settings.feeds}
 
+    def problems(self) -> dict[str, str]:
+        """Return what keeps the daemon from keeping its state (outbox, snapshot), by part."""
+        found = {}
+        checks = (("outbox", self.alerts.problem()), ("snapshot", self.snapshots.problem()))
+        for part, problem in checks:
+            if problem is not None:
+                found[part] = problem
+        return found
+
+    def _alert_counts(self) -> dict[str, int]:
+        catch_up = self.catch_up
+        return {
+            "moodring_alerts_unsaved": self.alerts.held,
+            "moodring_alerts_lost": self.alerts.lost,
+            "moodring_alerts_late": catch_up.late if catch_up else 0,
+            "moodring_alerts_too_late": catch_up.too_old if catch_up else 0,
+        }
+
     def healthy(self) -> bool:
         """Return whether the loop runs, the bar clock ticks and no feed task has died."""
         if time.monotonic() - self._clock_beat > CLOCK_STALL:
@@ -244,6 +297,7 @@ class Daemon:
                 asyncio.create_task(watchdog_loop(self.notify, self.healthy), name="watchdog"),
                 asyncio.create_task(self._ready(), name="ready"),
                 asyncio.create_task(self.snapshots.run(SNAPSHOT_EVERY), name="snapshots"),
+                asyncio.create_task(self.alerts.retry(), name="outbox retry"),
             ]
             self._digest_task = self._start_digest()
             self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
@@ -258,6 +312,9 @@ class Daemon:
                 if task is not None:
                     task.cancel()
             await self._stop_feeds()
+            if not self.alerts.flush():
+                held, problem = self.alerts.held, self.alerts.problem()
+                log.error("%d alert(s) LOST: still held in memory at exit (%s)", held, problem)
             self.snapshots.save_now()
             await self._stop_delivery(DRAIN_SECONDS)
             await self._stop_mqtt()
@@ -284,6 +341,7 @@ class Daemon:
             self.notify.ready(self._status_line())
             return False
         old, self.settings = self.settings, settings
+        self.sink.catch_up = None  # a restart of the feeds now warms up quietly, as before
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
             # a new engine holding the old one's bars, rule states and published values
@@ -299,8 +357,7 @@ class Daemon:
             self._start_feeds()
         if settings.notify != old.notify:
             await self._stop_delivery(0.0)
-            self.dispatcher = self._dispatcher(settings)
-            self.alerts = AlertSink(self.dispatcher, self.silences)
+            self.dispatcher = self.alerts.dispatcher = self._dispatcher(settings)
             self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
         if settings.mqtt != old.mqtt:
             await self._stop_mqtt()
@@ -403,6 +460,7 @@ class Daemon:
                         ", ".join(sorted(self._warming)))  # fmt: skip
         else:
             log.info("warmed up: ready")
+        await self.snapshots.save_soon()  # a crash from now on resumes from here
         while True:
             await asyncio.sleep(1.0)
             self._set_status()
@@ -414,7 +472,12 @@ class Daemon:
         parts = [f"{state}: {', '.join(names)}" for state, names in sorted(by_state.items())]
         if self._warming:
             parts.insert(0, f"warming up {', '.join(sorted(self._warming))}")
-        return "; ".join(parts) + f"; {self.outbox.depth()} alert(s) queued"
+        parts.extend(self.problems().values())
+        try:
+            parts.append(f"{self.outbox.depth()} alert(s) queued")
+        except sqlite3.Error as exc:
+            parts.append(f"outbox unreadable: {exc}")
+        return "; ".join(parts)
 
     def _set_status(self) -> None:
         status = self._status_line()
@@ -527,19 +590,38 @@ def _engine_part(settings: Settings) -> tuple[object, ...]:
 def _fresh(state: EngineState) -> EngineState:
     """Return ``state`` without series whose last bar is older than warm-up reaches back.
 
-    Warm-up fetches each series' window up to now; bars between an older snapshot and that
-    window would be missing, so such a series is warmed up from scratch instead.
+    Warm-up fetches the bars since each restored series' last one, at most CATCH_UP_BARS
+    (or its window, if longer); an older series would keep a hole, so it is warmed up
+    from scratch instead.
     """
     now = int(time.time() * 1000)
     kept = tuple(
         series
         for series in state.series
         if len(series.time)
-        and now - int(series.time[-1]) <= series.kept * Timeframe.parse(series.timeframe).ms
+        and now - int(series.time[-1])
+        <= max(series.kept, CATCH_UP_BARS) * Timeframe.parse(series.timeframe).ms
     )
     return dataclasses.replace(state, series=kept)
 
 
-def _log_alert(alert: Alert) -> None:
-    log.info("ALERT %s %s [%s] %s: %s — %s", iso_time(alert.time), alert.rule, alert.severity,
-             alert.state, alert.title, alert.message)  # fmt: skip
+def _catch_up(engine: Engine, settings: Settings) -> CatchUp:
+    """Return the judge of the warm-up's alerts for an engine restored from a snapshot."""
+    judged, timeframes = {}, {}
+    for rule in engine.rules.rules:
+        name, tf = rule.config.name, rule.timeframe
+        timeframes[name] = tf.ms
+        lasts = [
+            builder.last_time
+            for feed in rule.feeds
+            for builder in engine.builders(feed)
+            if builder.timeframe == tf and builder.last_time >= 0
+        ]
+        if lasts:
+            judged[name] = min(lasts)
+    return CatchUp(judged, timeframes, settings.notify.late_max_age)
+
+
+def _log_alert(alert: Alert, note: str = "") -> None:
+    log.info("ALERT %s %s [%s] %s: %s — %s%s", iso_time(alert.time), alert.rule, alert.severity,
+             alert.state, alert.title, alert.message, f" ({note})" if note else "")  # fmt: skip

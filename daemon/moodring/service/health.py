@@ -92,6 +92,8 @@ class Telemetry:
         feed_states: FeedStates | None = None,
         outbox_depth: Callable[[], int] | None = None,
         alerts_queued: Callable[[], int] | None = None,
+        problems: Callable[[], Mapping[str, str]] | None = None,
+        alert_counts: Callable[[], Mapping[str, int]] | None = None,
         version: str = __version__,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -101,6 +103,8 @@ class Telemetry:
         self._feed_states = _reader(feed_states)
         self._outbox_depth = outbox_depth
         self._alerts_queued = alerts_queued
+        self._problems = problems
+        self._alert_counts = alert_counts
         self._clock = clock
         self._started = time.monotonic()
         self._starting = True
@@ -154,6 +158,8 @@ class Telemetry:
             "moodring_config_reloads", "Config reloads by result.", ["result"], registry=registry
         )
         registry.register(_ReadCollector(self))
+        if alert_counts is not None:
+            registry.register(_AlertCountCollector(alert_counts))
 
     def tick(self, feed: str, at: float | None = None) -> None:
         """Count a tick of a feed received at ``at`` (epoch seconds; now if None)."""
@@ -225,12 +231,17 @@ class Telemetry:
         """Return the alerts queued outside the outbox, or None if not wired."""
         return None if self._alerts_queued is None else self._alerts_queued()
 
+    def problems(self) -> dict[str, str]:
+        """Return what keeps the daemon from doing its job besides feeds (e.g. storage)."""
+        return {} if self._problems is None else dict(self._problems())
+
     def health(self) -> tuple[bool, dict[str, object]]:
         """Return whether the daemon is healthy and the /healthz body saying why."""
         feeds = self.feed_states()
+        problems = self.problems()
         if self._starting:
             status = "starting"
-        elif all(state in HEALTHY_STATES for state in feeds.values()):
+        elif all(state in HEALTHY_STATES for state in feeds.values()) and not problems:
             status = "ok"
         else:
             status = "unhealthy"
@@ -241,6 +252,8 @@ class Telemetry:
             "outbox_depth": self.outbox_depth(),
             "uptime_s": time.monotonic() - self._started,
         }
+        if self._problems is not None:
+            body["problems"] = problems
         return status == "ok", body
 
 
@@ -319,6 +332,55 @@ class _ReadCollector:
             GaugeMetricFamily("moodring_outbox_depth", "Deliveries waiting in the outbox."),
             GaugeMetricFamily("moodring_alerts_queued", "Alerts queued outside the outbox."),
         )  # fmt: skip
+
+
+# name -> (kind, help) of the alert counts the daemon keeps outside the outbox
+ALERT_COUNTS = {
+    "moodring_alerts_unsaved": (
+        "gauge",
+        "Alerts held in memory because the outbox cannot be written.",
+    ),
+    "moodring_alerts_lost": (
+        "counter",
+        "Alerts lost: more than memory holds while the outbox cannot be written.",
+    ),
+    "moodring_alerts_late": (
+        "counter",
+        "Alerts of bars closed while moodring was down, sent marked late.",
+    ),
+    "moodring_alerts_too_late": (
+        "counter",
+        "Alerts of bars closed while moodring was down, too old to send.",
+    ),
+}
+
+
+class _AlertCountCollector:
+    """Exports the alert counts of ``ALERT_COUNTS`` that a callable reads at scrape time."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        """Return the families this collector exports, without samples."""
+        return list(self._families({}))
+
+    def collect(self) -> Iterable[Metric]:
+        """Return the families with current samples."""
+        with _source("alert counts"):
+            yield from self._families(self._counts())
+
+    @staticmethod
+    def _families(counts: Mapping[str, int]) -> Iterator[Metric]:
+        for name, (kind, text) in ALERT_COUNTS.items():
+            family: Metric
+            if kind == "gauge":
+                family = GaugeMetricFamily(name, text)
+            else:
+                family = CounterMetricFamily(name, text)
+            if name in counts:
+                family.add_metric([], counts[name])
+            yield family
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import TextIO
 
@@ -11,6 +12,8 @@ from moodring.market.builder import BarBuilder
 from moodring.times import iso_time
 
 HEADER = ("timestamp", "open", "high", "low", "close", "volume")
+
+log = logging.getLogger("moodring.recorder")
 
 
 class BarRecorder:
@@ -21,6 +24,7 @@ class BarRecorder:
         directory.mkdir(parents=True, exist_ok=True)
         self._files: dict[str, TextIO] = {}
         self._last: dict[str, int] = {}  # open time of the last bar written, per file
+        self.unwritten = 0  # bars a failing disk kept out of the files
 
     def attach(self, feed: str, builder: BarBuilder) -> None:
         """Record the closed bars of one builder."""
@@ -40,7 +44,16 @@ class BarRecorder:
             if bar.time <= last[key]:
                 return
             last[key] = bar.time
-            writer.writerow((iso_time(bar.time), *(repr(float(x)) for x in bar[1:])))
+            try:
+                writer.writerow((iso_time(bar.time), *(repr(float(x)) for x in bar[1:])))
+            except OSError as exc:  # a full disk must not reach the feed that closed the bar
+                if not self.unwritten:
+                    log.error("%s: bars not recorded from %s on: %s", path, iso_time(bar.time), exc)
+                self.unwritten += 1
+                return
+            if self.unwritten:
+                log.warning("%s: recording again; %d bar(s) missing", path, self.unwritten)
+                self.unwritten = 0
 
         builder.subscribe(record)
 

@@ -10,6 +10,7 @@ from moodring.engine import Engine
 from moodring.feeds.base import FeedState
 from moodring.feeds.health import BadFrames
 from moodring.market.bar import Bar
+from moodring.service.catchup import CatchUp
 from moodring.times import iso_time
 
 log = logging.getLogger("moodring.feeds")
@@ -32,6 +33,7 @@ class EngineSink:
         self.engine = engine
         self.bad_frames = bad_frames or BadFrames()
         self.states: dict[str, FeedState] = {}
+        self.catch_up: CatchUp | None = None
         self._on_tick = on_tick
         self._on_state = on_state
         self._on_update = on_update
@@ -56,8 +58,17 @@ class EngineSink:
             self._on_tick(feed)
 
     def history(self, feed: str, bars: Sequence[Bar], *, length_ms: int) -> None:
-        """Take warm-up bars: they fill the windows, their alerts are not sent."""
-        with self.engine.rules.quiet():
+        """Take warm-up bars: they fill the windows, their alerts are not sent.
+
+        After a restart from a snapshot (``catch_up`` set) they are judged by it instead:
+        bars that closed while moodring was down alert late.
+        """
+        catch_up = self.catch_up
+        if catch_up is None or not bars:
+            context = self.engine.rules.quiet()
+        else:
+            context = catch_up.replaying(bars[-1].time + length_ms)
+        with context:
             for bar in bars:
                 self.engine.on_candle(feed, bar.time, bar, closed=True, length_ms=length_ms)
 

@@ -36,18 +36,19 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from moodring.delivery.outbox import SavedRuleState
 from moodring.engine import Engine, Published
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.ring import BarRing
-from moodring.rules.book import RuleStatus
+from moodring.rules.book import Rule, RuleStatus
 from moodring.settings import FeedConfig, Settings
 from moodring.times import format_duration, iso_time
 
@@ -188,15 +189,7 @@ def capture(engine: Engine) -> EngineState:
                 None if builder.holding else builder.forming_state(),
             )
         )
-    rules = {
-        rule.config.name: RuleState(
-            rule.config.subject,
-            "edge" if rule.edge is not None else "level",
-            rule.config.on,
-            dataclasses.replace(rule.status),
-        )
-        for rule in engine.rules.rules
-    }
+    rules = {rule.config.name: rule_state(rule) for rule in engine.rules.rules}
     return EngineState(
         int(time.time() * 1000),
         fingerprint(settings),
@@ -243,6 +236,45 @@ def restore(engine: Engine, state: EngineState, *, forming: bool = True) -> Rest
     return RestoreReport(tuple(reports), rules)
 
 
+def rule_state(rule: Rule) -> RuleState:
+    """Return a copy of a rule's status with what it judges."""
+    kind: Literal["edge", "level"] = "edge" if rule.edge is not None else "level"
+    return RuleState(rule.config.subject, kind, rule.config.on, dataclasses.replace(rule.status))
+
+
+def rule_state_json(rule: Rule) -> str:
+    """Return a rule's state as the JSON text the outbox keeps with its alerts."""
+    return json.dumps(_rule_data(rule_state(rule)), separators=(",", ":"))
+
+
+def resume_rules(engine: Engine, saved: Iterable[SavedRuleState], taken_ms: int) -> list[str]:
+    """Resume rules from states the outbox saved after the snapshot taken at ``taken_ms``.
+
+    Such a state is the newer one: the rule continues from it and skips the closed bars
+    up to the bar it was saved at. Return the names of the rules resumed.
+    """
+    resumed = []
+    for row in saved:
+        rule = engine.rules.rule(row.rule)
+        if rule is None or row.saved * 1000 < taken_ms:
+            continue
+        try:
+            state = _rule(json.loads(row.state))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("rule %s: saved state unreadable (%s); using the snapshot's", row.rule, exc)
+            continue
+        if _changed(rule, state):
+            continue
+        engine.rules.resume(row.rule, state.status, row.at)
+        if state.on != rule.config.on:
+            rule.status.tick_bar = None
+        resumed.append(row.rule)
+    if resumed:
+        names = ", ".join(resumed)
+        log.info("rule state(s) newer than the snapshot resumed from the outbox: %s", names)
+    return resumed
+
+
 def save(path: Path, state: EngineState) -> None:
     """Write ``state`` to ``path`` atomically: a failure leaves the previous file whole."""
     meta = {
@@ -260,15 +292,7 @@ def save(path: Path, state: EngineState) -> None:
             }
             for s in state.series
         ],
-        "rules": {
-            name: {
-                "metric": r.metric,
-                "kind": r.kind,
-                "on": r.on,
-                "status": dataclasses.asdict(r.status),
-            }
-            for name, r in state.rules.items()
-        },
+        "rules": {name: _rule_data(r) for name, r in state.rules.items()},
         "published": state.published,
     }
     times = [s.time for s in state.series]
@@ -330,7 +354,11 @@ def load(
 
 
 class Snapshotter:
-    """Saves the current engine's state to one file, periodically and on demand."""
+    """Saves the current engine's state to one file, periodically and on demand.
+
+    A write that fails (a full disk, an I/O error) is logged when writes start failing
+    and when they work again; meanwhile ``problem()`` says why and the daemon runs on.
+    """
 
     def __init__(self, engine_of: Callable[[], Engine], path: Path) -> None:
         self.engine_of = engine_of
@@ -338,16 +366,28 @@ class Snapshotter:
         self._lock = threading.Lock()
         self._taken = 0
         self._written = 0
+        self._failure: str | None = None
+        self._failures = 0
+
+    def problem(self) -> str | None:
+        """Return why the last write failed (None when it worked)."""
+        if self._failure is None:
+            return None
+        return f"snapshot {self.path} cannot be written ({self._failure})"
 
     def save_now(self) -> bool:
         """Capture and write the state now (at shutdown); return whether it was written."""
         return self._write(*self._capture())
 
+    async def save_soon(self) -> bool:
+        """Capture the state now and write it in a thread; return whether it was written."""
+        return await asyncio.to_thread(self._write, *self._capture())
+
     async def run(self, interval_s: float) -> None:
         """Save every ``interval_s`` until cancelled: capture on the loop, write in a thread."""
         while True:
             await asyncio.sleep(interval_s)
-            await asyncio.to_thread(self._write, *self._capture())
+            await self.save_soon()
 
     def _capture(self) -> tuple[int, EngineState]:
         self._taken += 1
@@ -362,12 +402,27 @@ class Snapshotter:
             try:
                 save(self.path, state)
             except (OSError, ValueError) as exc:
-                log.warning("snapshot %s not written: %s", self.path, exc)
+                self._failed(str(exc) or type(exc).__name__)
                 return False
             self._written = taken
+            if self._failure is not None:
+                failures = self._failures
+                log.warning(
+                    "snapshot %s written again after %d failed write(s)", self.path, failures
+                )
+                self._failure = None
         log.debug("snapshot %s written in %.1f ms", self.path,
                   (time.perf_counter() - started) * 1000)  # fmt: skip
         return True
+
+    def _failed(self, reason: str) -> None:
+        if self._failure is None:
+            self._failures = 0
+            log.error("snapshot %s not written: %s; retrying at the next one", self.path, reason)
+        elif reason != self._failure:
+            log.error("snapshot %s still not written, now: %s", self.path, reason)
+        self._failure = reason
+        self._failures += 1
 
 
 class _UnknownFormatError(ValueError):
@@ -428,19 +483,35 @@ def _merged(replay: list[tuple[BarBuilder, SeriesState]]) -> Iterator[tuple[BarB
         yield builder, t, row
 
 
+def _changed(rule: Rule, old: RuleState) -> str:
+    """Return why a saved state no longer fits the rule ("" when it does)."""
+    kind = "edge" if rule.edge is not None else "level"
+    if old.metric != rule.config.subject:
+        return f"its metric was {old.metric}"
+    if old.kind != kind:
+        return f"its operator was {old.kind}, now {kind}"
+    return ""
+
+
+def _rule_data(state: RuleState) -> dict[str, Any]:
+    return {
+        "metric": state.metric,
+        "kind": state.kind,
+        "on": state.on,
+        "status": dataclasses.asdict(state.status),
+    }
+
+
 def _restore_rules(engine: Engine, saved: dict[str, RuleState]) -> dict[str, str]:
     """Put saved statuses back where the rule still judges the same thing; say which."""
     outcome = {}
     for rule in engine.rules.rules:
         name, config = rule.config.name, rule.config
         old = saved.get(name)
-        kind = "edge" if rule.edge is not None else "level"
         if old is None:
             outcome[name] = "fresh: not in the snapshot"
-        elif old.metric != config.subject:
-            outcome[name] = f"fresh: its metric was {old.metric}"
-        elif old.kind != kind:
-            outcome[name] = f"fresh: its operator was {old.kind}, now {kind}"
+        elif changed := _changed(rule, old):
+            outcome[name] = f"fresh: {changed}"
         else:
             for field in dataclasses.fields(RuleStatus):
                 setattr(rule.status, field.name, getattr(old.status, field.name))
