@@ -414,6 +414,30 @@ async def test_heartbeats_are_control_frames_not_bad_prices() -> None:
     assert dict(streamer.bad_frames) == {} and sink.bad == []
 
 
+async def test_cancelling_a_busy_streamer_ends_it() -> None:
+    # asyncio.wait_for on Python 3.11 swallows a cancellation that arrives as the frame it
+    # waits for comes in: under a steady stream the streamer then never stopped
+    start = ms("2026-02-19T15:00:00")
+    frames = [
+        json.dumps({"message": b64(pricing(id="^RUT", price=2650.0 + i % 7, time=start + i))})
+        for i in range(5_000)
+    ]
+    fake = FakeStreamer([("send", f) for f in frames])
+    async with streamer_server(fake) as url:
+        sink = RecordingSink()
+        # timeout 1 s: closing a flooded socket waits that long for the close handshake
+        streamer = YahooStreamer("rut", "^RUT", sink, url=url, timeout=1.0, backoff=fast_backoff())
+        task = asyncio.create_task(streamer.run())
+        await until(lambda: streamer.ticks >= 500, "a busy stream")
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=30)  # the bound turns a hang into a failure
+        while not task.done():  # clean up after a failure
+            task.cancel()
+            await asyncio.sleep(0.01)
+    assert task in done and task.cancelled()
+    assert streamer.ticks < len(frames)
+
+
 async def test_reconnects_after_server_close_and_keeps_counting_volume() -> None:
     fake = FakeStreamer(
         [
