@@ -9,8 +9,8 @@ One ``websockets`` server on 127.0.0.1 answers both:
   reproduces a real frame byte for byte). Ticks carry the data's own timestamps, a cumulative
   ``day_volume`` that restarts each session, the day's open, high and low, the previous close
   and the change from it. Heartbeats are ``PricingData`` messages of quote type HEARTBEAT
-  (7) carrying the replay clock, sent every ``heartbeat_every`` seconds to every subscriber,
-  as Yahoo sends them and as its clients skip them.
+  (7), the type Yahoo's clients skip, holding the symbol and the replay clock, sent every
+  ``heartbeat_every`` seconds to every subscriber.
 - the chart API (``GET /v8/finance/chart/SYMBOL?interval=...&range=...`` or
   ``&period1=...&period2=...``, epoch seconds): the same bars up to the replay clock, with
   Yahoo's ``meta`` (``exchangeTimezoneName``, ``gmtoffset``, ``currentTradingPeriod``,
@@ -123,11 +123,8 @@ def _varint(value: int) -> bytes:
 
 
 def encode_pricing(values: Mapping[str, Any]) -> bytes:
-    """Encode ``{field: value}`` (the names ``parse_pricing`` gives) as ``PricingData`` bytes.
-
-    Fields go in field-number order and proto3 defaults (0, 0.0, "") are left out, as Yahoo's
-    encoder does; an unknown field name raises KeyError.
-    """
+    """Encode ``{field: value}`` (the names ``parse_pricing`` gives) as ``PricingData`` bytes."""
+    # field-number order and proto3 defaults (0, 0.0, "") left out, as Yahoo's encoder does
     unknown = set(values) - _FIELD_NAMES
     if unknown:
         raise KeyError(f"not a PricingData field: {', '.join(sorted(unknown))}")
@@ -795,10 +792,6 @@ class FakeYahoo:
         await asyncio.gather(*(c.ws.close(code, reason) for c in conns), return_exceptions=True)
         return len(conns)
 
-    def chart(self, symbol: str, query: Mapping[str, str]) -> dict[str, Any]:
-        """Return what ``/v8/finance/chart/SYMBOL?query`` answers now (raises ``_ChartError``)."""
-        return self._chart(symbol, dict(query))
-
     # ------------------------------------------------------------------ replay
 
     def _listing(self, symbol: str) -> _Listing:
@@ -1091,41 +1084,38 @@ class FakeYahoo:
             "fullExchangeName": about.full_exchange,
             "instrumentType": about.instrument,
             "firstTradeDate": listing.placed(0, 0).open_ms // 1000,
-            "regularMarketTime": None,
-            "hasPrePostMarketData": False,
-            "gmtoffset": int(offset.total_seconds()) if offset is not None else 0,
-            "timezone": now.tzname(),
-            "exchangeTimezoneName": str(self.calendar.tz),
         }
-        if sessions:
-            pass_no, index, _, close_ms = sessions[-1]
-            ticks = listing.ticks(pass_no, index)
-            m = ticks.upto(clock)
-            if m:
-                meta["regularMarketTime"] = (
-                    close_ms // 1000 if clock >= close_ms else int(ticks.times[m - 1]) // 1000
-                )
-                meta["regularMarketPrice"] = float(ticks.prices[m - 1])
-                year_ago = clock - 365 * _DAY_MS
-                daily = _Rows.concat(
-                    [listing.rows(p, i, clock, None) for p, i, _, c in sessions if c > year_ago]
-                )
-                meta["fiftyTwoWeekHigh"] = float(daily.high.max())
-                meta["fiftyTwoWeekLow"] = float(daily.low.min())
-                meta["regularMarketDayHigh"] = float(ticks.day_high[m - 1])
-                meta["regularMarketDayLow"] = float(ticks.day_low[m - 1])
-                meta["regularMarketVolume"] = int(ticks.volumes[m - 1])
-            meta["longName"] = meta["shortName"] = about.name
-            earlier = [s for s in sessions if s[2] < start_ms]
-            if earlier:
-                p, i, _, _ = earlier[-1]
-                day_rows = listing.rows(p, i, clock, None)
-                if day_rows.close.size:
-                    meta["chartPreviousClose"] = float(day_rows.close[-1])
-            if range_text == "1d":
-                meta["previousClose"] = ticks.previous_close
-        if meta["regularMarketTime"] is None:
-            del meta["regularMarketTime"]
+        latest = listing.ticks(*sessions[-1][:2]) if sessions else None
+        traded = latest.upto(clock) if latest is not None else 0
+        if latest is not None and traded:
+            last = traded - 1
+            close_ms = sessions[-1][3]
+            meta["regularMarketTime"] = (
+                close_ms // 1000 if clock >= close_ms else int(latest.times[last]) // 1000
+            )
+        meta["hasPrePostMarketData"] = False
+        meta["gmtoffset"] = int(offset.total_seconds()) if offset is not None else 0
+        meta["timezone"] = now.tzname()
+        meta["exchangeTimezoneName"] = str(self.calendar.tz)
+        if latest is not None and traded:
+            year_ago = clock - 365 * _DAY_MS
+            daily = _Rows.concat(
+                [listing.rows(p, i, clock, None) for p, i, _, c in sessions if c > year_ago]
+            )
+            meta["regularMarketPrice"] = float(latest.prices[last])
+            meta["fiftyTwoWeekHigh"] = float(daily.high.max())
+            meta["fiftyTwoWeekLow"] = float(daily.low.min())
+            meta["regularMarketDayHigh"] = float(latest.day_high[last])
+            meta["regularMarketDayLow"] = float(latest.day_low[last])
+            meta["regularMarketVolume"] = int(latest.volumes[last])
+        meta["longName"] = meta["shortName"] = about.name
+        earlier = [s for s in sessions if s[2] < start_ms]
+        if earlier:
+            day_rows = listing.rows(earlier[-1][0], earlier[-1][1], clock, None)
+            if day_rows.close.size:
+                meta["chartPreviousClose"] = float(day_rows.close[-1])
+        if latest is not None and range_text == "1d":
+            meta["previousClose"] = latest.previous_close
         meta["scale"] = 3
         meta["priceHint"] = 2
         meta["currentTradingPeriod"] = self._current_period(now.date())
