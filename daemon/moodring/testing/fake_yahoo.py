@@ -93,10 +93,8 @@ log = logging.getLogger("moodring.testing.fake_yahoo")
 _DAY_MS = 86_400_000
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 # Intraday chart intervals, aligned to the session open; "1d", "1wk", "1mo" group sessions.
-_INTRADAY_MS = {
-    "1m": 60_000, "2m": 120_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-    "60m": 3_600_000, "90m": 5_400_000, "1h": 3_600_000,
-}  # fmt: skip
+_MINUTES = {"1m": 1, "2m": 2, "5m": 5, "15m": 15, "30m": 30, "60m": 60, "90m": 90, "1h": 60}
+_INTRADAY_MS = {name: minutes * 60_000 for name, minutes in _MINUTES.items()}
 _PERIODS = ("1d", "1wk", "1mo")
 _YAHOO_INTERVALS = "[1m, 2m, 5m, 15m, 30m, 60m, 90m, 1h, 4h, 1d, 5d, 1wk, 1mo, 3mo]"
 _VALID_RANGES = ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"]
