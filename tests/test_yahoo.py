@@ -393,6 +393,51 @@ async def test_ticks_volume_deltas_and_bad_frames() -> None:
     assert counters["ticks"] == 6 and counters["bad_frames"]["price"] == 2
 
 
+def seen(streamer: EquityStreamer) -> int:
+    """Count the frames a streamer has taken: ticks, bad frames and ignored ones."""
+    return streamer.ticks + sum(streamer.bad_frames.values()) + sum(streamer.ignored.values())
+
+
+async def test_heartbeats_are_control_frames_not_bad_prices() -> None:
+    # Yahoo's heartbeat is a PricingData of quote type HEARTBEAT (7): no price, the symbol's id
+    beat = pricing(id="^RUT", time=ms("2026-02-19T22:00:00"), quote_type=7)
+    heartbeat = json.dumps({"type": "pricing", "message": b64(beat)})
+    frames = [heartbeat, tick_frame("2026-02-19T15:00:00", 2650.5, 1_000_000), heartbeat]
+    fake = FakeStreamer([("send", f) for f in frames])
+    sink = RecordingSink()
+    async with streamer_server(fake) as url:
+        streamer = YahooStreamer("rut", "^RUT", sink, url=url, backoff=fast_backoff())
+        async with running(streamer):
+            await until(lambda: seen(streamer) == 3, "two heartbeats and a tick")
+    assert streamer.ignored["control"] == 2
+    assert [p for _, _, p, _ in sink.trades] == [2650.5]
+    assert dict(streamer.bad_frames) == {} and sink.bad == []
+
+
+async def test_cancelling_a_busy_streamer_ends_it() -> None:
+    # asyncio.wait_for on Python 3.11 swallows a cancellation that arrives as the frame it
+    # waits for comes in: under a steady stream the streamer then never stopped
+    start = ms("2026-02-19T15:00:00")
+    frames = [
+        json.dumps({"message": b64(pricing(id="^RUT", price=2650.0 + i % 7, time=start + i))})
+        for i in range(5_000)
+    ]
+    fake = FakeStreamer([("send", f) for f in frames])
+    async with streamer_server(fake) as url:
+        sink = RecordingSink()
+        # timeout 1 s: closing a flooded socket waits that long for the close handshake
+        streamer = YahooStreamer("rut", "^RUT", sink, url=url, timeout=1.0, backoff=fast_backoff())
+        task = asyncio.create_task(streamer.run())
+        await until(lambda: streamer.ticks >= 500, "a busy stream")
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=30)  # the bound turns a hang into a failure
+        while not task.done():  # clean up after a failure
+            task.cancel()
+            await asyncio.sleep(0.01)
+    assert task in done and task.cancelled()
+    assert streamer.ticks < len(frames)
+
+
 async def test_reconnects_after_server_close_and_keeps_counting_volume() -> None:
     fake = FakeStreamer(
         [
@@ -681,3 +726,31 @@ def test_parse_chart_errors() -> None:
         parse_chart("^RUT", {"nope": 1})
     empty = parse_chart("^RUT", {"chart": {"result": [{"meta": {}}], "error": None}})
     assert len(empty) == 0
+
+
+def test_parse_chart_folds_the_live_row_into_its_bar() -> None:
+    # Yahoo ends an intraday answer with a zero-volume row at the last trade (mid-bar), or
+    # at the close once the session is over: both belong to the bar before them
+    periods = [[{"timezone": "EST", "start": 1733149800, "end": 1733173200, "gmtoffset": -18000}]]
+    rows = [
+        (1733172600, 2431.0, 2433.5, 2430.5, 2433.0, 1000),  # 15:50 EST
+        (1733172900, 2433.0, 2434.5, 2432.0, 2434.0, 2000),  # 15:55
+        (1733173200, 2434.25, 2434.25, 2434.25, 2434.25, 0),  # 16:00: the close
+    ]
+    after_close = parse_chart("^RUT", chart_json(rows, tradingPeriods=periods), "5m")
+    assert after_close.time.tolist() == [1733172600_000, 1733172900_000]
+    assert after_close.close.tolist() == [2433.0, 2434.25]
+    assert after_close.high.tolist() == [2433.5, 2434.5]
+    assert after_close.volume.tolist() == [1000.0, 2000.0]
+    live = [*rows[:2], (1733173107, 2435.0, 2435.0, 2435.0, 2435.0, 0)]  # 15:58:27
+    in_session = parse_chart("^RUT", chart_json(live, tradingPeriods=periods), "5m")
+    assert in_session.time.tolist() == [1733172600_000, 1733172900_000]
+    assert (in_session.high[-1], in_session.close[-1]) == (2435.0, 2435.0)
+    hourly = [
+        (1714764600, 887.87, 889.3, 886.0, 887.87, 2798449),  # 15:30 EDT
+        (1714766400, 887.89, 887.89, 887.89, 887.89, 0),  # 16:00: the close
+    ]
+    edt = {"timezone": "EDT", "start": 1714743000, "end": 1714766400, "gmtoffset": -14400}
+    periods_edt = [[edt]]
+    frame = parse_chart("NVDA", chart_json(hourly, tradingPeriods=periods_edt), "60m")
+    assert frame.time.tolist() == [1714764600_000] and frame.close.tolist() == [887.89]

@@ -333,7 +333,9 @@ class EquityStreamer:
             if problem is not None:
                 return problem
             try:
-                frame = await asyncio.wait_for(ws.recv(), self._poll)
+                # not wait_for: on 3.11 it loses a cancel that comes as a frame arrives
+                async with asyncio.timeout(self._poll):
+                    frame = await ws.recv()
             except TimeoutError:
                 continue
             self._last_frame = loop.time()

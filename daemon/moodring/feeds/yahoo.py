@@ -14,6 +14,7 @@ import binascii
 import json
 import logging
 import math
+import re
 import struct
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -299,6 +300,9 @@ class YahooStreamer(EquityStreamer):
         except FrameError as exc:
             self._bad(exc.reason, exc.detail, frame)
             return
+        if tick.quote_type == QUOTE_HEARTBEAT:  # Yahoo's keep-alive: an id and a time, no price
+            self.ignored["control"] += 1
+            return
         if tick.id != self.symbol:
             self.ignored["symbol"] += 1
             return
@@ -341,6 +345,7 @@ class HistoryError(RuntimeError):
 
 
 _DAILY_INTERVALS = {"1d", "5d", "1wk", "1mo", "3mo"}
+_INTERVAL = re.compile(r"^(\d+)([mh])$")
 
 
 def _exchange_tz(meta: dict[str, Any]) -> timezone | ZoneInfo:
@@ -383,22 +388,36 @@ def parse_chart(symbol: str, body: Any, interval: str = "1d") -> BarFrame:
     closes, volumes = column("close"), column("volume")
     tz = _exchange_tz(meta)
     daily = interval in _DAILY_INTERVALS
+    step_ms = None if daily else _interval_ms(interval)
+    periods = [] if daily else _regular_periods(meta)
     rows: dict[int, tuple[float, float, float, float, float]] = {}
+    last_ms: int | None = None
     for i, stamp in enumerate(stamps):
         close = closes[i]
         if stamp is None or close is None:
             continue
-        if daily:
-            day = datetime.fromtimestamp(stamp, tz).date()
-            t_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
-        else:
-            t_ms = int(stamp) * 1000
         c = float(close)
         o = float(opens[i]) if opens[i] is not None else c
         h = float(highs[i]) if highs[i] is not None else max(o, c)
         lo = float(lows[i]) if lows[i] is not None else min(o, c)
         v = float(volumes[i]) if volumes[i] is not None else 0.0
-        rows[t_ms] = (o, h, lo, c, v)  # a later row for the same day wins (the live bar)
+        if daily:
+            day = datetime.fromtimestamp(stamp, tz).date()
+            t_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
+            rows[t_ms] = (o, h, lo, c, v)  # a later row for the same day wins (the live bar)
+            continue
+        t_ms = int(stamp) * 1000
+        if last_ms is not None and (
+            (step_ms is not None and t_ms < last_ms + step_ms)
+            or (periods and not any(a <= t_ms < b for a, b in periods))
+        ):
+            # Yahoo's last row: the last trade inside the forming bar, or the closing print
+            # stamped at the session's end; either updates the bar before it
+            po, ph, pl, _, pv = rows[last_ms]
+            rows[last_ms] = (po, max(ph, h), min(pl, lo), c, pv + v)
+            continue
+        rows[t_ms] = (o, h, lo, c, v)
+        last_ms = t_ms
     times = np.array(sorted(rows), dtype=np.int64)
     cols = np.array([rows[t] for t in times.tolist()], dtype=np.float64).reshape(-1, 5)
     return BarFrame(
@@ -409,6 +428,29 @@ def parse_chart(symbol: str, body: Any, interval: str = "1d") -> BarFrame:
         cols[:, 3].copy(),
         cols[:, 4].copy(),
     )
+
+
+def _interval_ms(interval: str) -> int | None:
+    """Return the length of an intraday chart interval (``5m``, ``60m``, ``1h``) in ms."""
+    match = _INTERVAL.match(interval)
+    if match is None:
+        return None
+    return int(match.group(1)) * (60_000 if match.group(2) == "m" else 3_600_000)
+
+
+def _regular_periods(meta: dict[str, Any]) -> list[tuple[int, int]]:
+    """Return the regular sessions (epoch ms) the chart meta lists in ``tradingPeriods``."""
+    listed = meta.get("tradingPeriods")
+    if isinstance(listed, dict):  # includePrePost=true nests them under "regular"
+        listed = listed.get("regular")
+    periods: list[tuple[int, int]] = []
+    for day in listed if isinstance(listed, list) else []:
+        for period in day if isinstance(day, list) else [day]:
+            if isinstance(period, dict):
+                start, end = period.get("start"), period.get("end")
+                if isinstance(start, int) and isinstance(end, int):
+                    periods.append((start * 1000, end * 1000))
+    return periods
 
 
 def _describe(error: Any) -> str:
