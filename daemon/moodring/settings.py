@@ -356,6 +356,8 @@ class NotifyTarget(Model):
 
     url: SecretStr
     tags: tuple[str, ...] = ()
+    # what the alert text is written in: plain text is escaped for the service's own format
+    format: Literal["text", "markdown", "html"] = "text"
 
     @model_validator(mode="before")
     @classmethod
@@ -396,6 +398,9 @@ class NotifyConfig(Model):
     retry_initial: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 2.0
     retry_max: Duration = 300.0
     timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+    # an alert not delivered this long after it was queued, or tried this often, is dead
+    max_age: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 86_400.0
+    max_attempts: int = Field(300, ge=1)
 
     @field_validator("routes", mode="before")
     @classmethod

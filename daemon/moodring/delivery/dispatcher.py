@@ -14,10 +14,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from moodring.delivery.outbox import KEEP_DELIVERED, Outbox
+from moodring.delivery.outbox import KEEP_DELIVERED, Delivery, Outbox
 from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
 from moodring.rules.alert import Alert
 from moodring.settings import NotifyConfig
+from moodring.times import format_duration
 
 log = logging.getLogger("moodring.delivery")
 
@@ -28,10 +29,14 @@ JITTER = 0.1
 RenderChart = Callable[[dict], Awaitable[bytes | None]]
 # called after each delivery attempt with the target's id and whether it succeeded
 DeliveryListener = Callable[[str, bool], None]
+# called with the target's id when one of its deliveries is given up (dead)
+DeadListener = Callable[[str], None]
 
 
 # Seconds between WAL checkpoints of the outbox.
 CHECKPOINT_EVERY = 5.0
+# A head that has failed this many times retry_max stops holding back the target's queue.
+OVERTAKE_AFTER = 2.0
 
 
 class _Bucket:
@@ -56,6 +61,15 @@ class _Bucket:
 class Dispatcher:
     """Drain the outbox through apprise: per-target order, backoff, rate limit, charts.
 
+    Per target, the oldest pending row (the head) holds back the rows behind it while it
+    fails, until it has failed for ``OVERTAKE_AFTER`` x ``retry_max``: then the next row is
+    tried right after each of its failures, and once one goes through the head is
+    *overtaken* and retries behind the rest. Were the next row to fail too (the service is
+    down), order is kept. A row is dead (kept, never retried, ``on_dead`` told) on a
+    permanent failure (HTTP 4xx but 408/429, an unusable URL), after
+    ``notify.max_attempts`` attempts, or once ``notify.max_age`` has passed since it was
+    queued.
+
     Use from the event loop thread. Shut down with ``await drain(t)`` while ``run()`` is
     still running, then cancel ``run()``: cancelling mid-send leaves that delivery pending,
     so it is sent again on the next start (at least once, never silently dropped).
@@ -71,9 +85,11 @@ class Dispatcher:
         chart_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         on_result: DeliveryListener | None = None,
+        on_dead: DeadListener | None = None,
     ) -> None:
         self._outbox = outbox
         self._on_result = on_result
+        self._on_dead = on_dead
         self._notify = notify
         self._sender = sender if sender is not None else Sender(notify)
         self._render_chart = render_chart
@@ -94,6 +110,7 @@ class Dispatcher:
         self._running = False
         self._sent = 0
         self._failed = 0
+        self._dead = 0
 
     @property
     def sent(self) -> int:
@@ -104,6 +121,11 @@ class Dispatcher:
     def failed(self) -> int:
         """Return how many delivery attempts failed since start."""
         return self._failed
+
+    @property
+    def dead(self) -> int:
+        """Return how many deliveries were given up since start."""
+        return self._dead
 
     @property
     def queued(self) -> int:
@@ -214,42 +236,93 @@ class Dispatcher:
                     await asyncio.wait_for(wake.wait(), min(wait, IDLE_POLL))
 
     async def _step(self, tid: str) -> float:
-        """Try the target's head row if due and allowed; return 0 or the seconds to wait."""
+        """Try the target's next due row if allowed; return 0 or the seconds to wait."""
         async with self._locks[tid]:
-            rows = self._outbox.pending(tid, limit=1)
+            now = self._clock()
+            for row in self._outbox.expired(tid, now - self._notify.max_age):
+                age = format_duration(self._notify.max_age)
+                self._give_up(tid, row, f"not delivered within {age} (notify.max_age)", now)
+            blocking = self._outbox.blocking(tid, limit=2)
+            rows = self._outbox.overtaken(tid) + blocking[:1]
             if not rows:
                 return math.inf
-            head = rows[0]
-            now = self._clock()
-            if head.next_try > now:
-                return head.next_try - now
+            due = [row for row in rows if row.next_try <= now]
+            if not due:
+                return min(row.next_try for row in rows) - now
             wait = self._buckets[tid].take(now)
             if wait > 0:
                 return wait
-            attachment = await self._chart(head.alert)
-            error = await self._sender.deliver(self._urls[tid], head.alert, attachment)
-            attempt = head.attempts + 1
-            if error is None:
-                self._outbox.mark_delivered(head.id)
-                self._sent += 1
-                log.info("sent %s to %s (attempt %d)", head.alert.key, self._masked[tid], attempt)
-                if self._on_result is not None:
-                    self._on_result(tid, True)
-            else:
-                delay = self._backoff(attempt)
-                self._outbox.mark_failed(head.id, error, self._clock() + delay)
-                self._failed += 1
-                if self._on_result is not None:
-                    self._on_result(tid, False)
+            row = min(due, key=lambda r: r.id)
+            if await self._attempt(tid, row) or row.overtaken is not None or len(blocking) < 2:
+                return 0.0
+            since = row.failing_since if row.failing_since is not None else now
+            if self._clock() - since < OVERTAKE_AFTER * self._notify.retry_max:
+                return 0.0
+            # the head has failed for long: does the target take the alert behind it?
+            if self._buckets[tid].take(self._clock()) == 0.0 and await self._attempt(
+                tid, blocking[1], probe=True
+            ):
+                self._outbox.mark_overtaken(row.id, self._clock())
                 log.warning(
-                    "send %s to %s failed (attempt %d, retry in %.2f s): %s",
-                    head.alert.key,
+                    "%s to %s has failed for %s: later alerts go ahead of it while it retries",
+                    row.alert.key,
                     self._masked[tid],
-                    attempt,
-                    delay,
-                    error,
+                    format_duration(self._clock() - since),
                 )
             return 0.0
+
+    async def _attempt(self, tid: str, row: Delivery, *, probe: bool = False) -> bool:
+        """Send one row and record the outcome; return whether it was delivered.
+
+        A failed probe (the row behind a long-failing head) is due again at once: it is
+        tried as soon as it becomes the head.
+        """
+        attachment = await self._chart(row.alert)
+        error = await self._sender.deliver(self._urls[tid], row.alert, attachment)
+        attempt = row.attempts + 1
+        now = self._clock()
+        if self._on_result is not None:
+            self._on_result(tid, error is None)
+        if error is None:
+            self._outbox.mark_delivered(row.id)
+            self._sent += 1
+            log.info("sent %s to %s (attempt %d)", row.alert.key, self._masked[tid], attempt)
+            return True
+        self._failed += 1
+        if error.permanent:
+            self._give_up(tid, row, f"refused: {error}", now, attempted=True)
+        elif attempt >= self._notify.max_attempts:
+            reason = f"failed {attempt} times (notify.max_attempts), last: {error}"
+            self._give_up(tid, row, reason, now, attempted=True)
+        else:
+            delay = 0.0 if probe else self._backoff(attempt)
+            self._outbox.mark_failed(row.id, str(error), now + delay, at=now)
+            log.warning(
+                "send %s to %s failed (attempt %d, %s): %s",
+                row.alert.key,
+                self._masked[tid],
+                attempt,
+                "tried past the failing head" if probe else f"retry in {delay:.2f} s",
+                error,
+            )
+        return False
+
+    def _give_up(
+        self, tid: str, row: Delivery, reason: str, now: float, *, attempted: bool = False
+    ) -> None:
+        """Mark a row dead: logged, counted, kept in the outbox for ``moodring outbox``."""
+        if not self._outbox.mark_dead(row.id, reason, now, attempted=attempted):
+            return
+        self._dead += 1
+        if self._on_dead is not None:
+            self._on_dead(tid)
+        log.error(
+            "gave up sending %s to %s: %s (kept as dead: moodring outbox --retry %d)",
+            row.alert.key,
+            self._masked[tid],
+            reason,
+            row.id,
+        )
 
     def _backoff(self, attempt: int) -> float:
         """Return the delay after a failed attempt: doubling from retry_initial, capped, ±10 %."""

@@ -131,6 +131,7 @@ class Daemon:
             render_chart=render_with_budget,
             chart_dir=self.state_dir / "charts",
             on_result=counted,
+            on_dead=self.telemetry.alert_dead,
         )
 
     def _engine(
