@@ -43,6 +43,7 @@ from moodring.service.recorder import BarRecorder
 from moodring.service.sink import EngineSink
 from moodring.service.snapshot import EngineState, Snapshotter, attach, capture, load, restore
 from moodring.settings import FeedConfig, Settings
+from moodring.statedir import check_dir, state_file
 from moodring.times import iso_time
 
 if TYPE_CHECKING:
@@ -84,10 +85,10 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.config_path = config_path
-        state = settings.resolved_state_dir()
-        state.mkdir(parents=True, exist_ok=True)
+        state = check_dir(settings.resolved_state_dir())
         self.state_dir = state
-        self.outbox = Outbox(state / "outbox.sqlite")
+        with state_file(state / "outbox.sqlite", "outbox"):
+            self.outbox = Outbox(state / "outbox.sqlite")
         self.silences = Silences(state / "silences.json")
         self.notify = SdNotify.from_env()
         self.bad_frames = BadFrames()
