@@ -428,7 +428,10 @@ def _outbox(args: argparse.Namespace) -> int:
     from moodring.delivery.sender import mask_url, target_id
 
     _, settings = _settings(args)
-    path = settings.resolved_state_dir() / "outbox.sqlite"
+    state = settings.resolved_state_dir()
+    if state.exists() and not state.is_dir():
+        raise StateError(f"state directory {state}: not a directory")
+    path = state / "outbox.sqlite"
     flag, text = ("--retry", args.retry) if args.retry is not None else ("--drop", args.drop)
     number = _delivery_id(flag, text) if text is not None else None
     if not path.is_file():
@@ -442,18 +445,21 @@ def _outbox(args: argparse.Namespace) -> int:
         names.setdefault(target_id(url), mask_url(url))
     with state_file(path, "outbox"), Outbox(path) as outbox:
         if args.all_dead:
-            print(f"requeued {outbox.requeue_dead()} dead delivery(ies)")
+            requeued = outbox.requeue_dead()
+            print(f"requeued {requeued} dead delivery(ies)")
         elif number is not None:
             row = outbox.get(number)
             change = outbox.requeue if flag == "--retry" else outbox.remove
             if row is None or not change(number):
                 raise UsageError(f"{flag} {number}: no pending or dead delivery has this id")
+            requeued = int(flag == "--retry")
             where = names.get(row.target, f"target {row.target} (no longer configured)")
-            done = "requeued" if flag == "--retry" else "dropped"
+            done = "requeued" if requeued else "dropped"
             print(f"{done} delivery {number} ({row.alert.rule} {row.alert.state}) to {where}")
         else:
             _print_outbox(outbox.undelivered(), names)
-    if args.all_dead or args.retry is not None:
+            return 0
+    if requeued:
         print("a running daemon sends requeued deliveries within a minute")
     return 0
 
