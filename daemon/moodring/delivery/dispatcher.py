@@ -129,7 +129,7 @@ class Dispatcher:
 
     @property
     def queued(self) -> int:
-        """Return the outbox depth (undelivered rows)."""
+        """Return the outbox depth (rows still to deliver; dead ones are not counted)."""
         return self._outbox.depth()
 
     def targets_for(self, alert: Alert) -> list[str]:
