@@ -37,6 +37,8 @@ DeadListener = Callable[[str], None]
 CHECKPOINT_EVERY = 5.0
 # A head that has failed this many times retry_max stops holding back the target's queue.
 OVERTAKE_AFTER = 2.0
+# Seconds between two looks for rows older than notify.max_age (a scan of the queue).
+EXPIRE_EVERY = 60.0
 
 
 class _Bucket:
@@ -102,6 +104,7 @@ class Dispatcher:
         self._masked = {tid: mask_url(url) for tid, url in self._urls.items()}
         now = clock()
         self._buckets = {tid: _Bucket(notify.rate_per_minute, now) for tid in self._urls}
+        self._expiry_due = dict.fromkeys(self._urls, now)
         self._locks = {tid: asyncio.Lock() for tid in self._urls}
         self._wake = {tid: asyncio.Event() for tid in self._urls}
         self._progress = asyncio.Event()
@@ -239,9 +242,11 @@ class Dispatcher:
         """Try the target's next due row if allowed; return 0 or the seconds to wait."""
         async with self._locks[tid]:
             now = self._clock()
-            for row in self._outbox.expired(tid, now - self._notify.max_age):
-                age = format_duration(self._notify.max_age)
-                self._give_up(tid, row, f"not delivered within {age} (notify.max_age)", now)
+            if now >= self._expiry_due[tid]:
+                self._expiry_due[tid] = now + EXPIRE_EVERY
+                for row in self._outbox.expired(tid, now - self._notify.max_age):
+                    age = format_duration(self._notify.max_age)
+                    self._give_up(tid, row, f"not delivered within {age} (notify.max_age)", now)
             blocking = self._outbox.blocking(tid, limit=2)
             rows = self._outbox.overtaken(tid) + blocking[:1]
             if not rows:

@@ -40,6 +40,10 @@ _ADDED_COLUMNS = {
     "dead": "REAL",  # when it was given up: kept, never retried unless requeued
     "requeued": "REAL",  # when it was put back by hand: its age counts from here
 }
+_ADDED_INDEXES = """
+CREATE INDEX IF NOT EXISTS deliveries_overtaken ON deliveries (target, id)
+    WHERE delivered IS NULL AND dead IS NULL AND overtaken IS NOT NULL;
+"""
 
 _INSERT_ALERT = "INSERT OR IGNORE INTO alerts (key, body, added) VALUES (?, ?, ?)"
 _INSERT_DELIVERY = "INSERT INTO deliveries (alert_id, target) VALUES (?, ?)"
@@ -108,6 +112,7 @@ class Outbox:
             for name, kind in _ADDED_COLUMNS.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE deliveries ADD COLUMN {name} {kind}")
+            self._db.execute(_ADDED_INDEXES)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
