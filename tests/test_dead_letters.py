@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 import time
@@ -128,7 +129,7 @@ async def test_an_alert_failing_retryably_is_overtaken_then_dead_after_max_attem
     receiver.refusing(500, "poisoned")
     url = receiver.url()
     telemetry = Telemetry()
-    dispatcher = Dispatcher(outbox, notify_for(url, max_attempts=6), on_dead=telemetry.alert_dead)
+    dispatcher = Dispatcher(outbox, notify_for(url, max_attempts=8), on_dead=telemetry.alert_dead)
     sent = [alert("ok", i) for i in range(10)]
     async with running(dispatcher):
         dispatcher.enqueue(sent[0])
@@ -137,10 +138,10 @@ async def test_an_alert_failing_retryably_is_overtaken_then_dead_after_max_attem
             dispatcher.enqueue(a)
         await until(lambda: dispatcher.dead == 1 and dispatcher.sent == len(sent), 30)
     assert receiver.messages == [a.message for a in sent], "the rest keep their order"
-    assert len(receiver.refused) == 6
+    assert len(receiver.refused) == 8
     [dead] = outbox.undelivered()
-    assert (dead.alert.rule, dead.state, dead.attempts) == ("poisoned", "dead", 6)
-    assert dead.error is not None and dead.error.startswith("failed 6 times (notify.max_attempts)")
+    assert (dead.alert.rule, dead.state, dead.attempts) == ("poisoned", "dead", 8)
+    assert dead.error is not None and dead.error.startswith("failed 8 times (notify.max_attempts)")
     assert dead.overtaken is not None
     assert dead_total(telemetry, target_id(url)) == 1
 
@@ -184,6 +185,28 @@ async def test_while_the_service_fails_everything_order_is_kept(
     assert receiver.messages == [f"ok {i}" for i in range(5)]
     assert {p["message"] for p in receiver.refused} == {"ok 0", "ok 1"}, "head and the next"
     assert dispatcher.dead == 0 and len(probes) == 3
+
+
+async def test_a_service_back_at_the_probe_swaps_two_alerts_and_overtakes_none(
+    receiver: Receiver, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The probe is the first request the service takes: the head goes right after it."""
+    back: list[bool] = []
+
+    def answer(payload: dict[str, Any]) -> int:
+        if payload["message"] == "ok 1":
+            back.append(True)
+        return 200 if back else 503
+
+    receiver.answer = answer
+    dispatcher = Dispatcher(outbox, notify_for(receiver.url(), retry_max=0.1))
+    with caplog.at_level(logging.WARNING, logger="moodring.delivery"):
+        async with running(dispatcher):
+            for i in range(4):
+                dispatcher.enqueue(alert("ok", i))
+            await until(lambda: dispatcher.sent == 4, 30)
+    assert receiver.messages == ["ok 1", "ok 0", "ok 2", "ok 3"]
+    assert "later alerts go ahead" not in caplog.text
 
 
 async def test_an_alert_older_than_max_age_ends_dead(receiver: Receiver, outbox: Outbox) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -13,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 from moodring.delivery.outbox import KEEP_DELIVERED, Delivery, Outbox
 from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
@@ -31,6 +33,8 @@ RenderChart = Callable[[dict], Awaitable[bytes | None]]
 DeliveryListener = Callable[[str, bool], None]
 # called with the target's id when one of its deliveries is given up (dead)
 DeadListener = Callable[[str], None]
+# what became of one delivery attempt
+Outcome = Literal["sent", "failed", "dead"]
 
 
 # Seconds between WAL checkpoints of the outbox.
@@ -258,14 +262,22 @@ class Dispatcher:
             if wait > 0:
                 return wait
             row = min(due, key=lambda r: r.id)
-            if await self._attempt(tid, row) or row.overtaken is not None or len(blocking) < 2:
+            outcome = await self._attempt(tid, row)
+            if outcome != "failed" or row.overtaken is not None or len(blocking) < 2:
                 return 0.0
             since = row.failing_since if row.failing_since is not None else now
             if self._clock() - since < OVERTAKE_AFTER * self._notify.retry_max:
                 return 0.0
             # the head has failed for long: does the target take the alert behind it?
-            if self._buckets[tid].take(self._clock()) == 0.0 and await self._attempt(
-                tid, blocking[1], probe=True
+            if self._buckets[tid].take(self._clock()) > 0.0:
+                return 0.0
+            if await self._attempt(tid, blocking[1], probe=True) != "sent":
+                return 0.0
+            # it does; unless the service has only just come back, the head is the problem
+            retried = dataclasses.replace(row, attempts=row.attempts + 1)
+            if (
+                self._buckets[tid].take(self._clock()) > 0.0
+                or await self._attempt(tid, retried) == "failed"
             ):
                 self._outbox.mark_overtaken(row.id, self._clock())
                 log.warning(
@@ -276,8 +288,8 @@ class Dispatcher:
                 )
             return 0.0
 
-    async def _attempt(self, tid: str, row: Delivery, *, probe: bool = False) -> bool:
-        """Send one row and record the outcome; return whether it was delivered.
+    async def _attempt(self, tid: str, row: Delivery, *, probe: bool = False) -> Outcome:
+        """Send one row and record the outcome: ``sent``, ``failed`` (to retry) or ``dead``.
 
         A failed probe (the row behind a long-failing head) is due again at once: it is
         tried as soon as it becomes the head.
@@ -292,25 +304,26 @@ class Dispatcher:
             self._outbox.mark_delivered(row.id)
             self._sent += 1
             log.info("sent %s to %s (attempt %d)", row.alert.key, self._masked[tid], attempt)
-            return True
+            return "sent"
         self._failed += 1
         if error.permanent:
             self._give_up(tid, row, f"refused: {error}", now, attempted=True)
-        elif attempt >= self._notify.max_attempts:
+            return "dead"
+        if attempt >= self._notify.max_attempts:
             reason = f"failed {attempt} times (notify.max_attempts), last: {error}"
             self._give_up(tid, row, reason, now, attempted=True)
-        else:
-            delay = 0.0 if probe else self._backoff(attempt)
-            self._outbox.mark_failed(row.id, str(error), now + delay, at=now)
-            log.warning(
-                "send %s to %s failed (attempt %d, %s): %s",
-                row.alert.key,
-                self._masked[tid],
-                attempt,
-                "tried past the failing head" if probe else f"retry in {delay:.2f} s",
-                error,
-            )
-        return False
+            return "dead"
+        delay = 0.0 if probe else self._backoff(attempt)
+        self._outbox.mark_failed(row.id, str(error), now + delay, at=now)
+        log.warning(
+            "send %s to %s failed (attempt %d, %s): %s",
+            row.alert.key,
+            self._masked[tid],
+            attempt,
+            "tried past the failing head" if probe else f"retry in {delay:.2f} s",
+            error,
+        )
+        return "failed"
 
     def _give_up(
         self, tid: str, row: Delivery, reason: str, now: float, *, attempted: bool = False
