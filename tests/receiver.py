@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class Receiver:
-    """A local HTTP endpoint for apprise's json://: ok (200), fail (500), slow, or down."""
+    """A local HTTP endpoint for apprise's json://: ok (200), fail (500), slow, or down.
+
+    ``answer``, when set, picks the HTTP status of each message from its payload; the
+    payloads answered with anything but 2xx are kept in ``refused``.
+    """
 
     def __init__(self) -> None:
         self.mode = "ok"
+        self.answer: Callable[[dict[str, Any]], int] | None = None
         self.port = 0
         self.requests = 0
         self.payloads: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
         self.events: list[str] = []
         self.paths: list[str] = []
         self._lock = threading.Lock()
@@ -27,6 +34,10 @@ class Receiver:
     def messages(self) -> list[str]:
         with self._lock:
             return [p["message"] for p in self.payloads]
+
+    def refusing(self, status: int, containing: str) -> None:
+        """Answer ``status`` to every message whose text contains ``containing``, else 200."""
+        self.answer = lambda payload: status if containing in payload["message"] else 200
 
     def up(self) -> None:
         receiver = self
@@ -39,6 +50,13 @@ class Receiver:
                     mode = receiver.mode
                 if mode == "fail":
                     self.send_response(500)
+                    self.end_headers()
+                    return
+                status = receiver.answer(json.loads(body)) if receiver.answer else 200
+                if not 200 <= status < 300:
+                    with receiver._lock:
+                        receiver.refused.append(json.loads(body))
+                    self.send_response(status)
                     self.end_headers()
                     return
                 if mode == "slow":

@@ -106,7 +106,7 @@ def test_an_explicit_missing_file_is_an_error(capsys, tmp_path: Path, monkeypatc
     if how == "env":
         monkeypatch.setenv("MOODRING_CONFIG", str(missing))
     code, out, err = run(capsys, "check-config", *(["-c", str(missing)] if how == "-c" else []))
-    assert (code, out) == (1, "")
+    assert (code, out) == (78, "")
     assert f"moodring: {missing}: config file not found" in err
     assert "Traceback" not in err
 
@@ -134,7 +134,7 @@ def test_check_config_errors_name_file_key_and_line(
     assert old in GOOD
     path = config(tmp_path, GOOD.replace(old, new, 1))
     code, out, err = run(capsys, "check-config", "-c", str(path))
-    assert (code, out) == (1, "")
+    assert (code, out) == (78, "")
     lines = err.splitlines()
     assert f"moodring: {path}: invalid configuration (1 error(s))" in lines
     (error,) = [x for x in lines if x.startswith(f"  {key} ")]
@@ -146,7 +146,7 @@ def test_check_config_errors_name_file_key_and_line(
 def test_check_config_reports_every_error_at_once(capsys, tmp_path: Path) -> None:
     text = GOOD.replace("window: 30", "window: x").replace("for: 2", "for: 0")
     code, _, err = run(capsys, "check-config", "-c", str(config(tmp_path, text)))
-    assert code == 1
+    assert code == 78
     assert "(2 error(s))" in err
     assert "  metrics.corr.window (line 5): " in err and "  rules.0.for (line 12): " in err
 
@@ -154,7 +154,7 @@ def test_check_config_reports_every_error_at_once(capsys, tmp_path: Path) -> Non
 def test_check_config_yaml_syntax_error(capsys, tmp_path: Path) -> None:
     path = config(tmp_path, GOOD.replace("condition: {below: 0.3}", "condition: {below: 0.3"))
     code, out, err = run(capsys, "check-config", "-c", str(path))
-    assert (code, out) == (1, "")
+    assert (code, out) == (78, "")
     assert re.search(rf"moodring: {re.escape(str(path))}: invalid YAML at line 1\d, column", err)
     assert "Traceback" not in err
 
@@ -162,7 +162,7 @@ def test_check_config_yaml_syntax_error(capsys, tmp_path: Path) -> None:
 def test_environment_errors_name_the_variable(capsys, monkeypatch) -> None:
     monkeypatch.setenv("MOODRING_MQTT__PORT", "eighteen")
     code, _, err = run(capsys, "check-config")
-    assert code == 1
+    assert code == 78
     assert (
         "  mqtt.port (MOODRING_MQTT__PORT from environment): Input should be a valid integer"
         in (err)
@@ -260,7 +260,7 @@ def test_run_and_other_commands_find_the_config_too(capsys, tmp_path: Path) -> N
     missing = str(tmp_path / "missing.yaml")
     for command in ("run", "backtest", "silence", "test-alert", "show-config"):
         code, _, err = run(capsys, command, "-c", missing)
-        assert code == 1 and f"{missing}: config file not found" in err, command
+        assert code == 78 and f"{missing}: config file not found" in err, command
 
 
 # --- log format --------------------------------------------------------------------------

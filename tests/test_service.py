@@ -197,13 +197,13 @@ async def test_notify_health_reload_and_stop(tmp_path: Path, fake: FakeExchange)
         await service.close()
 
 
-async def test_a_broken_config_at_start_exits_1_and_names_the_key(tmp_path: Path) -> None:
+async def test_a_broken_config_at_start_exits_78_and_names_the_key(tmp_path: Path) -> None:
     cfg = {"feeds": {"eth": {"symbol": "ETH/USDT", "stale_afer": "5m"}}, "http": {"port": 0}}
     service = await start(tmp_path, cfg)
     try:
         code = await asyncio.wait_for(service.proc.wait(), 60)
         await asyncio.sleep(0.2)
-        assert code == 1
+        assert code == 78
         assert service.logged("feeds.eth.stale_afer"), service.lines
         assert not service.logged("Traceback")
         assert not service.sent("READY=1")
@@ -221,7 +221,7 @@ async def test_the_http_port_taken_is_a_clear_error(tmp_path: Path, fake: FakeEx
         try:
             code = await asyncio.wait_for(service.proc.wait(), 60)
             await asyncio.sleep(0.2)
-            assert code == 1
+            assert code == 78
             assert service.logged("http: cannot listen"), service.lines
         finally:
             await service.close()

@@ -461,7 +461,7 @@ def test_show_config_masks_secrets_and_loads_back(tmp_path: Path) -> None:
     dumped = yaml.safe_load(shown)
     assert dumped["mqtt"]["password"] == "***"
     assert dumped["feeds"]["rut"]["api_key"] == "***"
-    assert dumped["notify"]["urls"] == [{"url": "***", "tags": []}]
+    assert dumped["notify"]["urls"] == [{"url": "***", "tags": [], "format": "text"}]
     assert dumped["rules"][0]["for"] == 2 and "for_" not in shown
     assert list(dumped) == [
         "feeds", "series", "metrics", "rules", "notify", "mqtt", "http", "altseason", "digest"

@@ -91,6 +91,7 @@ def test_the_unit_is_a_notify_service_with_watchdog_reload_and_state() -> None:
     assert settings["ConfigurationDirectory"] == ["moodring"]
     assert settings["DynamicUser"] == ["yes"]
     assert settings["Restart"] == ["on-failure"]
+    assert settings["RestartPreventExitStatus"] == ["78"], "a broken config does not loop"
     # a filtered syscall must fail with EPERM, not kill: numpy's OpenBLAS calls mbind()
     assert settings["SystemCallErrorNumber"] == ["EPERM"]
     # a bare credential name: a missing credential is skipped, not fatal

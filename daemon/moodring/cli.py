@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,14 @@ from moodring.backtest.runner import (
 )
 from moodring.backtest.table import MetricTable
 from moodring.backtest.universe import load_universe
-from moodring.configfile import ConfigError, find_config, load_settings, show_config
+from moodring.configfile import (
+    ConfigError,
+    config_error,
+    find_config,
+    load_settings,
+    show_config,
+)
+from moodring.delivery.outbox import Delivery, Outbox
 from moodring.engine import Engine
 from moodring.feeds.calendar import calendar_named
 from moodring.logs import redact, setup_logging
@@ -43,6 +49,14 @@ from moodring.metrics.altseason import AltseasonSeries, altseason_series
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, RuleConfig, Settings
+from moodring.statedir import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    StateError,
+    check_dir,
+    scratch_dir,
+    state_file,
+)
 from moodring.times import format_duration, iso_time, parse_duration
 
 log = logging.getLogger("moodring")
@@ -60,7 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         return int(args.handler(args))
-    except (ConfigError, CsvError, UsageError) as exc:
+    except ConfigError as exc:
+        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
+        return EX_CONFIG
+    except StateError as exc:
+        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
+        return EX_CANTCREAT
+    except (CsvError, UsageError) as exc:
         print(f"moodring: {redact(str(exc))}", file=sys.stderr)
         return 1
 
@@ -156,6 +176,18 @@ def _parser() -> argparse.ArgumentParser:
     silence.add_argument("--clear", action="store_true", help="remove RULE's silence (or all)")
     silence.set_defaults(handler=_silence)
 
+    outbox = commands.add_parser(
+        "outbox", help="list undelivered alerts (pending and dead); requeue or drop them"
+    )
+    outbox.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    action = outbox.add_mutually_exclusive_group()
+    action.add_argument(
+        "--retry", metavar="ID", help="requeue delivery ID (dead or pending): it is tried anew"
+    )
+    action.add_argument("--all-dead", action="store_true", help="requeue every dead delivery")
+    action.add_argument("--drop", metavar="ID", help="delete delivery ID: it is never sent")
+    outbox.set_defaults(handler=_outbox)
+
     test_alert = commands.add_parser(
         "test-alert", help="send a test message with a chart to every configured URL"
     )
@@ -202,7 +234,12 @@ def _settings(args: argparse.Namespace) -> tuple[Path, Settings]:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from moodring.rules.preview import render_problems
+
     path, settings = _settings(args)
+    problems = render_problems(settings)
+    if problems:
+        raise config_error(path, problems)
     counts = (len(settings.feeds), len(settings.metrics), len(settings.rules))
     print(f"{path}: ok ({counts[0]} feeds, {counts[1]} metrics, {counts[2]} rules)")
     return 0
@@ -226,6 +263,8 @@ def _run(args: argparse.Namespace) -> int:
     from moodring.service.daemon import Daemon  # ccxt is heavy: only the daemon pays for it
 
     path, settings = _settings(args)
+    if args.record is not None:
+        check_dir(args.record, "--record directory")
 
     async def main() -> int:
         return await Daemon(settings, record=args.record, config_path=path).run()
@@ -238,6 +277,8 @@ def _demo(args: argparse.Namespace) -> int:
     from moodring.testing.fake_exchange import FakeExchange
 
     base = load_settings(DEFAULT_CONFIG.with_name("demo.yaml"))
+    if args.record is not None:
+        check_dir(args.record, "--record directory")
 
     async def main() -> int:
         captures = [SAMPLES / "ethusdt_trades.gz", SAMPLES / "btcusdt_trades.gz"]
@@ -248,8 +289,8 @@ def _demo(args: argparse.Namespace) -> int:
             name: feed.model_copy(update={"ws_url": fake.ws_url, "rest_url": fake.rest_url})
             for name, feed in base.feeds.items()
         }
-        with tempfile.TemporaryDirectory() as state:
-            settings = base.model_copy(update={"feeds": feeds, "state_dir": Path(state)})
+        with scratch_dir() as state:
+            settings = base.model_copy(update={"feeds": feeds, "state_dir": state})
             daemon = Daemon(settings, record=args.record)
             if args.duration:
                 asyncio.get_running_loop().call_later(args.duration, daemon.stop)
@@ -411,9 +452,11 @@ def _altseason(
 
 def _silence(args: argparse.Namespace) -> int:
     _, settings = _settings(args)
-    silences = Silences(settings.resolved_state_dir() / "silences.json")
+    path = settings.resolved_state_dir() / "silences.json"
+    silences = Silences(path)
     if args.list:
-        active = silences.active()
+        with state_file(path, "silences"):
+            active = silences.active()
         for s in active:
             left = format_duration(s.until - time.time())
             print(f"{s.rule}  until {iso_time(int(s.until * 1000))} ({left} left)  {s.reason}")
@@ -421,7 +464,9 @@ def _silence(args: argparse.Namespace) -> int:
             print("no silences")
         return 0
     if args.clear:
-        print(f"cleared {silences.clear(args.rule)} silence(s)")
+        check_dir(path.parent)
+        with state_file(path, "silences"):
+            print(f"cleared {silences.clear(args.rule)} silence(s)")
         return 0
     if not args.rule or not args.duration:
         raise UsageError("silence takes RULE --for DURATION (or --list, or --clear [RULE])")
@@ -432,9 +477,87 @@ def _silence(args: argparse.Namespace) -> int:
         seconds = parse_duration(args.duration)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    s = silences.add(args.rule, seconds, args.reason)
+    check_dir(path.parent)
+    with state_file(path, "silences"):
+        s = silences.add(args.rule, seconds, args.reason)
     print(f"silenced {s.rule} until {iso_time(int(s.until * 1000))}")
     return 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from moodring.delivery.sender import mask_url, target_id
+
+    _, settings = _settings(args)
+    state = settings.resolved_state_dir()
+    if state.exists() and not state.is_dir():
+        raise StateError(f"state directory {state}: not a directory")
+    path = state / "outbox.sqlite"
+    flag, text = ("--retry", args.retry) if args.retry is not None else ("--drop", args.drop)
+    number = _delivery_id(flag, text) if text is not None else None
+    if not path.is_file():
+        if number is not None:
+            raise UsageError(f"{flag} {number}: there is no outbox at {path}")
+        print(f"no outbox at {path}: nothing pending or dead")
+        return 0
+    names: dict[str, str] = {}
+    for target in settings.notify.urls:
+        url = target.url.get_secret_value()
+        names.setdefault(target_id(url), mask_url(url))
+    with state_file(path, "outbox"), Outbox(path) as outbox:
+        if args.all_dead:
+            requeued = outbox.requeue_dead()
+            print(f"requeued {requeued} dead delivery(ies)")
+        elif number is not None:
+            row = outbox.get(number)
+            change = outbox.requeue if flag == "--retry" else outbox.remove
+            if row is None or not change(number):
+                raise UsageError(f"{flag} {number}: no pending or dead delivery has this id")
+            requeued = int(flag == "--retry")
+            where = names.get(row.target, f"target {row.target} (no longer configured)")
+            done = "requeued" if requeued else "dropped"
+            print(f"{done} delivery {number} ({row.alert.rule} {row.alert.state}) to {where}")
+        else:
+            _print_outbox(outbox.undelivered(), names)
+            return 0
+    if requeued:
+        print("a running daemon sends requeued deliveries within a minute")
+    return 0
+
+
+def _delivery_id(flag: str, text: str) -> int:
+    """Return a delivery id given on the command line, or a UsageError naming the flag."""
+    if not text.isascii() or not text.isdigit():
+        raise UsageError(
+            f"{flag} takes a delivery id (a number from moodring outbox), not {text!r}"
+        )
+    return int(text)
+
+
+def _print_outbox(rows: list[Delivery], names: dict[str, str]) -> None:
+    """Print undelivered rows as an aligned table, secrets masked; then the counts."""
+    now = time.time()
+    header = ("id", "target", "rule", "state", "bar time", "attempts", "age", "last error")
+    cells = [header]
+    for row in rows:
+        target = names.get(row.target, f"{row.target} (no longer configured)")
+        age = format_duration(max(0.0, now - row.added))
+        cells.append(
+            (
+                str(row.id),
+                target,
+                row.alert.rule,
+                row.state,
+                iso_time(row.alert.time),
+                str(row.attempts),
+                age,
+                redact(row.error or "-"),
+            )
+        )
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header) - 1)]
+    for c in cells:
+        print("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=False)), c[-1])
+    dead = sum(row.state == "dead" for row in rows)
+    print(f"{len(rows) - dead} pending, {dead} dead")
 
 
 def _test_alert(args: argparse.Namespace) -> int:
@@ -454,10 +577,10 @@ async def _send_test_alerts(settings: Settings) -> int:
     png = await render_with_budget(chart) if chart else None
     sender = Sender(settings.notify)
     failures = 0
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         attachment = None
         if png is not None:
-            attachment = Path(tmp) / "moodring-test.png"
+            attachment = tmp / "moodring-test.png"
             attachment.write_bytes(png)
         for target in settings.notify.urls:
             url = target.url.get_secret_value()

@@ -90,6 +90,16 @@ def load_settings(path: str | Path | None = None) -> Settings:
     return settings
 
 
+def config_error(file: Path, problems: Iterable[tuple[Loc, str]]) -> ConfigError:
+    """Return a ConfigError for problems found in a loaded config, naming lines or variables."""
+    try:
+        text: str | None = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    _, names = environment_overrides()
+    return ConfigError(format_errors(file, problems, ConfigOrigins(file, text, names)))
+
+
 def environment_overrides() -> tuple[dict[str, Any], dict[Loc, str]]:
     """Return the MOODRING_* overrides as nested values, and each variable's key path."""
     names: dict[Loc, str] = {}
@@ -409,14 +419,16 @@ def _secret_name(key: str) -> str | None:
 
 def _warn_if_exposed(file: Path, raw: dict[str, Any]) -> None:
     """Log once per file when it holds secrets in plain text and others may read it."""
-    held = _plain_secrets(raw)
-    if not held or file in _warned:
+    if file in _warned:
         return
     try:
         mode = file.stat().st_mode
     except OSError:
         return
-    if mode & 0o077:
+    if not mode & 0o077:
+        return
+    held = _plain_secrets(raw)
+    if held:
         _warned.add(file)
         log.warning(
             "%s holds secrets (%s) and is readable by group or others (mode %03o): "
@@ -426,7 +438,11 @@ def _warn_if_exposed(file: Path, raw: dict[str, Any]) -> None:
 
 
 def _plain_secrets(raw: dict[str, Any]) -> list[str]:
-    """Return the key paths of secrets written in the YAML itself."""
+    """Return the key paths of secrets written in the YAML itself.
+
+    Those are API keys, the MQTT password, notify URLs holding anything apprise keeps
+    private (a token, a password, a key) and any other URL with credentials or tokens.
+    """
     held = []
     feeds = raw.get("feeds")
     for name, feed in feeds.items() if isinstance(feeds, dict) else ():
@@ -436,9 +452,40 @@ def _plain_secrets(raw: dict[str, Any]) -> list[str]:
     urls = _get(raw.get("notify"), "urls")
     for i, target in enumerate(urls if isinstance(urls, list) else ()):
         url = _get(target, "url") if isinstance(target, dict) else target
-        if isinstance(url, str) and looks_secret(url):
+        if isinstance(url, str) and (looks_secret(url) or _apprise_keeps_private(url)):
             held.append(f"notify.urls.{i}")
+    for path, text in _strings(raw, ()):
+        key = ".".join(map(str, path))
+        if looks_secret(text) and not any(key == h or key.startswith(f"{h}.") for h in held):
+            held.append(key)
     return held
+
+
+def _apprise_keeps_private(url: str) -> bool:
+    """Return whether apprise's privacy form of ``url`` hides part of it (a token, a key)."""
+    import apprise
+
+    quiet = logging.getLogger("apprise")
+    was, quiet.disabled = quiet.disabled, True  # apprise logs bad URLs, secrets and all
+    try:
+        plugin = apprise.Apprise.instantiate(url)
+        return plugin is not None and plugin.url(privacy=True) != plugin.url(privacy=False)
+    except Exception:
+        return False
+    finally:
+        quiet.disabled = was
+
+
+def _strings(value: Any, path: Loc) -> Iterable[tuple[Loc, str]]:
+    """Yield every string in a YAML value with its key path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, (*path, i))
 
 
 def _get(section: Any, key: str) -> Any:

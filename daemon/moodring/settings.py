@@ -605,6 +605,8 @@ class NotifyTarget(Model):
 
     url: SecretStr
     tags: tuple[str, ...] = ()
+    # what the alert text is written in: plain text is escaped for the service's own format
+    format: Literal["text", "markdown", "html"] = "text"
 
     @model_validator(mode="before")
     @classmethod
@@ -647,6 +649,9 @@ class NotifyConfig(Model):
     timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
     # alerts of bars closed while moodring was down go out (marked late) up to this old
     late_max_age: Duration = 6 * 3600.0
+    # an alert not delivered this long after it was queued, or tried this often, is dead
+    max_age: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 86_400.0
+    max_attempts: int = Field(300, ge=1)
 
     @field_validator("routes", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -14,11 +15,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
-from moodring.delivery.outbox import KEEP_DELIVERED, Outbox
+from moodring.delivery.outbox import KEEP_DELIVERED, Delivery, Outbox
 from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
 from moodring.rules.alert import Alert
 from moodring.settings import NotifyConfig
+from moodring.times import format_duration
 
 log = logging.getLogger("moodring.delivery")
 
@@ -29,12 +32,20 @@ JITTER = 0.1
 RenderChart = Callable[[dict], Awaitable[bytes | None]]
 # called after each delivery attempt with the target's id and whether it succeeded
 DeliveryListener = Callable[[str, bool], None]
+# called with the target's id when one of its deliveries is given up (dead)
+DeadListener = Callable[[str], None]
+# what became of one delivery attempt
+Outcome = Literal["sent", "failed", "dead"]
 
 
 UNRECORDED = " but the outbox cannot record it yet: it is not sent again"
 
 # Seconds between WAL checkpoints of the outbox.
 CHECKPOINT_EVERY = 5.0
+# A head that has failed this many times retry_max stops holding back the target's queue.
+OVERTAKE_AFTER = 2.0
+# Seconds between two looks for rows older than notify.max_age (a scan of the queue).
+EXPIRE_EVERY = 60.0
 
 
 class _Bucket:
@@ -59,6 +70,15 @@ class _Bucket:
 class Dispatcher:
     """Drain the outbox through apprise: per-target order, backoff, rate limit, charts.
 
+    Per target, the oldest pending row (the head) holds back the rows behind it while it
+    fails, until it has failed for ``OVERTAKE_AFTER`` x ``retry_max``: then the next row is
+    tried right after each of its failures, and once one goes through the head is
+    *overtaken* and retries behind the rest. Were the next row to fail too (the service is
+    down), order is kept. A row is dead (kept, never retried, ``on_dead`` told) on a
+    permanent failure (HTTP 4xx but 408/429, an unusable URL), after
+    ``notify.max_attempts`` attempts, or once ``notify.max_age`` has passed since it was
+    queued.
+
     Use from the event loop thread. Shut down with ``await drain(t)`` while ``run()`` is
     still running, then cancel ``run()``: cancelling mid-send leaves that delivery pending,
     so it is sent again on the next start (at least once, never silently dropped).
@@ -74,9 +94,11 @@ class Dispatcher:
         chart_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         on_result: DeliveryListener | None = None,
+        on_dead: DeadListener | None = None,
     ) -> None:
         self._outbox = outbox
         self._on_result = on_result
+        self._on_dead = on_dead
         self._notify = notify
         self._sender = sender if sender is not None else Sender(notify)
         self._render_chart = render_chart
@@ -89,6 +111,7 @@ class Dispatcher:
         self._masked = {tid: mask_url(url) for tid, url in self._urls.items()}
         now = clock()
         self._buckets = {tid: _Bucket(notify.rate_per_minute, now) for tid in self._urls}
+        self._expiry_due = dict.fromkeys(self._urls, now)
         self._locks = {tid: asyncio.Lock() for tid in self._urls}
         self._wake = {tid: asyncio.Event() for tid in self._urls}
         self._progress = asyncio.Event()
@@ -99,6 +122,7 @@ class Dispatcher:
         self._failed = 0
         # rows sent whose delivery the outbox could not record (a full disk): never resent
         self._unrecorded: set[int] = set()
+        self._dead = 0
 
     @property
     def sent(self) -> int:
@@ -111,8 +135,13 @@ class Dispatcher:
         return self._failed
 
     @property
+    def dead(self) -> int:
+        """Return how many deliveries were given up since start."""
+        return self._dead
+
+    @property
     def queued(self) -> int:
-        """Return the outbox depth (undelivered rows)."""
+        """Return the outbox depth (rows still to deliver; dead ones are not counted)."""
         return self._outbox.depth()
 
     def targets_for(self, alert: Alert) -> list[str]:
@@ -234,50 +263,53 @@ class Dispatcher:
                     await asyncio.wait_for(wake.wait(), min(wait, IDLE_POLL))
 
     async def _step(self, tid: str) -> float:
-        """Try the target's head row if due and allowed; return 0 or the seconds to wait."""
+        """Try the target's next due row if allowed; return 0 or the seconds to wait."""
         async with self._locks[tid]:
-            rows = self._outbox.pending(tid, limit=1)
+            now = self._clock()
+            if now >= self._expiry_due[tid]:
+                self._expiry_due[tid] = now + EXPIRE_EVERY
+                for row in self._outbox.expired(tid, now - self._notify.max_age):
+                    age = format_duration(self._notify.max_age)
+                    self._give_up(tid, row, f"not delivered within {age} (notify.max_age)", now)
+            blocking = self._outbox.blocking(tid, limit=2)
+            rows = self._outbox.overtaken(tid) + blocking[:1]
             if not rows:
                 return math.inf
-            head = rows[0]
-            if head.id in self._unrecorded:
-                return self._record(head.id)
-            now = self._clock()
-            if head.next_try > now:
-                return head.next_try - now
+            for row in rows:
+                if row.id in self._unrecorded:
+                    return self._record(row.id)
+            due = [row for row in rows if row.next_try <= now]
+            if not due:
+                return min(row.next_try for row in rows) - now
             wait = self._buckets[tid].take(now)
             if wait > 0:
                 return wait
-            attachment = await self._chart(head.alert)
-            error = await self._sender.deliver(self._urls[tid], head.alert, attachment)
-            attempt = head.attempts + 1
-            if error is None:
-                self._sent += 1
-                self._unrecorded.add(head.id)
-                if self._on_result is not None:
-                    self._on_result(tid, True)
-                wait = self._record(head.id)
-                log.info(
-                    "sent %s to %s (attempt %d)%s",
-                    head.alert.key,
-                    self._masked[tid],
-                    attempt,
-                    UNRECORDED if wait else "",
-                )
-                return wait
-            else:
-                delay = self._backoff(attempt)
-                self._outbox.mark_failed(head.id, error, self._clock() + delay)
-                self._failed += 1
-                if self._on_result is not None:
-                    self._on_result(tid, False)
+            row = min(due, key=lambda r: r.id)
+            outcome = await self._attempt(tid, row)
+            if row.id in self._unrecorded:
+                return CRASH_PAUSE
+            if outcome != "failed" or row.overtaken is not None or len(blocking) < 2:
+                return 0.0
+            since = row.failing_since if row.failing_since is not None else now
+            if self._clock() - since < OVERTAKE_AFTER * self._notify.retry_max:
+                return 0.0
+            # the head has failed for long: does the target take the alert behind it?
+            if self._buckets[tid].take(self._clock()) > 0.0:
+                return 0.0
+            if await self._attempt(tid, blocking[1], probe=True) != "sent":
+                return 0.0
+            # it does; unless the service has only just come back, the head is the problem
+            retried = dataclasses.replace(row, attempts=row.attempts + 1)
+            if (
+                self._buckets[tid].take(self._clock()) > 0.0
+                or await self._attempt(tid, retried) == "failed"
+            ):
+                self._outbox.mark_overtaken(row.id, self._clock())
                 log.warning(
-                    "send %s to %s failed (attempt %d, retry in %.2f s): %s",
-                    head.alert.key,
+                    "%s to %s has failed for %s: later alerts go ahead of it while it retries",
+                    row.alert.key,
                     self._masked[tid],
-                    attempt,
-                    delay,
-                    error,
+                    format_duration(self._clock() - since),
                 )
             return 0.0
 
@@ -289,6 +321,67 @@ class Dispatcher:
             return CRASH_PAUSE  # it stays in _unrecorded: recorded later, never sent again
         self._unrecorded.discard(delivery_id)
         return 0.0
+
+    async def _attempt(self, tid: str, row: Delivery, *, probe: bool = False) -> Outcome:
+        """Send one row and record the outcome: ``sent``, ``failed`` (to retry) or ``dead``.
+
+        A failed probe (the row behind a long-failing head) is due again at once: it is
+        tried as soon as it becomes the head.
+        """
+        attachment = await self._chart(row.alert)
+        error = await self._sender.deliver(self._urls[tid], row.alert, attachment)
+        attempt = row.attempts + 1
+        now = self._clock()
+        if self._on_result is not None:
+            self._on_result(tid, error is None)
+        if error is None:
+            self._sent += 1
+            self._unrecorded.add(row.id)
+            wait = self._record(row.id)
+            log.info(
+                "sent %s to %s (attempt %d)%s",
+                row.alert.key,
+                self._masked[tid],
+                attempt,
+                UNRECORDED if wait else "",
+            )
+            return "sent"
+        self._failed += 1
+        if error.permanent:
+            self._give_up(tid, row, f"refused: {error}", now, attempted=True)
+            return "dead"
+        if attempt >= self._notify.max_attempts:
+            reason = f"failed {attempt} times (notify.max_attempts), last: {error}"
+            self._give_up(tid, row, reason, now, attempted=True)
+            return "dead"
+        delay = 0.0 if probe else self._backoff(attempt)
+        self._outbox.mark_failed(row.id, str(error), now + delay, at=now)
+        log.warning(
+            "send %s to %s failed (attempt %d, %s): %s",
+            row.alert.key,
+            self._masked[tid],
+            attempt,
+            "tried past the failing head" if probe else f"retry in {delay:.2f} s",
+            error,
+        )
+        return "failed"
+
+    def _give_up(
+        self, tid: str, row: Delivery, reason: str, now: float, *, attempted: bool = False
+    ) -> None:
+        """Mark a row dead: logged, counted, kept in the outbox for ``moodring outbox``."""
+        if not self._outbox.mark_dead(row.id, reason, now, attempted=attempted):
+            return
+        self._dead += 1
+        if self._on_dead is not None:
+            self._on_dead(tid)
+        log.error(
+            "gave up sending %s to %s: %s (kept as dead: moodring outbox --retry %d)",
+            row.alert.key,
+            self._masked[tid],
+            reason,
+            row.id,
+        )
 
     def _backoff(self, attempt: int) -> float:
         """Return the delay after a failed attempt: doubling from retry_initial, capped, ±10 %."""

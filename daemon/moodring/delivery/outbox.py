@@ -43,6 +43,17 @@ CREATE TABLE IF NOT EXISTS rule_states (
     state TEXT NOT NULL
 );
 """
+# Columns added since the first schema, added to older files when they are opened.
+_ADDED_COLUMNS = {
+    "failing_since": "REAL",  # the first failed attempt since it was (re)queued
+    "overtaken": "REAL",  # since when later rows may be sent before it
+    "dead": "REAL",  # when it was given up: kept, never retried unless requeued
+    "requeued": "REAL",  # when it was put back by hand: its age counts from here
+}
+_ADDED_INDEXES = """
+CREATE INDEX IF NOT EXISTS deliveries_overtaken ON deliveries (target, id)
+    WHERE delivered IS NULL AND dead IS NULL AND overtaken IS NOT NULL;
+"""
 
 _INSERT_ALERT = "INSERT OR IGNORE INTO alerts (key, body, added) VALUES (?, ?, ?)"
 _INSERT_DELIVERY = "INSERT INTO deliveries (alert_id, target) VALUES (?, ?)"
@@ -52,12 +63,16 @@ INSERT INTO rule_states (rule, at, saved, state) VALUES (?, ?, ?, ?)
 ON CONFLICT (rule) DO UPDATE SET at = excluded.at, saved = excluded.saved, state = excluded.state
 WHERE excluded.at >= rule_states.at
 """
-_PENDING = """
-SELECT d.id, d.target, a.body, d.attempts, d.next_try, d.error
+_SELECT = """
+SELECT d.id, d.target, a.body, d.attempts, d.next_try, d.error, a.added,
+       coalesce(d.requeued, a.added), d.failing_since, d.overtaken, d.dead
 FROM deliveries d JOIN alerts a ON a.id = d.alert_id
-WHERE d.target = ? AND d.delivered IS NULL
-ORDER BY d.id LIMIT ?
 """
+_PENDING = _SELECT + "WHERE d.target = ? AND d.delivered IS NULL AND d.dead IS NULL "
+_REQUEUE = (
+    "UPDATE deliveries SET dead = NULL, attempts = 0, next_try = 0, failing_since = NULL, "
+    "overtaken = NULL, requeued = ? WHERE delivered IS NULL"
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,16 @@ class Delivery:
     attempts: int
     next_try: float
     error: str | None
+    added: float = 0.0  # when the alert was first queued (epoch seconds)
+    queued: float = 0.0  # when it was queued or requeued: what notify.max_age counts from
+    failing_since: float | None = None
+    overtaken: float | None = None
+    dead: float | None = None
+
+    @property
+    def state(self) -> str:
+        """Return ``pending`` or ``dead``."""
+        return "pending" if self.dead is None else "dead"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +127,23 @@ class Outbox:
         # dispatcher calls checkpoint() from a worker thread instead.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._db.executescript(_RULE_STATES_SCHEMA)
         self._prune(time.time() - keep)
+
+    def _migrate(self) -> None:
+        """Add the columns an older file lacks (under a write lock: two may open it at once)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(deliveries)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE deliveries ADD COLUMN {name} {kind}")
+            self._db.execute(_ADDED_INDEXES)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _prune(self, cutoff: float) -> None:
         """Forget delivered rows older than ``cutoff`` and alerts with nothing left."""
@@ -111,6 +151,7 @@ class Outbox:
             self._db.execute(
                 "DELETE FROM deliveries WHERE delivered IS NOT NULL AND delivered < ?", (cutoff,)
             )
+            self._db.execute("DELETE FROM deliveries WHERE dead < ?", (cutoff,))
             self._db.execute(
                 "DELETE FROM alerts WHERE added < ? "
                 "AND id NOT IN (SELECT alert_id FROM deliveries)",
@@ -150,11 +191,36 @@ class Outbox:
         return [SavedRuleState(*row) for row in rows]
 
     def pending(self, target: str, limit: int | None = None) -> list[Delivery]:
-        """Return a target's undelivered rows in enqueue order (at most ``limit``)."""
-        rows = self._db.execute(_PENDING, (target, -1 if limit is None else limit))
+        """Return a target's rows to deliver (not dead), in enqueue order, at most ``limit``."""
+        return self._rows(_PENDING + "ORDER BY d.id LIMIT ?", target, _limit(limit))
+
+    def blocking(self, target: str, limit: int | None = None) -> list[Delivery]:
+        """Return a target's pending rows that later rows may not pass, in enqueue order."""
+        sql = _PENDING + "AND d.overtaken IS NULL ORDER BY d.id LIMIT ?"
+        return self._rows(sql, target, _limit(limit))
+
+    def overtaken(self, target: str) -> list[Delivery]:
+        """Return a target's pending rows that later rows may pass, in enqueue order."""
+        return self._rows(_PENDING + "AND d.overtaken IS NOT NULL ORDER BY d.id", target)
+
+    def expired(self, target: str, queued_before: float) -> list[Delivery]:
+        """Return a target's pending rows (re)queued before ``queued_before``."""
+        sql = _PENDING + "AND coalesce(d.requeued, a.added) < ? ORDER BY d.id"
+        return self._rows(sql, target, queued_before)
+
+    def undelivered(self) -> list[Delivery]:
+        """Return every pending and dead row, in enqueue order."""
+        return self._rows(_SELECT + "WHERE d.delivered IS NULL ORDER BY d.id")
+
+    def get(self, delivery_id: int) -> Delivery | None:
+        """Return an undelivered row (pending or dead) by id."""
+        rows = self._rows(_SELECT + "WHERE d.id = ? AND d.delivered IS NULL", delivery_id)
+        return rows[0] if rows else None
+
+    def _rows(self, sql: str, *params: object) -> list[Delivery]:
         return [
-            Delivery(row[0], row[1], Alert.from_json(row[2]), row[3], row[4], row[5])
-            for row in rows
+            Delivery(row[0], row[1], Alert.from_json(row[2]), *row[3:])
+            for row in self._db.execute(sql, params)
         ]
 
     def mark_delivered(self, delivery_id: int) -> None:
@@ -165,12 +231,45 @@ class Outbox:
             (time.time(), delivery_id),
         )
 
-    def mark_failed(self, delivery_id: int, error: str, next_try: float) -> None:
-        """Record a failed attempt and when (epoch seconds) to try again."""
+    def mark_failed(
+        self, delivery_id: int, error: str, next_try: float, at: float | None = None
+    ) -> None:
+        """Record a failed attempt at ``at`` and when (epoch seconds) to try again."""
         self._db.execute(
-            "UPDATE deliveries SET attempts = attempts + 1, error = ?, next_try = ? WHERE id = ?",
-            (error, next_try, delivery_id),
+            "UPDATE deliveries SET attempts = attempts + 1, error = ?, next_try = ?, "
+            "failing_since = coalesce(failing_since, ?) WHERE id = ?",
+            (error, next_try, time.time() if at is None else at, delivery_id),
         )
+
+    def mark_overtaken(self, delivery_id: int, at: float) -> None:
+        """Let later rows of its target be sent before this one from ``at`` on."""
+        self._db.execute("UPDATE deliveries SET overtaken = ? WHERE id = ?", (at, delivery_id))
+
+    def mark_dead(self, delivery_id: int, reason: str, at: float, attempted: bool = False) -> bool:
+        """Give a pending row up at ``at`` for ``reason`` (one more attempt if ``attempted``)."""
+        cursor = self._db.execute(
+            "UPDATE deliveries SET dead = ?, error = ?, attempts = attempts + ? "
+            "WHERE id = ? AND delivered IS NULL AND dead IS NULL",
+            (at, reason, int(attempted), delivery_id),
+        )
+        return cursor.rowcount > 0
+
+    def requeue(self, delivery_id: int, at: float | None = None) -> bool:
+        """Put an undelivered row (dead or pending) back as new; False if there is none."""
+        now = time.time() if at is None else at
+        return self._db.execute(_REQUEUE + " AND id = ?", (now, delivery_id)).rowcount > 0
+
+    def requeue_dead(self, at: float | None = None) -> int:
+        """Put every dead row back as new; return how many."""
+        now = time.time() if at is None else at
+        return self._db.execute(_REQUEUE + " AND dead IS NOT NULL", (now,)).rowcount
+
+    def remove(self, delivery_id: int) -> bool:
+        """Delete an undelivered row (it will never be sent); False if there is none."""
+        cursor = self._db.execute(
+            "DELETE FROM deliveries WHERE id = ? AND delivered IS NULL", (delivery_id,)
+        )
+        return cursor.rowcount > 0
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database (own connection: safe from a worker thread)."""
@@ -179,19 +278,26 @@ class Outbox:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def depth(self) -> int:
-        """Return how many deliveries are still undelivered."""
-        row = self._db.execute("SELECT count(*) FROM deliveries WHERE delivered IS NULL").fetchone()
+        """Return how many deliveries are still to be made (dead ones not counted)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM deliveries WHERE delivered IS NULL AND dead IS NULL"
+        ).fetchone()
+        return int(row[0])
+
+    def dead_count(self) -> int:
+        """Return how many deliveries were given up (and are kept)."""
+        row = self._db.execute("SELECT count(*) FROM deliveries WHERE dead IS NOT NULL").fetchone()
         return int(row[0])
 
     def targets(self) -> list[str]:
-        """Return the targets that have undelivered rows."""
+        """Return the targets that have undelivered rows (pending or dead)."""
         rows = self._db.execute(
             "SELECT DISTINCT target FROM deliveries WHERE delivered IS NULL ORDER BY target"
         )
         return [row[0] for row in rows]
 
     def drop(self, target: str) -> int:
-        """Delete a target's undelivered rows (it is gone from the config); return how many."""
+        """Delete a target's undelivered rows, dead ones too (it is gone from the config)."""
         cursor = self._db.execute(
             "DELETE FROM deliveries WHERE target = ? AND delivered IS NULL", (target,)
         )
@@ -211,6 +317,11 @@ class Outbox:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _limit(limit: int | None) -> int:
+    """Return a LIMIT value: -1 is none."""
+    return -1 if limit is None else limit
 
 
 @contextmanager

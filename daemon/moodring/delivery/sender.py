@@ -10,6 +10,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,21 @@ log = logging.getLogger("moodring.delivery")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+# apprise's plugins log a refused request's HTTP status as "... error=400."
+_HTTP_STATUS = re.compile(r"\berror=(\d{3})\b")
+# 4xx answers that may succeed later: request timeout, too many requests
+RETRYABLE_4XX = frozenset({408, 429})
+
+
+@dataclass(frozen=True)
+class DeliveryError:
+    """Why a send failed (never the URL); ``permanent`` when retrying cannot help."""
+
+    reason: str
+    permanent: bool = False
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class _QuietFilter(logging.Filter):
@@ -99,8 +115,11 @@ class Sender:
     def __init__(self, notify: NotifyConfig) -> None:
         self._timeout = notify.timeout or None
         self._apprise: dict[str, apprise.Apprise | None] = {}
+        self._formats: dict[str, str] = {}
         for target in notify.urls:
-            self._load(target.url.get_secret_value())
+            url = target.url.get_secret_value()
+            self._formats.setdefault(url, target.format)
+            self._load(url)
 
     def _load(self, url: str) -> apprise.Apprise | None:
         """Return the Apprise object of a URL (None if apprise cannot parse it)."""
@@ -117,31 +136,35 @@ class Sender:
         self._apprise[url] = ap
         return ap
 
-    async def deliver(self, target_url: str, alert: Alert, attachment: Path | None) -> str | None:
+    async def deliver(
+        self, target_url: str, alert: Alert, attachment: Path | None
+    ) -> DeliveryError | None:
         """Send an alert; return None on success, else why it failed (never the URL)."""
         ap = self._load(target_url)
         if ap is None:
-            return "apprise cannot parse the URL"
+            return DeliveryError("apprise cannot parse the URL", permanent=True)
         try:
             result = await asyncio.wait_for(
                 ap.async_notify(
                     body=alert.message,
                     title=alert.title,
                     notify_type=notify_type(alert),
+                    body_format=self._formats.get(target_url, "text"),
                     attach=str(attachment) if attachment is not None else None,
                 ),
                 timeout=self._timeout,
             )
         except TimeoutError:
-            return f"timed out after {self._timeout:g} s"
+            return DeliveryError(f"timed out after {self._timeout:g} s")
         except Exception as exc:
-            return f"apprise raised {type(exc).__name__}"
+            return DeliveryError(f"apprise raised {type(exc).__name__}")
         if result:
             return None
-        return _reason(result, target_url)
+        return _failure(result, target_url)
 
     async def send(self, target_url: str, alert: Alert, attachment: Path | None) -> bool:
         """Send an alert; return whether it was accepted (never raises, logs failures)."""
+        error: DeliveryError | str | None
         try:
             error = await self.deliver(target_url, alert, attachment)
         except Exception as exc:
@@ -151,8 +174,8 @@ class Sender:
         return error is None
 
 
-def _reason(result: object, url: str) -> str:
-    """Return a failure's status and apprise's last warning, with any URL scrubbed."""
+def _failure(result: object, url: str) -> DeliveryError:
+    """Return a failure's status and apprise's last warning (URLs scrubbed); 4xx is permanent."""
     status = getattr(result, "status", None)
     reason = f"apprise {getattr(status, 'name', 'failure')}"
     messages = [
@@ -160,7 +183,9 @@ def _reason(result: object, url: str) -> str:
         for entry in getattr(result, "logs", list)()
         if entry.level in ("WARNING", "ERROR", "CRITICAL")
     ]
+    codes = [int(code) for text in messages for code in _HTTP_STATUS.findall(text)]
+    permanent = bool(codes) and 400 <= codes[-1] < 500 and codes[-1] not in RETRYABLE_4XX
     if messages:
         text = messages[-1].replace(url, "<url>")
         reason += ": " + _URL_LIKE.sub("<url>", text)[:300]
-    return reason
+    return DeliveryError(reason, permanent)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -77,6 +76,7 @@ async def send_digest(
     from moodring.delivery.dispatcher import Dispatcher
     from moodring.delivery.outbox import Outbox
     from moodring.delivery.sender import mask_url, routed_targets, target_id
+    from moodring.statedir import scratch_dir
 
     alert = digest_alert(digest)
     targets = {
@@ -93,7 +93,7 @@ async def send_digest(
         if results.keys() >= targets.keys():
             done.set()
 
-    with tempfile.TemporaryDirectory() as tmp, Outbox(Path(tmp) / "outbox.sqlite") as outbox:
+    with scratch_dir() as tmp, Outbox(tmp / "outbox.sqlite") as outbox:
         dispatcher = Dispatcher(
             outbox,
             settings.notify,

@@ -47,10 +47,15 @@ def prepare(texts: Iterable[str]) -> None:
         _compiled(text)
 
 
+def render_strict(text: str, context: Mapping[str, Any]) -> str:
+    """Render a template, raising whatever rendering raises."""
+    return str(_compiled(text).render(context))
+
+
 def render(text: str, context: Mapping[str, Any]) -> str:
     """Render a checked template; a failure at run time gives the raw text and a warning."""
     try:
-        return _compiled(text).render(context)
+        return render_strict(text, context)
     except Exception as exc:  # a template must never stop an alert
         log.warning("template %r failed: %s", text, exc)
         return f"{text} [template error: {exc}]"

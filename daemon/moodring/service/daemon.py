@@ -55,6 +55,7 @@ from moodring.service.snapshot import (
     rule_state_json,
 )
 from moodring.settings import FeedConfig, Settings
+from moodring.statedir import check_dir, state_file
 from moodring.times import iso_time
 
 if TYPE_CHECKING:
@@ -100,10 +101,10 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.config_path = config_path
-        state = settings.resolved_state_dir()
-        state.mkdir(parents=True, exist_ok=True)
+        state = check_dir(settings.resolved_state_dir())
         self.state_dir = state
-        self.outbox = Outbox(state / "outbox.sqlite")
+        with state_file(state / "outbox.sqlite", "outbox"):
+            self.outbox = Outbox(state / "outbox.sqlite")
         self.silences = Silences(state / "silences.json")
         self.notify = SdNotify.from_env()
         self.bad_frames = BadFrames()
@@ -155,6 +156,7 @@ class Daemon:
             render_chart=render_with_budget,
             chart_dir=self.state_dir / "charts",
             on_result=counted,
+            on_dead=self.telemetry.alert_dead,
         )
 
     def _engine(

@@ -79,8 +79,9 @@ class Telemetry:
 
     The daemon calls, on its hot path: ``tick(feed)`` per trade or candle,
     ``observe_update(seconds)`` per metric update, ``reconnect(feed)``, ``suspect_bar(feed)``
-    per bar beyond the feed's ``max_jump``, ``alert_sent(target)``
-    and ``alert_failed(target)`` per delivery attempt, ``reload(ok)`` per config reload and
+    per bar beyond the feed's ``max_jump``, ``alert_sent(target)`` and
+    ``alert_failed(target)`` per delivery attempt, ``alert_dead(target)`` per delivery
+    given up, ``reload(ok)`` per config reload and
     ``mark_ready()`` once warmed up. ``watch_loop_lag`` keeps ``loop_lag`` current.
     ``clock`` (epoch seconds) is what feed lag is measured against.
     """
@@ -125,6 +126,12 @@ class Telemetry:
             "moodring_alerts_failed", "Alert delivery attempts that failed.", ["target"],
             registry=registry,
         )  # fmt: skip
+        self._dead = Counter(
+            "moodring_alerts_dead",
+            "Alert deliveries given up (refused, too old, too many attempts); kept in the outbox.",
+            ["target"],
+            registry=registry,
+        )
         self._lag_gauge = Gauge(
             "moodring_event_loop_lag_seconds",
             "How late the event loop last woke a sleeping task.",
@@ -185,6 +192,10 @@ class Telemetry:
     def alert_failed(self, target: str) -> None:
         """Count a failed delivery attempt to a target (its id, never its URL)."""
         self._failed.labels(target).inc()
+
+    def alert_dead(self, target: str) -> None:
+        """Count a delivery given up for a target (its id, never its URL)."""
+        self._dead.labels(target).inc()
 
     def reload(self, ok: bool) -> None:
         """Record the result of a config reload."""
