@@ -329,7 +329,7 @@ def test_config_errors_name_the_item(
     assert old in GOOD
     path = tmp_path / "moodring.yaml"
     path.write_text(GOOD.replace(old, new, 1))
-    assert main(["check-config", "-c", str(path)]) == 1
+    assert main(["check-config", "-c", str(path)]) == 78
     err = capsys.readouterr().err
     (error,) = [x for x in err.splitlines() if x.startswith(f"  {key} ")]
     assert error.startswith(f"  {key} (line {line}): ") and message in error, err
