@@ -14,12 +14,14 @@ from the same trades; one replay clock serves every connection.
 Each protocol module's docstring says which ccxt ``urls`` keys ``ws_url`` and ``rest_url``
 go to (``configure_ccxt`` does it for a bare ccxt.pro client), its frames and its REST paths.
 Universe mode (``universe=`` daily bars per symbol) serves a whole Binance market of daily
-bars and tickers; see ``universe.py``. ``fuzz_frames`` makes malformed trade frames in each
-exchange's shapes.
+bars and tickers; see ``universe.py``. ``restricted=True`` (``--restricted``) answers every
+request, websocket upgrades included, as the exchange answers a location it refuses (Binance:
+HTTP 451). ``fuzz_frames`` makes malformed trade frames in each exchange's shapes.
 
 Run it: ``python -m moodring.testing.fake_exchange --capture FILE [--capture FILE]
 [--exchange NAME] [--quote CCY] [--universe DIR_OR_FILE ...] [--today YYYY-MM-DD]
-[--port N] [--speed X] [--drop-every S] [--start-paused] [--start-now] [--loop]``.
+[--port N] [--speed X] [--drop-every S] [--start-paused] [--start-now] [--loop]
+[--restricted]``.
 The first stdout line is the port, the second ``ws_url=URL rest_url=URL`` (the two values a
 feed of that exchange sets); logs go to stderr. SIGUSR1 pauses the stream (sockets stay
 open), SIGUSR2 resumes it.

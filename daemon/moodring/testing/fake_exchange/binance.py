@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from moodring.testing.fake_exchange.core import (
@@ -151,6 +151,13 @@ class BinanceProtocol(Protocol):
 
     name = "binance"
     default_quote = "USDT"
+    restricted_status = 451
+    restricted_body: ClassVar[Any] = {
+        "code": 0,
+        "msg": "Service unavailable from a restricted location according to 'b. Eligibility' in"
+        " https://www.binance.com/en/terms. Please contact customer service if you believe you"
+        " received this message in error.",
+    }
 
     def aliases(self, market: Market) -> Iterable[str]:
         """Return the Binance name, its lower case, the ccxt and the capture symbol."""
@@ -500,3 +507,5 @@ class BinanceUSProtocol(BinanceProtocol):
     """Binance.US: Binance's protocol under its own name."""
 
     name = "binanceus"
+    restricted_status = 403
+    restricted_body: ClassVar[Any] = {"code": 0, "msg": "Forbidden"}

@@ -83,6 +83,11 @@ class BybitProtocol(Protocol):
 
     name = "bybit"
     default_quote = "USDT"
+    restricted_body = (
+        "<HTML><BODY><H1>403 ERROR</H1><H2>The request could not be satisfied.</H2>"
+        "The Amazon CloudFront distribution is configured to block access from your country."
+        "</BODY></HTML>"
+    )
 
     def aliases(self, market: Market) -> Iterable[str]:
         """Return the symbol, the ccxt symbol and the capture symbol."""

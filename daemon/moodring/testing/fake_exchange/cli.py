@@ -51,6 +51,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--loop", action="store_true", help="replay again, time-shifted, at the end"
     )
+    parser.add_argument(
+        "--restricted",
+        action="store_true",
+        help="answer every request as the exchange answers a refused location (451/403)",
+    )
     parser.add_argument("--log-level", default="INFO", help="stderr log level")
     args = parser.parse_args(argv)
     if not args.capture and not args.universe:
@@ -78,6 +83,7 @@ async def _serve(args: argparse.Namespace) -> None:
         start_paused=args.start_paused,
         universe=load_universe_bars(args.universe) if args.universe else None,
         today=args.today,
+        restricted=args.restricted,
     )
     port = await fake.start(args.port)
     print(port, flush=True)

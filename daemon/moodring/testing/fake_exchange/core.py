@@ -337,14 +337,16 @@ class RestError(Exception):
 
 
 def json_response(status: int, payload: Any) -> Response:
-    """Build an HTTP response with a JSON body."""
-    body = DUMPS(payload).encode()
+    """Build an HTTP response with a JSON body (an HTML one for a string payload)."""
+    html = isinstance(payload, str)
+    body = payload.encode() if html else DUMPS(payload).encode()
     code = http.HTTPStatus(status)
+    kind = "text/html" if html else "application/json;charset=UTF-8"
     headers = Headers(
         [
             ("Date", email.utils.formatdate(usegmt=True)),
             ("Connection", "close"),
-            ("Content-Type", "application/json;charset=UTF-8"),
+            ("Content-Type", kind),
             ("Content-Length", str(len(body))),
         ]
     )
@@ -357,6 +359,9 @@ class Protocol:
     name: ClassVar[str] = ""
     default_quote: ClassVar[str] = "USDT"
     heartbeat_s: ClassVar[float | None] = None  # wall seconds between heartbeat frames
+    # the answer to every request from a location the exchange refuses (``restricted=True``)
+    restricted_status: ClassVar[int] = 403
+    restricted_body: ClassVar[Any] = {"message": "Forbidden"}
 
     def __init__(self, fake: FakeExchange) -> None:
         self.fake = fake
@@ -448,6 +453,7 @@ class FakeExchange:
         universe: Mapping[str, BarFrame] | None = None,
         today: int | str | None = None,
         extra_markets: bool = True,
+        restricted: bool = False,
     ) -> None:
         from moodring.testing.fake_exchange.protocols import PROTOCOLS
 
@@ -460,6 +466,7 @@ class FakeExchange:
         self.protocol: Protocol = PROTOCOLS[exchange](self)
         self.exchange = exchange
         self.quote = (quote or self.protocol.default_quote).upper()
+        self.restricted = restricted  # answer everything as from a refused location
         self.speed = speed
         self.drop_every = drop_every
         self.loop = loop
@@ -972,7 +979,13 @@ class FakeExchange:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP GETs (REST); let websocket upgrades through."""
-        if "websocket" in request.headers.get("Upgrade", "").lower():
+        upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        if self.restricted:
+            if not upgrade:
+                self.rest_requests.append(request.path)
+            protocol = self.protocol
+            return json_response(protocol.restricted_status, protocol.restricted_body)
+        if upgrade:
             return None
         parts = urlsplit(request.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}

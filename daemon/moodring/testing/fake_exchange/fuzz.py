@@ -20,8 +20,8 @@ SAMPLE = Path(__file__).resolve().parents[2] / "defaults" / "samples" / "ethusdt
 
 # The keys ccxt reads to make a trade of a frame, per exchange (anywhere in the frame).
 TRADE_KEYS: dict[str, frozenset[str]] = {
-    "binance": frozenset({"stream", "data", "e", "s", "p", "q", "T"}),
-    "binanceus": frozenset({"stream", "data", "e", "s", "p", "q", "T"}),
+    "binance": frozenset({"data", "e", "s", "p", "q", "T"}),
+    "binanceus": frozenset({"data", "e", "s", "p", "q", "T"}),
     "coinbase": frozenset({"channel", "events", "trades", "product_id", "price", "size", "time"}),
     "kraken": frozenset({"channel", "data", "symbol", "price", "qty", "timestamp"}),
     "bybit": frozenset({"topic", "data", "p", "v", "T"}),
