@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -580,3 +581,94 @@ async def test_recent_trades_windows_for_gap_repair() -> None:
 
 def test_every_protocol_is_tested() -> None:
     assert sorted(PROTOCOLS) == sorted(EXCHANGES)
+
+
+async def recv_json(ws: Any, timeout: float = 10) -> Any:
+    """The next frame of a raw websocket, parsed."""
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def test_kraken_acknowledges_each_symbol_and_sends_snapshots_and_heartbeats() -> None:
+    fake = FakeExchange([ETH, BTC], exchange="kraken", speed=0, autostart=False)
+    async with running(fake), websockets.connect(fake.ws_url) as ws:
+        await asyncio.wait_for(fake.replay_done.wait(), 30)
+        assert (await recv_json(ws))["channel"] == "status"
+        params = {"channel": "trade", "symbol": ["ETH/USD", "BTC/USD"], "snapshot": True}
+        await ws.send(json.dumps({"method": "subscribe", "params": params, "req_id": 3}))
+        frames = [await recv_json(ws) for _ in range(4)]
+        acks = [f for f in frames if f.get("method") == "subscribe"]
+        assert [a["result"]["symbol"] for a in acks] == ["ETH/USD", "BTC/USD"]
+        assert all(a["success"] and a["req_id"] == 3 for a in acks)
+        snapshots = {f["data"][0]["symbol"]: f for f in frames if f.get("channel") == "trade"}
+        eth = snapshots["ETH/USD"]
+        assert eth["type"] == "snapshot" and len(eth["data"]) == 50
+        assert [t["trade_id"] for t in eth["data"]] == [
+            t["t"] for t in fake.trades("ETH/USD")[-50:]
+        ]
+
+        params = {"channel": "ohlc", "symbol": ["ETH/USD"], "interval": 5}
+        await ws.send(json.dumps({"method": "subscribe", "params": params, "req_id": 4}))
+        ack, snapshot = await recv_json(ws), await recv_json(ws)
+        assert ack["result"] == {
+            "channel": "ohlc",
+            "interval": 5,
+            "snapshot": True,
+            "symbol": "ETH/USD",
+        }
+        want = pandas_bars(fake.trades("ETH/USD"), "5m")
+        got = [
+            [
+                int(datetime.fromisoformat(c["interval_begin"][:26] + "+00:00").timestamp()) * 1000,
+                *(c[k] for k in ("open", "high", "low", "close", "volume")),
+            ]
+            for c in snapshot["data"]
+        ]
+        assert_bars_equal(got, want)
+
+        params = {"channel": "trade", "symbol": ["XBT/USD"]}
+        await ws.send(json.dumps({"method": "subscribe", "params": params, "req_id": 5}))
+        refused = await recv_json(ws)
+        assert not refused["success"] and "Currency pair not supported" in refused["error"]
+        assert await recv_json(ws) == {"channel": "heartbeat"}  # about one a second
+
+
+async def test_bybit_acknowledges_sends_the_forming_kline_and_refuses_unknown_topics() -> None:
+    fake = FakeExchange([ETH], exchange="bybit", speed=0, autostart=False)
+    async with running(fake), websockets.connect(fake.ws_url) as ws:
+        await asyncio.wait_for(fake.replay_done.wait(), 30)
+        await ws.send(json.dumps({"op": "subscribe", "req_id": "1", "args": ["kline.1.ETHUSDT"]}))
+        ack, kline = await recv_json(ws), await recv_json(ws)
+        assert ack["success"] and ack["op"] == "subscribe" and ack["req_id"] == "1"
+        last = pandas_bars(fake.trades("ETHUSDT"), "1m")[-1]
+        bar = kline["data"][0]
+        assert kline["topic"] == "kline.1.ETHUSDT" and bar["start"] == last[0]
+        assert [float(bar[k]) for k in ("open", "high", "low", "close")] == last[1:5]
+        assert not bar["confirm"]
+        await ws.send(
+            json.dumps({"op": "subscribe", "req_id": "2", "args": ["publicTrade.XRPUSDT"]})
+        )
+        refused = await recv_json(ws)
+        assert not refused["success"] and "publicTrade.XRPUSDT" in refused["ret_msg"]
+
+
+async def test_coinbase_heartbeats_and_fewer_market_calls() -> None:
+    fake = FakeExchange([ETH], exchange="coinbase", speed=0, start_paused=True)
+    async with running(fake), websockets.connect(fake.ws_url) as ws:
+        await ws.send(
+            json.dumps({"type": "subscribe", "channel": "market_trades", "product_ids": []})
+        )
+        assert (await recv_json(ws))["type"] == "error"
+        await ws.send(json.dumps({"type": "subscribe", "channel": "heartbeats"}))
+        listing = await recv_json(ws)
+        assert listing["events"] == [{"subscriptions": {"heartbeats": ["heartbeats"]}}]
+        fake.resume()  # heartbeats stop while paused, like everything else
+        beat = await recv_json(ws)
+        assert beat["channel"] == "heartbeats" and beat["sequence_num"] == 1
+        assert beat["events"][0]["heartbeat_counter"] == 1
+    async with (
+        running(FakeExchange([ETH], exchange="coinbase")) as fake,
+        bare_client("coinbase", fake.ws_url, fake.rest_url) as ex,
+    ):
+        ex.has["fetchCurrencies"] = False
+        assert list(await ex.load_markets()) == ["ETH/USD"]
+        assert len(fake.rest_requests) == 2

@@ -14,6 +14,7 @@ events on ``/ws...``; requests ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTION
 byte when the quote is the capture's), ``<symbol>@kline_<interval>`` (one update per trade,
 ``x`` true on the last trade of a bar), the captured ``@depth``/``@bookTicker`` frames, and
 in universe mode the ticker streams. Trade ids are the capture's (consecutive per symbol).
+Topics for ``FakeExchange.subscribers``/``wait_subscribed`` are the stream names.
 REST: ``ping``, ``time``, ``exchangeInfo``, ``klines``/``uiKlines`` (empty bars flat at the
 previous close), ``trades``, ``aggTrades`` (``fromId``/``startTime``/``endTime``), and in
 universe mode ``ticker/24hr``; errors as Binance's ``{"code", "msg"}`` with HTTP 400.

@@ -24,6 +24,9 @@ Frames follow the spot session recorded in ``shared/data/ws/cryptofeed/BYBIT.jso
   ``360``, ``720``, ``D``): the forming candle on subscribe, then an update per trade with
   ``confirm`` true on the last trade of a candle.
 
+Topics for ``FakeExchange.subscribers``/``wait_subscribed`` are Bybit's own
+(``publicTrade.ETHUSDT``, ``kline.1.ETHUSDT``).
+
 REST (``{"retCode", "retMsg", "result", "retExtInfo", "time"}``, errors as ``retCode``
 10001 with HTTP 200): ``instruments-info``, ``kline`` (newest first; with ``start`` the
 first ``limit`` candles from it, else the last ``limit`` up to ``end``; ``limit`` 200 by

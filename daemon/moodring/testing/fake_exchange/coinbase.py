@@ -25,6 +25,9 @@ message on the connection from 0 (a gap means a lost message). ``subscribe``/
   100 candles with trades, then an ``update`` per trade; no closing flag.
 - ``heartbeats``: one message a second (``heartbeat_counter`` counts per connection).
 
+Topics for ``FakeExchange.subscribers``/``wait_subscribed``: ``market_trades:ETH-USD``,
+``candles:ETH-USD``, ``heartbeats``.
+
 REST: ``/api/v3/brokerage/market/products[/{id}]``, ``.../products/{id}/candles``
 (``start``/``end`` in seconds, both included, ``granularity`` ``ONE_MINUTE`` ...
 ``ONE_DAY``, at most 350 candles, newest first, buckets without trades left out as
@@ -89,7 +92,7 @@ def _error(status: int, error: str, message: str) -> RestError:
 
 
 def _seconds(query: dict[str, str], key: str, required: bool) -> int | None:
-    """Return a UNIX-seconds query parameter."""
+    """Return an integer query parameter (UNIX seconds, a count)."""
     value = query.get(key)
     if value is None:
         if required:
@@ -231,6 +234,9 @@ class CoinbaseProtocol(Protocol):
             conn.push(DUMPS({"type": "error", "message": f"Failed to subscribe to {channel}"}))
             return
         markets: list[Market] = []
+        if channel != "heartbeats" and not ids:
+            conn.push(DUMPS({"type": "error", "message": "product_ids are required"}))
+            return
         if channel != "heartbeats":
             for product in ids:
                 market = self.fake._markets.get(str(product))
@@ -410,7 +416,7 @@ class CoinbaseProtocol(Protocol):
                 f" less than {_MAX_CANDLES}"
             )
             raise _error(400, "INVALID_ARGUMENT", text)
-        limit = int(query.get("limit", _MAX_CANDLES))
+        limit = _seconds(query, "limit", False) or _MAX_CANDLES
         bars = market.builder(interval).upto(self.fake.clock_ms)
         chosen = [b for b in bars if b.n and start * 1000 <= b.t <= end * 1000][-limit:]
         return [
@@ -427,7 +433,7 @@ class CoinbaseProtocol(Protocol):
 
     def _ticker(self, market: Market, query: dict[str, str]) -> dict[str, Any]:
         """Return recent trades newest first, ``limit`` of them, within [start, end)."""
-        limit = int(query.get("limit", "100"))
+        limit = _seconds(query, "limit", False) or 100
         if not 0 < limit <= 1000:
             raise _error(400, "INVALID_ARGUMENT", "limit must be between 1 and 1000")
         start = _seconds(query, "start", False)

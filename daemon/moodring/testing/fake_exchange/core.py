@@ -702,7 +702,7 @@ class FakeExchange:
         return self.market(symbol).builder(interval).rows(self._clock_ms, start, end, limit)
 
     def subscribers(self, topic: str) -> int:
-        """Return how many connections subscribe to a topic (the protocol's names)."""
+        """Return how many connections subscribe to a topic (named in each protocol module)."""
         name = self.protocol.normalize_topic(topic)
         return len(self._subs.get(name, ())) if name else 0
 
@@ -758,7 +758,7 @@ class FakeExchange:
             self._replay_task = asyncio.create_task(self._replay())
 
     def pause(self, *, keep_clock: bool = False) -> None:
-        """Stop sending frames, sockets stay open; ``keep_clock`` lets the replay run on unseen."""
+        """Stop sending frames (heartbeats too), sockets stay open; ``keep_clock`` runs on."""
         if keep_clock:
             self._muted = True
         else:
@@ -995,3 +995,6 @@ class FakeExchange:
             return json_response(200, self.protocol.rest(parts.path.rstrip("/"), query))
         except RestError as exc:
             return json_response(exc.status, exc.payload)
+        except Exception:  # a fake must answer whatever it is asked: say so, keep serving
+            log.exception("REST %s failed", request.path)
+            return json_response(500, {"error": f"the fake failed on {request.path}"})

@@ -25,6 +25,9 @@ symbol; ``ping`` gets ``pong``; a ``heartbeat`` a second once subscribed. Channe
   among the last 12 intervals, then an update per trade; no closing flag (a candle is final
   when one of a later interval arrives).
 
+Topics for ``FakeExchange.subscribers``/``wait_subscribed``: ``trade:ETH/USD``,
+``ohlc:ETH/USD:<minutes>``.
+
 REST: ``Time``, ``Assets``, ``AssetPairs``, ``OHLC`` (``since`` excluded, at most the 720
 latest candles whatever ``since`` says, empty candles flat at the previous close with vwap,
 volume and count 0, ``last`` = the latest closed candle), ``Trades`` (``since`` in seconds
