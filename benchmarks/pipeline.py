@@ -186,6 +186,8 @@ async def frame_to_notify(speed: float = 10.0, passes: int = 4) -> list[float]:
 
     async def read_sent() -> None:
         async for line in fake.stdout:  # type: ignore[union-attr]
+            if not line.startswith(b"sent "):  # the fake's ws_url=/rest_url= line
+                continue
             _, symbol, minute, at = line.decode().split()
             first_sent[symbol, int(minute)] = float(at)
 

@@ -1,0 +1,113 @@
+"""``python -m moodring.testing.fake_exchange``: run a fake exchange until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from moodring.testing.fake_exchange.core import FakeExchange
+from moodring.testing.fake_exchange.protocols import PROTOCOLS
+from moodring.testing.fake_exchange.universe import load_universe_bars
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m moodring.testing.fake_exchange",
+        description="Replay captured Binance trades as a local fake exchange for ccxt.pro.",
+    )
+    parser.add_argument("--capture", action="append", default=[], type=Path, help="capture file")
+    parser.add_argument(
+        "--exchange",
+        choices=list(PROTOCOLS),
+        default="binance",
+        help="the exchange protocol to speak (default binance)",
+    )
+    parser.add_argument(
+        "--quote",
+        default=None,
+        help="quote currency of the markets (default USD on coinbase and kraken, else USDT)",
+    )
+    parser.add_argument(
+        "--universe",
+        action="append",
+        default=[],
+        type=Path,
+        help="folder or file of <BASE>USDT_1d.csv daily bars to serve (binance only)",
+    )
+    parser.add_argument("--today", default=None, help="the universe's forming day (YYYY-MM-DD)")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free)")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="times real time; 0 or inf = at once"
+    )
+    parser.add_argument("--drop-every", type=float, default=None, help="close sockets every N s")
+    parser.add_argument("--start-paused", action="store_true", help="silent until SIGUSR2")
+    parser.add_argument("--start-now", action="store_true", help="start the clock without waiting")
+    parser.add_argument(
+        "--loop", action="store_true", help="replay again, time-shifted, at the end"
+    )
+    parser.add_argument(
+        "--restricted",
+        action="store_true",
+        help="answer every request as the exchange answers a refused location (451/403)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="stderr log level")
+    args = parser.parse_args(argv)
+    if not args.capture and not args.universe:
+        parser.error("give at least one --capture or --universe")
+    if args.universe and args.exchange != "binance":
+        parser.error("--universe is served by --exchange binance only")
+    missing = [str(p) for p in [*args.capture, *args.universe] if not p.exists()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+    if args.quote is not None and not args.quote.isalnum():
+        parser.error(f"--quote must be a currency code like USD, not {args.quote!r}")
+    return args
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    """Run the fake exchange until SIGINT/SIGTERM."""
+    fake = FakeExchange(
+        args.capture,
+        exchange=args.exchange,
+        quote=args.quote,
+        speed=args.speed,
+        drop_every=args.drop_every,
+        loop=args.loop,
+        autostart=not args.start_now,
+        start_paused=args.start_paused,
+        universe=load_universe_bars(args.universe) if args.universe else None,
+        today=args.today,
+        restricted=args.restricted,
+    )
+    port = await fake.start(args.port)
+    print(port, flush=True)
+    print(f"ws_url={fake.ws_url} rest_url={fake.rest_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, fake.pause)
+    loop.add_signal_handler(signal.SIGUSR2, fake.resume)
+    try:
+        await stop.wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    asyncio.run(_serve(args))
+    return 0
