@@ -105,11 +105,17 @@ def bench_enqueue(trades: list, replays: int = 60) -> list[float]:
     settings = Settings(
         feeds={"eth": {"symbol": "ETH/USDT"}, "btc": {"symbol": "BTC/USDT"}},
         metrics={"mfi": {"type": "mfi", "series": "eth", "timeframe": "1m", "period": 3}},
-        rules=[{"name": "every-bar", "metric": "mfi", "condition": {"above": -1},
+        rules=[
+            {
+                "name": "every-bar",
+                "metric": "mfi",
+                "condition": {"above": -1},
                 "repeat_interval": "1m",
-                "message": "MFI {{ value | round(1) }} ETH {{ feeds.eth }}"}],
+                "message": "MFI {{ value | round(1) }} ETH {{ feeds.eth }}",
+            }
+        ],
         notify={"urls": ["json://127.0.0.1:9/unused"]},
-    )  # fmt: skip
+    )
     engine = Engine(settings)
     latencies: list[float] = []
     started = [0]
@@ -163,8 +169,13 @@ def bench_recompute(settings: Settings, trades: list, ticks: int = 300) -> list[
         df.iloc[-1, df.columns.get_loc("close")] = last["eth"]
         b = btc["close"].copy()
         b.iloc[-1] = last["btc"]
-        mfi = talib.MFI(df["high"].to_numpy(), df["low"].to_numpy(), df["close"].to_numpy(),
-                        df["volume"].to_numpy(), mfi_p)[-1]  # fmt: skip
+        mfi = talib.MFI(
+            df["high"].to_numpy(),
+            df["low"].to_numpy(),
+            df["close"].to_numpy(),
+            df["volume"].to_numpy(),
+            mfi_p,
+        )[-1]
         joined = pd.concat({"a": df["close"], "b": rut["close"]}, axis=1, join="inner")
         r = np.log(joined).diff()
         corr = r["a"].rolling(corr_w).corr(r["b"]).iloc[-1]
@@ -226,9 +237,11 @@ def bench_backtest(settings: Settings, target: int = 1_000_000) -> tuple[int, fl
         span = int(frame.time[-1] - frame.time[0]) + 60_000
         return BarFrame(
             np.concatenate([frame.time + k * span for k in range(reps)]),
-            *(np.tile(col, reps) for col in (frame.open, frame.high, frame.low, frame.close,
-                                             frame.volume)),
-        )  # fmt: skip
+            *(
+                np.tile(col, reps)
+                for col in (frame.open, frame.high, frame.low, frame.close, frame.volume)
+            ),
+        )
 
     history = {
         "eth": FeedHistory(tiled(eth), 60_000),
@@ -266,21 +279,33 @@ def main() -> int:
     rows = [
         ("per tick: on_trade + all forming values, median", f"{us_tick:.2f} µs", f"{ticks} ticks"),
         ("per tick: p99", f"{np.percentile(tick_costs, 99):.2f} µs", ""),
-        ("per ETH tick (every metric recomputed), median",
-         f"{statistics.median(by_feed['eth']):.2f} µs", f"{len(by_feed['eth'])} ticks"),
-        ("per BTC tick (the ETH/BTC metrics), median",
-         f"{statistics.median(by_feed['btc']):.2f} µs", f"{len(by_feed['btc'])} ticks"),
-        ("baseline: pandas/TA-Lib recompute per tick, median", f"{base_tick:.0f} µs",
-         f"{len(base_costs)} ticks"),
+        (
+            "per ETH tick (every metric recomputed), median",
+            f"{statistics.median(by_feed['eth']):.2f} µs",
+            f"{len(by_feed['eth'])} ticks",
+        ),
+        (
+            "per BTC tick (the ETH/BTC metrics), median",
+            f"{statistics.median(by_feed['btc']):.2f} µs",
+            f"{len(by_feed['btc'])} ticks",
+        ),
+        (
+            "baseline: pandas/TA-Lib recompute per tick, median",
+            f"{base_tick:.0f} µs",
+            f"{len(base_costs)} ticks",
+        ),
         ("speedup vs recompute", f"{base_tick / us_tick:.0f}x", ""),
         ("MFI update: moodring", f"{ours_mfi:.3f} µs", "daily ETH bars"),
         ("MFI update: talib.stream.MFI", f"{talib_mfi:.3f} µs", ""),
         ("backtest, vectorised path", f"{bars_per_s:,.0f} bars/s", f"{bars:,} minute bars"),
         ("backtest, streaming path", f"{streaming_per_s:,.0f} bars/s", "300,000 minute bars"),
-        ("tick to alert in outbox (SQLite WAL), median",
-         f"{statistics.median(enqueue):.0f} µs", f"{len(enqueue)} alerts"),
+        (
+            "tick to alert in outbox (SQLite WAL), median",
+            f"{statistics.median(enqueue):.0f} µs",
+            f"{len(enqueue)} alerts",
+        ),
         ("tick to alert in outbox, p99", f"{np.percentile(enqueue, 99):.0f} µs", ""),
-    ]  # fmt: skip
+    ]
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>18}  {note}")

@@ -87,18 +87,23 @@ def settings_for(fake: Any, state: Path, receiver: str | None = None) -> Setting
         metrics={
             "eth_mfi": {"type": "mfi", "series": "eth", "timeframe": "1m", "period": 3},
             "btc_mfi": {"type": "mfi", "series": "btc", "timeframe": "1m", "period": 3},
-            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": "1m",
-                     "window": 3},
+            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": "1m", "window": 3},
             "brk": {"type": "breakout", "series": "ethbtc", "timeframe": "1m", "lookback": 3},
-            "div": {"type": "divergence", "a": "eth", "b": "btc", "timeframe": "1m",
-                    "window": 3, "lookback": 2},
+            "div": {
+                "type": "divergence",
+                "a": "eth",
+                "b": "btc",
+                "timeframe": "1m",
+                "window": 3,
+                "lookback": 2,
+            },
         },
         rules=rules,
         # rate limit lifted: it is not what this measures
         notify={"urls": [receiver], "rate_per_minute": 10_000} if receiver else {},
         state_dir=state,
         http={"port": 0},
-    )  # fmt: skip
+    )
 
 
 async def daemon_rate() -> float:
@@ -237,8 +242,10 @@ def peak_rss_mb(argv: list[str], run_for: float = 0.0) -> float:
     """Return the peak RSS in MB of ``argv`` (stopped with SIGTERM after ``run_for`` s)."""
     out = subprocess.run(
         [sys.executable, "-c", LAUNCHER, str(run_for), *argv],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip())
 
 
@@ -250,8 +257,10 @@ def daemon_rss_mb(run_for: float = 15.0) -> float:
     fake = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         port = int(fake.stdout.readline())  # type: ignore[union-attr]
-        urls = {"ws_url": f"ws://127.0.0.1:{port}/stream/ws",
-                "rest_url": f"http://127.0.0.1:{port}/api/v3"}  # fmt: skip
+        urls = {
+            "ws_url": f"ws://127.0.0.1:{port}/stream/ws",
+            "rest_url": f"http://127.0.0.1:{port}/api/v3",
+        }
         with tempfile.TemporaryDirectory() as tmp:
             config = settings_for_yaml(urls, Path(tmp))
             return peak_rss_mb(["moodring", "run", "-c", str(config)], run_for)
@@ -269,8 +278,9 @@ def settings_for_yaml(urls: dict[str, str], tmp: Path) -> Path:
 
     settings = settings_for(Stub(), tmp / "state")  # type: ignore[arg-type]
     path = tmp / "moodring.yaml"
-    path.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True,
-                                                       by_alias=True)))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True, by_alias=True))
+    )
     return path
 
 
@@ -292,11 +302,15 @@ def main() -> int:
     ]
     for name, value in rows:
         print(f"{name:<42} {value}")
-    print(json.dumps({
-        "pipeline_vs_bare_ccxt": round(ours / bare, 3),
-        "rss_vs_bare_ccxt": round(rss / bare_rss, 3),
-        "frame_to_notify_p99_ms": round(p99, 1),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "pipeline_vs_bare_ccxt": round(ours / bare, 3),
+                "rss_vs_bare_ccxt": round(rss / bare_rss, 3),
+                "frame_to_notify_p99_ms": round(p99, 1),
+            }
+        )
+    )
     return 0
 
 

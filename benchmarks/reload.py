@@ -34,9 +34,23 @@ def fill(daemon: Daemon) -> None:
     """Feed the bundled daily history to every feed, as a warm-up would."""
     for feed in ("eth", "btc", "rut"):
         frame = load_csv(SAMPLES / f"{feed}_1d.csv").bars
-        bars = [Bar(*row) for row in zip(*(c.tolist() for c in (
-            frame.time, frame.open, frame.high, frame.low, frame.close, frame.volume)),
-            strict=True)]  # fmt: skip
+        bars = [
+            Bar(*row)
+            for row in zip(
+                *(
+                    c.tolist()
+                    for c in (
+                        frame.time,
+                        frame.open,
+                        frame.high,
+                        frame.low,
+                        frame.close,
+                        frame.volume,
+                    )
+                ),
+                strict=True,
+            )
+        ]
         daemon.sink.history(feed, bars, length_ms=86_400_000)
 
 
@@ -92,12 +106,16 @@ async def main() -> None:
     ]
     for label, values in rows:
         print(f"{label:<42} {statistics.median(values):7.1f} / {max(values):7.1f} ms")
-    print(json.dumps({
-        "reload_threshold_ms": round(statistics.median(rules_ms), 1),
-        "reload_window_ms": round(statistics.median(window_ms), 1),
-        "snapshot_save_ms": round(statistics.median(save_ms), 1),
-        "snapshot_restore_ms": round(statistics.median(restore_ms), 1),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "reload_threshold_ms": round(statistics.median(rules_ms), 1),
+                "reload_window_ms": round(statistics.median(window_ms), 1),
+                "snapshot_save_ms": round(statistics.median(save_ms), 1),
+                "snapshot_restore_ms": round(statistics.median(restore_ms), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -213,24 +213,56 @@ def test_gaps_are_calendar_days_not_rows(tmp_path: Path, btc: BarFrame) -> None:
 @pytest.mark.parametrize(
     ("base", "reason"),
     [
-        ("BTC", "benchmark"), ("btc", "benchmark"),
-        ("USDT", "stablecoin"), ("USDC", "stablecoin"), ("BUSD", "stablecoin"),
-        ("TUSD", "stablecoin"), ("DAI", "stablecoin"), ("FDUSD", "stablecoin"),
-        ("USDP", "stablecoin"), ("PAX", "stablecoin"), ("UST", "stablecoin"),
-        ("USTC", "stablecoin"), ("GUSD", "stablecoin"), ("EUR", "stablecoin"),
+        ("BTC", "benchmark"),
+        ("btc", "benchmark"),
+        ("USDT", "stablecoin"),
+        ("USDC", "stablecoin"),
+        ("BUSD", "stablecoin"),
+        ("TUSD", "stablecoin"),
+        ("DAI", "stablecoin"),
+        ("FDUSD", "stablecoin"),
+        ("USDP", "stablecoin"),
+        ("PAX", "stablecoin"),
+        ("UST", "stablecoin"),
+        ("USTC", "stablecoin"),
+        ("GUSD", "stablecoin"),
+        ("EUR", "stablecoin"),
         ("usdc", "stablecoin"),
-        ("WBTC", "wrapped"), ("WETH", "wrapped"), ("WBETH", "wrapped"), ("BETH", "wrapped"),
+        ("WBTC", "wrapped"),
+        ("WETH", "wrapped"),
+        ("WBETH", "wrapped"),
+        ("BETH", "wrapped"),
         ("PAXG", "wrapped"),
-        ("BTCUP", "leveraged"), ("BTCDOWN", "leveraged"), ("ETHUP", "leveraged"),
-        ("1INCHDOWN", "leveraged"), ("SUSHIUP", "leveraged"), ("BULL", "leveraged"),
-        ("BEAR", "leveraged"), ("ETHBULL", "leveraged"), ("BNBBEAR", "leveraged"),
-        ("BTC3L", "leveraged"), ("ETH3S", "leveraged"), ("XRP2L", "leveraged"),
+        ("BTCUP", "leveraged"),
+        ("BTCDOWN", "leveraged"),
+        ("ETHUP", "leveraged"),
+        ("1INCHDOWN", "leveraged"),
+        ("SUSHIUP", "leveraged"),
+        ("BULL", "leveraged"),
+        ("BEAR", "leveraged"),
+        ("ETHBULL", "leveraged"),
+        ("BNBBEAR", "leveraged"),
+        ("BTC3L", "leveraged"),
+        ("ETH3S", "leveraged"),
+        ("XRP2L", "leveraged"),
         ("DOGE5S", "leveraged"),
-        ("JUP", None), ("SUPER", None), ("SYRUP", None), ("UP", None), ("PUP", None),
-        ("PITBULL", None), ("SUN", None), ("ETH", None), ("1INCH", None), ("API3", None),
-        ("C98", None), ("USUAL", None), ("DOWNUP", None), ("BTTC", None), ("SHIB", None),
+        ("JUP", None),
+        ("SUPER", None),
+        ("SYRUP", None),
+        ("UP", None),
+        ("PUP", None),
+        ("PITBULL", None),
+        ("SUN", None),
+        ("ETH", None),
+        ("1INCH", None),
+        ("API3", None),
+        ("C98", None),
+        ("USUAL", None),
+        ("DOWNUP", None),
+        ("BTTC", None),
+        ("SHIB", None),
     ],
-)  # fmt: skip
+)
 def test_default_exclusions(base: str, reason: str | None) -> None:
     got = excluded(base)
     assert got is None if reason is None else (got is not None and reason in got), got
@@ -253,8 +285,11 @@ def test_no_real_universe_coin_is_excluded() -> None:
 def test_exclusions_apply_to_the_series(alts: dict[str, UniverseCoin], btc: BarFrame) -> None:
     coins = daily(alts)
     base = series(coins, btc)
-    polluted = coins | {"BTC": (btc.time, btc.close, btc.volume), "USDC": coins["XRP"],
-                        "ETHUP": coins["ADA"]}  # fmt: skip
+    polluted = coins | {
+        "BTC": (btc.time, btc.close, btc.volume),
+        "USDC": coins["XRP"],
+        "ETHUP": coins["ADA"],
+    }
     same = series(polluted, btc)
     assert same.symbols == base.symbols
     np.testing.assert_array_equal(same.index, base.index)
@@ -279,9 +314,15 @@ def test_altseason_config() -> None:
 def rule_config(tmp_path: Path, *, section: dict | None, metric: str) -> Path:
     config = {
         "feeds": {"btc": {"symbol": "BTC/USDT"}},
-        "rules": [{"name": "alt", "metric": metric, "condition": {"above": 75},
-                   "message": "{{ altseason_index }} of {{ altseason_members }}"}],
-    }  # fmt: skip
+        "rules": [
+            {
+                "name": "alt",
+                "metric": metric,
+                "condition": {"above": 75},
+                "message": "{{ altseason_index }} of {{ altseason_members }}",
+            }
+        ],
+    }
     if section is not None:
         config["altseason"] = section
     path = tmp_path / "c.yaml"
@@ -328,8 +369,9 @@ def by_day(coins: Mapping[str, UniverseCoin]) -> dict[int, dict[str, tuple[float
     days: dict[int, dict[str, tuple[float, float]]] = {}
     for base, coin in coins.items():
         bars = coin.bars
-        for t, c, v in zip(bars.time.tolist(), bars.close.tolist(), bars.volume.tolist(),
-                           strict=True):  # fmt: skip
+        for t, c, v in zip(
+            bars.time.tolist(), bars.close.tolist(), bars.volume.tolist(), strict=True
+        ):
             days.setdefault(t, {})[base] = (c, v)
     return days
 
@@ -352,8 +394,9 @@ def live_equals_series(
     assert live.value is value
 
 
-@pytest.mark.parametrize(("name", "top"), [("alts", 50), ("alts", 5), ("alts_2022", 10),
-                                           ("top50_2022", 50)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "top"), [("alts", 50), ("alts", 5), ("alts_2022", 10), ("top50_2022", 50)]
+)
 def test_live_equals_the_series_day_by_day(name: str, top: int, btc: BarFrame) -> None:
     coins = load_universe(UNIVERSES[name])
     live_equals_series(coins, btc, series(daily(coins), btc, top=top), top)
@@ -371,8 +414,11 @@ def test_peek_equals_the_series_with_the_last_day_replaced(
         if row % 23 == 0 and row > 100 and today:
             # Intraday: highs as prices, a third of the volume, one coin not yet traded.
             missing = sorted(today)[row % len(today)]
-            high = {b: float(c.bars.high[c.bars.time == t][0]) for b, c in alts_2022.items()
-                    if b in today and b != missing}  # fmt: skip
+            high = {
+                b: float(c.bars.high[c.bars.time == t][0])
+                for b, c in alts_2022.items()
+                if b in today and b != missing
+            }
             volume = {b: today[b][1] / 3 for b in high}
             btc_high = float(btc.high[row])
             peeked = live.peek(high, btc_high, volumes=volume)
@@ -426,15 +472,19 @@ def test_fast_enough(btc: BarFrame, capsys: pytest.CaptureFixture[str]) -> None:
     result = series(coins, btc)
     full = time.perf_counter() - start
     end = day_ms("2022-06-30")
-    short = {b: tuple(a[(t > end - 90 * DAY_MS) & (t <= end)] for a in (t, c, v))
-             for b, (t, c, v) in coins.items()}  # fmt: skip
+    short = {
+        b: tuple(a[(t > end - 90 * DAY_MS) & (t <= end)] for a in (t, c, v))
+        for b, (t, c, v) in coins.items()
+    }
     bt = btc.between(end - 89 * DAY_MS, end + 1)
     start = time.perf_counter()
     series(short, bt)
     window = time.perf_counter() - start
     with capsys.disabled():
-        print(f"\naltseason_series: {len(coins)} coins x {len(result.times)} days {full:.4f}s, "
-              f"{len(short)} coins x {len(bt)} days {window:.4f}s")  # fmt: skip
+        print(
+            f"\naltseason_series: {len(coins)} coins x {len(result.times)} days {full:.4f}s, "
+            f"{len(short)} coins x {len(bt)} days {window:.4f}s"
+        )
     assert full < 1.0
 
 
@@ -477,8 +527,12 @@ def test_cli_joins_the_index_with_the_other_metrics(tmp_path: Path, btc: BarFram
     assert main(["backtest", *data, "--metrics-out", str(plain)]) == 0
     assert main(["backtest", *data, "--universe", str(ALTS), "--metrics-out", str(out)]) == 0
     table, before = read(out), read(plain)
-    assert list(table.columns) == [*before.columns, "altseason_index", "altseason_members",
-                                   "altseason_skipped"]  # fmt: skip
+    assert list(table.columns) == [
+        *before.columns,
+        "altseason_index",
+        "altseason_members",
+        "altseason_skipped",
+    ]
     pd.testing.assert_frame_equal(table[before.columns], before)
     expected = series(daily(load_universe([ALTS])), btc)
     rows = expected.times >= day_ms("2021-01-01")

@@ -56,8 +56,7 @@ def with_day(frame: BarFrame, day: int, close: float) -> BarFrame:
     assert frame.time[n - 1] == day
     closes, volumes = frame.close[:n].copy(), frame.volume[:n].copy()
     closes[-1], volumes[-1] = close, 0.0
-    return BarFrame(frame.time[:n], frame.open[:n], frame.high[:n], frame.low[:n], closes,
-                    volumes)  # fmt: skip
+    return BarFrame(frame.time[:n], frame.open[:n], frame.high[:n], frame.low[:n], closes, volumes)
 
 
 def backtest(
@@ -151,8 +150,7 @@ async def test_closed_value_equals_the_backtest_and_exclusions_never_enter(bars:
         }
         assert not task.done()
         requested = {q["symbol"] for q in klines_requests(fake)}
-        assert requested == {s for s in fake.universe_symbols if s not in ("USDCUSDT",
-                                                                          "ETHUPUSDT")}  # fmt: skip
+        assert requested == {s for s in fake.universe_symbols if s not in ("USDCUSDT", "ETHUPUSDT")}
         assert "USDC/USDT" not in feed.coins and "ETHUP/USDT" not in feed.coins
         # one request per coin and BTC, all of the window at once: the definition's reach
         assert len(klines_requests(fake)) == 50
@@ -198,8 +196,7 @@ async def test_intraday_prices_move_the_forming_value_and_the_next_day_closes_ex
         # the new day's forming value, from the new day's opens
         tomorrow = today + DAY_MS
         opens = {s: float(b.open[np.searchsorted(b.time, tomorrow)]) for s, b in bars.items()}
-        expected = backtest({s: with_day(b, tomorrow, opens[s]) for s, b in bars.items()},
-                            tomorrow)  # fmt: skip
+        expected = backtest({s: with_day(b, tomorrow, opens[s]) for s, b in bars.items()}, tomorrow)
         await until(lambda: same(feed.latest, expected), "the next forming value")
         assert not task.done()
 
@@ -288,8 +285,9 @@ async def test_default_candidates_are_three_times_top(bars: Universe) -> None:
 
 
 async def test_an_unreachable_exchange_is_retried_not_raised() -> None:
-    config = AltseasonConfig(top=TOP, ws_url="ws://127.0.0.1:9/stream/ws",
-                             rest_url="http://127.0.0.1:9/api/v3")  # fmt: skip
+    config = AltseasonConfig(
+        top=TOP, ws_url="ws://127.0.0.1:9/stream/ws", rest_url="http://127.0.0.1:9/api/v3"
+    )
     feed = AltseasonFeed(config, lambda *_: None, timeout=5.0)
     task = asyncio.create_task(feed.run())
     try:
@@ -303,8 +301,9 @@ async def test_an_unreachable_exchange_is_retried_not_raised() -> None:
 
 
 def test_the_client_is_rate_limited_and_pointed_at_the_overrides() -> None:
-    config = AltseasonConfig(ws_url="ws://127.0.0.1:1/stream/ws",
-                             rest_url="http://127.0.0.1:1/api/v3")  # fmt: skip
+    config = AltseasonConfig(
+        ws_url="ws://127.0.0.1:1/stream/ws", rest_url="http://127.0.0.1:1/api/v3"
+    )
     client = AltseasonFeed(config, lambda *_: None)._make_client()
     assert client.enableRateLimit
     assert client.urls["api"]["public"] == "http://127.0.0.1:1/api/v3"
@@ -372,10 +371,20 @@ def test_fake_universe_lists_only_coins_trading_that_day(bars: Universe) -> None
 
 async def test_fake_cli_serves_a_universe(bars: Universe) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "moodring.testing.fake_exchange", "--universe", str(ALTS_2022),
-        "--universe", str(BTC_1D), "--today", TODAY, "--port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "moodring.testing.fake_exchange",
+        "--universe",
+        str(ALTS_2022),
+        "--universe",
+        str(BTC_1D),
+        "--today",
+        TODAY,
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         assert proc.stdout is not None
         port = int(await asyncio.wait_for(proc.stdout.readline(), 60))

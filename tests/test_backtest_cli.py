@@ -33,11 +33,18 @@ def test_sample_run_writes_every_output(tmp_path: Path) -> None:
     assert main(["backtest", "--sample", "--metrics-out", str(out)]) == 0
     header = out.read_text().splitlines()[0].split(",")
     assert header == [
-        "time", "eth_rut_corr", "eth_mfi", "ethbtc_breakout",
-        "eth_rut_divergence.residual_z", "eth_rut_divergence.beta",
-        "eth_rut_divergence.opposite", "eth_rut_divergence.swing",
-        "eth_rut_corr_90", "ethbtc_chg_30", "ethbtc_chg_90",
-    ]  # fmt: skip
+        "time",
+        "eth_rut_corr",
+        "eth_mfi",
+        "ethbtc_breakout",
+        "eth_rut_divergence.residual_z",
+        "eth_rut_divergence.beta",
+        "eth_rut_divergence.opposite",
+        "eth_rut_divergence.swing",
+        "eth_rut_corr_90",
+        "ethbtc_chg_30",
+        "ethbtc_chg_90",
+    ]
     table = read(out)
     assert out.read_text().splitlines()[1].startswith("2024-07-13T00:00:00Z,")
     # correlation only on joined (US trading) days: never on a weekend
@@ -50,8 +57,21 @@ def test_from_to_bound_rows_but_earlier_data_warms_up(tmp_path: Path) -> None:
     full, part = tmp_path / "full.csv", tmp_path / "part.csv"
     data = ["--data", f"eth={ETH_1D}", "--data", f"btc={BTC_1D}", "--data", f"rut={RUT_1D}"]
     assert main(["backtest", *data, "--metrics-out", str(full)]) == 0
-    assert main(["backtest", *data, "--from", "2024-03-01", "--to", "2024-03-31",
-                 "--metrics-out", str(part)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "backtest",
+                *data,
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-31",
+                "--metrics-out",
+                str(part),
+            ]
+        )
+        == 0
+    )
     a, b = read(full), read(part)
     assert b.index[0] == pd.Timestamp("2024-03-01", tz="UTC")
     assert b.index[-1] == pd.Timestamp("2024-03-31", tz="UTC")
@@ -94,10 +114,26 @@ def test_a_one_row_file_is_a_usage_error(tmp_path: Path, capsys) -> None:
 
 def test_metrics_without_data_are_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
     out = tmp_path / "m.csv"
-    assert main(["backtest", "--data", f"eth={ETH_1D}", "--data", f"btc={BTC_1D}",
-                 "--metrics-out", str(out)]) == 0  # fmt: skip
-    assert list(read(out).columns) == ["eth_mfi", "ethbtc_breakout", "ethbtc_chg_30",
-                                       "ethbtc_chg_90"]  # fmt: skip
+    assert (
+        main(
+            [
+                "backtest",
+                "--data",
+                f"eth={ETH_1D}",
+                "--data",
+                f"btc={BTC_1D}",
+                "--metrics-out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert list(read(out).columns) == [
+        "eth_mfi",
+        "ethbtc_breakout",
+        "ethbtc_chg_30",
+        "ethbtc_chg_90",
+    ]
     assert "eth_rut_corr" in caplog.text and "skipped" in caplog.text
 
 
@@ -112,13 +148,22 @@ def all_metrics(timeframe: str) -> dict:
             "div": {"type": "divergence", "a": "eth", "b": "btc", "timeframe": timeframe},
             "sma": {"type": "sma", "series": "eth", "period": 20, "timeframe": timeframe},
             "ema": {"type": "ema", "series": "btc", "period": 20, "timeframe": timeframe},
-            "pct": {"type": "pct_change", "series": "ethbtc", "lookback": 5,
-                    "timeframe": timeframe},
+            "pct": {
+                "type": "pct_change",
+                "series": "ethbtc",
+                "lookback": 5,
+                "timeframe": timeframe,
+            },
             "z": {"type": "zscore", "series": "eth", "window": 30, "timeframe": timeframe},
-            "x": {"type": "ma_cross", "series": "eth", "fast": 5, "slow": 20,
-                  "timeframe": timeframe},
+            "x": {
+                "type": "ma_cross",
+                "series": "eth",
+                "fast": 5,
+                "slow": 20,
+                "timeframe": timeframe,
+            },
         },
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("timeframe", ["1m", "5m", "1h", "4h"])

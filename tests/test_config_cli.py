@@ -114,20 +114,38 @@ def test_an_explicit_missing_file_is_an_error(capsys, tmp_path: Path, monkeypatc
 @pytest.mark.parametrize(
     ("old", "new", "key", "line", "message"),
     [
-        ("  btc: {symbol: BTC/USDT}", "  btc: {symbol: BTC/USDT, exchnage: kraken}",
-         "feeds.btc.exchnage", 3, "unknown key (typo?)"),
+        (
+            "  btc: {symbol: BTC/USDT}",
+            "  btc: {symbol: BTC/USDT, exchnage: kraken}",
+            "feeds.btc.exchnage",
+            3,
+            "unknown key (typo?)",
+        ),
         ("window: 30", "window: thirty", "metrics.corr.window", 5, "valid integer"),
         ("for: 2", "for: 0", "rules.0.for", 12, "at least 1 bar"),
         ("{{ value | round(2) }}", "{{ valu }}", "rules.0.title", 13, "unknown name(s) valu"),
         ("{{ value | round(2) }}", "{{ value | round(2) ", "rules.0.title", 13, "template"),
         ("metric: corr", "metric: cor", "rules.0.metric", 9, "unknown metric output 'cor'"),
         ("series: eth}", "series: sol}", "metrics.mfi.series", 6, "unknown series 'sol'"),
-        ("condition: {below: 0.3}", "condition: {below: 0.3, above: 1}", "rules.0.condition", 10,
-         "give exactly one operator"),
+        (
+            "condition: {below: 0.3}",
+            "condition: {below: 0.3, above: 1}",
+            "rules.0.condition",
+            10,
+            "give exactly one operator",
+        ),
     ],
-    ids=["typo", "type", "range", "template-name", "template-syntax", "unknown-metric",
-         "unknown-series", "two-operators"],
-)  # fmt: skip
+    ids=[
+        "typo",
+        "type",
+        "range",
+        "template-name",
+        "template-syntax",
+        "unknown-metric",
+        "unknown-series",
+        "two-operators",
+    ],
+)
 def test_check_config_errors_name_file_key_and_line(
     capsys, tmp_path: Path, old: str, new: str, key: str, line: int, message: str
 ) -> None:

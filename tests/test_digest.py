@@ -95,8 +95,10 @@ def test_numbers_match_pandas_on_the_sample() -> None:
 
     message = digest.message
     move = "down from" if corr30.iloc[-1] < week_ago else "up from"
-    assert f"small caps (30d corr {corr30.iloc[-1]:.2f}, {move} {week_ago:.2f} a week ago; " \
-           f"90d {corr90.iloc[-1]:.2f}) while ETH/BTC " in message  # fmt: skip
+    assert (
+        f"small caps (30d corr {corr30.iloc[-1]:.2f}, {move} {week_ago:.2f} a week ago; "
+        f"90d {corr90.iloc[-1]:.2f}) while ETH/BTC " in message
+    )
     assert f"({chg30:+.1f}% in 30d, {chg90:+.1f}% in 90d; " in message
     assert f"; MFI {mfi:.0f} — " in message
     assert "Altcoin Season Index n/a." in message  # no universe given
@@ -117,18 +119,21 @@ def published(settings: Settings, rows: dict[str, list[tuple[int, float]]]) -> E
 
 
 def example_state(settings: Settings, mfi: float = 70.2) -> Engine:
-    return published(settings, {
-        "eth_rut_corr": [(0, 0.71), (3, 0.6), (7, 0.45)],
-        "eth_rut_corr_90": [(7, 0.6)],
-        "ethbtc_chg_30": [(7, 7.04)],
-        "ethbtc_chg_90": [(7, 12.0)],
-        "ethbtc_breakout": [(7, 1.0)],
-        "eth_mfi": [(7, mfi)],
-        "eth_rut_divergence.residual_z": [(7, 0.4)],
-        "eth_rut_divergence.opposite": [(7, 0.0)],
-        "eth_rut_divergence.swing": [(7, 0.0)],
-        "altseason_index": [(0, 29.0), (7, 33.0)],
-    })  # fmt: skip
+    return published(
+        settings,
+        {
+            "eth_rut_corr": [(0, 0.71), (3, 0.6), (7, 0.45)],
+            "eth_rut_corr_90": [(7, 0.6)],
+            "ethbtc_chg_30": [(7, 7.04)],
+            "ethbtc_chg_90": [(7, 12.0)],
+            "ethbtc_breakout": [(7, 1.0)],
+            "eth_mfi": [(7, mfi)],
+            "eth_rut_divergence.residual_z": [(7, 0.4)],
+            "eth_rut_divergence.opposite": [(7, 0.0)],
+            "eth_rut_divergence.swing": [(7, 0.0)],
+            "altseason_index": [(0, 29.0), (7, 33.0)],
+        },
+    )
 
 
 def test_default_wording_reads_like_the_issue_example() -> None:
@@ -156,8 +161,9 @@ def test_firing_rules_and_bands_are_named() -> None:
 
 def test_missing_metrics_and_values_read_na() -> None:
     base = load_settings()
-    only_mfi = base.model_copy(update={"metrics": {"eth_mfi": base.metrics["eth_mfi"]},
-                                       "rules": ()})  # fmt: skip
+    only_mfi = base.model_copy(
+        update={"metrics": {"eth_mfi": base.metrics["eth_mfi"]}, "rules": ()}
+    )
     digest = digest_from_history(only_mfi, sample_history(), AT_MS)
     assert "corr n/a, vs n/a a week ago" in digest.message
     assert "ETH/BTC has no reading (n/a in n/a" in digest.message
@@ -176,8 +182,10 @@ def test_a_user_template_changes_the_wording(tmp_path: Path) -> None:
         "Corr {{ num(eth_rut_corr) }} ({{ correlation.trend }}); residual "
         "{{ num(eth_rut_divergence.residual_z, 1) }}; MFI {{ num(mfi.value, 1) }} {{ mfi.band }}"
     )
-    path = with_config(tmp_path, digest={"message": message, "title": "Daily {{ date }}",
-                                         "timezone": "America/New_York"})  # fmt: skip
+    path = with_config(
+        tmp_path,
+        digest={"message": message, "title": "Daily {{ date }}", "timezone": "America/New_York"},
+    )
     settings = load_settings(path)
     digest = build_digest(example_state(settings), settings, 8 * DAY_MS + 3_600_000)
     assert digest.message == (
@@ -227,15 +235,22 @@ def test_default_metric_names_may_be_missing_but_altseason_is_known_with_its_sec
 
 def test_digest_columns_cover_every_output_read() -> None:
     columns = digest_columns(load_settings())
-    assert {"eth_rut_corr", "eth_rut_corr_90", "ethbtc_chg_30", "eth_mfi", "altseason_index",
-            "eth_rut_divergence.swing"} <= set(columns)  # fmt: skip
+    assert {
+        "eth_rut_corr",
+        "eth_rut_corr_90",
+        "ethbtc_chg_30",
+        "eth_mfi",
+        "altseason_index",
+        "eth_rut_divergence.swing",
+    } <= set(columns)
 
 
 def test_published_columns_feed_the_index_and_its_week_change() -> None:
     times = np.arange(20, dtype=np.int64) * DAY_MS + AT_MS - 20 * DAY_MS
     values = np.linspace(60.0, 79.0, 20)
-    digest = digest_from_history(load_settings(), sample_history(), AT_MS,
-                                 {"altseason_index": (times, values)})  # fmt: skip
+    digest = digest_from_history(
+        load_settings(), sample_history(), AT_MS, {"altseason_index": (times, values)}
+    )
     assert "Altcoin Season Index 79 (altcoin season, +7 this week)." in digest.message
     assert digest.chart["panels"][3]["series"]["index"][-1] == pytest.approx(79.0)
 
@@ -267,8 +282,11 @@ def quadrant_blue(png: bytes) -> list[int]:
     height, width = pixels.shape[:2]
     blue = (np.abs(pixels - BLUE) < 0.06).all(axis=2)
     halves = [(0, height // 2), (height // 2, height)]
-    return [int(blue[r0:r1, c0:c1].sum()) for r0, r1 in halves
-            for c0, c1 in [(0, width // 2), (width // 2, width)]]  # fmt: skip
+    return [
+        int(blue[r0:r1, c0:c1].sum())
+        for r0, r1 in halves
+        for c0, c1 in [(0, width // 2), (width // 2, width)]
+    ]
 
 
 def test_chart_has_four_panels_and_stays_small() -> None:
@@ -352,16 +370,23 @@ async def test_schedule_fires_on_time_across_dst() -> None:
     config = DigestConfig(schedule="0 13 * * *", timezone="Europe/Berlin")
     clock = FakeClock(utc(2025, 3, 28, 14), utc(2025, 4, 1, 14), {})
     assert await run_until_stopped(config, clock) == [
-        utc(2025, 3, 29, 12), utc(2025, 3, 30, 11), utc(2025, 3, 31, 11), utc(2025, 4, 1, 11),
-    ]  # fmt: skip
+        utc(2025, 3, 29, 12),
+        utc(2025, 3, 30, 11),
+        utc(2025, 3, 31, 11),
+        utc(2025, 4, 1, 11),
+    ]
 
 
 async def test_fires_missed_while_suspended_fire_once() -> None:
     clock = FakeClock(utc(2025, 1, 1, 12), utc(2025, 1, 7, 0), {70: timedelta(days=3)})
     fired = await run_until_stopped(DigestConfig(), clock)
     # sleep 70 ends at 13:10 on 1 January, then three days pass at once
-    assert fired == [utc(2025, 1, 1, 13), utc(2025, 1, 4, 13), utc(2025, 1, 5, 13),
-                     utc(2025, 1, 6, 13)]  # fmt: skip
+    assert fired == [
+        utc(2025, 1, 1, 13),
+        utc(2025, 1, 4, 13),
+        utc(2025, 1, 5, 13),
+        utc(2025, 1, 6, 13),
+    ]
 
 
 async def test_a_failing_fire_does_not_stop_the_schedule(caplog) -> None:
@@ -429,12 +454,24 @@ def test_digest_command_usage_errors(tmp_path: Path, capsys) -> None:
 
 def test_digest_command_reads_a_universe(data_dir: Path, capsys) -> None:
     daily = data_dir / "daily"
-    assert main([
-        "digest", "--data", f"eth={daily / 'binance_yanniedog/ETHUSDT_1d.csv'}",
-        "--data", f"btc={daily / 'binance_yanniedog/BTCUSDT_1d.csv'}",
-        "--data", f"rut={daily / 'yahoo_alitalbi/RUT.csv'}",
-        "--universe", str(daily / "binance_alts"), "--at", "2025-06-01",
-    ]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "digest",
+                "--data",
+                f"eth={daily / 'binance_yanniedog/ETHUSDT_1d.csv'}",
+                "--data",
+                f"btc={daily / 'binance_yanniedog/BTCUSDT_1d.csv'}",
+                "--data",
+                f"rut={daily / 'yahoo_alitalbi/RUT.csv'}",
+                "--universe",
+                str(daily / "binance_alts"),
+                "--at",
+                "2025-06-01",
+            ]
+        )
+        == 0
+    )
     message = capsys.readouterr().out
     index = message.split("Altcoin Season Index ", 1)[1]
     assert not index.startswith("n/a") and math.isfinite(float(index.split()[0]))

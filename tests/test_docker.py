@@ -46,8 +46,12 @@ def test_hadolint_finds_nothing(tmp_path: Path) -> None:
     env |= {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "NO_COLOR": "1"}
     result = subprocess.run(
         [hadolint, "--failure-threshold", "info", str(DOCKERFILE)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 

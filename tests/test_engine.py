@@ -34,18 +34,31 @@ def trades() -> list[tuple[str, int, float, float, int]]:
 
 def config(tmp_path: Path, timeframe: str = "1m") -> Path:
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "feeds": {"eth": {"symbol": "ETH/USDT"}, "btc": {"symbol": "BTC/USDT"}},
-        "series": {"ethbtc": {"ratio": ["eth", "btc"]}},
-        "metrics": {
-            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": timeframe,
-                     "window": 3},
-            "mfi": {"type": "mfi", "series": "eth", "timeframe": timeframe, "period": 2},
-            "brk": {"type": "breakout", "series": "ethbtc", "timeframe": timeframe,
-                    "lookback": 2},
-            "z": {"type": "zscore", "series": "btc", "timeframe": timeframe, "window": 2},
-        },
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "feeds": {"eth": {"symbol": "ETH/USDT"}, "btc": {"symbol": "BTC/USDT"}},
+                "series": {"ethbtc": {"ratio": ["eth", "btc"]}},
+                "metrics": {
+                    "corr": {
+                        "type": "correlation",
+                        "a": "eth",
+                        "b": "btc",
+                        "timeframe": timeframe,
+                        "window": 3,
+                    },
+                    "mfi": {"type": "mfi", "series": "eth", "timeframe": timeframe, "period": 2},
+                    "brk": {
+                        "type": "breakout",
+                        "series": "ethbtc",
+                        "timeframe": timeframe,
+                        "lookback": 2,
+                    },
+                    "z": {"type": "zscore", "series": "btc", "timeframe": timeframe, "window": 2},
+                },
+            }
+        )
+    )
     return path
 
 
@@ -65,21 +78,28 @@ def test_trades_to_metrics_equal_the_backtest_of_the_same_bars(tmp_path: Path) -
     history = {}
     for feed, group in frame.groupby("feed"):
         bars = group.groupby("bar").agg(
-            open=("p", "first"), high=("p", "max"), low=("p", "min"), close=("p", "last"),
+            open=("p", "first"),
+            high=("p", "max"),
+            low=("p", "min"),
+            close=("p", "last"),
             volume=("q", "sum"),
-        )  # fmt: skip
+        )
         full = bars.reindex(range(bars.index[0], bars.index[-1] + 1, 60_000))
         assert not full["close"].isna().any(), "the capture has a trade every minute"
         history[feed] = FeedHistory(
-            BarFrame(full.index.to_numpy(np.int64), *(full[c].to_numpy() for c in
-                     ("open", "high", "low", "close", "volume"))), 60_000,
-        )  # fmt: skip
+            BarFrame(
+                full.index.to_numpy(np.int64),
+                *(full[c].to_numpy() for c in ("open", "high", "low", "close", "volume")),
+            ),
+            60_000,
+        )
     table = run_batch(settings, history, list(settings.metrics))
     for name in settings.metrics:
         expected = {
-            int(t): v for t, v in zip(table.time, table.columns[name], strict=True)
+            int(t): v
+            for t, v in zip(table.time, table.columns[name], strict=True)
             if not math.isnan(v)
-        }  # fmt: skip
+        }
         got = {t: v for t, v in closed[name].items() if not math.isnan(v)}
         assert got.keys() == expected.keys() and len(got) >= 2, name
         for t, v in got.items():

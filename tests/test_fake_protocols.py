@@ -401,14 +401,20 @@ async def test_frames_have_the_shapes_of_recorded_sessions() -> None:
     fake = FakeExchange([ETH], exchange="coinbase")
     market = fake.markets[0]
     trade = fake.trades("ETH-USD")[0]
-    real = first(coinbase, lambda r: r["data"].get("channel") == "market_trades"
-                 and r["data"]["events"][0]["type"] == "update")  # fmt: skip
+    real = first(
+        coinbase,
+        lambda r: (
+            r["data"].get("channel") == "market_trades"
+            and r["data"]["events"][0]["type"] == "update"
+        ),
+    )
     ours = json.loads(fake.protocol.trade_frame(market, trade))
     assert keys(ours) == keys(real)
     assert list(ours["events"][0]["trades"][0]) == list(real["events"][0]["trades"][0])
     products = first(coinbase, lambda r: r["kind"] == "http")["products"]
-    ours_product = (await asyncio.to_thread(lambda: fake.protocol.rest(
-        "/api/v3/brokerage/market/products", {})))["products"][0]  # fmt: skip
+    ours_product = (
+        await asyncio.to_thread(lambda: fake.protocol.rest("/api/v3/brokerage/market/products", {}))
+    )["products"][0]
     assert set(ours_product) <= set(products[0])
     assert {k: type(v) for k, v in ours_product.items()} == {
         k: type(products[0][k]) for k in ours_product if products[0][k] is not None
@@ -416,8 +422,14 @@ async def test_frames_have_the_shapes_of_recorded_sessions() -> None:
 
     fake = FakeExchange([ETH], exchange="bybit")
     market = fake.markets[0]
-    real = first(bybit, lambda r: r["data"].get("topic", "").startswith("publicTrade.ETH")
-                 and "seq" in r["data"]["data"][0] and "L" not in r["data"]["data"][0])  # fmt: skip
+    real = first(
+        bybit,
+        lambda r: (
+            r["data"].get("topic", "").startswith("publicTrade.ETH")
+            and "seq" in r["data"]["data"][0]
+            and "L" not in r["data"]["data"][0]
+        ),
+    )
     ours = json.loads(fake.protocol.trade_frame(market, fake.trades("ETHUSDT")[0]))
     assert keys(ours) == keys(real)
     instruments = first(bybit, lambda r: "category=spot" in r["url"])["result"]["list"]

@@ -62,9 +62,12 @@ def test_peek_equals_the_value_after_closing_that_bar(make, path) -> None:
 
 
 @pytest.mark.parametrize(
-    "make", [pytest.param(lambda: Correlation(30), id="corr"),
-             pytest.param(lambda: Divergence(30, 20, 0.05), id="divergence")],
-)  # fmt: skip
+    "make",
+    [
+        pytest.param(lambda: Correlation(30), id="corr"),
+        pytest.param(lambda: Divergence(30, 20, 0.05), id="divergence"),
+    ],
+)
 def test_pair_peek_equals_the_value_after_closing_that_pair(make) -> None:
     indicator: PairIndicator = make()
     a, b = join_frames(load_csv(ETH_1D).bars, load_csv(RUT_1D).bars)
@@ -92,9 +95,12 @@ def drift_input(n: int) -> BarFrame:
     tile = lambda col: np.tile(col, reps)[:n]  # noqa: E731
     return BarFrame(
         np.arange(n, dtype=np.int64) * 60_000,
-        tile(base.open) * scale, tile(base.high) * scale, tile(base.low) * scale,
-        tile(base.close) * scale, tile(base.volume) / scale,
-    )  # fmt: skip
+        tile(base.open) * scale,
+        tile(base.high) * scale,
+        tile(base.low) * scale,
+        tile(base.close) * scale,
+        tile(base.volume) / scale,
+    )
 
 
 N_DRIFT = 10_000_000

@@ -222,8 +222,17 @@ def rfc3339(t_ms: int, nanos: str = "456789") -> str:
 
 def ap_trade(t: int, price: Any, size: Any, trade_id: int, symbol: str = "IWM") -> dict[str, Any]:
     stamp = rfc3339(t)
-    return {"T": "t", "S": symbol, "i": trade_id, "x": "V", "p": price, "s": size, "t": stamp,
-            "c": ["@"], "z": "B"}  # fmt: skip
+    return {
+        "T": "t",
+        "S": symbol,
+        "i": trade_id,
+        "x": "V",
+        "p": price,
+        "s": size,
+        "t": stamp,
+        "c": ["@"],
+        "z": "B",
+    }
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -357,8 +366,9 @@ async def test_finnhub_error_message_and_dropped_socket_reconnect_and_resubscrib
             await until(lambda: len(sink.trades) == 6, "six trades over three connections")
     assert fake.connections == 3
     assert fake.received[:3] == [{"type": "subscribe", "symbol": "IWM"}] * 3
-    assert all(parse_qs(urlsplit(p).query) == {"token": [FINNHUB_KEY], "lang": ["en"]}
-               for p in fake.paths)  # fmt: skip
+    assert all(
+        parse_qs(urlsplit(p).query) == {"token": [FINNHUB_KEY], "lang": ["en"]} for p in fake.paths
+    )
     assert streamer.reconnects == 2 and streamer.server_errors == 1
     assert [t[1:4] for t in sink.trades] == [(t, p, float(v)) for t, p, v in iwm_trades[:6]]
     errors = [r.getMessage() for r in client_logs(caplog) if r.levelno == logging.ERROR]
@@ -406,13 +416,16 @@ async def test_finnhub_real_calendar_saturday_and_regular_hours_only() -> None:
     saturday = ms("2026-02-21T15:00:00") / 1000
     fake = FakeFinnhub(
         [
-            ("send", fh_batch(
-                fh_trade(ms("2026-02-20T13:15:00"), 262.0, 5),  # 08:15 New York: pre-market
-                fh_trade(ms("2026-02-20T14:30:00"), 262.85, 7),  # the open
-                fh_trade(ms("2026-02-20T21:30:00"), 264.7, 9),  # after the close
-            )),
+            (
+                "send",
+                fh_batch(
+                    fh_trade(ms("2026-02-20T13:15:00"), 262.0, 5),  # 08:15 New York: pre-market
+                    fh_trade(ms("2026-02-20T14:30:00"), 262.85, 7),  # the open
+                    fh_trade(ms("2026-02-20T21:30:00"), 264.7, 9),  # after the close
+                ),
+            ),
         ]
-    )  # fmt: skip
+    )
     sink = RecordingSink()
     async with server(fake) as url:
         streamer = finnhub(
@@ -538,8 +551,10 @@ async def test_alpaca_dropped_socket_and_server_error_reauthenticate_and_resubsc
         async with running(streamer):
             await until(lambda: len(sink.trades) == 6, "six trades over three connections")
     assert fake.connections == 3 and streamer.reconnects == 2
-    logins = [{"action": "auth", "key": ALPACA_KEY, "secret": ALPACA_SECRET},
-              {"action": "subscribe", "trades": ["IWM"]}]  # fmt: skip
+    logins = [
+        {"action": "auth", "key": ALPACA_KEY, "secret": ALPACA_SECRET},
+        {"action": "subscribe", "trades": ["IWM"]},
+    ]
     assert fake.received[:6] == logins * 3
     assert [t[4] for t in sink.trades] == list(range(900, 906))
     errors = [r.getMessage() for r in client_logs(caplog) if r.levelno == logging.ERROR]

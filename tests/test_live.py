@@ -34,13 +34,12 @@ def settings_for(fake: FakeExchange, tmp_path: Path, **feed: object) -> Settings
         series={"ethbtc": {"ratio": ["eth", "btc"]}},
         metrics={
             "mfi": {"type": "mfi", "series": "eth", "timeframe": "1m", "period": 2},
-            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": "1m",
-                     "window": 2},
+            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": "1m", "window": 2},
             "brk": {"type": "breakout", "series": "ethbtc", "timeframe": "1m", "lookback": 2},
         },
         state_dir=tmp_path / "state",
         http={"port": 0},
-    )  # fmt: skip
+    )
 
 
 def expected_bars(fake: FakeExchange, symbol: str) -> pd.DataFrame:
@@ -50,9 +49,12 @@ def expected_bars(fake: FakeExchange, symbol: str) -> pd.DataFrame:
     trades["p"] = trades["p"].astype(float)
     trades["q"] = trades["q"].astype(float)
     bars = trades.groupby("bar").agg(
-        open=("p", "first"), high=("p", "max"), low=("p", "min"), close=("p", "last"),
+        open=("p", "first"),
+        high=("p", "max"),
+        low=("p", "min"),
+        close=("p", "last"),
         volume=("q", "sum"),
-    )  # fmt: skip
+    )
     bars.index = pd.to_datetime(bars.index, unit="ms", utc=True)
     return bars.iloc[:-1]  # the last minute is still forming when the replay ends
 

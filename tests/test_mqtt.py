@@ -112,22 +112,49 @@ async def test_topics_and_payloads(broker: Mosquitto) -> None:
         await sub.wait_for(lambda s: len(s.on("moodring/digest")) == 1)
 
     assert sub.jsons("moodring/metrics/eth_mfi") == [
-        {"name": "eth_mfi", "value": 81.25, "time": "2023-11-14T22:14:00Z", "t": T0,
-         "forming": False}
-    ]  # fmt: skip
+        {
+            "name": "eth_mfi",
+            "value": 81.25,
+            "time": "2023-11-14T22:14:00Z",
+            "t": T0,
+            "forming": False,
+        }
+    ]
     assert sub.jsons("moodring/metrics/ratio") == [
-        {"name": "ratio", "value": None, "time": "2023-11-14T22:14:00.500Z", "t": T0 + 500,
-         "forming": False}
-    ]  # fmt: skip
+        {
+            "name": "ratio",
+            "value": None,
+            "time": "2023-11-14T22:14:00.500Z",
+            "t": T0 + 500,
+            "forming": False,
+        }
+    ]
     assert sub.jsons("moodring/bars/eth/1m") == [
-        {"feed": "eth", "timeframe": "1m", "t": T0, "time": "2023-11-14T22:14:00Z",
-         "open": 2000.5, "high": 2010.0, "low": 1995.25, "close": 2005.0, "volume": 12.5}
-    ]  # fmt: skip
+        {
+            "feed": "eth",
+            "timeframe": "1m",
+            "t": T0,
+            "time": "2023-11-14T22:14:00Z",
+            "open": 2000.5,
+            "high": 2010.0,
+            "low": 1995.25,
+            "close": 2005.0,
+            "volume": 12.5,
+        }
+    ]
     assert sub.jsons("moodring/alerts/mfi_high") == [
-        {"rule": "mfi_high", "state": "firing", "time": T0, "metric": "mfi", "value": 1.5,
-         "severity": "warning", "title": "mfi_high fired", "message": "MFI above 80",
-         "time_iso": "2023-11-14T22:14:00Z"}
-    ]  # fmt: skip
+        {
+            "rule": "mfi_high",
+            "state": "firing",
+            "time": T0,
+            "metric": "mfi",
+            "value": 1.5,
+            "severity": "warning",
+            "title": "mfi_high fired",
+            "message": "MFI above 80",
+            "time_iso": "2023-11-14T22:14:00Z",
+        }
+    ]
     assert sub.on("moodring/alerts/mfi_high")[0].qos == 1
     assert sub.jsons("moodring/feeds/eth") == [
         {"feed": "eth", "state": "stale", "t": T0 + 1, "time": "2023-11-14T22:14:00.001Z"}

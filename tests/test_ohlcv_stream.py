@@ -165,9 +165,12 @@ def candle_feeds(*timeframes: str) -> tuple[ExchangeFeeds, BuilderSink, list[lis
         builder.subscribe(out.append)
     sink = BuilderSink(builders)
     feeds = ExchangeFeeds(
-        "binance", {"eth": FeedConfig(symbol="ETH/USDT", stream="ohlcv")}, sink,
-        lambda name: builders, client_factory=NoClient,
-    )  # fmt: skip
+        "binance",
+        {"eth": FeedConfig(symbol="ETH/USDT", stream="ohlcv")},
+        sink,
+        lambda name: builders,
+        client_factory=NoClient,
+    )
     return feeds, sink, closed
 
 
@@ -194,8 +197,12 @@ def test_binances_closed_flag_closes_the_candle_at_once_and_only_once() -> None:
     feeds, sink, (closed,) = candle_feeds("1m")
 
     def kline(t: int, c: float, v: float, final: bool) -> dict[str, Any]:
-        return {"e": "kline", "E": t + 1_000, "s": "ETHUSDT",
-                "k": {"t": t, "T": t + MINUTE - 1, "i": "1m", "x": final}}  # fmt: skip
+        return {
+            "e": "kline",
+            "E": t + 1_000,
+            "s": "ETHUSDT",
+            "k": {"t": t, "T": t + MINUTE - 1, "i": "1m", "x": final},
+        }
 
     feeds._on_candle("ETH/USDT", "1m", row(T0, 10, 11, 9, 10.5, 2.0), kline(T0, 10.5, 2, False))
     feeds._on_candle("ETH/USDT", "1m", row(T0, 10, 12, 9, 11.0, 3.0), kline(T0, 11, 3, True))
@@ -229,9 +236,17 @@ def test_bad_candles_are_counted_and_skipped() -> None:
 
 @pytest.mark.parametrize(
     ("wanted", "stream"),
-    [(["1m"], "1m"), (["1m", "5m", "1h"], "1m"), (["5m", "15m"], "5m"), (["1h", "1d"], "1h"),
-     (["1d", "1w"], "1d"), (["1w"], "1w"), (["3m", "5m"], "1m"), ([], "1m")],
-)  # fmt: skip
+    [
+        (["1m"], "1m"),
+        (["1m", "5m", "1h"], "1m"),
+        (["5m", "15m"], "5m"),
+        (["1h", "1d"], "1h"),
+        (["1d", "1w"], "1d"),
+        (["1w"], "1w"),
+        (["3m", "5m"], "1m"),
+        ([], "1m"),
+    ],
+)
 def test_one_candle_stream_serves_every_timeframe_of_a_feed(wanted, stream) -> None:
     offered = [Timeframe.parse(tf) for tf in ("1m", "3m", "5m", "15m", "1h", "4h", "1d", "1w")]
     got = candle_timeframe([Timeframe.parse(tf) for tf in wanted], offered)
@@ -250,8 +265,7 @@ async def test_the_tap_reads_candles_and_the_closed_flag_as_ccxt_parses_them() -
     closed: list[Bar] = []
     builders[0].subscribe(closed.append)
     sink = BuilderSink(builders)
-    feed = FeedConfig(symbol="ETH/USDT", stream="ohlcv", ws_url=fake.ws_url,
-                      rest_url=fake.rest_url)  # fmt: skip
+    feed = FeedConfig(symbol="ETH/USDT", stream="ohlcv", ws_url=fake.ws_url, rest_url=fake.rest_url)
     feeds = ExchangeFeeds("binance", {"eth": feed}, sink, lambda name: builders)
     client = feeds._client
     try:
@@ -259,10 +273,22 @@ async def test_the_tap_reads_candles_and_the_closed_flag_as_ccxt_parses_them() -
         ws = client.client(fake.ws_url + "/0")
 
         def kline(t: int, c: str, v: str, final: bool) -> dict[str, Any]:
-            k = {"t": t, "T": t + MINUTE - 1, "s": "ETHUSDT", "i": "1m", "o": "10.0",
-                 "h": "12.0", "l": "9.0", "c": c, "v": v, "x": final}  # fmt: skip
-            return {"stream": "ethusdt@kline_1m",
-                    "data": {"e": "kline", "E": t + 2_000, "s": "ETHUSDT", "k": k}}  # fmt: skip
+            k = {
+                "t": t,
+                "T": t + MINUTE - 1,
+                "s": "ETHUSDT",
+                "i": "1m",
+                "o": "10.0",
+                "h": "12.0",
+                "l": "9.0",
+                "c": c,
+                "v": v,
+                "x": final,
+            }
+            return {
+                "stream": "ethusdt@kline_1m",
+                "data": {"e": "kline", "E": t + 2_000, "s": "ETHUSDT", "k": k},
+            }
 
         client.handle_message(ws, kline(T0, "11.0", "1.5", False))
         client.handle_message(ws, kline(T0, "11.5", "4.0", True))
@@ -298,8 +324,10 @@ class MixedClient(NoClient):
 
 async def test_a_failing_candle_watch_ends_the_trade_watch_too_so_the_client_reconnects() -> None:
     client = MixedClient()
-    configs = {"eth": FeedConfig(symbol="ETH/USDT", stream="ohlcv"),
-               "btc": FeedConfig(symbol="BTC/USDT")}  # fmt: skip
+    configs = {
+        "eth": FeedConfig(symbol="ETH/USDT", stream="ohlcv"),
+        "btc": FeedConfig(symbol="BTC/USDT"),
+    }
     feeds = ExchangeFeeds(
         "binance", configs, BuilderSink([]), lambda name: [], client_factory=lambda: client
     )

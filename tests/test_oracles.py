@@ -118,9 +118,18 @@ def test_correlation_on_resampled_minutes_with_gaps(tmp_path: Path, mode: list[s
         (ETH_5M, "5m", None),
         (ETH_5M, "4h", "4h"),
     ],
-    ids=["eth-1d", "btc-1d", "rut-1d", "yahoo-eth", "ethbtc-nulls", "kraken-1m", "kraken-15m",
-         "binance-5m", "binance-4h"],
-)  # fmt: skip
+    ids=[
+        "eth-1d",
+        "btc-1d",
+        "rut-1d",
+        "yahoo-eth",
+        "ethbtc-nulls",
+        "kraken-1m",
+        "kraken-15m",
+        "binance-5m",
+        "binance-4h",
+    ],
+)
 def test_mfi_equals_talib(
     tmp_path: Path, mode: list[str], file: Path, timeframe: str, rule: str | None
 ) -> None:
@@ -195,9 +204,14 @@ def test_divergence_outputs_equal_independent_computation(
 ) -> None:
     timeframe = "5m" if a_file == ETH_5M else "1d"
     metric = {
-        "type": "divergence", "a": "a", "b": "b", "timeframe": timeframe,
-        "window": 30, "lookback": 20, "threshold": 0.05 if timeframe == "1d" else 0.002,
-    }  # fmt: skip
+        "type": "divergence",
+        "a": "a",
+        "b": "b",
+        "timeframe": timeframe,
+        "window": 30,
+        "lookback": 20,
+        "threshold": 0.05 if timeframe == "1d" else 0.002,
+    }
     equity = b_file in EQUITY
     markets = {"b": "equity"} if equity else None
     ours = backtest(tmp_path, {"div": metric}, {"a": a_file, "b": b_file}, mode, markets=markets)

@@ -74,13 +74,16 @@ NAN = math.nan
         ({"exits": [2, 4]}, [3, 4, 5, 3, 1], [(2, "firing"), (4, "firing")]),
         ({"moving_up_pct": {"pct": 10, "bars": 2}}, [100, 105, 111, 120, 90], [(2, "firing")]),
         ({"moving_down_pct": {"pct": 10, "bars": 1}}, [100, 89, 79, 80], [(1, "firing")]),
-        ({"moving_up": {"by": 10, "bars": 3}}, [30, 31, 35, 40, 45, 30, 50], [(3, "firing"),
-                                                                              (6, "firing")]),
+        (
+            {"moving_up": {"by": 10, "bars": 3}},
+            [30, 31, 35, 40, 45, 30, 50],
+            [(3, "firing"), (6, "firing")],
+        ),
         ({"crosses_above": 5}, [4, NAN, 6, 4, 6], [(4, "firing")]),  # NaN breaks an edge
         ({"enters": [2, 4]}, [NAN, 3], []),
         ({"above": 5}, [6, NAN, 7], [(0, "firing")]),  # NaN leaves a level state alone
     ],
-)  # fmt: skip
+)
 def test_operators(condition: dict, values: list[float], expected: list) -> None:
     assert fired({"condition": condition}, values) == expected
 
@@ -95,13 +98,15 @@ def test_level_resolves_only_with_send_resolved() -> None:
 def test_for_needs_consecutive_bars() -> None:
     rule = {"condition": {"below": 0.3}, "for": 3, "send_resolved": True}
     assert fired(rule, [0.2, 0.2, 0.5, 0.2, 0.2, 0.2, 0.2, 0.5]) == [
-        (5, "firing"), (7, "resolved"),
-    ]  # fmt: skip
+        (5, "firing"),
+        (7, "resolved"),
+    ]
 
 
 def test_for_as_a_duration_rounds_up_to_bars() -> None:
-    settings = settings_with([{"name": "r", "metric": "m", "condition": {"above": 1},
-                               "for": "36h"}])  # fmt: skip
+    settings = settings_with(
+        [{"name": "r", "metric": "m", "condition": {"above": 1}, "for": "36h"}]
+    )
     assert settings.rule_bars(settings.rules[0]) == 2
 
 
@@ -114,8 +119,11 @@ def test_clear_gives_hysteresis() -> None:
 def test_repeat_interval_re_sends_while_firing() -> None:
     rule = {"condition": {"above": 5}, "repeat_interval": "2d"}
     assert fired(rule, [6, 6, 6, 6, 6, 4, 6]) == [
-        (0, "firing"), (2, "firing"), (4, "firing"), (6, "firing"),
-    ]  # fmt: skip
+        (0, "firing"),
+        (2, "firing"),
+        (4, "firing"),
+        (6, "firing"),
+    ]
 
 
 def test_cooldown_spaces_edge_firings() -> None:
@@ -150,8 +158,17 @@ def test_contradictory_rules_are_config_errors(rule: dict) -> None:
 
 
 def test_tick_rules_change_state_at_most_once_per_bar() -> None:
-    settings = settings_with([{"name": "r", "metric": "m", "condition": {"above": 5},
-                               "on": "tick", "send_resolved": True}])  # fmt: skip
+    settings = settings_with(
+        [
+            {
+                "name": "r",
+                "metric": "m",
+                "condition": {"above": 5},
+                "on": "tick",
+                "send_resolved": True,
+            }
+        ]
+    )
     book = RuleBook(settings)
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
@@ -188,12 +205,20 @@ def test_template_errors_are_config_errors_at_load(tmp_path, field, template, ex
 def test_templates_see_every_metric_and_feed_prices() -> None:
     settings = Settings(
         feeds={"x": {"symbol": "X"}, "y": {"symbol": "Y"}},
-        metrics={"m": {"type": "mfi", "series": "x"},
-                 "d": {"type": "divergence", "a": "x", "b": "y"}},
-        rules=[{"name": "r", "metric": "m", "condition": {"above": 50},
+        metrics={
+            "m": {"type": "mfi", "series": "x"},
+            "d": {"type": "divergence", "a": "x", "b": "y"},
+        },
+        rules=[
+            {
+                "name": "r",
+                "metric": "m",
+                "condition": {"above": 50},
                 "message": "{{ value }}>{{ threshold }} z={{ d.residual_z }} "
-                           "x={{ feeds.x }} {{ metrics['d.beta'] }} {{ severity }} {{ time }}"}],
-    )  # fmt: skip
+                "x={{ feeds.x }} {{ metrics['d.beta'] }} {{ severity }} {{ time }}",
+            }
+        ],
+    )
     book = RuleBook(settings, prices=lambda: {"x": 101.5, "y": 7.0})
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
@@ -213,8 +238,10 @@ def test_stale_feed_mutes_its_rules_and_says_so_on_resume() -> None:
     book.set_feed_state("x", "ok", 3 * DAY)
     book.close([("m", 4 * DAY, 7.0)], {"m": 7.0})  # still firing: nothing new
     assert [(a.rule, a.state, a.time // DAY) for a in alerts] == [
-        ("stale.x", "firing", 1), ("stale.x", "resolved", 3), ("r", "firing", 3),
-    ]  # fmt: skip
+        ("stale.x", "firing", 1),
+        ("stale.x", "resolved", 3),
+        ("r", "firing", 3),
+    ]
     assert "muted for 2d" in alerts[2].message
 
 
@@ -280,10 +307,16 @@ def test_hysteresis_stops_flapping_on_real_data() -> None:
 
     def alerts_with(rule: dict) -> list[Alert]:
         base = load_settings()
-        settings = base.model_copy(update={"rules": Settings(
-            feeds=base.feeds, series=base.series, metrics=base.metrics,
-            rules=[{"name": "r", "metric": "eth_rut_corr", "send_resolved": True, **rule}],
-        ).rules})  # fmt: skip
+        settings = base.model_copy(
+            update={
+                "rules": Settings(
+                    feeds=base.feeds,
+                    series=base.series,
+                    metrics=base.metrics,
+                    rules=[{"name": "r", "metric": "eth_rut_corr", "send_resolved": True, **rule}],
+                ).rules
+            }
+        )
         return evaluate_rules(settings, run_batch(settings, history, list(base.metrics)), history)
 
     plain = alerts_with({"condition": {"below": 0.3}})
@@ -320,10 +353,15 @@ def test_crossing_hysteresis_and_equals_alerts_match_an_independent_evaluation(t
     config = yaml.safe_load((Path(__file__).parents[1] / "config/moodring.yaml").read_text())
     config["rules"] = [
         {"name": "cross", "metric": "eth_rut_corr", "condition": {"crosses_above": 0.5}},
-        {"name": "hyst", "metric": "eth_rut_corr", "condition": {"below": 0.2},
-         "clear": {"above": 0.4}, "send_resolved": True},
+        {
+            "name": "hyst",
+            "metric": "eth_rut_corr",
+            "condition": {"below": 0.2},
+            "clear": {"above": 0.4},
+            "send_resolved": True,
+        },
         {"name": "eq", "metric": "ethbtc_breakout", "condition": {"equals": 1}},
-    ]  # fmt: skip
+    ]
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     args = ["backtest", "-c", str(path)] + [f"--data={f}={p}" for f, p in REAL.items()]

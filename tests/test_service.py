@@ -40,14 +40,19 @@ def config(fake: FakeExchange, state: Path, *, below: float = 0.3, window: int =
     return {
         "feeds": {"eth": {"symbol": "ETH/USDT", **urls}, "btc": {"symbol": "BTC/USDT", **urls}},
         "metrics": {
-            "corr": {"type": "correlation", "a": "eth", "b": "btc", "timeframe": "1m",
-                     "window": window},
+            "corr": {
+                "type": "correlation",
+                "a": "eth",
+                "b": "btc",
+                "timeframe": "1m",
+                "window": window,
+            },
             "mfi": {"type": "mfi", "series": "eth", "timeframe": "1m", "period": 3},
         },
         "rules": [{"name": "decoupling", "metric": "corr", "condition": {"below": below}}],
         "http": {"port": 0},
         "state_dir": str(state),
-    }  # fmt: skip
+    }
 
 
 class Service:
@@ -129,9 +134,14 @@ async def start(tmp_path: Path, cfg: dict, watchdog_usec: int = 1_000_000) -> Se
     exe = shutil.which("moodring")
     argv = [exe] if exe else [sys.executable, "-m", "moodring.cli"]
     proc = await asyncio.create_subprocess_exec(
-        *argv, "run", "-c", str(path), env=env, stderr=asyncio.subprocess.PIPE,
+        *argv,
+        "run",
+        "-c",
+        str(path),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     return Service(proc, notify)
 
 
@@ -233,8 +243,12 @@ async def test_the_daemon_publishes_on_mqtt(tmp_path: Path, fake: FakeExchange) 
     broker.start()
     try:
         cfg = config(fake, tmp_path / "state", below=2.0)  # fires on the first value
-        cfg["mqtt"] = {"host": "127.0.0.1", "port": broker.port, "prefix": "mr",
-                       "forming_interval": "1s"}  # fmt: skip
+        cfg["mqtt"] = {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "prefix": "mr",
+            "forming_interval": "1s",
+        }
         daemon = Daemon(load_settings_dict(tmp_path, cfg))
         async with Collector(broker.port, "mr/#") as seen:
             run = asyncio.create_task(daemon.run())
@@ -242,9 +256,12 @@ async def test_the_daemon_publishes_on_mqtt(tmp_path: Path, fake: FakeExchange) 
                 await seen.wait_for(lambda c: "online" in c.texts("mr/status"), 60)
                 await seen.wait_for(lambda c: bool(c.on("mr/alerts/decoupling")), 120)
                 await seen.wait_for(
-                    lambda c: any(not m["forming"] for m in c.jsons("mr/metrics/corr"))
-                    and any(m["forming"] for m in c.jsons("mr/metrics/mfi")), 60,
-                )  # fmt: skip
+                    lambda c: (
+                        any(not m["forming"] for m in c.jsons("mr/metrics/corr"))
+                        and any(m["forming"] for m in c.jsons("mr/metrics/mfi"))
+                    ),
+                    60,
+                )
                 await seen.wait_for(lambda c: bool(c.on("mr/bars/eth/1m")), 60)
             finally:
                 daemon.stop()
@@ -277,8 +294,7 @@ async def test_a_restart_restores_state_and_sends_nothing_twice(
     monkeypatch.setattr(daemon_module, "_fresh", lambda state: state)
     receiver = Receiver()
     cfg = config(fake, tmp_path / "state")
-    cfg["rules"] = [{"name": "mfi-tick", "metric": "mfi", "condition": {"above": -1},
-                     "on": "tick"}]  # fmt: skip
+    cfg["rules"] = [{"name": "mfi-tick", "metric": "mfi", "condition": {"above": -1}, "on": "tick"}]
     cfg["notify"] = {"urls": [receiver.url()]}
     settings = load_settings_dict(tmp_path, cfg)
     snapshot = tmp_path / "state" / "snapshot.npz"
@@ -323,11 +339,16 @@ def test_series_older_than_warm_up_reaches_are_not_restored() -> None:
         times = np.array([last - i * Timeframe.parse(tf).ms for i in range(3)][::-1])
         return SeriesState(feed, tf, "id", kept, times, np.ones((3, 5)), None)
 
-    state = EngineState(now, "fp", (
-        series("eth", "1m", now - 10 * minute, kept=21),  # the warm-up fetches the 10 since
-        series("btc", "1m", now - 1000 * minute, kept=21),  # past what one REST call fetches
-        series("rut", "1d", now - 100 * day, kept=240),
-    ), {})  # fmt: skip
+    state = EngineState(
+        now,
+        "fp",
+        (
+            series("eth", "1m", now - 10 * minute, kept=21),  # the warm-up fetches the 10 since
+            series("btc", "1m", now - 1000 * minute, kept=21),  # past what one REST call fetches
+            series("rut", "1d", now - 100 * day, kept=240),
+        ),
+        {},
+    )
     kept = daemon_module._fresh(state).series
     assert [(s.feed, s.timeframe) for s in kept] == [("eth", "1m"), ("rut", "1d")]
 

@@ -38,11 +38,20 @@ def test_shipped_config_is_the_built_in_default() -> None:
     assert settings.feeds["rut"].symbol == "^RUT" and settings.feeds["rut"].market == "equity"
     assert settings.series["ethbtc"].ratio == ("eth", "btc")
     m = settings.metrics
-    assert list(m) == ["eth_rut_corr", "eth_mfi", "ethbtc_breakout", "eth_rut_divergence",
-                       "eth_rut_corr_90", "ethbtc_chg_30", "ethbtc_chg_90"]  # fmt: skip
+    assert list(m) == [
+        "eth_rut_corr",
+        "eth_mfi",
+        "ethbtc_breakout",
+        "eth_rut_divergence",
+        "eth_rut_corr_90",
+        "ethbtc_chg_30",
+        "ethbtc_chg_90",
+    ]
     assert (m["eth_rut_corr"].type, m["eth_rut_corr"].a, m["eth_rut_corr"].b) == (
-        "correlation", "eth", "rut",
-    )  # fmt: skip
+        "correlation",
+        "eth",
+        "rut",
+    )
     assert (m["eth_rut_corr"].timeframe, m["eth_rut_corr"].window) == ("1d", 30)
     assert (m["eth_mfi"].series, m["eth_mfi"].timeframe, m["eth_mfi"].period) == ("eth", "1d", 14)
     assert (m["ethbtc_breakout"].series, m["ethbtc_breakout"].lookback) == ("ethbtc", 20)
@@ -79,10 +88,24 @@ def base() -> dict:
         (lambda c: c["feeds"]["eth"].update(calendar="nyse"), "calendar: a crypto market"),
         (lambda c: c["feeds"]["eth"].update(max_jump=0), "feeds.eth.max_jump"),
     ],
-    ids=["typo-metric", "typo-feed", "typo-top", "type", "range", "timeframe", "metric-type",
-         "unknown-series", "unknown-pair", "mfi-of-ratio", "ratio-leg", "market", "calendar",
-         "crypto-calendar", "max-jump"],
-)  # fmt: skip
+    ids=[
+        "typo-metric",
+        "typo-feed",
+        "typo-top",
+        "type",
+        "range",
+        "timeframe",
+        "metric-type",
+        "unknown-series",
+        "unknown-pair",
+        "mfi-of-ratio",
+        "ratio-leg",
+        "market",
+        "calendar",
+        "crypto-calendar",
+        "max-jump",
+    ],
+)
 def test_bad_config_names_the_key_path_and_the_file(tmp_path: Path, mutate, expected) -> None:
     config = base()
     mutate(config)
@@ -206,18 +229,30 @@ def test_errors_carry_the_yaml_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("metric: corr\n    condition:\n      above", "metric: nope\n    condition:\n      above",
-         "  rules.1.metric (line 11): unknown metric output 'nope'"),
+        (
+            "metric: corr\n    condition:\n      above",
+            "metric: nope\n    condition:\n      above",
+            "  rules.1.metric (line 11): unknown metric output 'nope'",
+        ),
         ("b: btc}", "b: sol}", "  metrics.corr.b (line 5): unknown series 'sol'"),
-        ("  - name: two\n", "  - name: two\n    title: '{{ nope }}'\n",
-         "  rules.1.title (line 11): unknown name(s) nope"),
-        ("  btc: {symbol: BTC/USDT}", "  btc: {symbl: BTC/USDT}",
-         "  feeds.btc.symbl (line 3): unknown key (typo?)"),
-        ("  btc: {symbol: BTC/USDT}", "  btc: {exchange: kraken}",
-         "  feeds.btc.symbol (line 3): Field required"),
+        (
+            "  - name: two\n",
+            "  - name: two\n    title: '{{ nope }}'\n",
+            "  rules.1.title (line 11): unknown name(s) nope",
+        ),
+        (
+            "  btc: {symbol: BTC/USDT}",
+            "  btc: {symbl: BTC/USDT}",
+            "  feeds.btc.symbl (line 3): unknown key (typo?)",
+        ),
+        (
+            "  btc: {symbol: BTC/USDT}",
+            "  btc: {exchange: kraken}",
+            "  feeds.btc.symbol (line 3): Field required",
+        ),
     ],
     ids=["unknown-metric", "unknown-series", "template", "typo", "missing"],
-)  # fmt: skip
+)
 def test_cross_reference_errors_point_at_their_key(tmp_path: Path, old, new, expected) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(RULES_CONFIG.replace("below: lots", "below: 0").replace(old, new, 1))
@@ -251,8 +286,11 @@ def with_sections(tmp_path: Path, **sections: object) -> Path:
 def test_environment_merges_into_the_file_section(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = with_sections(tmp_path, mqtt={"prefix": "home/moodring", "port": 1999, "tls": True},
-                         http={"host": "0.0.0.0"})  # fmt: skip
+    path = with_sections(
+        tmp_path,
+        mqtt={"prefix": "home/moodring", "port": 1999, "tls": True},
+        http={"host": "0.0.0.0"},
+    )
     monkeypatch.setenv("MOODRING_MQTT__HOST", "broker.lan")
     monkeypatch.setenv("MOODRING_MQTT__PORT", "1884")
     monkeypatch.setenv("MOODRING_HTTP__PORT", "9800")
@@ -268,17 +306,29 @@ def test_environment_merges_into_the_file_section(
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("MOODRING_MQTT__PORT", "abc",
-         "  mqtt.port (MOODRING_MQTT__PORT from environment): Input should be a valid integer"),
-        ("MOODRING_MQTT__HOTS", "x",
-         "  mqtt.hots (MOODRING_MQTT__HOTS from environment): unknown key"),
-        ("MOODRING_NOTIFY__URLS", '["bogus://sekrit-token-9"]',
-         "  notify.urls.0.url (MOODRING_NOTIFY__URLS from environment): apprise cannot use"),
-        ("MOODRING_NOTIFY__URLS", "[sekrit-token-9",
-         "MOODRING_NOTIFY__URLS (from environment): not valid JSON"),
+        (
+            "MOODRING_MQTT__PORT",
+            "abc",
+            "  mqtt.port (MOODRING_MQTT__PORT from environment): Input should be a valid integer",
+        ),
+        (
+            "MOODRING_MQTT__HOTS",
+            "x",
+            "  mqtt.hots (MOODRING_MQTT__HOTS from environment): unknown key",
+        ),
+        (
+            "MOODRING_NOTIFY__URLS",
+            '["bogus://sekrit-token-9"]',
+            "  notify.urls.0.url (MOODRING_NOTIFY__URLS from environment): apprise cannot use",
+        ),
+        (
+            "MOODRING_NOTIFY__URLS",
+            "[sekrit-token-9",
+            "MOODRING_NOTIFY__URLS (from environment): not valid JSON",
+        ),
     ],
     ids=["type", "typo", "bad-url", "bad-json"],
-)  # fmt: skip
+)
 def test_environment_errors_name_the_variable(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
 ) -> None:
@@ -312,8 +362,10 @@ def test_secrets_from_files_relative_to_the_config(tmp_path: Path) -> None:
         "api_secret": "plain-secret",
     }
     config["mqtt"] = {"host": "h", "password_file": "secrets/mqtt"}
-    config["notify"] = {"urls": [{"url_file": str(tmp_path / "one"), "tags": ["ops"]}],
-                        "urls_file": "urls"}  # fmt: skip
+    config["notify"] = {
+        "urls": [{"url_file": str(tmp_path / "one"), "tags": ["ops"]}],
+        "urls_file": "urls",
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     settings = load_settings(path)
@@ -321,8 +373,11 @@ def test_secrets_from_files_relative_to_the_config(tmp_path: Path) -> None:
     assert settings.feeds["rut"].api_key.get_secret_value() == "alpaca-key-1"
     assert settings.feeds["rut"].api_secret.get_secret_value() == "plain-secret"
     urls = [(t.url.get_secret_value(), t.tags) for t in settings.notify.urls]
-    assert urls == [("json://bob:S3cretPa55@127.0.0.1:9/a", ("ops",)), (TG_URL, ()),
-                    ("json://127.0.0.1:9/b", ())]  # fmt: skip
+    assert urls == [
+        ("json://bob:S3cretPa55@127.0.0.1:9/a", ("ops",)),
+        (TG_URL, ()),
+        ("json://127.0.0.1:9/b", ()),
+    ]
 
 
 def test_secrets_from_systemd_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,8 +385,11 @@ def test_secrets_from_systemd_credentials(tmp_path: Path, monkeypatch: pytest.Mo
     creds.mkdir()
     (creds / "mqtt-password").write_text("hunter2-cred")
     (creds / "apprise-urls").write_text(TG_URL + "\n")
-    path = with_sections(tmp_path, mqtt={"host": "h", "password_credential": "mqtt-password"},
-                         notify={"urls_credential": "apprise-urls"})  # fmt: skip
+    path = with_sections(
+        tmp_path,
+        mqtt={"host": "h", "password_credential": "mqtt-password"},
+        notify={"urls_credential": "apprise-urls"},
+    )
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     settings = load_settings(path)
     assert settings.mqtt.password.get_secret_value() == "hunter2-cred"
@@ -369,11 +427,13 @@ def test_the_units_notify_urls_credential_is_read_unnamed(
         ({"password_file": "gone"}, "mqtt.password_file (line {line}): cannot read {dir}/gone"),
         ({"password_file": "empty"}, "mqtt.password_file (line {line}): {dir}/empty is empty"),
         ({"password_credential": "nope"}, "mqtt.password_credential (line {line}): cannot read"),
-        ({"password": "x", "password_file": "empty"},
-         "mqtt.password_file (line {line}): give only one of password, password_file"),
+        (
+            {"password": "x", "password_file": "empty"},
+            "mqtt.password_file (line {line}): give only one of password, password_file",
+        ),
     ],
     ids=["missing", "empty", "no-credential", "both"],
-)  # fmt: skip
+)
 def test_secret_errors_name_the_key_and_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mqtt: dict, expected: str
 ) -> None:
@@ -434,8 +494,11 @@ def test_no_warning_without_secrets_in_the_file(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "pw").write_text("hunter2")
-    path = with_sections(tmp_path, mqtt={"host": "h", "password_file": "pw"},
-                         notify={"urls": ["json://127.0.0.1:9/hook"]})  # fmt: skip
+    path = with_sections(
+        tmp_path,
+        mqtt={"host": "h", "password_file": "pw"},
+        notify={"urls": ["json://127.0.0.1:9/hook"]},
+    )
     path.chmod(0o644)
     with caplog.at_level("WARNING", logger="moodring"):
         load_settings(path)
@@ -448,9 +511,14 @@ def test_no_warning_without_secrets_in_the_file(
 def test_show_config_masks_secrets_and_loads_back(tmp_path: Path) -> None:
     (tmp_path / "key").write_text("alpaca-key-XYZ")
     config = base()
-    config["feeds"]["rut"] = {"symbol": "IWM", "source": "alpaca", "market": "equity",
-                              "api_key_file": "key", "api_secret": "alpaca-secret-XYZ",
-                              "ws_url": "wss://example.test/ws?token=ws-token-XYZ"}  # fmt: skip
+    config["feeds"]["rut"] = {
+        "symbol": "IWM",
+        "source": "alpaca",
+        "market": "equity",
+        "api_key_file": "key",
+        "api_secret": "alpaca-secret-XYZ",
+        "ws_url": "wss://example.test/ws?token=ws-token-XYZ",
+    }
     config["mqtt"] = {"host": "h", "password": "hunter2-XYZ"}
     config["notify"] = {"urls": [TG_URL]}
     path = tmp_path / "c.yaml"
@@ -464,8 +532,16 @@ def test_show_config_masks_secrets_and_loads_back(tmp_path: Path) -> None:
     assert dumped["notify"]["urls"] == [{"url": "***", "tags": [], "format": "text"}]
     assert dumped["rules"][0]["for"] == 2 and "for_" not in shown
     assert list(dumped) == [
-        "feeds", "series", "metrics", "rules", "notify", "mqtt", "http", "altseason", "digest"
-    ]  # fmt: skip
+        "feeds",
+        "series",
+        "metrics",
+        "rules",
+        "notify",
+        "mqtt",
+        "http",
+        "altseason",
+        "digest",
+    ]
     assert list(dumped["feeds"]) == ["eth", "btc", "rut"]
     assert next(iter(dumped["metrics"]["eth_mfi"])) == "type"
 

@@ -50,9 +50,15 @@ REAL = {
 # recursive and slow metrics: exact only when the replay sees every bar the original saw
 EXTRA_METRICS = {
     "eth_ema": {"type": "ema", "series": "eth", "timeframe": "1d", "period": 20},
-    "btc_cross": {"type": "ma_cross", "series": "btc", "timeframe": "1d", "fast": 5, "slow": 30,
-                  "kind": "ema"},
-}  # fmt: skip
+    "btc_cross": {
+        "type": "ma_cross",
+        "series": "btc",
+        "timeframe": "1d",
+        "fast": 5,
+        "slow": 30,
+        "kind": "ema",
+    },
+}
 
 
 @functools.cache
@@ -71,10 +77,12 @@ def settings_with(*rules: dict, drop: Iterable[str] = (), **metrics: dict) -> Se
     base = load_settings()
     kept = {**base.metrics, **EXTRA_METRICS, **metrics}
     return Settings(
-        feeds=base.feeds, series=base.series, altseason=base.altseason,
+        feeds=base.feeds,
+        series=base.series,
+        altseason=base.altseason,
         metrics={k: v for k, v in kept.items() if k not in drop},
         rules=(*(r for r in base.rules if r.name not in drop), *rules),
-    )  # fmt: skip
+    )
 
 
 def bars_between(start: int, end: int, feeds: Iterable[str] = REAL) -> list[tuple[str, Bar]]:
@@ -188,8 +196,12 @@ def test_rings_alone_would_not_restore_the_metrics() -> None:
     assert b.values()[column] != a.values()[column]
 
 
-REPEAT = {"name": "eth-above-1000", "metric": "eth_ema", "condition": {"above": 1000},
-          "repeat_interval": "7d"}  # fmt: skip
+REPEAT = {
+    "name": "eth-above-1000",
+    "metric": "eth_ema",
+    "condition": {"above": 1000},
+    "repeat_interval": "7d",
+}
 
 
 def test_a_firing_rule_repeats_on_its_own_schedule_after_restore() -> None:
@@ -228,8 +240,12 @@ def test_a_tick_alert_sent_before_the_snapshot_is_not_sent_again() -> None:
         probe.on_trade(*trade)
     closed, forming = probe.values()["eth_ema"], probe.forming_values()["eth_ema"]
     operator = "below" if forming < closed else "above"
-    rule = {"name": "eth-ema-tick", "metric": "eth_ema", "on": "tick",
-            "condition": {operator: (closed + forming) / 2}}  # fmt: skip
+    rule = {
+        "name": "eth-ema-tick",
+        "metric": "eth_ema",
+        "on": "tick",
+        "condition": {operator: (closed + forming) / 2},
+    }
     settings = settings_with(rule)
 
     a, alerts_a = started(settings)
@@ -307,9 +323,11 @@ def test_restore_needs_a_fresh_engine(ran: tuple[Settings, EngineState]) -> None
 
 
 def test_a_failed_write_leaves_the_previous_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ran: tuple[Settings, EngineState],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ran: tuple[Settings, EngineState],
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     settings, state = ran
     path = tmp_path / "engine.snapshot"
     save(path, state)
@@ -352,8 +370,19 @@ def damage(path: Path, case: str) -> None:
         np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
         path.write_bytes(pickle.dumps(buffer.getvalue()))
     elif case == "bad status":
-        rewrite_meta(path, {"rules": {"x": {"metric": "m", "kind": "level", "on": "close",
-                                            "status": {"state": "exploded"}}}})  # fmt: skip
+        rewrite_meta(
+            path,
+            {
+                "rules": {
+                    "x": {
+                        "metric": "m",
+                        "kind": "level",
+                        "on": "close",
+                        "status": {"state": "exploded"},
+                    }
+                }
+            },
+        )
     elif case == "counts":
         meta = json.loads(np.load(path)["meta"].tobytes())
         meta["series"][0]["count"] += 1
@@ -364,9 +393,11 @@ def damage(path: Path, case: str) -> None:
     "case", ["truncated", "bit flipped", "not a snapshot", "pickle", "bad status", "counts"]
 )
 def test_a_corrupt_snapshot_loads_as_none_with_a_warning(
-    tmp_path: Path, ran: tuple[Settings, EngineState], caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    ran: tuple[Settings, EngineState],
+    caplog: pytest.LogCaptureFixture,
     case: str,
-) -> None:  # fmt: skip
+) -> None:
     settings, state = ran
     path = tmp_path / "engine.snapshot"
     save(path, state)
@@ -379,9 +410,11 @@ def test_a_corrupt_snapshot_loads_as_none_with_a_warning(
 
 @pytest.mark.parametrize("case", ["missing", "too old", "other feeds", "newer format"])
 def test_an_unusable_snapshot_loads_as_none_saying_why(
-    tmp_path: Path, ran: tuple[Settings, EngineState], caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    ran: tuple[Settings, EngineState],
+    caplog: pytest.LogCaptureFixture,
     case: str,
-) -> None:  # fmt: skip
+) -> None:
     settings, state = ran
     path = tmp_path / "engine.snapshot"
     now = state.taken_ms + 10_000
@@ -390,16 +423,21 @@ def test_an_unusable_snapshot_loads_as_none_saying_why(
     if case == "too old":
         now = state.taken_ms + 7_200_000
     elif case == "other feeds":
-        feeds = {name: f.model_copy(update={"exchange": "kraken"})
-                 for name, f in settings.feeds.items()}  # fmt: skip
+        feeds = {
+            name: f.model_copy(update={"exchange": "kraken"}) for name, f in settings.feeds.items()
+        }
         settings = settings.model_copy(update={"feeds": feeds})
     elif case == "newer format":
         rewrite_meta(path, {"version": snapshot.SNAPSHOT_VERSION + 1})
     with caplog.at_level(logging.INFO, "moodring.snapshot"):
         assert load(path, settings, max_age_s=3600, now_ms=now) is None
     assert [r.levelname for r in caplog.records] == ["INFO"]
-    expected = {"missing": "no snapshot", "too old": "2h old", "other feeds": "other feeds",
-                "newer format": "format version"}  # fmt: skip
+    expected = {
+        "missing": "no snapshot",
+        "too old": "2h old",
+        "other feeds": "other feeds",
+        "newer format": "format version",
+    }
     assert expected[case] in caplog.text
     if case in ("too old", "other feeds"):  # the same file is fine for its own config, in time
         assert load(path, ran[0], max_age_s=3600, now_ms=state.taken_ms + 10_000) is not None
@@ -444,8 +482,7 @@ def test_reload_keeps_rule_states_when_only_thresholds_change(
 ) -> None:
     settings, state = ran
     assert any(r.status.fired_at is not None for r in state.rules.values())
-    new = changed_rule(settings, "eth-mfi-overbought", condition=Condition(above=85),
-                       title="hot")  # fmt: skip
+    new = changed_rule(settings, "eth-mfi-overbought", condition=Condition(above=85), title="hot")
     new = changed_rule(new, "eth-rut-decoupling", condition=Condition(below=0.25))
     engine = Engine(new)
     report = restore(engine, state)
@@ -460,10 +497,12 @@ def test_reload_keeps_rule_states_when_only_thresholds_change(
     [
         ({"name": "eth-mfi-hot"}, "fresh: not in the snapshot"),
         ({"metric": "eth_ema"}, "fresh: its metric was eth_mfi"),
-        ({"condition": Condition(crosses_above=80), "clear": None, "send_resolved": False},
-         "fresh: its operator was level, now edge"),
+        (
+            {"condition": Condition(crosses_above=80), "clear": None, "send_resolved": False},
+            "fresh: its operator was level, now edge",
+        ),
     ],
-)  # fmt: skip
+)
 def test_reload_starts_a_rule_afresh_when_it_judges_something_else(
     ran: tuple[Settings, EngineState], change: dict, outcome: str
 ) -> None:
@@ -507,12 +546,20 @@ def test_reload_ignores_removed_feeds_and_rewarms_changed_ones(
     ran: tuple[Settings, EngineState], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings, state = ran
-    rut_parts = ["eth_rut_corr", "eth_rut_corr_90", "eth_rut_divergence", "eth-rut-decoupling",
-                 "eth-rut-recoupling", "eth-decoupled-and-leading", "eth-rut-residual-extreme",
-                 "rut-higher-high-eth-lower-low"]  # fmt: skip
+    rut_parts = [
+        "eth_rut_corr",
+        "eth_rut_corr_90",
+        "eth_rut_divergence",
+        "eth-rut-decoupling",
+        "eth-rut-recoupling",
+        "eth-decoupled-and-leading",
+        "eth-rut-residual-extreme",
+        "rut-higher-high-eth-lower-low",
+    ]
     no_rut = settings_with(drop=rut_parts)
-    no_rut = no_rut.model_copy(update={"feeds": {k: v for k, v in no_rut.feeds.items()
-                                                 if k != "rut"}})  # fmt: skip
+    no_rut = no_rut.model_copy(
+        update={"feeds": {k: v for k, v in no_rut.feeds.items() if k != "rut"}}
+    )
     engine = Engine(no_rut)
     report = restore(engine, state)
     assert [(s.feed, s.restored > 0) for s in report.series] == [("eth", True), ("btc", True)]

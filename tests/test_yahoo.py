@@ -676,8 +676,13 @@ async def test_fetch_history_daily_bars(chart_server: tuple[str, list[web.Reques
     days = ["2026-02-12", "2026-02-13", "2026-02-17", "2026-02-19", "2026-02-20"]
     assert frame.time.dtype == np.int64 and frame.close.dtype == np.float64
     assert frame.time.tolist() == [ms(d) for d in days]  # UTC midnight of the New York date
-    assert frame.close.tolist() == [2615.830078125, 2646.699951171875, 2646.590087890625,
-                                    2665.090087890625, 2663.780029296875]  # fmt: skip
+    assert frame.close.tolist() == [
+        2615.830078125,
+        2646.699951171875,
+        2646.590087890625,
+        2665.090087890625,
+        2663.780029296875,
+    ]
     assert frame.open[-1] == 2660.2900390625
     assert frame.high[-1] == 2682.419921875
     assert frame.low[-1] == 2642.070068359375

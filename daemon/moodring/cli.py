@@ -585,11 +585,16 @@ async def _send_test_alerts(settings: Settings) -> int:
         for target in settings.notify.urls:
             url = target.url.get_secret_value()
             alert = Alert(
-                "test-alert", "firing", int(time.time() * 1000), "eth_rut_corr", math.nan, "info",
+                "test-alert",
+                "firing",
+                int(time.time() * 1000),
+                "eth_rut_corr",
+                math.nan,
+                "info",
                 "moodring test alert",
                 f"If you can read this, moodring reaches {mask_url(url)}. The chart shows the "
                 "bundled sample: ETH against the Russell 2000 and their 30-day correlation.",
-            )  # fmt: skip
+            )
             ok = await sender.send(url, alert, attachment)
             failures += not ok
             print(f"{'OK    ' if ok else 'FAILED'}  {mask_url(url)}")
@@ -599,8 +604,13 @@ async def _send_test_alerts(settings: Settings) -> int:
 def sample_chart() -> dict[str, Any] | None:
     """Return the chart of a correlation alert on the bundled sample history."""
     base = load_settings()
-    rule = RuleConfig(name="sample", metric="eth_rut_corr", condition={"below": 0.3},
-                      clear={"above": 0.45}, chart=True)  # fmt: skip
+    rule = RuleConfig(
+        name="sample",
+        metric="eth_rut_corr",
+        condition={"below": 0.3},
+        clear={"above": 0.45},
+        chart=True,
+    )
     settings = base.model_copy(
         update={"metrics": {"eth_rut_corr": base.metrics["eth_rut_corr"]}, "rules": (rule,)}
     )
@@ -646,12 +656,16 @@ def print_alerts(alerts: list[Alert], style: str) -> None:
     """Print alerts as JSON lines, or as an aligned table for people."""
     rows = [
         {
-            "time": iso_time(a.time), "rule": a.rule, "state": a.state, "metric": a.metric,
-            "value": None if math.isnan(a.value) else a.value, "severity": a.severity,
+            "time": iso_time(a.time),
+            "rule": a.rule,
+            "state": a.state,
+            "metric": a.metric,
+            "value": None if math.isnan(a.value) else a.value,
+            "severity": a.severity,
             "message": a.message,
         }
         for a in alerts
-    ]  # fmt: skip
+    ]
     if style == "json":
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))

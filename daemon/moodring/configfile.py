@@ -220,8 +220,14 @@ class _SecretReader:
         """Return the stripped content of the file or credential named, and where it came from."""
         key = str(loc[-1])
         if not isinstance(value, str) or not value.strip():
-            self.problems.append((loc, "expected a file path" if key.endswith("_file") else
-                                  "expected a credential name"))  # fmt: skip
+            self.problems.append(
+                (
+                    loc,
+                    "expected a file path"
+                    if key.endswith("_file")
+                    else "expected a credential name",
+                )
+            )
             return None
         if key.endswith("_credential"):
             folder = os.environ.get("CREDENTIALS_DIRECTORY", "")
@@ -433,8 +439,10 @@ def _warn_if_exposed(file: Path, raw: dict[str, Any]) -> None:
         log.warning(
             "%s holds secrets (%s) and is readable by group or others (mode %03o): "
             "chmod 600 it, or move them to *_file or *_credential keys or MOODRING_* variables",
-            file, ", ".join(held), mode & 0o777,
-        )  # fmt: skip
+            file,
+            ", ".join(held),
+            mode & 0o777,
+        )
 
 
 def _plain_secrets(raw: dict[str, Any]) -> list[str]:

@@ -239,9 +239,15 @@ class Engine:
         """Feed one exchange candle (or a history bar) to every bar builder of the feed."""
         for builder in self._builders[feed]:
             builder.add_candle(
-                t_ms, bar.open, bar.high, bar.low, bar.close, bar.volume,
-                closed=closed, length_ms=length_ms,
-            )  # fmt: skip
+                t_ms,
+                bar.open,
+                bar.high,
+                bar.low,
+                bar.close,
+                bar.volume,
+                closed=closed,
+                length_ms=length_ms,
+            )
         for node in self._dependents[feed]:
             node.dirty = True
         if not self._deferred and (self._closed or self.rules.waiting):
@@ -293,8 +299,9 @@ class Engine:
         inputs = {}
         for series in node.config.inputs() if node is not None else ():
             ring = self.source(series, node.config.timeframe).bars
-            by_time = dict(zip(ring.time.window().tolist(), ring.close.window().tolist(),
-                               strict=True))  # fmt: skip
+            by_time = dict(
+                zip(ring.time.window().tolist(), ring.close.window().tolist(), strict=True)
+            )
             inputs[series.upper()] = [by_time.get(t) for t in times]
         inputs_panel = (
             [{"label": " vs ".join(inputs), "series": inputs, "normalise": True}] if inputs else []

@@ -327,9 +327,14 @@ def merged_bars(history: Mapping[str, FeedHistory]) -> Iterator[tuple[str, int, 
     def rows(rank: int, feed: str) -> Iterator[tuple[int, int, str, Bar]]:
         b = history[feed].bars
         for row in zip(
-            b.time.tolist(), b.open.tolist(), b.high.tolist(), b.low.tolist(),
-            b.close.tolist(), b.volume.tolist(), strict=True,
-        ):  # fmt: skip
+            b.time.tolist(),
+            b.open.tolist(),
+            b.high.tolist(),
+            b.low.tolist(),
+            b.close.tolist(),
+            b.volume.tolist(),
+            strict=True,
+        ):
             yield row[0], rank, feed, Bar(*row)
 
     streams = [rows(rank, feed) for rank, feed in enumerate(history)]

@@ -226,9 +226,12 @@ def render_png(chart: Mapping[str, Any]) -> bytes:
             )
         if marker is not None:
             ax.axvline(
-                marker, color="black", linestyle=":", linewidth=1.4,
+                marker,
+                color="black",
+                linestyle=":",
+                linewidth=1.4,
                 label="alert" if i == 0 else None,
-            )  # fmt: skip
+            )
         if panel.label:
             ax.set_title(panel.label, loc="left", fontsize=12)
         ax.grid(True, alpha=0.3)

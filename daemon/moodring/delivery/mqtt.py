@@ -97,11 +97,19 @@ def metric_payload(name: str, value: float, t_ms: int, *, forming: bool) -> str:
 def bar_payload(feed: str, timeframe: str, bar: Bar) -> str:
     """Return the JSON payload of a bar."""
     t = int(bar.time)
-    return _dumps({
-        "feed": feed, "timeframe": timeframe, "t": t, "time": iso_time(t),
-        "open": _number(bar.open), "high": _number(bar.high), "low": _number(bar.low),
-        "close": _number(bar.close), "volume": _number(bar.volume),
-    })  # fmt: skip
+    return _dumps(
+        {
+            "feed": feed,
+            "timeframe": timeframe,
+            "t": t,
+            "time": iso_time(t),
+            "open": _number(bar.open),
+            "high": _number(bar.high),
+            "low": _number(bar.low),
+            "close": _number(bar.close),
+            "volume": _number(bar.volume),
+        }
+    )
 
 
 def alert_payload(alert: Alert) -> str:
@@ -232,9 +240,15 @@ class MqttPublisher:
                 level, problem = logging.ERROR, f"failed ({type(exc).__name__}: {exc})"
             delay = self._backoff.next()
             log.log(
-                level, "MQTT broker %s %s; retry %d in %.1fs (%d alerts, %d values pending)",
-                where, problem, self._backoff.attempt, delay, len(self._events), len(self._latest),
-            )  # fmt: skip
+                level,
+                "MQTT broker %s %s; retry %d in %.1fs (%d alerts, %d values pending)",
+                where,
+                problem,
+                self._backoff.attempt,
+                delay,
+                len(self._events),
+                len(self._latest),
+            )
             await asyncio.sleep(delay)
 
     async def _session(self) -> None:
@@ -366,8 +380,10 @@ class MqttPublisher:
                     self._dropping = True
                     log.warning(
                         "MQTT alert queue full (%d): dropping the oldest (%s) and any more "
-                        "until the broker takes them", maxlen, dropped.topic,
-                    )  # fmt: skip
+                        "until the broker takes them",
+                        maxlen,
+                        dropped.topic,
+                    )
             self._events.append(message)
             self.stats.queued_alerts = len(self._events)
         self._wake.set()

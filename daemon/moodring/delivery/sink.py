@@ -85,9 +85,13 @@ class AlertSink:
         if silence is not None:
             self.silenced += 1
             log.info(
-                "silenced %s %s at %s (until %s: %s)", alert.rule, alert.state,
-                iso_time(alert.time), iso_time(int(silence.until * 1000)), silence.reason or "-",
-            )  # fmt: skip
+                "silenced %s %s at %s (until %s: %s)",
+                alert.rule,
+                alert.state,
+                iso_time(alert.time),
+                iso_time(int(silence.until * 1000)),
+                silence.reason or "-",
+            )
             if rule_state is not None:
                 self._keep(_Held(alert, rule_state, send=False))
             return

@@ -45,8 +45,16 @@ def render_digest(chart: Mapping[str, Any]) -> bytes:
         if limits:
             ax.set_ylim(*limits)
         if not drawn:
-            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center",
-                    fontsize=14, color="0.4")  # fmt: skip
+            ax.text(
+                0.5,
+                0.5,
+                "no data",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=14,
+                color="0.4",
+            )
         elif len(panel["series"]) > 1:
             ax.legend(loc="upper left", fontsize=9, framealpha=0.8)
         ax.set_title(panel.get("label", ""), loc="left", fontsize=11)

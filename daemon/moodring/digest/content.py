@@ -79,9 +79,16 @@ def build_digest(engine: Engine, settings: Settings, at_ms: int) -> Digest:
 def digest_alert(digest: Digest) -> Alert:
     """Return the digest as an alert for the outbox, keyed by its scheduled time."""
     return Alert(
-        "digest", "firing", digest.time, "digest", math.nan, digest.severity,
-        digest.title, digest.message, digest.chart,
-    )  # fmt: skip
+        "digest",
+        "firing",
+        digest.time,
+        "digest",
+        math.nan,
+        digest.severity,
+        digest.title,
+        digest.message,
+        digest.chart,
+    )
 
 
 def digest_payload(digest: Digest) -> dict[str, Any]:
@@ -150,48 +157,62 @@ def _facts(reader: _Reader, config: DigestConfig, at_ms: int) -> dict[str, Any]:
     mfi = reader.now(config.mfi)
     lo, hi = config.mfi_band
     div = config.divergence
-    z, opposite, swing = (reader.now(f"{div}.{k}" if div else None)
-                          for k in ("residual_z", "opposite", "swing"))  # fmt: skip
+    z, opposite, swing = (
+        reader.now(f"{div}.{k}" if div else None) for k in ("residual_z", "opposite", "swing")
+    )
     div_config = reader.config(div)
     div_lookback = div_config.lookback if isinstance(div_config, DivergenceConfig) else None
     alt, alt_ago = reader.now(config.altseason), reader.week_ago(config.altseason)
     rules = reader.engine.rules.rules
     firing = [r.config.name for r in rules if r.status.state == "firing"]
     recent = [
-        r.config.name for r in rules
-        if r.status.state != "firing" and r.status.fired_at is not None
+        r.config.name
+        for r in rules
+        if r.status.state != "firing"
+        and r.status.fired_at is not None
         and at_ms - r.status.fired_at < WEEK_MS
-    ]  # fmt: skip
+    ]
     return {
         "t": at_ms,
         "time": iso_time(at_ms),
         "date": datetime.fromtimestamp(at_ms / 1000, ZoneInfo(config.timezone)).date().isoformat(),
         "correlation": {
-            "value": corr, "long": reader.now(long), "week_ago": corr_ago, "change": corr_change,
-            "window": reader.span(short), "long_window": reader.span(long),
-            "trend": wording.corr_trend(corr, corr_change), "move": wording.corr_move(corr_change),
+            "value": corr,
+            "long": reader.now(long),
+            "week_ago": corr_ago,
+            "change": corr_change,
+            "window": reader.span(short),
+            "long_window": reader.span(long),
+            "trend": wording.corr_trend(corr, corr_change),
+            "move": wording.corr_move(corr_change),
         },
         "ratio": {
             "value": closes[-1] if closes else None,
-            "change": reader.now(chg), "change_long": reader.now(chg_long),
-            "period": reader.span(chg), "period_long": reader.span(chg_long),
+            "change": reader.now(chg),
+            "change_long": reader.now(chg_long),
+            "period": reader.span(chg),
+            "period_long": reader.span(chg_long),
             "trend": wording.ratio_trend(reader.now(chg)),
             "breakout": breakout,
             "breakout_state": wording.breakout_state(breakout, lookback),
         },
         "mfi": {"value": mfi, "band_lo": lo, "band_hi": hi, "band": wording.mfi_band(mfi, lo, hi)},
         "divergence": {
-            "residual_z": z, "beta": reader.now(f"{div}.beta" if div else None),
-            "opposite": opposite, "swing": swing,
+            "residual_z": z,
+            "beta": reader.now(f"{div}.beta" if div else None),
+            "opposite": opposite,
+            "swing": swing,
             "state": wording.divergence_state(z, opposite, swing, div_lookback),
         },
         "altseason": {
-            "value": alt, "week_ago": alt_ago, "change": _minus(alt, alt_ago),
+            "value": alt,
+            "week_ago": alt_ago,
+            "change": _minus(alt, alt_ago),
             "label": wording.altseason_label(alt, ALT_SEASON, BITCOIN_SEASON),
         },
         "firing": firing,
         "recent": recent,
-    }  # fmt: skip
+    }
 
 
 def _chart(reader: _Reader, config: DigestConfig, title: str, at_ms: int) -> dict[str, Any]:
@@ -216,18 +237,40 @@ def _chart(reader: _Reader, config: DigestConfig, title: str, at_ms: int) -> dic
         "start": start,
         "end": at_ms,
         "panels": [
-            _panel(f"ETH\u2013Russell 2000 correlation: {corr_label}", corr_series, start,
-                   lines=[0.0], limits=(-1.0, 1.0)),
-            _panel(f"ETH/BTC: {wording.num(ratio[-1][1] if ratio else None, 5)} "
-                   f"({ratio_change or 'n/a'})", {"ETH/BTC": ratio}, start),
-            _panel(f"ETH MFI: {wording.num(reader.now(config.mfi), 0)}",
-                   {"MFI": reader.series(config.mfi)}, start, band=(lo, hi), limits=(0.0, 100.0)),
-            _panel("Altcoin Season Index" + ("" if alt is None else f": {alt:.0f} "
-                   f"({wording.altseason_label(alt, ALT_SEASON, BITCOIN_SEASON)})"),
-                   {"index": reader.series(config.altseason)}, start,
-                   lines=[BITCOIN_SEASON, ALT_SEASON], limits=(0.0, 100.0)),
+            _panel(
+                f"ETH\u2013Russell 2000 correlation: {corr_label}",
+                corr_series,
+                start,
+                lines=[0.0],
+                limits=(-1.0, 1.0),
+            ),
+            _panel(
+                f"ETH/BTC: {wording.num(ratio[-1][1] if ratio else None, 5)} "
+                f"({ratio_change or 'n/a'})",
+                {"ETH/BTC": ratio},
+                start,
+            ),
+            _panel(
+                f"ETH MFI: {wording.num(reader.now(config.mfi), 0)}",
+                {"MFI": reader.series(config.mfi)},
+                start,
+                band=(lo, hi),
+                limits=(0.0, 100.0),
+            ),
+            _panel(
+                "Altcoin Season Index"
+                + (
+                    ""
+                    if alt is None
+                    else f": {alt:.0f} ({wording.altseason_label(alt, ALT_SEASON, BITCOIN_SEASON)})"
+                ),
+                {"index": reader.series(config.altseason)},
+                start,
+                lines=[BITCOIN_SEASON, ALT_SEASON],
+                limits=(0.0, 100.0),
+            ),
         ],
-    }  # fmt: skip
+    }
 
 
 def _panel(

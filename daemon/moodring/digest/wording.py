@@ -22,9 +22,21 @@ DEFAULT_MESSAGE = (
 
 # Variables of a digest template besides the metrics by name (see content.build_digest).
 NAMES = frozenset(
-    {"time", "date", "correlation", "ratio", "mfi", "divergence", "altseason", "firing",
-     "recent", "num", "pct", "signed"}
-)  # fmt: skip
+    {
+        "time",
+        "date",
+        "correlation",
+        "ratio",
+        "mfi",
+        "divergence",
+        "altseason",
+        "firing",
+        "recent",
+        "num",
+        "pct",
+        "signed",
+    }
+)
 
 
 def num(value: object, digits: int = 2) -> str:

@@ -153,12 +153,20 @@ class AltseasonFeed:
                 self.stats.reconnects += 1
                 delay = backoff.next()
                 if isinstance(exc, NetworkError | TimeoutError | OSError):
-                    log.warning("altseason: %s: %s; retrying in %.1f s",
-                                type(exc).__name__, str(exc)[:200], delay)  # fmt: skip
+                    log.warning(
+                        "altseason: %s: %s; retrying in %.1f s",
+                        type(exc).__name__,
+                        str(exc)[:200],
+                        delay,
+                    )
                 else:
-                    log.error("altseason: %s: %s; retrying in %.1f s",
-                              type(exc).__name__, str(exc)[:300], delay,
-                              exc_info=not isinstance(exc, BaseError))  # fmt: skip
+                    log.error(
+                        "altseason: %s: %s; retrying in %.1f s",
+                        type(exc).__name__,
+                        str(exc)[:300],
+                        delay,
+                        exc_info=not isinstance(exc, BaseError),
+                    )
                 await asyncio.sleep(delay)
 
     async def _cycle(self, backoff: Backoff) -> None:
@@ -199,8 +207,12 @@ class AltseasonFeed:
             except (BaseError, ValueError, TypeError, IndexError) as exc:
                 failed.add(symbol)
                 self.stats.failed += 1
-                log.warning("altseason: %s left out of this refresh: %s: %s",
-                            symbol, type(exc).__name__, str(exc)[:200])  # fmt: skip
+                log.warning(
+                    "altseason: %s left out of this refresh: %s: %s",
+                    symbol,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
         for symbol in set(self._bars) - set(chosen) - {self.btc}:
             del self._bars[symbol]
             self._through.pop(symbol, None)
@@ -211,10 +223,17 @@ class AltseasonFeed:
         self._take(tickers)
         self._refreshed_at = self._clock()
         self.stats.refreshes += 1
-        log.info("altseason: refreshed %d coins (%d left out) in %d requests; %s: %.1f, "
-                 "%d members, %d skipped", len(self.coins), len(failed),
-                 self.stats.requests - started, iso_time(value.time)[:10], value.index,
-                 len(value.members), value.skipped)  # fmt: skip
+        log.info(
+            "altseason: refreshed %d coins (%d left out) in %d requests; %s: %.1f, "
+            "%d members, %d skipped",
+            len(self.coins),
+            len(failed),
+            self.stats.requests - started,
+            iso_time(value.time)[:10],
+            value.index,
+            len(value.members),
+            value.skipped,
+        )
         if self.closed is None or value.time > self.closed.time:
             self.closed = value
             self._emit(value, closed=True)
@@ -355,9 +374,10 @@ class AltseasonFeed:
         if index is None or today != self._index_day + 1:
             return  # the day just closed: the refresh due publishes it
         prices = {
-            base: self._prices[symbol] for symbol, base in self.coins.items()
+            base: self._prices[symbol]
+            for symbol, base in self.coins.items()
             if symbol in self._prices
-        }  # fmt: skip
+        }
         btc = self._prices.get(self.btc, math.nan)
         self._emit(index.peek(prices, btc, day_ms=today * DAY_MS), closed=False)
         self._dirty = False

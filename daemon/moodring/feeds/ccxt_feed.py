@@ -144,8 +144,11 @@ class ExchangeFeeds:
                     self._candle_ms[key] = tf.ms
                     self._stream_of[name] = key
                     continue
-                log.warning("%s: %s has no candles its timeframes fold from; watching trades",
-                            name, exchange)  # fmt: skip
+                log.warning(
+                    "%s: %s has no candles its timeframes fold from; watching trades",
+                    name,
+                    exchange,
+                )
             self._trade_feeds.setdefault(feed.symbol, []).append(name)
             self._stream_of[name] = feed.symbol
         self._offset_ms = 0
@@ -216,8 +219,11 @@ class ExchangeFeeds:
                     delay = backoff.next()
                     log.warning(
                         "%s: %s: %s; reconnecting in %.1f s",
-                        self.exchange, type(exc).__name__, str(exc)[:200], delay,
-                    )  # fmt: skip
+                        self.exchange,
+                        type(exc).__name__,
+                        str(exc)[:200],
+                        delay,
+                    )
                     await self._close_sockets()
                     await asyncio.sleep(delay)
         finally:
@@ -269,8 +275,10 @@ class ExchangeFeeds:
             self._client.fetch_ohlcv(symbol, tf.name, since=since, limit=min(limit, KLINES_LIMIT)),
             self.timeout,
         )
-        return [Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]),
-                    float(r[5] or 0.0)) for r in rows]  # fmt: skip
+        return [
+            Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5] or 0.0))
+            for r in rows
+        ]
 
     async def _stream(self) -> None:
         """Run the trade and candle watches side by side; return by raising, as they do."""
@@ -468,8 +476,9 @@ class ExchangeFeeds:
         if problem is not None:
             self._skip_candle(names, shown, problem)
             return
-        bar = Bar(int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]),
-                  float(row[5]))  # fmt: skip
+        bar = Bar(
+            int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5])
+        )
         final, event_ms = kline_flags(raw, bar.time)
         stamp = event_ms if event_ms is not None and event_ms >= bar.time else bar.time
         repair = self._admit(key, stamp, reference)
@@ -526,8 +535,13 @@ class ExchangeFeeds:
         last = self._last_id.get(feed)
         if last is not None and seq > last + 1:
             self.stats.missed += seq - last - 1
-            log.warning("%s: %d trade(s) missed between ids %d and %d; repairing from REST",
-                        feed, seq - last - 1, last, seq)  # fmt: skip
+            log.warning(
+                "%s: %d trade(s) missed between ids %d and %d; repairing from REST",
+                feed,
+                seq - last - 1,
+                last,
+                seq,
+            )
             for builder in self._builders(feed):
                 self._early_from.pop(id(builder), None)
                 builder.hold(max(builder.hold_through, builder.timeframe.floor(t)))
@@ -607,8 +621,13 @@ class ExchangeFeeds:
                 continue
             builder.settle(bars, through)
             self.stats.repairs += 1
-            log.info("%s: %s bars from %s to %s repaired from REST", feed, builder.timeframe,
-                     iso_time(since), iso_time(through))  # fmt: skip
+            log.info(
+                "%s: %s bars from %s to %s repaired from REST",
+                feed,
+                builder.timeframe,
+                iso_time(since),
+                iso_time(through),
+            )
             return
         log.error("%s: gap repair gave up; releasing the bars as received", feed)
         builder.settle((), through)

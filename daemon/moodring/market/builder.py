@@ -114,9 +114,11 @@ class BarBuilder:
         # the exchange's candle of this bar (a gap-fill after a restart) holds all of it
         self._sub_time = max(int(state["sub_time"]), time)
         base = state["base"]
-        self._base = None if base is None else (
-            float(base[0]), float(base[1]), float(base[2]), float(base[3])
-        )  # fmt: skip
+        self._base = (
+            None
+            if base is None
+            else (float(base[0]), float(base[1]), float(base[2]), float(base[3]))
+        )
         self._from_trades = bool(state["trades"])
         self._forming = None
 

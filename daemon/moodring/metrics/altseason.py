@@ -57,24 +57,111 @@ BITCOIN_SEASON = 25.0
 
 # Stablecoins and fiat currencies traded as base assets (EURUSDT, TRYUSDT ...).
 STABLECOINS = frozenset(
-    {"USDT", "USDC", "BUSD", "TUSD", "DAI", "FDUSD", "USDP", "PAX", "UST", "USTC", "GUSD",
-     "USDD", "USDN", "USDS", "USDSB", "SUSD", "LUSD", "FRAX", "FEI", "PYUSD", "USDE", "USD1",
-     "RLUSD", "BFUSD", "XUSD", "USDJ", "HUSD", "EURI", "AEUR", "EURC", "EURT", "IDRT",
-     "BIDR", "BVND", "BKRW", "EUR", "GBP", "AUD", "TRY", "BRL", "RUB", "UAH", "NGN", "ZAR",
-     "JPY", "ARS", "MXN", "PLN", "RON", "CZK", "COP"}
-)  # fmt: skip
+    {
+        "USDT",
+        "USDC",
+        "BUSD",
+        "TUSD",
+        "DAI",
+        "FDUSD",
+        "USDP",
+        "PAX",
+        "UST",
+        "USTC",
+        "GUSD",
+        "USDD",
+        "USDN",
+        "USDS",
+        "USDSB",
+        "SUSD",
+        "LUSD",
+        "FRAX",
+        "FEI",
+        "PYUSD",
+        "USDE",
+        "USD1",
+        "RLUSD",
+        "BFUSD",
+        "XUSD",
+        "USDJ",
+        "HUSD",
+        "EURI",
+        "AEUR",
+        "EURC",
+        "EURT",
+        "IDRT",
+        "BIDR",
+        "BVND",
+        "BKRW",
+        "EUR",
+        "GBP",
+        "AUD",
+        "TRY",
+        "BRL",
+        "RUB",
+        "UAH",
+        "NGN",
+        "ZAR",
+        "JPY",
+        "ARS",
+        "MXN",
+        "PLN",
+        "RON",
+        "CZK",
+        "COP",
+    }
+)
 # Wrapped, staked and asset-backed tokens: they track another asset rather than trade as one.
 WRAPPED = frozenset(
-    {"WBTC", "WETH", "WBETH", "BETH", "WBNB", "STETH", "WSTETH", "RETH", "CBETH", "BTCB",
-     "RENBTC", "HBTC", "TBTC", "CBBTC", "SOLVBTC", "BNSOL", "WBT", "PAXG", "XAUT"}
-)  # fmt: skip
+    {
+        "WBTC",
+        "WETH",
+        "WBETH",
+        "BETH",
+        "WBNB",
+        "STETH",
+        "WSTETH",
+        "RETH",
+        "CBETH",
+        "BTCB",
+        "RENBTC",
+        "HBTC",
+        "TBTC",
+        "CBBTC",
+        "SOLVBTC",
+        "BNSOL",
+        "WBT",
+        "PAXG",
+        "XAUT",
+    }
+)
 # Every underlying Binance issued UP/DOWN or BULL/BEAR tokens on. ``*UP``/``*DOWN`` and
 # ``*BULL``/``*BEAR`` match only with one of these as the rest of the name (bare BULL and
 # BEAR were BTC's), so JUP, SYRUP, UP or PITBULL stay altcoins.
 LEVERAGED_UNDERLYINGS = frozenset(
-    {"BTC", "ETH", "BNB", "ADA", "XRP", "DOT", "LINK", "TRX", "XTZ", "EOS", "LTC", "FIL",
-     "SXP", "YFI", "UNI", "SUSHI", "AAVE", "XLM", "BCH", "1INCH"}
-)  # fmt: skip
+    {
+        "BTC",
+        "ETH",
+        "BNB",
+        "ADA",
+        "XRP",
+        "DOT",
+        "LINK",
+        "TRX",
+        "XTZ",
+        "EOS",
+        "LTC",
+        "FIL",
+        "SXP",
+        "YFI",
+        "UNI",
+        "SUSHI",
+        "AAVE",
+        "XLM",
+        "BCH",
+        "1INCH",
+    }
+)
 _UP_DOWN = re.compile(r"^(?P<rest>[A-Z0-9]+)(?:UP|DOWN)$")
 _BULL_BEAR = re.compile(r"^(?P<rest>[A-Z0-9]*)(?:BULL|BEAR)$")
 # ``BTC3L``, ``ETH5S``: the leveraged tokens of other exchanges (at least two letters first).
@@ -301,8 +388,9 @@ class AltseasonIndex:
     @classmethod
     def from_config(cls, config: AltseasonConfig) -> AltseasonIndex:
         """Build the index from the ``altseason`` config section."""
-        return cls(top=config.top, days=config.days, volume_days=config.volume_days,
-                   rules=config.rules())  # fmt: skip
+        return cls(
+            top=config.top, days=config.days, volume_days=config.volume_days, rules=config.rules()
+        )
 
     def update_day(
         self, day_ms: int, closes: Mapping[str, tuple[float, float]], btc_close: float

@@ -157,11 +157,15 @@ class Divergence(PairIndicator):
             return None
         ah, al, bh, bl = (ring.window(2 * k - 1) for ring in self._rings)
         return (
-            float(ah[k:].max()), float(ah[:k].max()),
-            float(al[k:].min()), float(al[:k].min()),
-            float(bh[k:].max()), float(bh[:k].max()),
-            float(bl[k:].min()), float(bl[:k].min()),
-        )  # fmt: skip
+            float(ah[k:].max()),
+            float(ah[:k].max()),
+            float(al[k:].min()),
+            float(al[:k].min()),
+            float(bh[k:].max()),
+            float(bh[:k].max()),
+            float(bl[k:].min()),
+            float(bl[:k].min()),
+        )
 
     def batch(self, a: BarFrame, b: BarFrame, after_gap: np.ndarray | None = None) -> np.ndarray:
         """Return the four outputs after each joined pair."""

@@ -21,9 +21,19 @@ class PairMoments:
     """
 
     __slots__ = (
-        "_i", "_xs", "_ys", "count", "flat_x", "flat_y", "sx", "sxx", "sxy", "sy", "syy",
+        "_i",
+        "_xs",
+        "_ys",
+        "count",
+        "flat_x",
+        "flat_y",
+        "sx",
+        "sxx",
+        "sxy",
+        "sy",
+        "syy",
         "window",
-    )  # fmt: skip
+    )
 
     def __init__(self, window: int) -> None:
         if window < 2:

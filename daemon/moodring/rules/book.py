@@ -56,8 +56,21 @@ class Rule:
     the one its alerts name) and is judged on each one's latest closed value.
     """
 
-    __slots__ = ("bars_for", "clear", "columns", "config", "edge", "feeds", "judged", "level",
-                 "reads", "status", "timeframe", "undo", "verdict")  # fmt: skip
+    __slots__ = (
+        "bars_for",
+        "clear",
+        "columns",
+        "config",
+        "edge",
+        "feeds",
+        "judged",
+        "level",
+        "reads",
+        "status",
+        "timeframe",
+        "undo",
+        "verdict",
+    )
 
     def __init__(self, config: RuleConfig, settings: Settings) -> None:
         self.config = config
@@ -426,9 +439,16 @@ class RuleBook:
         if chart is not None:
             chart["title"] = title
         return Alert(
-            config.name, state, time, metric, value, config.severity,
-            title, message, chart,
-        )  # fmt: skip
+            config.name,
+            state,
+            time,
+            metric,
+            value,
+            config.severity,
+            title,
+            message,
+            chart,
+        )
 
     def _items(self, rule: Rule, value: float, previous: float) -> list[dict[str, Any]]:
         """Return what templates see of each item: metric, value, previous, operator, threshold.

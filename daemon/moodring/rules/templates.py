@@ -15,9 +15,21 @@ log = logging.getLogger(__name__)
 
 # Placeholders every rule template may use, besides the metrics by name.
 PLACEHOLDERS = frozenset(
-    {"rule", "metric", "value", "previous", "threshold", "severity", "state", "time", "feeds",
-     "metrics", "note", "items"}
-)  # fmt: skip
+    {
+        "rule",
+        "metric",
+        "value",
+        "previous",
+        "threshold",
+        "severity",
+        "state",
+        "time",
+        "feeds",
+        "metrics",
+        "note",
+        "items",
+    }
+)
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 

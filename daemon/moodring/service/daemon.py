@@ -85,9 +85,13 @@ YAHOO_STREAMER = "wss://streamer.finance.yahoo.com/?version=2"
 YAHOO_CHART = "https://query2.finance.yahoo.com"
 # moodring timeframe -> Yahoo chart interval and a range that covers the windows
 YAHOO_INTERVALS = {
-    "1m": ("1m", "5d"), "5m": ("5m", "1mo"), "15m": ("15m", "1mo"), "1h": ("60m", "3mo"),
-    "1d": ("1d", "2y"), "1w": ("1wk", "5y"),
-}  # fmt: skip
+    "1m": ("1m", "5d"),
+    "5m": ("5m", "1mo"),
+    "15m": ("15m", "1mo"),
+    "1h": ("60m", "3mo"),
+    "1d": ("1d", "2y"),
+    "1w": ("1wk", "5y"),
+}
 
 
 class Daemon:
@@ -282,8 +286,10 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop)
         reloads: list[asyncio.Task[bool]] = []
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: reloads.append(loop.create_task(
-                self.reload(), name="reload")))  # fmt: skip
+            loop.add_signal_handler(
+                signal.SIGHUP,
+                lambda: reloads.append(loop.create_task(self.reload(), name="reload")),
+            )
         http = self.settings.http
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -305,8 +311,11 @@ class Daemon:
             self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
             self._mqtt_task = self._start_mqtt()
             self._start_feeds()
-            log.info("moodring running: %d feed(s), %d rule(s)", len(self.settings.feeds),
-                     len(self.settings.rules))  # fmt: skip
+            log.info(
+                "moodring running: %d feed(s), %d rule(s)",
+                len(self.settings.feeds),
+                len(self.settings.rules),
+            )
             await self.stopping.wait()
             log.info("stopping")
             self.notify.stopping()
@@ -373,8 +382,11 @@ class Daemon:
             log.warning("http: changes take effect at the next restart")
         self.telemetry.reload(True)
         self.notify.ready(self._status_line())
-        log.info("reloaded %s in %.0f ms", self.config_path or "the built-in config",
-                 (time.monotonic() - started) * 1000)  # fmt: skip
+        log.info(
+            "reloaded %s in %.0f ms",
+            self.config_path or "the built-in config",
+            (time.monotonic() - started) * 1000,
+        )
         return True
 
     async def _stop_delivery(self, drain: float) -> None:
@@ -384,8 +396,9 @@ class Daemon:
             self._delivery.cancel()
             await asyncio.gather(self._delivery, return_exceptions=True)
         if drain and not delivered:
-            log.warning("%d alert(s) still queued; they go out after the next start",
-                        self.outbox.depth())  # fmt: skip
+            log.warning(
+                "%d alert(s) still queued; they go out after the next start", self.outbox.depth()
+            )
 
     async def _stop_mqtt(self) -> None:
         """Stop the publisher: it says ``offline`` and disconnects."""
@@ -458,8 +471,10 @@ class Daemon:
         self.telemetry.mark_ready()
         self.notify.ready(self._status_line())
         if self._warming:
-            log.warning("ready before warm-up finished; still waiting for %s",
-                        ", ".join(sorted(self._warming)))  # fmt: skip
+            log.warning(
+                "ready before warm-up finished; still waiting for %s",
+                ", ".join(sorted(self._warming)),
+            )
         else:
             log.info("warmed up: ready")
         await self.snapshots.save_soon()  # a crash from now on resumes from here
@@ -498,14 +513,23 @@ class Daemon:
         streamer: YahooStreamer | FinnhubStreamer | AlpacaStreamer
         if feed.source == "finnhub":
             streamer = FinnhubStreamer(
-                name, feed.symbol, self.sink, url=feed.ws_url or FINNHUB_URL,
-                api_key=feed.api_key, **common,
-            )  # fmt: skip
+                name,
+                feed.symbol,
+                self.sink,
+                url=feed.ws_url or FINNHUB_URL,
+                api_key=feed.api_key,
+                **common,
+            )
         elif feed.source == "alpaca":
             streamer = AlpacaStreamer(
-                name, feed.symbol, self.sink, url=feed.ws_url or ALPACA_URL,
-                api_key=feed.api_key, api_secret=feed.api_secret, **common,
-            )  # fmt: skip
+                name,
+                feed.symbol,
+                self.sink,
+                url=feed.ws_url or ALPACA_URL,
+                api_key=feed.api_key,
+                api_secret=feed.api_secret,
+                **common,
+            )
         else:
             streamer = YahooStreamer(
                 name, feed.symbol, self.sink, url=feed.ws_url or YAHOO_STREAMER, **common
@@ -549,9 +573,23 @@ class Daemon:
                     await asyncio.sleep(delay)
             tf = builder.timeframe.ms
             now = int(time.time() * 1000)
-            bars = [Bar(*row) for row in zip(*(c.tolist() for c in (
-                frame.time, frame.open, frame.high, frame.low, frame.close, frame.volume)),
-                strict=True)]  # fmt: skip
+            bars = [
+                Bar(*row)
+                for row in zip(
+                    *(
+                        c.tolist()
+                        for c in (
+                            frame.time,
+                            frame.open,
+                            frame.high,
+                            frame.low,
+                            frame.close,
+                            frame.volume,
+                        )
+                    ),
+                    strict=True,
+                )
+            ]
             closed = [bar for bar in bars if bar.time + tf <= now]
             self.sink.history(name, closed, length_ms=tf)
             log.info("%s: warmed up %d %s bars", name, len(closed), builder.timeframe)
@@ -625,5 +663,13 @@ def _catch_up(engine: Engine, settings: Settings) -> CatchUp:
 
 
 def _log_alert(alert: Alert, note: str = "") -> None:
-    log.info("ALERT %s %s [%s] %s: %s — %s%s", iso_time(alert.time), alert.rule, alert.severity,
-             alert.state, alert.title, alert.message, f" ({note})" if note else "")  # fmt: skip
+    log.info(
+        "ALERT %s %s [%s] %s: %s — %s%s",
+        iso_time(alert.time),
+        alert.rule,
+        alert.severity,
+        alert.state,
+        alert.title,
+        alert.message,
+        f" ({note})" if note else "",
+    )

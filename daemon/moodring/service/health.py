@@ -39,9 +39,22 @@ HealthCheck = Callable[[], tuple[bool, dict[str, object]]]
 FEED_STATES = ("ok", "stale", "closed")
 HEALTHY_STATES = frozenset({"ok", "closed"})
 UPDATE_BUCKETS = (
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
-    1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1,
-)  # fmt: skip
+    1e-6,
+    2.5e-6,
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    0.1,
+)
 LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 MAX_LINE = 8192  # bytes of a request line or header line
@@ -119,13 +132,17 @@ class Telemetry:
             registry=registry,
         )
         self._sent = Counter(
-            "moodring_alerts_sent", "Alert deliveries that succeeded.", ["target"],
+            "moodring_alerts_sent",
+            "Alert deliveries that succeeded.",
+            ["target"],
             registry=registry,
-        )  # fmt: skip
+        )
         self._failed = Counter(
-            "moodring_alerts_failed", "Alert delivery attempts that failed.", ["target"],
+            "moodring_alerts_failed",
+            "Alert delivery attempts that failed.",
+            ["target"],
             registry=registry,
-        )  # fmt: skip
+        )
         self._dead = Counter(
             "moodring_alerts_dead",
             "Alert deliveries given up (refused, too old, too many attempts); kept in the outbox.",
@@ -329,20 +346,23 @@ class _ReadCollector:
                 "moodring_ticks", "Ticks (trades or candles) received.", labels=["feed"]
             ),
             CounterMetricFamily(
-                "moodring_bad_frames", "Frames skipped, by feed and reason.",
+                "moodring_bad_frames",
+                "Frames skipped, by feed and reason.",
                 labels=["feed", "reason"],
             ),
             GaugeMetricFamily(
-                "moodring_feed_lag_seconds", "Seconds since the feed's latest tick.",
+                "moodring_feed_lag_seconds",
+                "Seconds since the feed's latest tick.",
                 labels=["feed"],
             ),
             GaugeMetricFamily(
-                "moodring_feed_state", "1 for the feed's current state, 0 for the others.",
+                "moodring_feed_state",
+                "1 for the feed's current state, 0 for the others.",
                 labels=["feed", "state"],
             ),
             GaugeMetricFamily("moodring_outbox_depth", "Deliveries waiting in the outbox."),
             GaugeMetricFamily("moodring_alerts_queued", "Alerts queued outside the outbox."),
-        )  # fmt: skip
+        )
 
 
 # name -> (kind, help) of the alert counts the daemon keeps outside the outbox

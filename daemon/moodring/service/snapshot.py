@@ -330,26 +330,41 @@ def load(
         log.info("snapshot %s not used: %s", path, exc)
         return None
     except Exception as exc:  # whatever is wrong with the file, a warm-up replaces it
-        log.warning("snapshot %s is unreadable (%s: %s): starting with a warm-up",
-                    path, type(exc).__name__, exc)  # fmt: skip
+        log.warning(
+            "snapshot %s is unreadable (%s: %s): starting with a warm-up",
+            path,
+            type(exc).__name__,
+            exc,
+        )
         return None
     now = int(time.time() * 1000) if now_ms is None else now_ms
     age = (now - state.taken_ms) / 1000
     if age > max_age_s:
-        log.info("snapshot %s is %s old (limit %s): starting with a warm-up", path,
-                 format_duration(age), format_duration(max_age_s))  # fmt: skip
+        log.info(
+            "snapshot %s is %s old (limit %s): starting with a warm-up",
+            path,
+            format_duration(age),
+            format_duration(max_age_s),
+        )
         return None
     if state.fingerprint == fingerprint(settings):
         return state
     identities = {name: feed_identity(feed) for name, feed in settings.feeds.items()}
     keys = _series_keys(settings)
-    same = [s for s in state.series
-            if (s.feed, s.timeframe) in keys and identities.get(s.feed) == s.identity]  # fmt: skip
+    same = [
+        s
+        for s in state.series
+        if (s.feed, s.timeframe) in keys and identities.get(s.feed) == s.identity
+    ]
     if not same:
         log.info("snapshot %s is of other feeds: starting with a warm-up", path)
         return None
-    log.info("config changed since snapshot %s: %d of its %d series still match", path,
-             len(same), len(state.series))  # fmt: skip
+    log.info(
+        "config changed since snapshot %s: %d of its %d series still match",
+        path,
+        len(same),
+        len(state.series),
+    )
     return state
 
 
@@ -411,8 +426,9 @@ class Snapshotter:
                     "snapshot %s written again after %d failed write(s)", self.path, failures
                 )
                 self._failure = None
-        log.debug("snapshot %s written in %.1f ms", self.path,
-                  (time.perf_counter() - started) * 1000)  # fmt: skip
+        log.debug(
+            "snapshot %s written in %.1f ms", self.path, (time.perf_counter() - started) * 1000
+        )
         return True
 
     def _failed(self, reason: str) -> None:
@@ -525,9 +541,12 @@ def _log_restore(state: EngineState, reports: list[SeriesRestore], rules: dict[s
     restored = [r for r in reports if not r.warm_up]
     log.info(
         "restored the snapshot of %s: %d series (%d bars), %d of %d rule states",
-        iso_time(state.taken_ms), len(restored), sum(r.restored for r in restored),
-        sum(v == "restored" for v in rules.values()), len(rules),
-    )  # fmt: skip
+        iso_time(state.taken_ms),
+        len(restored),
+        sum(r.restored for r in restored),
+        sum(v == "restored" for v in rules.values()),
+        len(rules),
+    )
     for r in reports:
         if r.warm_up:
             log.info("%s %s: not restored (%s): warming up", r.feed, r.timeframe, r.reason)
@@ -557,23 +576,36 @@ def _read(data: bytes) -> EngineState:
         t = times[start:end]
         if count > 1 and not bool(np.all(t[1:] > t[:-1])):
             raise ValueError(f"{s['feed']} {s['timeframe']}: bar times out of order")
-        series.append(SeriesState(
-            _str(s["feed"]), _str(s["timeframe"]), _str(s["identity"]), _int(s["kept"]),
-            t, ohlcv[start:end], _forming(s["forming"]),
-        ))  # fmt: skip
+        series.append(
+            SeriesState(
+                _str(s["feed"]),
+                _str(s["timeframe"]),
+                _str(s["identity"]),
+                _int(s["kept"]),
+                t,
+                ohlcv[start:end],
+                _forming(s["forming"]),
+            )
+        )
         start = end
     if start != len(times):
         raise ValueError("bars left over after the last series")
     rules = {_str(name): _rule(r) for name, r in meta["rules"].items()}
     published = {
-        _str(column): (float(closed), float(forming),
-                       [(_int(t), None if v is None else float(v)) for t, v in history])
+        _str(column): (
+            float(closed),
+            float(forming),
+            [(_int(t), None if v is None else float(v)) for t, v in history],
+        )
         for column, (closed, forming, history) in meta.get("published", {}).items()
-    }  # fmt: skip
+    }
     return EngineState(
-        _int(meta["taken_ms"]), _str(meta["fingerprint"]), tuple(series), rules,
+        _int(meta["taken_ms"]),
+        _str(meta["fingerprint"]),
+        tuple(series),
+        rules,
         published=published,
-    )  # fmt: skip
+    )
 
 
 def _rule(data: dict[str, Any]) -> RuleState:

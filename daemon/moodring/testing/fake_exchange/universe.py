@@ -76,10 +76,16 @@ class Listing:
         """Return ``GET /api/v3/klines?interval=1d`` rows: closed days, then today's bar."""
         closed = int(np.searchsorted(self.time, day))
         bars = [
-            [int(self.time[i]), float(self.open[i]), float(self.high[i]), float(self.low[i]),
-             float(self.close[i]), float(self.volume[i])]
+            [
+                int(self.time[i]),
+                float(self.open[i]),
+                float(self.high[i]),
+                float(self.low[i]),
+                float(self.close[i]),
+                float(self.volume[i]),
+            ]
             for i in range(closed)
-        ]  # fmt: skip
+        ]
         today = self.forming(day)
         if today is not None:
             bars.append(today)
@@ -88,10 +94,22 @@ class Listing:
         ]
         chosen = chosen[:limit] if start is not None else chosen[-limit:]
         return [
-            [int(t), num(o), num(h), num(lo), num(c), num(v), int(t) + DAY_MS - 1,
-             num(c * v), 1, "0", "0", "0"]
+            [
+                int(t),
+                num(o),
+                num(h),
+                num(lo),
+                num(c),
+                num(v),
+                int(t) + DAY_MS - 1,
+                num(c * v),
+                1,
+                "0",
+                "0",
+                "0",
+            ]
             for t, o, h, lo, c, v in chosen
-        ]  # fmt: skip
+        ]
 
     def ticker(self, day: int, now_ms: int) -> dict[str, Any]:
         """Return the ``ticker/24hr`` entry: today's price, the last closed day's volume."""
