@@ -39,7 +39,8 @@ async def main() -> int:
         if os.environ["DRIVER_MODE"] == "drain":
             return 0 if await dispatcher.drain(20.0) else 1
         dispatcher.kick()
-        await dispatcher.run()
+        async with dispatcher:
+            await asyncio.Event().wait()  # delivers until killed
     return 0
 
 

@@ -111,7 +111,7 @@ def klines_requests(fake: FakeExchange, since: int = 0) -> list[dict[str, str]]:
 @contextlib.asynccontextmanager
 async def live(
     fake: FakeExchange, **options: Any
-) -> AsyncIterator[tuple[AltseasonFeed, Published, asyncio.Task[None]]]:
+) -> AsyncIterator[tuple[AltseasonFeed, Published]]:
     """Run the fake exchange and a feed on it (its clock the fake's), stopped afterwards."""
     await fake.start()
     config = AltseasonConfig(top=TOP, ws_url=fake.ws_url, rest_url=fake.rest_url)
@@ -123,13 +123,10 @@ async def live(
         throttle=0.05,
         **{"candidates": ALL, **options},
     )
-    task = asyncio.create_task(feed.run())
     try:
-        yield feed, published, task
+        async with feed:
+            yield feed, published
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
         await fake.stop()
 
 
@@ -137,7 +134,7 @@ async def test_closed_value_equals_the_backtest_and_exclusions_never_enter(bars:
     fake = FakeExchange(universe=bars, today=TODAY)
     # the stablecoin pair and the leveraged token are the busiest markets by far
     assert {"USDCUSDT", "ETHUPUSDT"} <= set(fake.universe_symbols)
-    async with live(fake) as (feed, published, task):
+    async with live(fake) as (feed, published):
         await until(lambda: feed.closed is not None, "the first closed value")
         yesterday = day_ms(TODAY) - DAY_MS
         want = backtest(bars, yesterday)
@@ -148,7 +145,7 @@ async def test_closed_value_equals_the_backtest_and_exclusions_never_enter(bars:
             "altseason_members": float(TOP),
             "altseason_skipped": 2.0,
         }
-        assert not task.done()
+        assert feed.running
         requested = {q["symbol"] for q in klines_requests(fake)}
         assert requested == {s for s in fake.universe_symbols if s not in ("USDCUSDT", "ETHUPUSDT")}
         assert "USDC/USDT" not in feed.coins and "ETHUP/USDT" not in feed.coins
@@ -162,7 +159,7 @@ async def test_intraday_prices_move_the_forming_value_and_the_next_day_closes_ex
 ) -> None:
     fake = FakeExchange(universe=bars, today=TODAY)
     today = day_ms(TODAY)
-    async with live(fake) as (feed, published, task):
+    async with live(fake) as (feed, published):
         await until(lambda: feed.closed is not None, "the first closed value")
         await fake.wait_subscribed("btcusdt@miniTicker", "adausdt@miniTicker")
         # untouched, every coin's forming close is today's open (the tickers' last price)
@@ -198,7 +195,7 @@ async def test_intraday_prices_move_the_forming_value_and_the_next_day_closes_ex
         opens = {s: float(b.open[np.searchsorted(b.time, tomorrow)]) for s, b in bars.items()}
         expected = backtest({s: with_day(b, tomorrow, opens[s]) for s, b in bars.items()}, tomorrow)
         await until(lambda: same(feed.latest, expected), "the next forming value")
-        assert not task.done()
+        assert feed.running
 
 
 async def test_a_delisted_symbol_is_left_out_and_the_feed_goes_on(bars: Universe) -> None:
@@ -206,7 +203,7 @@ async def test_a_delisted_symbol_is_left_out_and_the_feed_goes_on(bars: Universe
     yesterday, today = day_ms(TODAY) - DAY_MS, day_ms(TODAY)
     assert "ADA" in backtest(bars, yesterday).members  # its absence changes the universe
     fake.fail_symbol("ADAUSDT")
-    async with live(fake) as (feed, _, task):
+    async with live(fake) as (feed, _):
         await until(lambda: feed.closed is not None, "the first closed value")
         want = backtest(bars, yesterday, leave_out=("ADA",))
         assert same(feed.closed, want), (feed.closed, want)
@@ -223,13 +220,13 @@ async def test_a_delisted_symbol_is_left_out_and_the_feed_goes_on(bars: Universe
         await until(lambda: feed.closed is not None and feed.closed.time == today, "day close")
         assert same(feed.closed, backtest(bars, today)), feed.closed
         assert feed.failed == set() and "ADA/USDT" in feed.coins
-        assert not task.done()
+        assert feed.running
 
 
 async def test_a_coin_delisted_while_running_misses_the_next_close(bars: Universe) -> None:
     fake = FakeExchange(universe=bars, today=TODAY)
     today = day_ms(TODAY)
-    async with live(fake) as (feed, _, task):
+    async with live(fake) as (feed, _):
         await until(lambda: feed.closed is not None, "the first closed value")
         fake.fail_symbol("ZILUSDT")
         fake.advance_day()
@@ -237,12 +234,12 @@ async def test_a_coin_delisted_while_running_misses_the_next_close(bars: Univers
         want = backtest(bars, today, leave_out=("ZIL",))
         assert "ZIL" in backtest(bars, today).members
         assert same(feed.closed, want), (feed.closed, want)
-        assert not task.done()
+        assert feed.running
 
 
 async def test_dropped_sockets_reconnect_without_fetching_history_again(bars: Universe) -> None:
     fake = FakeExchange(universe=bars, today=TODAY)
-    async with live(fake) as (feed, _, task):
+    async with live(fake) as (feed, _):
         await until(lambda: feed.closed is not None, "the first closed value")
         await fake.wait_subscribed("btcusdt@miniTicker")
         mark = len(fake.rest_requests)
@@ -253,7 +250,7 @@ async def test_dropped_sockets_reconnect_without_fetching_history_again(bars: Un
         await fake.set_prices({"BTCUSDT": 1000.0})
         await until(lambda: feed.latest is not None and feed.latest.index == 100.0, "forming")
         assert klines_requests(fake, mark) == []  # markets and tickers only
-        assert not task.done()
+        assert feed.running
 
 
 async def test_without_a_ticker_stream_it_polls(bars: Universe) -> None:
@@ -265,17 +262,17 @@ async def test_without_a_ticker_stream_it_polls(bars: Universe) -> None:
         client.has = {**client.has, "watchTickers": False}
         return client
 
-    async with live(fake, client_factory=polling_client, poll_every=0.2) as (feed, _, task):
+    async with live(fake, client_factory=polling_client, poll_every=0.2) as (feed, _):
         await until(lambda: feed.closed is not None, "the first closed value")
         await fake.set_prices({"BTCUSDT": 1000.0})
         await until(lambda: feed.latest is not None and feed.latest.index == 100.0, "polled")
         assert fake.connection_count == 0
-        assert not task.done()
+        assert feed.running
 
 
 async def test_default_candidates_are_three_times_top(bars: Universe) -> None:
     fake = FakeExchange(universe=bars, today=TODAY)
-    async with live(fake, candidates=None) as (feed, _, _task):
+    async with live(fake, candidates=None) as (feed, _):
         await until(lambda: feed.closed is not None, "the first closed value")
         assert feed.candidates == 3 * TOP and len(feed.coins) == 3 * TOP
         assert len(klines_requests(fake)) == 3 * TOP + 1
@@ -289,15 +286,10 @@ async def test_an_unreachable_exchange_is_retried_not_raised() -> None:
         top=TOP, ws_url="ws://127.0.0.1:9/stream/ws", rest_url="http://127.0.0.1:9/api/v3"
     )
     feed = AltseasonFeed(config, lambda *_: None, timeout=5.0)
-    task = asyncio.create_task(feed.run())
-    try:
+    async with feed:
         await until(lambda: feed.stats.reconnects >= 2, "two failed attempts")
-        assert not task.done() and feed.closed is None
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert task.cancelled()
+        assert feed.running and feed.closed is None
+    assert not feed.running
 
 
 def test_the_client_is_rate_limited_and_pointed_at_the_overrides() -> None:

@@ -64,17 +64,15 @@ async def test_bad_timestamps_and_ids_cost_only_their_own_trades(tmp_path: Path)
     record = tmp_path / "record"
     proxied = f"ws://127.0.0.1:{proxy.port}/stream/ws"
     daemon = Daemon(settings_for(fake, tmp_path, ws_url=proxied), record=record)
-    run = asyncio.create_task(daemon.run())
-    stats = daemon.exchanges[0].stats
     total = len(fake.trades("ETHUSDT")) + len(fake.trades("BTCUSDT"))
     try:
-        await asyncio.wait_for(fake.replay_done.wait(), 120)
-        await until(lambda: stats.trades >= total, 30)
-        builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
-        await until(lambda: not any(b.holding for b in builders), 30)
+        async with daemon:
+            stats = daemon.parts[0].stats
+            await asyncio.wait_for(fake.replay_done.wait(), 120)
+            await until(lambda: stats.trades >= total, 30)
+            builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
+            await until(lambda: not any(b.holding for b in builders), 30)
     finally:
-        daemon.stop()
-        await asyncio.wait_for(run, 10)
         await proxy.stop()
         await fake.stop()
     assert not extra and len(injected) == 5, "every bad frame should have been sent"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +56,6 @@ def notify_for(url: str, **kw: Any) -> NotifyConfig:
     return NotifyConfig(urls=(url,), **settings)
 
 
-@asynccontextmanager
-async def running(dispatcher: Dispatcher) -> AsyncIterator[None]:
-    task = asyncio.create_task(dispatcher.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def dead_total(telemetry: Telemetry, tid: str) -> float:
     text = generate_latest(telemetry.registry).decode()
     found = re.search(rf'^moodring_alerts_dead_total\{{target="{tid}"\}} (\S+)$', text, re.M)
@@ -105,15 +93,11 @@ async def test_a_refused_alert_ends_dead_and_every_other_alert_arrives_in_order(
     tid = target_id(receiver.url())
     sent = [alert("ok", i) for i in range(12)]
     poisoned = alert("poisoned", 3)
-    task = asyncio.create_task(daemon.dispatcher.run())
-    try:
+    async with daemon.dispatcher:
         for a in [*sent[:3], poisoned, *sent[3:]]:
             daemon.alerts(a)
         await until(lambda: daemon.dispatcher.sent == len(sent), 30)
         await until(lambda: dead_total(daemon.telemetry, tid) == 1, 10)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
     assert receiver.messages == [a.message for a in sent]
     assert [p["message"] for p in receiver.refused] == ["poisoned 3"], "refused once, not retried"
     [dead] = daemon.outbox.undelivered()
@@ -131,7 +115,7 @@ async def test_an_alert_failing_retryably_is_overtaken_then_dead_after_max_attem
     telemetry = Telemetry()
     dispatcher = Dispatcher(outbox, notify_for(url, max_attempts=8), on_dead=telemetry.alert_dead)
     sent = [alert("ok", i) for i in range(10)]
-    async with running(dispatcher):
+    async with dispatcher:
         dispatcher.enqueue(sent[0])
         dispatcher.enqueue(alert("poisoned", 1))
         for a in sent[1:]:
@@ -151,7 +135,7 @@ async def test_a_head_is_not_overtaken_before_twice_retry_max(
 ) -> None:
     receiver.refusing(500, "poisoned")
     dispatcher = Dispatcher(outbox, notify_for(receiver.url(), retry_max=3600))
-    async with running(dispatcher):
+    async with dispatcher:
         dispatcher.enqueue(alert("poisoned", 0))
         dispatcher.enqueue(alert("ok", 1))
         await until(lambda: dispatcher.failed >= 3)
@@ -178,7 +162,7 @@ async def test_while_the_service_fails_everything_order_is_kept(
 
     receiver.answer = answer
     dispatcher = Dispatcher(outbox, notify_for(receiver.url(), retry_max=0.1))
-    async with running(dispatcher):
+    async with dispatcher:
         for i in range(5):
             dispatcher.enqueue(alert("ok", i))
         await until(lambda: dispatcher.sent == 5, 30)
@@ -201,7 +185,7 @@ async def test_a_service_back_at_the_probe_swaps_two_alerts_and_overtakes_none(
     receiver.answer = answer
     dispatcher = Dispatcher(outbox, notify_for(receiver.url(), retry_max=0.1))
     with caplog.at_level(logging.WARNING, logger="moodring.delivery"):
-        async with running(dispatcher):
+        async with dispatcher:
             for i in range(4):
                 dispatcher.enqueue(alert("ok", i))
             await until(lambda: dispatcher.sent == 4, 30)
@@ -215,7 +199,7 @@ async def test_an_alert_older_than_max_age_ends_dead(receiver: Receiver, outbox:
     tid = target_id(receiver.url())
     notify = notify_for(receiver.url(), max_age="1h", retry_initial=1, retry_max=600)
     dispatcher = Dispatcher(outbox, notify, clock=clock)
-    async with running(dispatcher):
+    async with dispatcher:
         dispatcher.enqueue(alert("ok", 0))
         dispatcher.enqueue(alert("ok", 1))
         await until(lambda: dispatcher.failed == 1)

@@ -13,8 +13,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -110,16 +109,6 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
-
-
-@asynccontextmanager
-async def running(dispatcher: Dispatcher) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(dispatcher.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 # --- outbox ---------------------------------------------------------------------------------
@@ -242,7 +231,7 @@ async def test_outage_then_recovery_delivers_each_once_in_order(
         receiver.mode = "fail"
     else:
         receiver.down()
-    async with running(dispatcher):
+    async with dispatcher:
         for i in range(20):
             assert dispatcher.enqueue(make_alert(i))
         await until(lambda: dispatcher.failed >= 4)
@@ -318,7 +307,7 @@ async def test_rate_limit_holds_the_rest_until_the_clock_advances(
 ) -> None:
     clock = FakeClock()
     dispatcher = Dispatcher(outbox, notify_for(receiver.url(), rate_per_minute=5), clock=clock)
-    async with running(dispatcher):
+    async with dispatcher:
         for i in range(8):
             dispatcher.enqueue(make_alert(i))
         await until(lambda: len(receiver.payloads) == 5)
@@ -342,7 +331,7 @@ async def test_backoff_doubles_and_is_persisted(receiver: Receiver, outbox: Outb
     tid = target_id(receiver.url())
     first = Dispatcher(outbox, notify, clock=clock)
     first.enqueue(make_alert(1))
-    async with running(first):
+    async with first:
         await until(lambda: first.failed == 1)
         for _ in range(3):
             first.kick()
@@ -369,7 +358,7 @@ async def test_backoff_doubles_and_is_persisted(receiver: Receiver, outbox: Outb
 async def test_a_failing_head_is_never_overtaken(receiver: Receiver, outbox: Outbox) -> None:
     receiver.mode = "fail"  # for less than 2 x retry_max (see test_dead_letters for longer)
     dispatcher = Dispatcher(outbox, notify_for(receiver.url(), retry_max=5))
-    async with running(dispatcher):
+    async with dispatcher:
         dispatcher.enqueue(make_alert(0))
         await until(lambda: dispatcher.failed >= 1)
         dispatcher.enqueue(make_alert(1))
@@ -386,7 +375,7 @@ async def test_enqueue_and_kick_do_not_wait_for_the_send(
     receiver.mode = "slow"  # 2 s per request
     events = receiver.events
     dispatcher = Dispatcher(outbox, notify_for(receiver.url()))
-    async with running(dispatcher):
+    async with dispatcher:
         outbox.add(make_alert(1), [target_id(receiver.url())])
         dispatcher.kick()
         events.append("enqueued")
@@ -482,6 +471,18 @@ async def test_drain_gives_up_at_the_timeout(receiver: Receiver, outbox: Outbox)
     assert dispatcher.queued == 1
 
 
+async def test_leaving_the_block_drains_what_is_queued(receiver: Receiver, outbox: Outbox) -> None:
+    receiver.mode = "fail"
+    dispatcher = Dispatcher(outbox, notify_for(receiver.url()), drain=30.0)
+    async with dispatcher:
+        for i in range(3):
+            dispatcher.enqueue(make_alert(i))
+        await until(lambda: dispatcher.failed >= 1)
+        receiver.mode = "ok"  # back while the block ends: the drain delivers the three
+    assert receiver.messages == [f"alert {i}" for i in range(3)]
+    assert dispatcher.queued == 0
+
+
 @given(
     rate=st.integers(1, 100),
     steps=st.lists(st.floats(0, 30, allow_nan=False), min_size=1, max_size=200),
@@ -567,7 +568,7 @@ async def test_no_raw_url_in_logs_or_errors_during_failing_sends(
     unchecked = NotifyTarget.model_construct(url=SecretStr(bad), tags=())
     notify = notify_for(url).model_copy(update={"urls": (*notify_for(url).urls, unchecked)})
     dispatcher = Dispatcher(outbox, notify)
-    async with running(dispatcher):
+    async with dispatcher:
         dispatcher.enqueue(make_alert(1))
         await until(lambda: dispatcher.failed >= 4)
         receiver.down()

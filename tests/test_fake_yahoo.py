@@ -28,20 +28,14 @@ from websockets.asyncio.client import connect
 
 from moodring.backtest.csvfile import load_csv
 from moodring.feeds.calendar import MarketCalendar
-from moodring.feeds.yahoo import (
-    PRICING_FIELDS,
-    HistoryError,
-    YahooStreamer,
-    decode_pricing,
-    fetch_history,
-    parse_pricing,
-)
+from moodring.feeds.yahoo.history import HistoryError, fetch_history
+from moodring.feeds.yahoo.stream import PRICING_FIELDS, YahooStreamer, decode_pricing, parse_pricing
 from moodring.market.frame import BarFrame
 from moodring.testing import equity_bars, fake_yahoo
 from moodring.testing.equity_bars import session_bars, write_csv
 from moodring.testing.fake_yahoo import FakeYahoo, encode_pricing, pricing_frame
 from tests.conftest import SHARED_DATA
-from tests.test_yahoo import RUT_FIELDS, RecordingSink, fast_backoff, pricing, running, until
+from tests.test_yahoo import RUT_FIELDS, RecordingSink, fast_backoff, pricing, until
 
 RUT_CSV = SHARED_DATA / "daily" / "yahoo_alitalbi" / "RUT.csv"
 ETH_5M = (
@@ -272,7 +266,7 @@ async def test_streamer_sends_the_bars_as_ticks_in_sessions_only(
     sink = RecordingSink()
     async with serving(fake):
         streamer = YahooStreamer("rut", "^RUT", sink, url=fake.ws_url, backoff=fast_backoff())
-        async with running(streamer):
+        async with streamer:
             await fake.wait_subscribed("^RUT")
             await asyncio.wait_for(fake.replay_done.wait(), 60)
             await until(lambda: len(sink.trades) == fake.ticks_sent, "every tick", 60)
@@ -345,7 +339,7 @@ async def test_heartbeats_carry_the_clock_and_the_client_skips_them(
         stamps = [b.time_ms for b in beats]
         assert stamps == sorted(stamps) and start <= stamps[0] <= stamps[-1] <= fake.clock_ms
         streamer = YahooStreamer("rut", "^RUT", sink, url=fake.ws_url, backoff=fast_backoff())
-        async with running(streamer):
+        async with streamer:
             await until(lambda: streamer.ignored["control"] >= 3, "three heartbeats")
     assert sink.trades == [] and dict(streamer.bad_frames) == {} and sink.bad == []
 
@@ -363,7 +357,7 @@ async def test_a_replay_from_start_continues_the_history(
         five = await fetch_history("^RUT", "5m", "1mo", base_url=fake.rest_url)
         day = await fetch_history("^RUT", "1d", "5d", base_url=fake.rest_url)
         streamer = flooded_streamer(fake, sink)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) >= 10, "ten ticks")
     forming = at("2024-11-26T15:00:00")
     assert_frames_equal(five.slice(0, len(five) - 1), bars.between(None, forming))
@@ -389,7 +383,7 @@ async def test_loop_replays_on_the_following_sessions_around_a_holiday() -> None
     end = at("2024-12-07T00:00:00")
     async with serving(fake):
         streamer = flooded_streamer(fake, sink)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: sink.trades and sink.trades[-1][1] >= end, "a second pass", 60)
     times = [t for _, t, _, _ in sink.trades if t < end]
     assert all(CALENDAR.is_open(t) for t in times)
@@ -422,7 +416,7 @@ async def test_speed_runs_the_clock_and_ticks_never_lead_it(
     sink = ClockSink()
     async with serving(fake):
         streamer = YahooStreamer("rut", "^RUT", sink, url=fake.ws_url, backoff=fast_backoff())
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(seen) >= 20, "ticks of the next session", 60)
             fake.pause()
             frozen = fake.clock_ms
@@ -595,7 +589,7 @@ async def test_cli_prints_the_urls_a_yahoo_feed_uses(
         streamer = YahooStreamer(
             "rut", "^RUT", sink, url=settings["ws_url"], timeout=1.0, backoff=fast_backoff()
         )
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == 5 * len(bars), "every tick", 60)
         five = await fetch_history("^RUT", "5m", "1mo", base_url=settings["rest_url"])
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import time
@@ -49,7 +50,7 @@ def split(response: bytes) -> tuple[int, dict[str, str], bytes]:
     """Split a raw HTTP response into status, headers (lower-case names) and body."""
     head, _, body = response.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    assert lines[0].startswith("HTTP/1.1 "), lines[0]
+    assert lines[0].startswith("HTTP/1."), lines[0]
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -58,8 +59,11 @@ def split(response: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 async def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    """Make one request and return status, headers and body."""
-    request = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n"
+    """Make one request (the connection closed after it) and return status, headers, body."""
+    request = (
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n"
+        "Connection: close\r\n\r\n"
+    )
     return split(await raw(port, request.encode()))
 
 
@@ -266,7 +270,9 @@ async def test_head_404_405_and_connection_close(server: HealthServer) -> None:
 
     status, headers, _ = await get(server.port, "/metrics", method="DELETE")
     assert status == 405
-    posted = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    posted = (
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello"
+    )
     status, _, _ = split(await raw(server.port, posted))
     assert status == 405
 
@@ -380,3 +386,18 @@ async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
         watcher.cancel()
         with pytest.raises(asyncio.CancelledError):
             await watcher
+
+
+async def test_metrics_speak_openmetrics_and_gzip_when_asked(server: HealthServer) -> None:
+    assert server.port
+    request = (
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        "Accept: application/openmetrics-text; version=1.0.0\r\nAccept-Encoding: gzip\r\n\r\n"
+    )
+    status, headers, body = split(await raw(server.port, request.encode()))
+    assert status == 200
+    assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert headers["content-encoding"] == "gzip"
+    text = gzip.decompress(body).decode()
+    assert text.endswith("# EOF\n")
+    assert "moodring_up 1.0" in text

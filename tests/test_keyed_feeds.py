@@ -20,12 +20,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from moodring.feeds.alpaca import AlpacaStreamer, rfc3339_ms
+from moodring.feeds.alpaca.stream import AlpacaStreamer, rfc3339_ms
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
-from moodring.feeds.finnhub import FinnhubStreamer
+from moodring.feeds.finnhub.stream import FinnhubStreamer
 from moodring.feeds.streamer import redact
-from tests.test_yahoo import StubCalendar, running, until
+from tests.test_yahoo import StubCalendar, until
 
 FINNHUB_KEY = "fhk-c0ffee7e57"
 ALPACA_KEY = "PKTESTKEY0042"
@@ -297,7 +297,7 @@ async def test_finnhub_trades_reach_the_sink_exactly(
     sink = RecordingSink()
     async with server(fake) as url:
         streamer = finnhub(url, sink)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == len(iwm_trades), "all IWM trades")
     assert fake.received[0] == {"type": "subscribe", "symbol": "IWM"}
     assert parse_qs(urlsplit(fake.paths[0]).query) == {"token": [FINNHUB_KEY]}
@@ -330,9 +330,9 @@ async def test_finnhub_bad_token_is_logged_redacted_and_retried(
     backoff = RecordingBackoff()
     async with server(fake) as url:
         streamer = finnhub(url, sink, backoff=backoff)
-        async with running(streamer) as task:
+        async with streamer:
             await until(lambda: len(backoff.delays) >= 3, "three failed attempts")
-            assert not task.done()
+            assert streamer.running
     assert len(fake.paths) >= 3 and fake.connections == 0
     assert sink.trades == []
     assert streamer.auth_failures >= 3
@@ -362,7 +362,7 @@ async def test_finnhub_error_message_and_dropped_socket_reconnect_and_resubscrib
     sink = RecordingSink()
     async with server(fake, "/?token=old&lang=en") as url:
         streamer = finnhub(url, sink)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == 6, "six trades over three connections")
     assert fake.connections == 3
     assert fake.received[:3] == [{"type": "subscribe", "symbol": "IWM"}] * 3
@@ -388,7 +388,7 @@ async def test_finnhub_stale_in_session_forces_reconnect(
     sink = RecordingSink()
     async with server(fake) as url:
         streamer = finnhub(url, sink, calendar=StubCalendar(True), stale_after=0.3)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == 2, "a trade after the stale reconnects")
     assert sink.states == ["ok", "stale", "ok"]
     assert fake.connections == 3 and streamer.reconnects == 2
@@ -401,7 +401,7 @@ async def test_finnhub_silent_outside_session_is_not_stale() -> None:
     sink = RecordingSink()
     async with server(fake) as url:
         streamer = finnhub(url, sink, calendar=calendar, stale_after=0.2, timeout=0.4)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: sink.states == ["closed"], "closed state")
             await asyncio.sleep(1.2)  # six times stale_after of silence
             assert sink.states == ["closed"]
@@ -436,7 +436,7 @@ async def test_finnhub_real_calendar_saturday_and_regular_hours_only() -> None:
             regular_hours_only=True,
             clock=lambda: saturday,
         )
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == 1, "the session's trade")
             await until(lambda: streamer.ignored["outside session"] == 2, "two ignored")
             await asyncio.sleep(0.5)
@@ -484,7 +484,7 @@ async def test_alpaca_login_subscribe_and_exact_trades(
     sink = RecordingSink()
     async with server(fake) as url:
         streamer = alpaca(url, sink)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == len(iwm_trades), "all IWM trades")
     assert fake.received[:2] == [
         {"action": "auth", "key": ALPACA_KEY, "secret": ALPACA_SECRET},
@@ -519,9 +519,9 @@ async def test_alpaca_auth_failure_is_logged_redacted_and_retried(
     wrong = "wrongSecret-0123456789abcdef"
     async with server(fake) as url:
         streamer = alpaca(url, sink, api_secret=wrong, backoff=backoff)
-        async with running(streamer) as task:
+        async with streamer:
             await until(lambda: len(backoff.delays) >= 3, "three failed logins")
-            assert not task.done()
+            assert streamer.running
     assert fake.connections >= 3
     assert all(m["action"] == "auth" for m in fake.received)  # never got to subscribe
     assert streamer.auth_failures >= 3 and sink.trades == []
@@ -548,7 +548,7 @@ async def test_alpaca_dropped_socket_and_server_error_reauthenticate_and_resubsc
     sink = RecordingSink()
     async with server(fake) as url:
         streamer = alpaca(url, sink)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == 6, "six trades over three connections")
     assert fake.connections == 3 and streamer.reconnects == 2
     logins = [
@@ -571,7 +571,7 @@ async def test_alpaca_stale_in_session_and_quiet_when_closed(
     sink = RecordingSink()
     async with server(fake) as url:
         streamer = alpaca(url, sink, calendar=calendar, stale_after=0.3)
-        async with running(streamer):
+        async with streamer:
             await until(lambda: sink.states == ["ok", "stale"], "stale after the one trade")
             await until(lambda: fake.connections >= 2, "a reconnect")
             calendar.open = False

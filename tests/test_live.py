@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from moodring.cli import main
-from moodring.feeds import ccxt_feed
+from moodring.feeds.ccxt import exchange
 from moodring.service.daemon import Daemon
 from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange
@@ -77,16 +77,13 @@ async def replay(tmp_path: Path, *, drop_every: float | None) -> tuple[FakeExcha
     fake = FakeExchange(CAPTURES, speed=40.0, drop_every=drop_every)
     await fake.start()
     record = tmp_path / "record"
-    daemon = Daemon(settings_for(fake, tmp_path), record=record)
-    run = asyncio.create_task(daemon.run())
     try:
-        await asyncio.wait_for(fake.replay_done.wait(), 120)
-        # let the last repairs finish: no closed bar waits any more
-        builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
-        await until(lambda: not any(b.holding for b in builders), 30)
+        async with Daemon(settings_for(fake, tmp_path), record=record) as daemon:
+            await asyncio.wait_for(fake.replay_done.wait(), 120)
+            # let the last repairs finish: no closed bar waits any more
+            builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
+            await until(lambda: not any(b.holding for b in builders), 30)
     finally:
-        daemon.stop()
-        await asyncio.wait_for(run, 10)
         await fake.stop()
     return fake, record
 
@@ -112,19 +109,16 @@ async def test_recorded_bars_equal_bars_built_from_the_trade_frames(tmp_path, dr
 async def test_bursts_beyond_ccxts_cache_lose_no_trade(tmp_path, monkeypatch) -> None:
     # as fast as possible, with a 2-trade cache: only trades taken as ccxt parses them
     # (not read back from its cache) all arrive
-    monkeypatch.setattr(ccxt_feed, "CACHE_LIMIT", 2)
+    monkeypatch.setattr(exchange, "CACHE_LIMIT", 2)
     fake = FakeExchange(CAPTURES, speed=0.0)
     await fake.start()
-    daemon = Daemon(settings_for(fake, tmp_path))
-    run = asyncio.create_task(daemon.run())
-    stats = daemon.exchanges[0].stats
     try:
-        await asyncio.wait_for(fake.replay_done.wait(), 120)
-        total = sum(len(fake.trades(s)) for s in ("ETHUSDT", "BTCUSDT"))
-        await until(lambda: stats.trades >= total, 30)
+        async with Daemon(settings_for(fake, tmp_path)) as daemon:
+            stats = daemon.parts[0].stats
+            await asyncio.wait_for(fake.replay_done.wait(), 120)
+            total = sum(len(fake.trades(s)) for s in ("ETHUSDT", "BTCUSDT"))
+            await until(lambda: stats.trades >= total, 30)
     finally:
-        daemon.stop()
-        await asyncio.wait_for(run, 10)
         await fake.stop()
     assert stats.trades == total
     assert stats.missed == 0
@@ -159,61 +153,55 @@ def fuzz_frames(n: int, template: dict, seed: int = 7) -> list[str]:
 async def test_ten_thousand_bad_frames_are_counted_and_never_stop_the_feed(tmp_path) -> None:
     fake = FakeExchange(CAPTURES, speed=5.0)
     await fake.start()
-    daemon = Daemon(settings_for(fake, tmp_path))
-    run = asyncio.create_task(daemon.run())
-    stats = daemon.exchanges[0].stats
-    bad = daemon.sink.bad_frames
     try:
-        await until(lambda: stats.trades > 200, 60)
-        template = fake.trades("ETHUSDT")[0]
-        frames = fuzz_frames(10_000, template)
-        for i in range(0, len(frames), 100):
-            for frame in frames[i : i + 100]:
-                await fake.inject(frame)
-            await asyncio.sleep(0)  # let the stream interleave with real trades
-        await until(lambda: bad.total() >= 10_000, 60)
-        before = stats.trades
-        await until(lambda: stats.trades > before + 100, 60)  # the feed goes on
-        assert not run.done()
-        assert bad.total() == 10_000  # each one counted, once
-        reasons = {reason for (_, reason) in bad.counts}
-        # ccxt itself refuses "NaN" prices: those count as unreadable frames
-        assert {
-            "not JSON",
-            "missing field",
-            "price not positive",
-            "bad amount",
-            "timestamp in the future",
-            "timestamp too old",
-        } <= reasons
-        assert any(r.startswith("unreadable frame") for r in reasons)
+        async with Daemon(settings_for(fake, tmp_path)) as daemon:
+            stats = daemon.parts[0].stats
+            bad = daemon.sink.bad_frames
+            await until(lambda: stats.trades > 200, 60)
+            template = fake.trades("ETHUSDT")[0]
+            frames = fuzz_frames(10_000, template)
+            for i in range(0, len(frames), 100):
+                for frame in frames[i : i + 100]:
+                    await fake.inject(frame)
+                await asyncio.sleep(0)  # let the stream interleave with real trades
+            await until(lambda: bad.total() >= 10_000, 60)
+            before = stats.trades
+            await until(lambda: stats.trades > before + 100, 60)  # the feed goes on
+            assert daemon.feeds.running
+            assert bad.total() == 10_000  # each one counted, once
+            reasons = {reason for (_, reason) in bad.counts}
+            # ccxt itself refuses "NaN" prices: those count as unreadable frames
+            assert {
+                "not JSON",
+                "missing field",
+                "price not positive",
+                "bad amount",
+                "timestamp in the future",
+                "timestamp too old",
+            } <= reasons
+            assert any(r.startswith("unreadable frame") for r in reasons)
     finally:
-        daemon.stop()
-        await asyncio.wait_for(run, 10)
         await fake.stop()
 
 
 async def test_a_silent_but_connected_socket_is_stale_and_reconnected(tmp_path) -> None:
     fake = FakeExchange(CAPTURES, speed=2.0)
     await fake.start()
-    daemon = Daemon(settings_for(fake, tmp_path, stale_after="1s"))
-    run = asyncio.create_task(daemon.run())
-    stats = daemon.exchanges[0].stats
     alerts: list = []
-    daemon.engine.rules.subscribe(alerts.append)
     try:
-        await until(lambda: stats.trades > 50, 60)
-        fake.pause()  # sockets stay open, nothing is sent
-        await until(lambda: daemon.sink.states.get("eth") == "stale", 30)
-        await until(lambda: stats.reconnects >= 1, 30)
-        assert not run.done()
-        fake.resume()
-        await until(lambda: daemon.sink.states.get("eth") == "ok", 30)
-        stale = [(a.rule, a.state) for a in alerts if a.rule.startswith("stale.")]
-        assert ("stale.eth", "firing") in stale and ("stale.eth", "resolved") in stale
+        async with Daemon(settings_for(fake, tmp_path, stale_after="1s")) as daemon:
+            stats = daemon.parts[0].stats
+            daemon.engine.rules.subscribe(alerts.append)
+            await until(lambda: stats.trades > 50, 60)
+            fake.pause()  # sockets stay open, nothing is sent
+            await until(lambda: daemon.sink.states.get("eth") == "stale", 30)
+            await until(lambda: stats.reconnects >= 1, 30)
+            assert daemon.feeds.running
+            fake.resume()
+            await until(lambda: daemon.sink.states.get("eth") == "ok", 30)
+            stale = [(a.rule, a.state) for a in alerts if a.rule.startswith("stale.")]
+            assert ("stale.eth", "firing") in stale and ("stale.eth", "resolved") in stale
     finally:
-        daemon.stop()
-        await asyncio.wait_for(run, 10)
         await fake.stop()
 
 

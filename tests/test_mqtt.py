@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -64,19 +63,6 @@ def fast_backoff() -> Backoff:
     return Backoff(0.1, 0.5)
 
 
-@contextlib.asynccontextmanager
-async def running(publisher: MqttPublisher) -> AsyncIterator[asyncio.Task[None]]:
-    """Run the publisher; at the end check it never stopped by itself, then cancel it."""
-    task = asyncio.create_task(publisher.run())
-    try:
-        yield task
-        assert not task.done(), f"run() ended by itself: {task}"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=30)
-
-
 def alert(rule: str, t: int, value: float = 1.5, chart: dict | None = None) -> Alert:
     return Alert(
         rule=rule,
@@ -101,7 +87,7 @@ async def eventually(condition: object, timeout: float = 30.0) -> None:
 
 async def test_topics_and_payloads(broker: Mosquitto) -> None:
     publisher = MqttPublisher(config(broker.port), backoff=fast_backoff())
-    async with Collector(broker.port) as sub, running(publisher):
+    async with Collector(broker.port) as sub, publisher:
         await sub.wait_for(lambda s: s.texts(STATUS) == ["online"])
         publisher.metric("eth_mfi", 81.25, T0, forming=False)
         publisher.metric("ratio", math.nan, T0 + 500, forming=False)
@@ -166,7 +152,7 @@ async def test_topics_and_payloads(broker: Mosquitto) -> None:
 
 async def test_retained_values_reach_a_late_subscriber(broker: Mosquitto) -> None:
     publisher = MqttPublisher(config(broker.port), backoff=fast_backoff())
-    async with running(publisher):
+    async with publisher:
         async with Collector(broker.port) as first:
             publisher.metric("eth_mfi", 70.0, T0, forming=False)
             publisher.bar("eth", "1m", Bar(T0, 1.0, 2.0, 0.5, 1.5, 3.0))
@@ -193,7 +179,7 @@ async def test_retained_values_reach_a_late_subscriber(broker: Mosquitto) -> Non
 async def test_forming_values_are_throttled_latest_wins(broker: Mosquitto) -> None:
     publisher = MqttPublisher(config(broker.port, forming_interval=2.0), backoff=fast_backoff())
     topic = "moodring/metrics/m"
-    async with Collector(broker.port) as sub, running(publisher):
+    async with Collector(broker.port) as sub, publisher:
         await sub.wait_for(lambda s: s.texts(STATUS) == ["online"])
         # each block runs without yielding: far less than the interval passes inside one
         for value in range(1, 51):  # 1 goes at once, the rest are held back
@@ -214,7 +200,7 @@ async def test_will_says_offline_when_the_connection_dies(
     broker: Mosquitto, proxy: TcpProxy
 ) -> None:
     publisher = MqttPublisher(config(proxy.port, keepalive=5), backoff=fast_backoff())
-    async with Collector(broker.port, STATUS) as sub, running(publisher):
+    async with Collector(broker.port, STATUS) as sub, publisher:
         await sub.wait_for(lambda s: s.texts(STATUS) == ["online"])
         await proxy.close_listener()
         proxy.sever()  # no DISCONNECT packet: the broker publishes the will
@@ -228,11 +214,8 @@ async def test_will_says_offline_when_the_connection_dies(
 async def test_clean_shutdown_publishes_offline(broker: Mosquitto) -> None:
     publisher = MqttPublisher(config(broker.port, client_id="moodring-clean"))
     async with Collector(broker.port, STATUS) as sub:
-        task = asyncio.create_task(publisher.run())
-        await sub.wait_for(lambda s: s.texts(STATUS) == ["online"])
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=30)
+        async with publisher:
+            await sub.wait_for(lambda s: s.texts(STATUS) == ["online"])
         await sub.wait_for(lambda s: s.texts(STATUS) == ["online", "offline"])
     assert not publisher.stats.connected
     # a clean DISCONNECT, so the `offline` above was published, not the will
@@ -243,7 +226,7 @@ async def test_broker_restart_delivers_queued_alerts_and_latest_values(
     broker: Mosquitto, proxy: TcpProxy
 ) -> None:
     publisher = MqttPublisher(config(proxy.port), backoff=fast_backoff())
-    async with running(publisher):
+    async with publisher:
         async with Collector(broker.port) as before:
             publisher.metric("m", 0.0, T0, forming=False)
             await before.wait_for(lambda s: len(s.on("moodring/metrics/m")) == 1)
@@ -277,7 +260,7 @@ async def test_message_lost_in_flight_is_sent_again(
     broker: Mosquitto, proxy: TcpProxy, kind: str
 ) -> None:
     publisher = MqttPublisher(config(proxy.port), backoff=fast_backoff())
-    async with Collector(broker.port) as sub, running(publisher):
+    async with Collector(broker.port) as sub, publisher:
         await sub.wait_for(lambda s: s.texts(STATUS) == ["online"])
         proxy.blackhole = True  # the publisher sends, the broker never sees it nor acknowledges
         if kind == "alert":
@@ -304,7 +287,7 @@ async def test_broker_absent_at_start(
     server = Mosquitto(mosquitto_tools[0], tmp_path)  # not started yet
     publisher = MqttPublisher(config(server.port), backoff=fast_backoff())
     try:
-        async with running(publisher) as task:
+        async with publisher:
             publisher.metric("m", 5.0, T0, forming=False)
             publisher.alert(alert("a", T0))
 
@@ -312,7 +295,7 @@ async def test_broker_absent_at_start(
                 return sum("cannot connect" in r.getMessage() for r in caplog.records)
 
             await eventually(lambda: retries() >= 3)
-            assert not task.done()
+            assert publisher.running
             server.start()
             await eventually(lambda: publisher.stats.connected)
             async with Collector(server.port) as sub:
@@ -340,18 +323,18 @@ async def test_username_and_password(
             config(server.port, username="mood", password=SecretStr("s3cret"), prefix="ok"),
             backoff=fast_backoff(),
         )
-        async with running(wrong) as task:
+        async with wrong:
 
             def refusals() -> list[logging.LogRecord]:
                 return [r for r in caplog.records if "refused the connection" in r.getMessage()]
 
             await eventually(lambda: len(refusals()) >= 2)
             assert all(r.levelno == logging.ERROR for r in refusals())
-            assert not task.done()
+            assert wrong.running
             assert not wrong.stats.connected
             async with (
                 Collector(server.port, username="mood", password="s3cret") as sub,
-                running(right),
+                right,
             ):
                 right.metric("m", 1.0, T0, forming=False)
                 await sub.wait_for(lambda s: len(s.on("ok/metrics/m")) == 1)
@@ -373,14 +356,14 @@ async def test_tls(
         # the system's CAs do not know the test CA: refused, retried, never raised
         untrusted = MqttPublisher(config(server.port, tls=True), backoff=fast_backoff())
         trusted = MqttPublisher(config(server.port, tls=True, ca_file=ca), backoff=fast_backoff())
-        async with running(untrusted) as task:
+        async with untrusted:
 
             def failures() -> int:
                 return sum("CERTIFICATE_VERIFY_FAILED" in r.getMessage() for r in caplog.records)
 
             await eventually(lambda: failures() >= 2)
-            assert not task.done()
-            async with Collector(server.port, ca_file=ca) as sub, running(trusted):
+            assert untrusted.running
+            async with Collector(server.port, ca_file=ca) as sub, trusted:
                 trusted.metric("m", 2.0, T0, forming=False)
                 await sub.wait_for(lambda s: len(s.on("moodring/metrics/m")) == 1)
     finally:
@@ -398,7 +381,7 @@ async def test_full_alert_queue_drops_the_oldest(
     assert publisher.stats.dropped == 2
     assert publisher.stats.queued_alerts == 3
     assert sum("queue full" in r.getMessage() for r in caplog.records) == 1
-    async with Collector(broker.port) as sub, running(publisher):
+    async with Collector(broker.port) as sub, publisher:
         await sub.wait_for(lambda s: len(s.on("moodring/alerts/a")) == 3)
     assert [p["value"] for p in sub.jsons("moodring/alerts/a")] == [2.0, 3.0, 4.0]
 
@@ -417,7 +400,7 @@ async def test_producers_never_raise(caplog: pytest.LogCaptureFixture) -> None:
 async def test_home_assistant_discovery(broker: Mosquitto) -> None:
     publisher = MqttPublisher(config(broker.port, discovery=True), backoff=fast_backoff())
     publisher.announce(["eth_mfi", "eth/btc"])
-    async with Collector(broker.port, "homeassistant/#") as sub, running(publisher):
+    async with Collector(broker.port, "homeassistant/#") as sub, publisher:
         await sub.wait_for(lambda s: len(s.messages) == 2)
     first = sub.jsons("homeassistant/sensor/moodring_eth_mfi/config")[0]
     assert first["state_topic"] == "moodring/metrics/eth_mfi"

@@ -15,12 +15,13 @@ import pytest
 from ccxt.base.errors import NetworkError
 
 from moodring.feeds.base import FeedState
-from moodring.feeds.ccxt_feed import ExchangeFeeds, ExchangeStats, candle_timeframe
+from moodring.feeds.ccxt import CcxtFeedConfig
+from moodring.feeds.ccxt.exchange import ExchangeFeeds, ExchangeStats, candle_timeframe
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.timeframe import Timeframe
 from moodring.service.daemon import Daemon
-from moodring.settings import FeedConfig, Settings
+from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange
 from tests.test_live import CAPTURES, expected_bars, recorded, settings_for, until
 
@@ -75,18 +76,16 @@ async def replay(tmp_path: Path, *, drop_every: float | None) -> Run:
             out.subscribed.update(s for s in streams if fake.subscribers(s))
             await asyncio.sleep(0.05)
 
-    run = asyncio.create_task(daemon.run())
     watcher = asyncio.create_task(watch_subscriptions())
     try:
-        await asyncio.wait_for(fake.replay_done.wait(), 120)
-        builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
-        await until(lambda: not any(b.holding for b in builders), 30)
+        async with daemon:
+            await asyncio.wait_for(fake.replay_done.wait(), 120)
+            builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
+            await until(lambda: not any(b.holding for b in builders), 30)
     finally:
         watcher.cancel()
-        daemon.stop()
-        await asyncio.wait_for(run, 10)
         await fake.stop()
-    out.stats = daemon.exchanges[0].stats
+    out.stats = daemon.parts[0].stats
     return out
 
 
@@ -166,7 +165,7 @@ def candle_feeds(*timeframes: str) -> tuple[ExchangeFeeds, BuilderSink, list[lis
     sink = BuilderSink(builders)
     feeds = ExchangeFeeds(
         "binance",
-        {"eth": FeedConfig(symbol="ETH/USDT", stream="ohlcv")},
+        {"eth": CcxtFeedConfig(symbol="ETH/USDT", stream="ohlcv")},
         sink,
         lambda name: builders,
         client_factory=NoClient,
@@ -265,7 +264,9 @@ async def test_the_tap_reads_candles_and_the_closed_flag_as_ccxt_parses_them() -
     closed: list[Bar] = []
     builders[0].subscribe(closed.append)
     sink = BuilderSink(builders)
-    feed = FeedConfig(symbol="ETH/USDT", stream="ohlcv", ws_url=fake.ws_url, rest_url=fake.rest_url)
+    feed = CcxtFeedConfig(
+        symbol="ETH/USDT", stream="ohlcv", ws_url=fake.ws_url, rest_url=fake.rest_url
+    )
     feeds = ExchangeFeeds("binance", {"eth": feed}, sink, lambda name: builders)
     client = feeds._client
     try:
@@ -325,8 +326,8 @@ class MixedClient(NoClient):
 async def test_a_failing_candle_watch_ends_the_trade_watch_too_so_the_client_reconnects() -> None:
     client = MixedClient()
     configs = {
-        "eth": FeedConfig(symbol="ETH/USDT", stream="ohlcv"),
-        "btc": FeedConfig(symbol="BTC/USDT"),
+        "eth": CcxtFeedConfig(symbol="ETH/USDT", stream="ohlcv"),
+        "btc": CcxtFeedConfig(symbol="BTC/USDT"),
     }
     feeds = ExchangeFeeds(
         "binance", configs, BuilderSink([]), lambda name: [], client_factory=lambda: client

@@ -249,10 +249,8 @@ async def test_the_daemon_publishes_on_mqtt(tmp_path: Path, fake: FakeExchange) 
             "prefix": "mr",
             "forming_interval": "1s",
         }
-        daemon = Daemon(load_settings_dict(tmp_path, cfg))
         async with Collector(broker.port, "mr/#") as seen:
-            run = asyncio.create_task(daemon.run())
-            try:
+            async with Daemon(load_settings_dict(tmp_path, cfg)):
                 await seen.wait_for(lambda c: "online" in c.texts("mr/status"), 60)
                 await seen.wait_for(lambda c: bool(c.on("mr/alerts/decoupling")), 120)
                 await seen.wait_for(
@@ -263,9 +261,6 @@ async def test_the_daemon_publishes_on_mqtt(tmp_path: Path, fake: FakeExchange) 
                     60,
                 )
                 await seen.wait_for(lambda c: bool(c.on("mr/bars/eth/1m")), 60)
-            finally:
-                daemon.stop()
-                await asyncio.wait_for(run, 10)
             await seen.wait_for(lambda c: c.texts("mr/status")[-1:] == ["offline"], 10)
         alert = seen.jsons("mr/alerts/decoupling")[0]
         assert alert["rule"] == "decoupling" and alert["state"] == "firing"
@@ -299,17 +294,12 @@ async def test_a_restart_restores_state_and_sends_nothing_twice(
     settings = load_settings_dict(tmp_path, cfg)
     snapshot = tmp_path / "state" / "snapshot.npz"
 
-    first = Daemon(settings)
-    run = asyncio.create_task(first.run())
-    try:
+    async with Daemon(settings) as first:
         await until(lambda: len(receiver.payloads) == 1, 90)
         # go on a few bars: after the restart the tick rule sees later bars than it fired on
         eth = first.engine.builders("eth")[0].bars.time
         fired = eth.window()[-1] if len(eth.window()) else 0
         await until(lambda: eth.window()[-1] >= fired + 3 * 60_000, 60)
-    finally:
-        first.stop()
-        await asyncio.wait_for(run, 10)
     assert snapshot.is_file()
     values = first.engine.values()
     if not keep_snapshot:
@@ -319,14 +309,10 @@ async def test_a_restart_restores_state_and_sends_nothing_twice(
     if keep_snapshot:  # restored before the first tick: the values and the rule's state
         assert second.engine.values() == pytest.approx(values, nan_ok=True)
         assert second.engine.rules.rules[0].status.state == "firing"
-    run = asyncio.create_task(second.run())
-    stats = second.exchanges[0].stats
-    try:
+    async with second:
+        stats = second.parts[0].stats
         await until(lambda: stats.trades > 2000, 90)
         await second.dispatcher.drain(5)
-    finally:
-        second.stop()
-        await asyncio.wait_for(run, 10)
     titles = [p["title"] for p in receiver.payloads]
     assert len(titles) == (1 if keep_snapshot else 2), titles
 
@@ -361,16 +347,11 @@ async def test_the_daemon_sends_the_digest_with_its_chart(
     cfg["notify"] = {"urls": [receiver.url()]}
     message = "corr {{ num(correlation.value) }}, MFI {{ num(mfi.value, 0) }}"
     cfg["digest"] = {"correlation": ["corr"], "mfi": "mfi", "message": message}
-    daemon = Daemon(load_settings_dict(tmp_path, cfg))
-    run = asyncio.create_task(daemon.run())
-    try:
+    async with Daemon(load_settings_dict(tmp_path, cfg)) as daemon:
         await until(lambda: not math.isnan(daemon.engine.values()["mfi"]), 90)
         mfi = daemon.engine.values()["mfi"]
         daemon.send_digest(datetime.now(UTC))
         await until(lambda: bool(receiver.payloads), 60)
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(run, 10)
     payload = receiver.payloads[0]
     assert payload["message"].endswith(f"MFI {mfi:.0f}"), payload["message"]
     png = base64.b64decode(payload["attachments"][0]["base64"])

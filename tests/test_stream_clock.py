@@ -8,12 +8,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from moodring.feeds.ccxt_feed import ExchangeFeeds, sequence_number, stream_name
+from moodring.feeds.ccxt import CcxtFeedConfig
+from moodring.feeds.ccxt.exchange import ExchangeFeeds, sequence_number, stream_name
 from moodring.feeds.clock import FUTURE_MS, StreamClock
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.timeframe import Timeframe
-from moodring.settings import FeedConfig
 
 MINUTE = 60_000
 
@@ -118,6 +118,9 @@ class Client:
         self.klines: list[list[float]] = []
         self.fetched: list[int] = []
 
+    async def load_markets(self) -> None:
+        await asyncio.Event().wait()  # never connects: the tests call the handlers
+
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int, limit: int) -> list:
         self.fetched.append(since)
         return [row for row in self.klines if row[0] >= since][:limit]
@@ -136,8 +139,8 @@ class Feeds:
         self.sink = Sink(self.builders)
         self.client = Client()
         configs = {
-            "eth": FeedConfig(symbol="ETH/USDT", stream=eth_stream),
-            "btc": FeedConfig(symbol="BTC/USDT"),
+            "eth": CcxtFeedConfig(symbol="ETH/USDT", stream=eth_stream),
+            "btc": CcxtFeedConfig(symbol="BTC/USDT"),
         }
         self.feeds = ExchangeFeeds(
             "binance",
@@ -273,10 +276,11 @@ async def test_a_bar_closed_early_is_repaired_from_rest_when_trades_of_it_come_l
     f.trade(NOW + 59_500, "3", price=9.5)  # a trade of the closed bar, late
     f.trade(NOW + 61_500, "4", price=12.0)
     assert f.closed == []  # the clock confirmed 59.5 s only: the minute is not over yet
-    f.trade(NOW + 62_000, "5", price=12.0)
-    repairs = list(f.feeds._repairs.values())
-    assert repairs and repairs[0].task is not None
-    await asyncio.wait_for(repairs[0].task, 10)
+    async with f.feeds:  # the repair is a task of the running feeds
+        f.trade(NOW + 62_000, "5", price=12.0)
+        repairs = list(f.feeds._repairs.values())
+        assert repairs and repairs[0].task is not None
+        await asyncio.wait_for(repairs[0].task, 10)
     assert f.client.fetched == [NOW]
     assert f.closed == [Bar(NOW, 10, 10, 9.5, 9.5, 2.0)]  # the exchange's own bar
 
@@ -323,3 +327,22 @@ def test_stream_names_are_read_from_text_that_does_not_parse() -> None:
     assert stream_name('{"stream":"ethusdt@kline_1m","data":{"k":') == "ethusdt@kline_1m"
     assert stream_name({"topic": "publicTrade.BTCUSDT"}) == "publicTrade.BTCUSDT"
     assert stream_name("[1, 2, 3]") is None
+
+
+async def test_a_cancel_that_comes_as_a_watch_answers_stops_the_feed() -> None:
+    # asyncio.wait_for on 3.11 returns the answer and loses a cancel that comes with it
+    f = Feeds()
+    answered = asyncio.Event()
+    calls = 0
+
+    async def watch() -> None:
+        nonlocal calls
+        calls += 1
+        await (answered.wait() if calls == 1 else asyncio.Event().wait())
+
+    keep = asyncio.create_task(f.feeds._keep(watch))
+    await asyncio.sleep(0.01)
+    answered.set()  # the watch answers and the cancel comes in the same loop iteration
+    keep.cancel()
+    await asyncio.wait({keep}, timeout=10)
+    assert keep.cancelled() and calls == 1

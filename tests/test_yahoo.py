@@ -20,15 +20,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.streamer import EquityStreamer
-from moodring.feeds.yahoo import (
-    FrameError,
-    HistoryError,
-    YahooStreamer,
-    decode_pricing,
-    fetch_history,
-    frame_payload,
-    parse_chart,
-)
+from moodring.feeds.yahoo.history import HistoryError, fetch_history, parse_chart
+from moodring.feeds.yahoo.stream import FrameError, YahooStreamer, decode_pricing, frame_payload
 
 # --- an independent protobuf encoder, written from yfinance's pricing.proto ----------------
 
@@ -306,17 +299,6 @@ async def streamer_server(fake: FakeStreamer) -> AsyncIterator[str]:
         yield f"ws://127.0.0.1:{port}/?version=2"
 
 
-@contextlib.asynccontextmanager
-async def running(streamer: EquityStreamer) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(streamer.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def until(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
     """Wait for a condition; the limit only turns a hang into a failure."""
     loop = asyncio.get_running_loop()
@@ -364,7 +346,7 @@ async def test_ticks_volume_deltas_and_bad_frames() -> None:
     sink = RecordingSink()
     async with streamer_server(fake) as url:
         streamer = YahooStreamer("rut", "^RUT", sink, url=url, backoff=fast_backoff())
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == 6, "six trades")
     assert fake.subscribes[0] == {"subscribe": ["^RUT"]}
     assert [(t, p, v) for _, t, p, v in sink.trades] == [
@@ -407,7 +389,7 @@ async def test_heartbeats_are_control_frames_not_bad_prices() -> None:
     sink = RecordingSink()
     async with streamer_server(fake) as url:
         streamer = YahooStreamer("rut", "^RUT", sink, url=url, backoff=fast_backoff())
-        async with running(streamer):
+        async with streamer:
             await until(lambda: seen(streamer) == 3, "two heartbeats and a tick")
     assert streamer.ignored["control"] == 2
     assert [p for _, _, p, _ in sink.trades] == [2650.5]
@@ -453,7 +435,7 @@ async def test_reconnects_after_server_close_and_keeps_counting_volume() -> None
     sink = RecordingSink()
     async with streamer_server(fake) as url:
         streamer = YahooStreamer("rut", "^RUT", sink, url=url, backoff=fast_backoff())
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == 4, "four trades over two connections")
     assert fake.connections == 2
     assert fake.subscribes[:2] == [{"subscribe": ["^RUT"]}] * 2
@@ -472,7 +454,7 @@ async def test_reconnects_when_no_server() -> None:
     async with streamer_server(FakeStreamer()) as url:
         pass  # the port is closed again: connections are refused
     streamer = YahooStreamer("rut", "^RUT", sink, url=url, backoff=fast_backoff(), timeout=2)
-    async with running(streamer):
+    async with streamer:
         await until(lambda: streamer.reconnects >= 3, "three reconnect attempts")
     assert streamer.connects == 0
     assert sink.trades == []
@@ -496,7 +478,7 @@ async def test_stale_in_session_forces_reconnect() -> None:
             timeout=10.0,
             backoff=fast_backoff(),
         )
-        async with running(streamer):
+        async with streamer:
             await until(lambda: len(sink.trades) == 2, "a tick after the stale reconnects")
     assert sink.states == ["ok", "stale", "ok"]
     assert fake.connections == 3
@@ -519,7 +501,7 @@ async def test_silent_socket_while_closed_is_normal_then_stale_at_open() -> None
             timeout=0.2,
             backoff=fast_backoff(),
         )
-        async with running(streamer):
+        async with streamer:
             await until(lambda: sink.states == ["closed"], "closed state")
             await asyncio.sleep(1.0)  # five receive timeouts of silence
             assert fake.connections == 1
@@ -547,7 +529,7 @@ async def test_real_calendar_with_injected_clock() -> None:
             backoff=fast_backoff(),
             clock=lambda: saturday,
         )
-        async with running(streamer):
+        async with streamer:
             await until(lambda: sink.states == ["closed"], "closed on a Saturday")
             await asyncio.sleep(0.5)
     assert sink.state_times == [ms("2024-11-30T15:00:00")]

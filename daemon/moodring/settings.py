@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -16,7 +17,10 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializeAsAny,
     SerializerFunctionWrapHandler,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_serializer,
     model_validator,
@@ -52,12 +56,14 @@ class Model(BaseModel):
 
 
 class FeedConfig(Model):
-    """One market data feed."""
+    """One market data feed: the keys of every source (each source's model adds its own).
+
+    A source (``moodring.feeds.<source>``) registers its model with ``register_feed_config``;
+    ``feeds.<name>`` is validated by the model of its ``source`` (default ``ccxt``).
+    """
 
     symbol: str
-    source: Literal["ccxt", "yahoo", "alpaca", "finnhub"] = "ccxt"
-    exchange: str = "binance"
-    stream: Literal["trades", "ohlcv"] = "trades"
+    source: str = "ccxt"
     market: Literal["crypto", "equity"] = "crypto"
     # an equity market's sessions (default nyse); none: no calendar (bars at any time)
     calendar: Literal["nyse", "none"] | None = None
@@ -66,24 +72,11 @@ class FeedConfig(Model):
     stale_after: Duration | None = None
     ws_url: str | None = None
     rest_url: str | None = None
-    api_key: SecretStr | None = None  # keyed sources (alpaca, finnhub)
-    api_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _calendar_of_equity(self) -> FeedConfig:
         if self.market == "crypto" and self.calendar == "nyse":
             raise ValueError("calendar: a crypto market trades 24/7; calendars are for equity")
-        return self
-
-    @model_validator(mode="after")
-    def _keys_for_keyed_sources(self) -> FeedConfig:
-        needed = {"finnhub": ("api_key",), "alpaca": ("api_key", "api_secret")}
-        for key in needed.get(self.source, ()):
-            if getattr(self, key) is None:
-                raise ValueError(
-                    f"{key}: source {self.source} needs it ({key}, {key}_file or "
-                    f"{key}_credential; or MOODRING_FEEDS__<NAME>__{key.upper()})"
-                )
         return self
 
     @property
@@ -97,6 +90,49 @@ class FeedConfig(Model):
         if self.market == "equity" and self.calendar != "none":
             return self.calendar or "nyse"
         return None
+
+
+# source name -> the model of its feeds; the built-in sources register when moodring.feeds
+# is imported
+FEED_CONFIGS: dict[str, type[FeedConfig]] = {}
+
+
+def register_feed_config(source: str, model: type[FeedConfig]) -> None:
+    """Validate ``feeds.<name>`` of ``source: <source>`` with ``model``."""
+    FEED_CONFIGS[source] = model
+
+
+def feed_config_model(source: object) -> type[FeedConfig]:
+    """Return the model of a source's feeds, or raise ValueError naming the known sources."""
+    if not FEED_CONFIGS:
+        # a bare Settings(...) before anything imported the feeds: load the built-in sources
+        importlib.import_module("moodring.feeds")
+    model = FEED_CONFIGS.get(source) if isinstance(source, str) else None
+    if model is None:
+        known = ", ".join(sorted(FEED_CONFIGS))
+        raise ValueError(f"source: unknown feed source {source!r} (known: {known})")
+    return model
+
+
+def _feed_of_its_source(value: Any, handler: ValidatorFunctionWrapHandler) -> FeedConfig:
+    """Validate a feed with the model of its ``source``; a key of another source is named."""
+    if isinstance(value, FeedConfig):
+        return value
+    source = value.get("source", "ccxt") if isinstance(value, dict) else "ccxt"
+    model = feed_config_model(source)
+    if isinstance(value, dict):
+        for key in value:
+            if key in model.model_fields:
+                continue
+            owners = [name for name, m in sorted(FEED_CONFIGS.items()) if key in m.model_fields]
+            if owners:
+                raise ValueError(
+                    f"{key}: not a key of {source} feeds (only of {', '.join(owners)} feeds)"
+                )
+    return model.model_validate(value)
+
+
+AnyFeedConfig = Annotated[SerializeAsAny[FeedConfig], WrapValidator(_feed_of_its_source)]
 
 
 class RatioConfig(Model):
@@ -807,7 +843,7 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    feeds: dict[str, FeedConfig]
+    feeds: dict[str, AnyFeedConfig]
     series: dict[str, RatioConfig] = {}
     metrics: dict[str, MetricConfig] = {}
     rules: tuple[RuleConfig, ...] = ()

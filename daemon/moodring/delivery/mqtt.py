@@ -36,6 +36,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from moodring.feeds.backoff import Backoff
+from moodring.lifecycle import Component, first_completed
 from moodring.market.bar import Bar
 from moodring.rules.alert import Alert
 from moodring.settings import MqttConfig
@@ -126,10 +127,11 @@ def feed_payload(feed: str, state: str, t_ms: int) -> str:
     return _dumps({"feed": feed, "state": state, "t": t, "time": iso_time(t)})
 
 
-class MqttPublisher:
-    """Publishes to MQTT: synchronous never-failing producers, plus ``run()`` that sends.
+class MqttPublisher(Component):
+    """Publishes to MQTT: synchronous never-failing producers, and a connection that sends.
 
-    Producers must be called from the event loop thread that runs ``run()``.
+    ``async with publisher:`` runs the connection (``run()``); leaving the block publishes
+    ``offline`` and disconnects. Producers must be called from the event loop's thread.
     """
 
     def __init__(self, config: MqttConfig, *, backoff: Backoff | None = None) -> None:
@@ -219,6 +221,9 @@ class MqttPublisher:
 
     # -- the connection -------------------------------------------------------------------
 
+    async def _setup(self) -> None:
+        self.spawn(self.run(), name="mqtt")
+
     async def run(self) -> None:
         """Connect, send everything pending as it comes, reconnect on errors; until cancelled."""
         if self.config.host is None:
@@ -270,16 +275,7 @@ class MqttPublisher:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Send until the connection drops (raising MqttError)."""
-        sender = asyncio.create_task(self._send_forever(client))
-        watcher = asyncio.create_task(self._watch(client))
-        try:
-            done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sender.cancel()
-            watcher.cancel()
-            await asyncio.gather(sender, watcher, return_exceptions=True)
-        for task in done:
-            task.result()
+        await first_completed(self._send_forever(client), self._watch(client))
         raise aiomqtt.MqttError("connection ended")
 
     async def _watch(self, client: aiomqtt.Client) -> None:

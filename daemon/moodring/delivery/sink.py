@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from moodring.delivery.dispatcher import Dispatcher
+from moodring.lifecycle import Component
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silence, Silences
 from moodring.times import format_duration, iso_time
@@ -37,11 +38,13 @@ class _Held:
     send: bool
 
 
-class AlertSink:
+class AlertSink(Component):
     """Takes each alert: a silenced one is logged and dropped, any other is enqueued.
 
     ``dispatcher`` may be replaced (a reload); alerts held in memory stay and go to the new
-    one. ``held``, ``lost`` and ``problem()`` tell how the outbox is doing.
+    one. ``held``, ``lost`` and ``problem()`` tell how the outbox is doing. ``async with
+    sink:`` retries held alerts every ``RETRY_EVERY`` seconds; leaving the block writes them
+    a last time (and logs the ones it cannot as lost).
     """
 
     def __init__(
@@ -116,6 +119,15 @@ class AlertSink:
         if self._failure is not None:
             self._recovered()
         return True
+
+    async def _setup(self) -> None:
+        self.spawn(self.retry(), name="outbox retry")
+
+    async def _teardown(self) -> None:
+        if not self.flush():
+            log.error(
+                "%d alert(s) LOST: still held in memory at exit (%s)", self.held, self.problem()
+            )
 
     async def retry(self, every: float = RETRY_EVERY) -> None:
         """Write held alerts every ``every`` seconds until cancelled."""

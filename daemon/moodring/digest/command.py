@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -102,14 +103,10 @@ async def send_digest(
             on_result=result,
         )
         dispatcher.enqueue(alert)
-        running = asyncio.create_task(dispatcher.run())
-        try:
-            await asyncio.wait_for(done.wait(), 2 * settings.notify.timeout + CHART_BUDGET_S)
-        except TimeoutError:
-            pass
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+        async with dispatcher:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * settings.notify.timeout + CHART_BUDGET_S):
+                    await done.wait()
     for tid, target in targets.items():
         ok = results.get(tid, False)
         say(f"{'OK    ' if ok else 'FAILED'}  {mask_url(target.url.get_secret_value())}")

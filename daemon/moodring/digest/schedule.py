@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from moodring.lifecycle import Component
+
 log = logging.getLogger("moodring.digest")
 
 # asyncio.sleep runs on a monotonic clock that stands still while the machine is suspended, so
@@ -101,3 +103,14 @@ async def run_schedule(
         except Exception:
             log.exception("digest for %s failed", due.isoformat())
         due = next_fire(config, due)
+
+
+class DigestSchedule(Component):
+    """``async with DigestSchedule(config, fire):`` calls ``fire`` at each scheduled instant."""
+
+    def __init__(self, config: Schedule, fire: Fire) -> None:
+        self.config = config
+        self.fire = fire
+
+    async def _setup(self) -> None:
+        self.spawn(run_schedule(self.config, self.fire), name="digest")

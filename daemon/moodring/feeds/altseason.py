@@ -37,7 +37,9 @@ import ccxt.pro as ccxtpro
 from ccxt.base.errors import BadSymbol, BaseError, NetworkError
 
 from moodring.feeds.backoff import Backoff
-from moodring.feeds.ccxt_feed import CLOSE_TIMEOUT, configure_urls, guarded
+from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
+from moodring.feeds.ccxt.patch import guarded
+from moodring.lifecycle import Component, first_completed
 from moodring.metrics.altseason import DAY_MS, AltseasonIndex, AltseasonValue, excluded
 from moodring.settings import AltseasonConfig
 from moodring.times import iso_time
@@ -75,8 +77,11 @@ class AltseasonStats:
     published: int = 0  # values published, closed or forming
 
 
-class AltseasonFeed:
-    """The Altcoin Season Index of one exchange, published closed daily and forming intraday."""
+class AltseasonFeed(Component):
+    """The Altcoin Season Index of one exchange, published closed daily and forming intraday.
+
+    ``async with feed:`` refreshes and streams (``run()``) until the block ends.
+    """
 
     def __init__(
         self,
@@ -121,6 +126,9 @@ class AltseasonFeed:
         self._dirty = False
         self._published_at = -math.inf  # monotonic time of the latest forming publication
         self._refreshed_at = -math.inf  # clock time of the latest refresh
+
+    async def _setup(self) -> None:
+        self.spawn(self.run(), name="altseason")
 
     def _make_client(self) -> Any:
         """Return a new rate-limited ccxt.pro client of the configured exchange."""
@@ -184,7 +192,8 @@ class AltseasonFeed:
     async def _call(self, call: Awaitable[T]) -> T:
         """Await one REST call within the timeout, counting it."""
         self.stats.requests += 1
-        return await asyncio.wait_for(call, self.timeout)
+        async with asyncio.timeout(self.timeout):
+            return await call
 
     async def _refresh(self, client: Any) -> None:
         """Re-rank the universe, fetch the closed days missing, publish the closed value."""
@@ -316,25 +325,15 @@ class AltseasonFeed:
 
     async def _live(self, client: Any) -> None:
         """Stream (or poll) tickers until a refresh is due; raise on a stream failure."""
-        tasks = [
-            asyncio.ensure_future(self._watch(client)),
-            asyncio.ensure_future(self._pulse(client)),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()
+        await first_completed(self._watch(client), self._pulse(client))
 
     async def _watch(self, client: Any) -> None:
         """Take every ticker update of the index's coins and BTC, forever."""
         symbols = [self.btc, *self.coins]
         if client.has.get("watchTickers"):
             while True:
-                tickers = await asyncio.wait_for(client.watch_tickers(symbols), self.silence)
+                async with asyncio.timeout(self.silence):
+                    tickers = await client.watch_tickers(symbols)
                 self._take(tickers)
         while True:
             await asyncio.sleep(self.poll_every)
@@ -394,7 +393,8 @@ class AltseasonFeed:
     async def _close_quietly(self, client: Any) -> None:
         """Close a client within a bound; a socket half-way through a drop may never answer."""
         try:
-            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await client.close()
         except (Exception, TimeoutError) as exc:  # closing a broken client must not stop us
             log.debug("altseason: close: %s", exc)
 

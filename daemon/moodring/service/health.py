@@ -1,9 +1,8 @@
 """Daemon telemetry: Prometheus instruments, an event-loop lag monitor, /metrics and /healthz.
 
-The HTTP server is a small asyncio one (``asyncio.start_server`` and a request-line parser), not
-prometheus_client's ASGI/WSGI apps: those need an ASGI server (a new dependency) or a WSGI server
-in a thread, and a scrape reads state owned by the event loop (the outbox's SQLite connection,
-dicts the hot path mutates), so it has to run on the loop thread anyway.
+The endpoint is an ``aiohttp.web`` app on the daemon's event loop (aiohttp comes with ccxt):
+a scrape reads state owned by the loop (the outbox's SQLite connection, dicts the hot path
+mutates), so it has to run on the loop's thread.
 """
 
 from __future__ import annotations
@@ -14,20 +13,15 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from types import TracebackType
-from urllib.parse import urlsplit
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from moodring import __version__
+from moodring.lifecycle import Component
 from moodring.settings import HttpConfig
 
 log = logging.getLogger("moodring.http")
@@ -57,19 +51,9 @@ UPDATE_BUCKETS = (
 )
 LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-MAX_LINE = 8192  # bytes of a request line or header line
-MAX_HEADERS = 100
-LINGER = 1.0  # seconds spent dropping unread input after an error response
-MAX_LINGER_BYTES = 1 << 20
-REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request and take the response
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
+REQUEST_TIMEOUT = 5.0  # seconds a connection may stay idle (or half-sent) before it is closed
+SHUTDOWN_TIMEOUT = 1.0  # seconds requests in flight get when the endpoint stops
+NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
 
 
 def _reader(source: Mapping | Callable[[], Mapping] | None) -> Callable[[], Mapping]:
@@ -432,17 +416,15 @@ async def watch_loop_lag(telemetry: Telemetry, interval: float = 0.5) -> None:
         telemetry.record_loop_lag(max(0.0, loop.time() - start - interval))
 
 
-class _BadRequestError(Exception):
-    """The client sent something that is not a usable HTTP request."""
-
-
-class HealthServer:
-    """Serve ``GET /metrics`` and ``GET /healthz`` on ``config.host:config.port``.
+class HealthServer(Component):
+    """Serve ``GET /metrics`` and ``GET /healthz`` on ``config.host:config.port`` (aiohttp).
 
     ``async with HealthServer(config, telemetry) as server:`` listens until the block ends;
     ``server.port`` is the bound port (None when ``config.enabled`` is false: then nothing is
-    served). ``health`` defaults to ``telemetry.health``. Every connection gets one response
-    and is closed; a client gets ``timeout`` seconds to send its request and take the answer.
+    served). ``/metrics`` is prometheus_client's aiohttp handler (OpenMetrics when asked
+    for, gzip when accepted); ``/healthz`` answers ``health()`` (default
+    ``telemetry.health``) as JSON, 200 when healthy, else 503. A connection idle (or
+    half-sent) for ``timeout`` seconds is closed.
     """
 
     def __init__(
@@ -458,140 +440,54 @@ class HealthServer:
         self.port: int | None = None
         self._health = health if health is not None else telemetry.health
         self._timeout = timeout
-        self._server: asyncio.Server | None = None
-        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> HealthServer:
+    async def _setup(self) -> None:
         if not self.config.enabled:
-            return self
-        self._server = await asyncio.start_server(
-            self._serve, self.config.host, self.config.port, limit=MAX_LINE
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("serving /metrics and /healthz on %s:%d", self.config.host, self.port)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is None:
             return
-        self._server.close()
-        # Abort rather than cancel: Python 3.11's streams log a cancelled handler as an error.
-        for writer in self._clients.values():
-            writer.transport.abort()
-        tasks = list(self._clients)
-        if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=1.0)
-            for task in stuck:
-                task.cancel()
-        await self._server.wait_closed()
-        self._server = None
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics(make_aiohttp_handler(self.telemetry.registry)))
+        app.router.add_get("/healthz", self._healthz)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=self._timeout,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        self._runner = runner
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        await site.start()
+        self.port = int(runner.addresses[0][1])
+        log.info("serving /metrics and /healthz on %s:%d", self.config.host, self.port)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer one request on a connection, then close it."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients[task] = writer
-        try:
-            async with asyncio.timeout(self._timeout):
-                try:
-                    method, path = await _read_request(reader)
-                except _BadRequestError as exc:
-                    status, ctype, head = 400, "text/plain; charset=utf-8", False
-                    body = f"bad request: {exc}\n".encode()
-                else:
-                    status, ctype, body = self._respond(method, path)
-                    head = method == "HEAD"
-                writer.write(_response(status, ctype, body, head=head))
-                await writer.drain()
-            if status >= 400:
-                await _linger(reader, writer)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            writer.transport.abort()  # idle, slow or vanished client: drop it
-        except Exception:
-            log.exception("HTTP request failed")
-            writer.transport.abort()
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            if task is not None:
-                self._clients.pop(task, None)
+    async def _teardown(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
-    def _respond(self, method: str, path: str) -> tuple[int, str, bytes]:
-        """Return the status, content type and body answering a request."""
-        if path not in ("/metrics", "/healthz"):
-            return 404, "text/plain; charset=utf-8", b"not found\n"
-        if method not in ("GET", "HEAD"):
-            return 405, "text/plain; charset=utf-8", b"method not allowed\n"
+    @staticmethod
+    def _metrics(handler: Handler) -> Handler:
+        """Return ``handler`` answering with ``Cache-Control: no-store``."""
+
+        async def metrics(request: web.Request) -> web.StreamResponse:
+            response = await handler(request)
+            response.headers[hdrs.CACHE_CONTROL] = "no-store"
+            return response
+
+        return metrics
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        """Answer the health check: 200 when healthy, else 503, the reasons as JSON."""
         try:
-            if path == "/metrics":
-                return 200, CONTENT_TYPE_LATEST, generate_latest(self.telemetry.registry)
             healthy, body = self._health()
             data = json.dumps(body, default=str).encode() + b"\n"
-            return (200 if healthy else 503), "application/json", data
         except Exception:
-            log.exception("HTTP %s failed", path)
-            return 500, "text/plain; charset=utf-8", b"internal error\n"
-
-
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Half-close, then drop unread input briefly: closing with it unread would reset the socket.
-
-    A reset can make the client lose the error response it has not read yet.
-    """
-    with contextlib.suppress(TimeoutError, ConnectionError, OSError):
-        async with asyncio.timeout(LINGER):
-            if writer.can_write_eof():
-                writer.write_eof()
-            dropped = 0
-            while dropped < MAX_LINGER_BYTES:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                dropped += len(chunk)
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """Read a request line and headers (checked, then ignored); return the method and path."""
-    line = await _read_line(reader)
-    parts = line.split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
-        raise _BadRequestError("malformed request line")
-    method, target, _ = parts
-    for _ in range(MAX_HEADERS):
-        header = await _read_line(reader)
-        if not header:
-            return method.upper(), urlsplit(target).path
-        if ":" not in header:
-            raise _BadRequestError("malformed header")
-    raise _BadRequestError("too many headers")
-
-
-async def _read_line(reader: asyncio.StreamReader) -> str:
-    """Read one CRLF- or LF-terminated line as Latin-1 text, without its end."""
-    try:
-        raw = await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        raise _BadRequestError("line too long") from None
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise _BadRequestError("incomplete request") from None
-        raise
-    return raw.rstrip(b"\r\n").decode("latin-1")
-
-
-def _response(status: int, content_type: str, body: bytes, *, head: bool = False) -> bytes:
-    """Return a complete HTTP/1.1 response that closes the connection."""
-    lines = (
-        f"HTTP/1.1 {status} {REASONS[status]}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Cache-Control: no-store\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return lines.encode("latin-1") + (b"" if head else body)
+            log.exception("HTTP /healthz failed")
+            return web.Response(status=500, text="internal error\n", headers=NO_STORE)
+        return web.Response(
+            status=200 if healthy else 503,
+            body=data,
+            content_type="application/json",
+            headers=NO_STORE,
+        )

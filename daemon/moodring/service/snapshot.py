@@ -45,6 +45,7 @@ import numpy as np
 
 from moodring.delivery.outbox import SavedRuleState
 from moodring.engine import Engine, Published
+from moodring.lifecycle import Component
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.ring import BarRing
@@ -141,8 +142,9 @@ class RestoreReport:
 
 def feed_identity(feed: FeedConfig) -> str:
     """Return a hash of what makes a feed's bars the same bars (not its health settings)."""
+    # the hash of when every source had an exchange (binance unless set): snapshots match
     keys = ("symbol", "source", "exchange", "market", "ws_url", "rest_url")
-    return _digest({key: getattr(feed, key) for key in keys})
+    return _digest({key: getattr(feed, key, "binance") for key in keys})
 
 
 def fingerprint(settings: Settings) -> str:
@@ -368,16 +370,18 @@ def load(
     return state
 
 
-class Snapshotter:
+class Snapshotter(Component):
     """Saves the current engine's state to one file, periodically and on demand.
 
-    A write that fails (a full disk, an I/O error) is logged when writes start failing
+    ``async with snapshotter:`` saves every ``every`` seconds; leaving the block saves once
+    more. A write that fails (a full disk, an I/O error) is logged when writes start failing
     and when they work again; meanwhile ``problem()`` says why and the daemon runs on.
     """
 
-    def __init__(self, engine_of: Callable[[], Engine], path: Path) -> None:
+    def __init__(self, engine_of: Callable[[], Engine], path: Path, *, every: float = 60.0) -> None:
         self.engine_of = engine_of
         self.path = path
+        self.every = every
         self._lock = threading.Lock()
         self._taken = 0
         self._written = 0
@@ -397,6 +401,12 @@ class Snapshotter:
     async def save_soon(self) -> bool:
         """Capture the state now and write it in a thread; return whether it was written."""
         return await asyncio.to_thread(self._write, *self._capture())
+
+    async def _setup(self) -> None:
+        self.spawn(self.run(self.every), name="snapshots")
+
+    async def _teardown(self) -> None:
+        self.save_now()
 
     async def run(self, interval_s: float) -> None:
         """Save every ``interval_s`` until cancelled: capture on the loop, write in a thread."""

@@ -75,7 +75,7 @@ from websockets.http11 import Request, Response
 
 from moodring.backtest.csvfile import CsvError, load_csv
 from moodring.feeds.calendar import MarketCalendar
-from moodring.feeds.yahoo import (
+from moodring.feeds.yahoo.stream import (
     PRICING_FIELDS,
     QUOTE_EQUITY,
     QUOTE_ETF,

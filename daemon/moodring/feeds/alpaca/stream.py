@@ -95,12 +95,14 @@ class AlpacaStreamer(EquityStreamer):
         if problem is not None:
             return problem
         auth = json.dumps({"action": "auth", "key": self._key, "secret": self._secret})
-        await asyncio.wait_for(ws.send(auth), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await ws.send(auth)
         problem = await self._expect(ws, "authenticated")
         if problem is not None:
             return problem
         subscribe = json.dumps({"action": "subscribe", "trades": [self.symbol]})
-        await asyncio.wait_for(ws.send(subscribe), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await ws.send(subscribe)
         return None
 
     async def _expect(self, ws: ClientConnection, wanted: str) -> str | None:
@@ -111,7 +113,8 @@ class AlpacaStreamer(EquityStreamer):
             left = deadline - loop.time()
             if left <= 0:
                 raise TimeoutError(f"no {wanted!r} message")
-            frame = await asyncio.wait_for(ws.recv(), left)
+            async with asyncio.timeout(left):
+                frame = await ws.recv()
             items = self._items(frame)
             found = False
             for item in items:

@@ -56,7 +56,8 @@ class FinnhubStreamer(EquityStreamer):
     async def _login(self, ws: ClientConnection) -> str | None:
         """Subscribe to the symbol's trades (the key went in the URL; there is no ack)."""
         message = json.dumps({"type": "subscribe", "symbol": self.symbol})
-        await asyncio.wait_for(ws.send(message), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await ws.send(message)
         return None
 
     def handle_frame(self, frame: str | bytes) -> str | None:

@@ -10,19 +10,22 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import ccxt.pro as ccxtpro
 from ccxt.base.errors import BaseError, NetworkError
 
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.base import FeedSink
+from moodring.feeds.ccxt import CcxtFeedConfig
+from moodring.feeds.ccxt.patch import guarded
 from moodring.feeds.clock import EARLY_MS, FUTURE_MS, StreamClock
 from moodring.feeds.health import trade_problem
+from moodring.feeds.source import Clock, FeedPart
+from moodring.lifecycle import first_completed
 from moodring.market.bar import Bar
 from moodring.market.builder import HOLD_ALL, BarBuilder
 from moodring.market.timeframe import Timeframe
-from moodring.settings import FeedConfig
 from moodring.times import iso_time
 
 log = logging.getLogger("moodring.feeds.ccxt")
@@ -87,8 +90,11 @@ class ExchangeStats:
     per_feed: dict[str, int] = field(default_factory=dict)
 
 
-class ExchangeFeeds:
+class ExchangeFeeds(FeedPart):
     """All feeds of one exchange on one ccxt.pro client.
+
+    ``async with feeds:`` connects, warms every feed up from the exchange's REST klines
+    (``warmed`` is set then) and streams until the block ends, which closes the client.
 
     Feeds with ``stream: trades`` watch trades (``watch_trades_for_symbols`` where the
     exchange has it), feeds with ``stream: ohlcv`` watch the exchange's candles
@@ -108,7 +114,7 @@ class ExchangeFeeds:
     def __init__(
         self,
         exchange: str,
-        feeds: Mapping[str, FeedConfig],
+        feeds: Mapping[str, CcxtFeedConfig],
         sink: FeedSink,
         builders: Callable[[str], list[BarBuilder]],
         *,
@@ -118,7 +124,7 @@ class ExchangeFeeds:
         on_reconnect: Callable[[str], None] | None = None,
     ) -> None:
         self.exchange = exchange
-        self.feeds = dict(feeds)
+        self.feeds: dict[str, CcxtFeedConfig] = dict(feeds)
         self.sink = sink
         self._builders = builders
         self.timeout = timeout
@@ -169,6 +175,16 @@ class ExchangeFeeds:
         self._awaiting_first: set[str] = set()
         self.warmed = asyncio.Event()
 
+    clock: ClassVar[Clock] = "stream"
+
+    @property
+    def name(self) -> str:
+        """Return the exchange's name (what the status line calls the part)."""
+        return self.exchange
+
+    async def _setup(self) -> None:
+        self.spawn(self.run(), name=self.exchange)
+
     def _make_client(self) -> Any:
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
@@ -196,7 +212,7 @@ class ExchangeFeeds:
         return self._clocks[self._stream_of[feed]].read(self.now_ms())
 
     async def run(self) -> None:
-        """Stream until cancelled, reconnecting as needed."""
+        """Stream until cancelled, reconnecting as needed (the task of ``async with``)."""
         backoff = Backoff(1.0, 60.0)
         first = True
         try:
@@ -227,16 +243,15 @@ class ExchangeFeeds:
                     await self._close_sockets()
                     await asyncio.sleep(delay)
         finally:
-            for repair in self._repairs.values():
-                if repair.task is not None:
-                    repair.task.cancel()
             await self._close_quietly(self._client)
 
     async def _connect(self) -> None:
         client = self._client
-        await asyncio.wait_for(client.load_markets(), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await client.load_markets()
         try:
-            server = await asyncio.wait_for(client.fetch_time(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                server = await client.fetch_time()
             self._offset_ms = int(server) - int(time.time() * 1000)
         except (BaseError, TimeoutError, TypeError):
             self._offset_ms = 0  # not every exchange tells its time
@@ -271,10 +286,10 @@ class ExchangeFeeds:
         limit = max(limit, builder.bars.time.capacity + 1)
         if since is None:
             since = self.now_ms() - limit * tf.ms
-        rows = await asyncio.wait_for(
-            self._client.fetch_ohlcv(symbol, tf.name, since=since, limit=min(limit, KLINES_LIMIT)),
-            self.timeout,
-        )
+        async with asyncio.timeout(self.timeout):
+            rows = await self._client.fetch_ohlcv(
+                symbol, tf.name, since=since, limit=min(limit, KLINES_LIMIT)
+            )
         return [
             Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5] or 0.0))
             for r in rows
@@ -289,24 +304,16 @@ class ExchangeFeeds:
             watches.append(self._keep(self._watch_trades))
         if self._candle_feeds:
             watches.append(self._keep(self._watch_candles))
-        tasks = [asyncio.ensure_future(watch) for watch in watches]
-        try:
-            done, _ = await asyncio.wait(
-                tasks, timeout=self.reconnect_every, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()  # the first failure: the caller reconnects
+        # the watches only end by failing (the caller reconnects); else the day is over
+        await first_completed(*watches, asyncio.sleep(self.reconnect_every))
         log.info("%s: daily reconnect", self.exchange)
         raise NetworkError("scheduled reconnect")
 
     async def _keep(self, watch: Callable[[], Awaitable[object]]) -> None:
         """Call a watch again and again; raise when it fails or stays silent too long."""
         while True:
-            await asyncio.wait_for(watch(), self._silence)
+            async with asyncio.timeout(self._silence):
+                await watch()
             self.stats.last_frame = time.monotonic()
 
     def _watch_trades(self) -> Awaitable[object]:
@@ -314,26 +321,14 @@ class ExchangeFeeds:
         symbols = list(self._trade_feeds)
         if client.has.get("watchTradesForSymbols") and len(symbols) > 1:
             return client.watch_trades_for_symbols(symbols)
-        return self._any([client.watch_trades(s) for s in symbols])
+        return first_completed(*(client.watch_trades(s) for s in symbols))
 
     def _watch_candles(self) -> Awaitable[object]:
         client = self._client
         pairs = [[symbol, tf] for symbol, tf in self._candle_feeds]
         if client.has.get("watchOHLCVForSymbols"):
             return client.watch_ohlcv_for_symbols(pairs)
-        return self._any([client.watch_ohlcv(symbol, tf) for symbol, tf in pairs])
-
-    async def _any(self, watches: list[Awaitable[object]]) -> None:
-        """Return when any of the watches answers."""
-        tasks = [asyncio.ensure_future(w) for w in watches]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-        for task in done:
-            task.result()  # raises the watch's error, if any
+        return first_completed(*(client.watch_ohlcv(symbol, tf) for symbol, tf in pairs))
 
     def _hear(self, name: str, t_ms: int) -> None:
         """Note that a feed spoke: it is no longer stale; count it."""
@@ -595,7 +590,7 @@ class ExchangeFeeds:
         if repair is not None and repair.task is not None and not repair.task.done():
             return
         repair = self._repairs[key] = _Repair(builder, feed)
-        repair.task = asyncio.get_running_loop().create_task(self._repair(repair))
+        repair.task = self.spawn(self._repair(repair), name=f"{feed} repair")
 
     async def _repair(self, repair: _Repair) -> None:
         """Settle the held bars, all closed at the exchange, with its own klines."""
@@ -640,96 +635,10 @@ class ExchangeFeeds:
     async def _close_quietly(self, client: Any) -> None:
         """Close a client within a bound; a socket half-way through a drop may never answer."""
         try:
-            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await client.close()
         except (Exception, TimeoutError) as exc:  # closing a broken client must not stop us
             log.debug("%s: close: %s", self.exchange, exc)
-
-
-TradeCallback = Callable[[dict[str, Any]], None]
-# (symbol, timeframe, [t, o, h, l, c, v], the raw message ccxt parsed it from or None)
-CandleCallback = Callable[[str, str, Any, object], None]
-
-
-def guarded(
-    cls: type,
-    on_bad: Callable[[str, object], None],
-    on_trade: TradeCallback | None = None,
-    on_candle: CandleCallback | None = None,
-    on_frame: Callable[[], None] | None = None,
-) -> type:
-    """Return ``cls`` (a ccxt.pro exchange) whose websocket frames cannot break it.
-
-    ccxt parses each frame and hands it to the exchange's handler unguarded: a malformed
-    frame raises inside its receive path. Here every frame that fails to decode or to be
-    handled is passed to ``on_bad(reason, frame)`` and skipped; the stream goes on.
-
-    With ``on_trade``, every trade the exchange's handler stores is also passed to it at
-    once: ccxt's bounded per-symbol cache overflows in bursts between two ``watch_trades``
-    answers, and whatever it evicted before being read would be lost. ``on_candle`` gets
-    every candle update the same way, with the raw message ccxt's ``handle_ohlcv`` parsed
-    it from (unified candles drop fields such as Binance's closed flag). ``on_frame`` is
-    called as each websocket frame arrives, before its trades and candles.
-    """
-
-    class Guarded(cls):  # type: ignore[misc, valid-type]
-        @property
-        def trades(self) -> dict[str, Any]:
-            return self.__dict__.get("_moodring_trades")
-
-        @trades.setter
-        def trades(self, caches: dict[str, Any] | None) -> None:
-            if on_trade is not None and caches is not None:
-                caches = _TradeTap(on_trade, caches)
-            self._moodring_trades = caches
-
-        @property
-        def ohlcvs(self) -> dict[str, Any]:
-            return self.__dict__.get("_moodring_ohlcvs")
-
-        @ohlcvs.setter
-        def ohlcvs(self, caches: dict[str, Any] | None) -> None:
-            if on_candle is not None and caches is not None:
-                caches = _CandleTap(self._moodring_candle, caches)
-            self._moodring_ohlcvs = caches
-
-        def _moodring_candle(self, symbol: str, timeframe: str, row: Any) -> None:
-            assert on_candle is not None
-            on_candle(symbol, timeframe, row, self.__dict__.get("_moodring_raw"))
-
-        if hasattr(cls, "handle_ohlcv"):
-
-            def handle_ohlcv(self, client: Any, message: Any) -> Any:
-                self._moodring_raw = message
-                try:
-                    return super().handle_ohlcv(client, message)
-                finally:
-                    self._moodring_raw = None
-
-        def client(self, url: str) -> Any:
-            ws = super().client(url)
-            if not getattr(ws, "_moodring_guarded", False):
-                decode = ws.handle_text_or_binary_message
-
-                def guard(data: Any) -> None:
-                    if on_frame is not None:
-                        on_frame()
-                    try:
-                        decode(data)
-                    except Exception as exc:  # any frame, any failure: count and skip
-                        on_bad(f"unreadable frame ({type(exc).__name__})", data)
-
-                ws.handle_text_or_binary_message = guard
-                ws._moodring_guarded = True
-            return ws
-
-        def handle_message(self, client: Any, message: Any) -> Any:
-            if not isinstance(message, dict | list):
-                on_bad("not JSON", message)
-                return None
-            return super().handle_message(client, message)
-
-    Guarded.__name__ = cls.__name__
-    return Guarded
 
 
 def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:
@@ -740,77 +649,6 @@ def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> Non
         client.urls["api"]["public"] = rest_url
         client.options["fetchMarkets"] = {"types": ["spot"]}
         client.options["defaultType"] = "spot"
-
-
-class _TradeTap(dict[str, Any]):
-    """ccxt's trade caches by symbol; each cache put in passes its appended trades on."""
-
-    def __init__(self, on_trade: TradeCallback, caches: dict[str, Any]) -> None:
-        super().__init__()
-        self._on_trade = on_trade
-        for symbol, cache in caches.items():
-            self[symbol] = cache
-
-    def __setitem__(self, symbol: str, cache: Any) -> None:
-        if not getattr(cache, "_moodring_tapped", False):
-            for trade in list(cache):  # handlers may append the first trade before storing
-                self._on_trade(trade)
-            cache.__class__ = _tapped_class(type(cache))
-            cache._moodring_tap = self._on_trade
-        super().__setitem__(symbol, cache)
-
-
-_TAPPED: dict[type, type] = {}
-
-
-def _tapped_class(cls: type) -> type:
-    """Return a subclass of a ccxt cache class whose ``append`` calls its tap."""
-    if cls not in _TAPPED:
-
-        def append(self: Any, item: Any) -> None:
-            super(tapped, self).append(item)
-            self._moodring_tap(item)
-
-        tapped = type(cls.__name__, (cls,), {"append": append, "_moodring_tapped": True})
-        _TAPPED[cls] = tapped
-    return _TAPPED[cls]
-
-
-class _CandleTap(dict[str, Any]):
-    """ccxt's candle caches by symbol, then by timeframe; each cache passes its candles on."""
-
-    def __init__(self, on_candle: Callable[[str, str, Any], None], caches: dict[str, Any]) -> None:
-        super().__init__()
-        self._on_candle = on_candle
-        for symbol, by_timeframe in caches.items():
-            self[symbol] = by_timeframe
-
-    def __setitem__(self, symbol: str, by_timeframe: Any) -> None:
-        if isinstance(by_timeframe, dict) and not isinstance(by_timeframe, _TimeframeTap):
-            by_timeframe = _TimeframeTap(symbol, self._on_candle, by_timeframe)
-        super().__setitem__(symbol, by_timeframe)
-
-
-class _TimeframeTap(dict[str, Any]):
-    """One symbol's candle caches by timeframe; each cache put in passes its candles on."""
-
-    def __init__(
-        self, symbol: str, on_candle: Callable[[str, str, Any], None], caches: dict[str, Any]
-    ) -> None:
-        super().__init__()
-        self._symbol = symbol
-        self._on_candle = on_candle
-        for timeframe, cache in caches.items():
-            self[timeframe] = cache
-
-    def __setitem__(self, timeframe: str, cache: Any) -> None:
-        if hasattr(cache, "append") and not getattr(cache, "_moodring_tapped", False):
-            tap = functools.partial(self._on_candle, self._symbol, timeframe)
-            for row in list(cache):  # handlers may append the first candle before storing
-                tap(row)
-            cache.__class__ = _tapped_class(type(cache))
-            cache._moodring_tap = tap
-        super().__setitem__(timeframe, cache)
 
 
 def sequence_number(trade_id: object) -> int | None:
