@@ -29,7 +29,9 @@ from moodring.backtest.runner import (
     run_streaming,
     runnable_metrics,
 )
+from moodring.backtest.sweep import SweepError
 from moodring.backtest.table import MetricTable
+from moodring.backtest.tuning import Tuning
 from moodring.backtest.universe import load_universe
 from moodring.configfile import (
     ConfigError,
@@ -164,6 +166,22 @@ def _parser() -> argparse.ArgumentParser:
         "--streaming",
         action="store_true",
         help="feed bars one by one through the live engine instead of the vectorised path",
+    )
+    backtest.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="also write a self-contained HTML report: summary, a chart per rule, the alerts "
+        "(needs pip install 'moodring[report]')",
+    )
+    backtest.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="RULE.PATH=START:STOP:STEP",
+        help="re-run one rule for each value of one of its numbers, e.g. "
+        "eth-rut-decoupling.condition.below=0.2:0.6:0.05; prints a line per value instead "
+        "of the alerts (a second --sweep of the same rule makes a grid)",
     )
     backtest.set_defaults(handler=_backtest)
 
@@ -302,12 +320,18 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
-    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
+def _data_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """Return the history CSV of each feed given by ``--data FEED=PATH`` and ``--sample``."""
     paths = dict(_feed_path(item) for item in args.data)
     if args.sample:
         for feed in ("eth", "btc", "rut"):
             paths.setdefault(feed, SAMPLES / f"{feed}_1d.csv")
+    return paths
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
+    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
+    paths = _data_paths(args)
     if not paths:
         raise UsageError("no history given: use --data FEED=PATH (or --sample)")
     unknown = sorted(set(paths) - set(settings.feeds))
@@ -368,7 +392,8 @@ def _first_times(times: np.ndarray, step_ms: int, shown: int = 5) -> str:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    _, settings = _settings(args)
+    config_path, settings = _settings(args)
+    tuning = _tuning(args, settings, config_path)
     start_ms = _ms(args.start)
     end_ms = None
     if args.end is not None:
@@ -399,9 +424,14 @@ def _backtest(args: argparse.Namespace) -> int:
         alerts = evaluate_rules(settings, full, history, jumps)
     table = full.between(start_ms, end_ms)
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
-    if args.format == "summary":
-        step = min(h.step_ms for h in history.values())
-        span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
+    step = min(h.step_ms for h in history.values())
+    span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
+    if tuning is not None:
+        try:
+            tuning.run(full, history, jumps, shown, span, args.format)
+        except SweepError as exc:
+            raise UsageError(str(exc)) from None
+    elif args.format == "summary":
         print_summary(shown, [rule.name for rule in settings.rules], span)
     else:
         print_alerts(shown, args.format)
@@ -414,6 +444,16 @@ def _backtest(args: argparse.Namespace) -> int:
             at = int(table.time[filled[-1]])
             log.info("last %s = %.6g at %s", name, column[filled[-1]], iso_time(at))
     return 0
+
+
+def _tuning(args: argparse.Namespace, settings: Settings, config: Path) -> Tuning | None:
+    """Return the sweeps and report asked for, checked before the backtest runs."""
+    if not args.sweep and args.report is None:
+        return None
+    try:
+        return Tuning.of(settings, args.sweep, args.report, config, _data_paths(args))
+    except SweepError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _report_jump(jump: Jump) -> None:
