@@ -19,8 +19,8 @@ from moodring.market.sessions import Sessions, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import DAY_MS
 from moodring.metrics.base import PairIndicator
-from moodring.rules.alert import Alert
-from moodring.rules.book import FeedState, RuleBook
+from moodring.rules.alert import Alert, AlertState
+from moodring.rules.book import FeedState, Rule, RuleBook
 from moodring.settings import Settings, output_columns
 
 
@@ -241,13 +241,26 @@ class RuleInputs:
         )
 
 
+class UntoldBook(RuleBook):
+    """A rule book whose alerts carry no rendered title or message: for counting them."""
+
+    def _alert(self, rule: Rule, state: AlertState, time: int, value: float, note: str) -> Alert:
+        config = rule.config
+        return Alert(config.name, state, time, rule.columns[0], value, config.severity, "", "")
+
+
 def replay_rules(
-    settings: Settings, inputs: RuleInputs, moments: Iterable[int] | None = None
+    settings: Settings,
+    inputs: RuleInputs,
+    moments: Iterable[int] | None = None,
+    *,
+    render: bool = True,
 ) -> list[Alert]:
     """Run the rules of ``settings`` on ``inputs``; return every alert they would have sent.
 
     ``moments`` (indices into ``inputs.moments``, ascending) limits the replay to those
-    moments; feed health and suspect bars still change in time order.
+    moments; feed health and suspect bars still change in time order. Without ``render``
+    the alerts' texts are left empty.
     """
     alerts: list[Alert] = []
     now = [0]
@@ -262,7 +275,9 @@ def replay_rules(
                 out[feed] = float(h.bars.close[i])
         return out
 
-    book = RuleBook(_only(settings, None, with_rules=True), prices=prices)
+    book = (RuleBook if render else UntoldBook)(
+        _only(settings, None, with_rules=True), prices=prices
+    )
     book.subscribe(alerts.append)
     feed_events = list(inputs.feed_events)
     suspect = inputs.jumps[::-1]

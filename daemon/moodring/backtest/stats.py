@@ -33,7 +33,7 @@ class RuleStats:
     firing: int  # of them, firing alerts
     flip_flops: int  # new firings within FLIP_FLOP_BARS of its last resolution or firing
     per_month: float
-    months: tuple[tuple[str, int], ...]  # ("2024-07", alerts) for every month of the span
+    months: tuple[tuple[str, int], ...]  # ("2024-07", alerts) per month of the span, if counted
     firing_share: float  # share of the span spent firing (0 for an edge rule)
     median_firing_ms: float | None  # median length of its firing episodes (None: none)
     first: int | None
@@ -62,7 +62,12 @@ def is_edge(rule: RuleConfig) -> bool:
 
 
 def rule_stats(
-    rule: RuleConfig, alerts: Iterable[Alert], *, bar_ms: int, span: tuple[int, int]
+    rule: RuleConfig,
+    alerts: Iterable[Alert],
+    *,
+    bar_ms: int,
+    span: tuple[int, int],
+    monthly: bool = False,
 ) -> RuleStats:
     """Return what ``rule`` did within ``span`` (start, end) from its alerts.
 
@@ -70,6 +75,7 @@ def rule_stats(
     ``send_resolved`` on); they count as alerts only if the rule sends them. Alerts before
     the span (warm-up) only set the state the span starts in. A level rule firing while
     already firing repeats, it does not fire anew; an edge rule fires on one bar each time.
+    With ``monthly`` the alerts per calendar month are counted too.
     """
     edge = is_edge(rule)
     sends_resolved = rule.send_resolved
@@ -107,7 +113,7 @@ def rule_stats(
     shown = [e for e in episodes if (e.resolved is None or e.resolved > start) and e.fired < end]
     firing_ms = sum(min(e.resolved or end, end) - max(e.fired, start) for e in shown)
     lengths = [(e.resolved or end) - e.fired for e in shown if start <= e.fired]
-    months = _months(sent, span)
+    months = _months(sent, span) if monthly else ()
     length = end - start
     return RuleStats(
         rule=name,

@@ -26,7 +26,7 @@ from moodring.settings import BandEdge, Condition, Moving, RuleConfig, Settings
 from moodring.times import format_duration, iso_time, parse_duration
 
 MAX_SWEEPS = 2
-MAX_POINTS = 100_000
+MAX_POINTS = 10_000
 # keys whose values are durations: a sweep of them takes 1d, 6h … (or seconds)
 DURATION_KEYS = ("cooldown", "repeat_interval")
 # representative points tried per metric when looking for a clear that contradicts the rule
@@ -123,6 +123,8 @@ def swept_rule(settings: Settings, sweeps: Sequence[Sweep], values: Sequence[Val
     """
     rule = _rule(settings, sweeps[0].rule)
     data = rule.model_dump(by_alias=True, exclude_none=True)
+    # the texts do not change and were checked with the config: spare re-parsing them
+    data["title"] = data["message"] = ""
     for sweep, value in zip(sweeps, values, strict=True):
         _set(data, sweep.path, value)
     where = ", ".join(f"{s.path}={s.show(v)}" for s, v in zip(sweeps, values, strict=True))
@@ -137,6 +139,7 @@ def swept_rule(settings: Settings, sweeps: Sequence[Sweep], values: Sequence[Val
             f"--sweep {culprit}: at {where} the rule is invalid: {loc + ': ' if loc else ''}"
             f"{reason}"
         ) from None
+    changed = changed.model_copy(update={"title": rule.title, "message": rule.message})
     both = contradiction(changed)
     if both is not None and contradiction(rule) is None:
         raise SweepError(
@@ -171,24 +174,31 @@ def contradiction(rule: RuleConfig) -> str | None:
     return None
 
 
+def swept_rules(
+    settings: Settings, sweeps: Sequence[Sweep]
+) -> list[tuple[tuple[Value, ...], RuleConfig]]:
+    """Return every value (pair of values for a grid) with its rule; SweepError if one is bad."""
+    grid = list(itertools.product(*(s.values for s in sweeps)))
+    return [(values, swept_rule(settings, sweeps, values)) for values in grid]
+
+
 def run_sweep(
     settings: Settings,
-    sweeps: Sequence[Sweep],
+    rules: Sequence[tuple[tuple[Value, ...], RuleConfig]],
     table: MetricTable,
     inputs: RuleInputs,
     span: tuple[int, int],
 ) -> list[SweepPoint]:
-    """Replay the swept rule at every value (every pair of values for a grid).
+    """Replay the swept rule at every value of ``rules`` (``swept_rules``).
 
     ``table`` holds the metrics computed once; ``inputs`` its rule inputs (``sweep_inputs``),
-    ``span`` the (start, end) the figures count over. Every value is checked before any runs.
+    ``span`` the (start, end) the figures count over.
     """
-    grid = list(itertools.product(*(s.values for s in sweeps)))
-    rules = [swept_rule(settings, sweeps, values) for values in grid]
-    edges = EdgeCandidates(table, inputs, rules[0]) if rules else None
-    bar_ms = settings.rule_timeframe(rules[0]).ms if rules else 0
+    first = rules[0][1] if rules else None
+    edges = EdgeCandidates(table, inputs, first) if first is not None else None
+    bar_ms = settings.rule_timeframe(first).ms if first is not None else 0
     points = []
-    for values, rule in zip(grid, rules, strict=True):
+    for values, rule in rules:
         alerts = replay_rule(settings, rule, inputs, edges)
         stats = rule_stats(rule, alerts, bar_ms=bar_ms, span=span)
         points.append(SweepPoint(values, rule, stats, tuple(alerts)))
@@ -219,12 +229,13 @@ def replay_rule(
     Its texts are not rendered. With ``edges``, an edge rule is replayed only on the
     windows of values that end where its operator fires.
     """
-    update: dict[str, Any] = {"title": "", "message": "", "chart": False}
+    update: dict[str, Any] = {"chart": False}
     if not is_edge(rule):
         update["send_resolved"] = True
     alone = settings.model_copy(update={"rules": (rule.model_copy(update=update),)})
     moments = edges.moments(rule) if edges is not None else None
-    return [a for a in replay_rules(alone, inputs, moments) if a.rule == rule.name]
+    alerts = replay_rules(alone, inputs, moments, render=False)
+    return [a for a in alerts if a.rule == rule.name]
 
 
 class EdgeCandidates:

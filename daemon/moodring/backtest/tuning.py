@@ -15,17 +15,19 @@ from moodring.backtest.sweep import (
     Sweep,
     SweepError,
     SweepPoint,
+    Value,
     check_sweeps,
     format_table,
     parse_sweep,
     run_sweep,
     sweep_inputs,
     sweep_rows,
+    swept_rules,
 )
 from moodring.backtest.table import MetricTable
 from moodring.market.jumps import Jump
 from moodring.rules.alert import Alert
-from moodring.settings import Settings
+from moodring.settings import RuleConfig, Settings
 
 log = logging.getLogger("moodring")
 REPORT_EXTRA = "pip install 'moodring[report]'"
@@ -37,6 +39,7 @@ class Tuning:
 
     settings: Settings
     sweeps: tuple[Sweep, ...]
+    rules: list[tuple[tuple[Value, ...], RuleConfig]]  # the swept rule at each value
     report: Path | None
     config: Path
     data: Mapping[str, Path]
@@ -53,9 +56,10 @@ class Tuning:
         """Parse the ``--sweep`` arguments and check ``--report`` can be written; SweepError."""
         sweeps = tuple(parse_sweep(spec, settings) for spec in specs)
         check_sweeps(sweeps)
+        rules = swept_rules(settings, sweeps) if sweeps else []
         if report is not None:
             check_report_path(report)
-        return cls(settings, sweeps, report, config, data)
+        return cls(settings, sweeps, rules, report, config, data)
 
     def run(
         self,
@@ -78,7 +82,7 @@ class Tuning:
                     f"--sweep {self.sweeps[0].spec}: no data for {', '.join(sorted(missing))}"
                 )
             own = sweep_inputs(settings, rule, table, inputs)
-            points = run_sweep(settings, self.sweeps, table, own, span)
+            points = run_sweep(settings, self.rules, table, own, span)
             if style == "json":
                 for row in sweep_rows(settings, self.sweeps, points):
                     print(json.dumps(row))
@@ -111,12 +115,11 @@ def replay_all(settings: Settings, inputs: RuleInputs) -> list[Alert]:
     """Replay every rule with each resolution told (sent or not), texts left unrendered."""
     rules = tuple(
         rule.model_copy(
-            update={"title": "", "message": "", "chart": False}
-            | ({} if is_edge(rule) else {"send_resolved": True})
+            update={"chart": False} | ({} if is_edge(rule) else {"send_resolved": True})
         )
         for rule in settings.rules
     )
-    return replay_rules(settings.model_copy(update={"rules": rules}), inputs)
+    return replay_rules(settings.model_copy(update={"rules": rules}), inputs, render=False)
 
 
 def all_stats(
@@ -129,7 +132,11 @@ def all_stats(
             by_rule[alert.rule].append(alert)
     return {
         rule.name: rule_stats(
-            rule, by_rule[rule.name], bar_ms=settings.rule_timeframe(rule).ms, span=span
+            rule,
+            by_rule[rule.name],
+            bar_ms=settings.rule_timeframe(rule).ms,
+            span=span,
+            monthly=True,
         )
         for rule in settings.rules
     }

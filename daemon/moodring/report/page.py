@@ -6,6 +6,7 @@ Imported only for ``--report``: bokeh is the ``report`` extra, never loaded by t
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from bokeh.core.properties import value
+from bokeh.document import Document
 from bokeh.embed import components
 from bokeh.embed.bundle import bundle_for_objs_and_resources
 from bokeh.layouts import column, gridplot, row
@@ -34,6 +36,7 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
+from bokeh.transform import factor_cmap, factor_mark
 from jinja2 import Environment, select_autoescape
 
 from moodring import __version__
@@ -44,7 +47,7 @@ from moodring.backtest.table import MetricTable
 from moodring.market.frame import BarFrame, ratio_frame
 from moodring.market.resample import resample
 from moodring.market.timeframe import Timeframe
-from moodring.report.wording import metric_text, number, operator_text, rule_text
+from moodring.report.wording import metric_text, operator_text, rule_text
 from moodring.rules.alert import Alert
 from moodring.rules.conditions import levels_of
 from moodring.settings import Condition, RuleConfig, Settings
@@ -58,6 +61,7 @@ SWEEP_FLIPS = "#ef6c00"
 PRICE_HEIGHT = 150
 METRIC_HEIGHT = 210
 TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
+STATES = ["firing", "resolved"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,10 @@ def render_report(data: ReportData) -> str:
             roots[f"rule-{rule.name}"] = chart
     if data.points:
         roots["sweep"] = charts.sweep_chart()
+    document = Document()
+    with document.models.freeze():  # one model walk for all roots instead of one per root
+        for root in roots.values():
+            document.add_root(root)
     script, divs = components(roots) if roots else ("", {})
     bundle = bundle_for_objs_and_resources(list(roots.values()), INLINE)
     env = Environment(autoescape=select_autoescape(default=True), trim_blocks=True)
@@ -385,21 +393,17 @@ class _Charts:
             if _inside(a.time, self.data.span) and (a.state == "firing" or rule.send_resolved)
         ]
         spans = {
-            "x0": [float(max(e.fired, start)) for e in stats.episodes],
-            "x1": [float(min(e.resolved or end, end)) for e in stats.episodes],
+            "x0": [max(e.fired, start) for e in stats.episodes],
+            "x1": [min(e.resolved or end, end) for e in stats.episodes],
         }
         markers: dict[str, dict[str, list[Any]]] = {}
         for i, (_, _, _, (_, panel)) in enumerate(panels):
             at = np.searchsorted(panel.times, [a.time for a in sent], "right") - 1
             ys = [float(panel.values[j]) if j >= 0 else math.nan for j in at.tolist()]
             markers[f"m{i}"] = {
-                "x": [float(a.time) for a in sent],
-                "y": ys,
+                "x": [a.time for a in sent],
+                "y": [float(f"{y:.6g}") if y == y else None for y in ys],
                 "state": [a.state for a in sent],
-                "color": [FIRE if a.state == "firing" else CLEAR for a in sent],
-                "marker": ["triangle" if a.state == "firing" else "circle" for a in sent],
-                "day": [_day(a.time) for a in sent],
-                "value": [number(round(y, 4)) if y == y else "" for y in ys],
             }
         lines: dict[str, dict[str, list[float]]] = {}
         labels: dict[str, str] = {}
@@ -488,8 +492,8 @@ class _Charts:
                 "x",
                 "y",
                 source=marker_sources[f"m{i}"],
-                marker="marker",
-                color="color",
+                marker=factor_mark("state", ["triangle", "circle"], STATES),
+                fill_color=factor_cmap("state", [FIRE, CLEAR], STATES),
                 size=10,
                 line_color="white",
                 line_width=1,
@@ -497,7 +501,8 @@ class _Charts:
             fig.add_tools(
                 HoverTool(
                     renderers=[markers],
-                    tooltips=[("", "@day @state"), ("at", "@value")],
+                    tooltips=[("", "@x{%F} @state"), ("at", "@y{0,0.[0000]}")],
+                    formatters={"@x": "datetime"},
                 )
             )
             if not price:
@@ -557,7 +562,7 @@ class _Charts:
         callback = CustomJS(
             args={
                 "selects": selects,
-                "overlays": overlays,
+                "overlays": json.dumps(overlays, separators=(",", ":"), allow_nan=False),
                 "spans": span_source,
                 "markers": marker_sources,
                 "lines": line_sources,
@@ -565,7 +570,8 @@ class _Charts:
             },
             code="""
 const key = selects.map((s) => s.value).join("|");
-const o = overlays[key];
+window.moodringOverlays = window.moodringOverlays || JSON.parse(overlays);
+const o = window.moodringOverlays[key];
 if (o === undefined) { return; }
 spans.data = o.spans;
 for (const [k, source] of Object.entries(markers)) { source.data = o.markers[k]; }
