@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -254,13 +254,15 @@ def replay_rules(
     inputs: RuleInputs,
     moments: Iterable[int] | None = None,
     *,
+    judged: Container[int] | None = None,
     render: bool = True,
 ) -> list[Alert]:
     """Run the rules of ``settings`` on ``inputs``; return every alert they would have sent.
 
     ``moments`` (indices into ``inputs.moments``, ascending) limits the replay to those
-    moments; feed health and suspect bars still change in time order. Without ``render``
-    the alerts' texts are left empty.
+    moments; feed health and suspect bars still change in time order. With ``judged``,
+    the other moments only fill the rules' value histories (a window an edge reads).
+    Without ``render`` the alerts' texts are left empty.
     """
     alerts: list[Alert] = []
     now = [0]
@@ -282,8 +284,13 @@ def replay_rules(
     feed_events = list(inputs.feed_events)
     suspect = inputs.jumps[::-1]
     latest = dict.fromkeys(inputs.columns, float("nan"))
-    chosen = inputs.moments if moments is None else (inputs.moments[i] for i in moments)
-    for moment, updates in chosen:
+    order = range(len(inputs.moments)) if moments is None else moments
+    for i in order:
+        moment, updates = inputs.moments[i]
+        if judged is not None and i not in judged:
+            through = max(time for _, time, _ in updates)
+            for rule in book.rules:
+                book.resume(rule.config.name, rule.status, through)
         now[0] = t = moment - inputs.step
         while feed_events and feed_events[0][0] <= t:
             book.set_feed_state(*_feed_event(feed_events.pop(0)))

@@ -135,8 +135,9 @@ def swept_rule(settings: Settings, sweeps: Sequence[Sweep], values: Sequence[Val
         error = exc.errors()[0]
         loc = ".".join(str(part) for part in error["loc"])
         reason = str(error["msg"]).removeprefix("Value error, ")
+        named = not loc or reason.startswith(f"{loc}:") or reason.startswith(f"{loc}.")
         raise SweepError(
-            f"--sweep {culprit}: at {where} the rule is invalid: {loc + ': ' if loc else ''}"
+            f"--sweep {culprit}: at {where} the rule is invalid: {'' if named else loc + ': '}"
             f"{reason}"
         ) from None
     changed = changed.model_copy(update={"title": rule.title, "message": rule.message})
@@ -233,8 +234,9 @@ def replay_rule(
     if not is_edge(rule):
         update["send_resolved"] = True
     alone = settings.model_copy(update={"rules": (rule.model_copy(update=update),)})
-    moments = edges.moments(rule) if edges is not None else None
-    alerts = replay_rules(alone, inputs, moments, render=False)
+    found = edges.moments(rule) if edges is not None else None
+    moments, judged = found if found is not None else (None, None)
+    alerts = replay_rules(alone, inputs, moments, judged=judged, render=False)
     return [a for a in alerts if a.rule == rule.name]
 
 
@@ -242,7 +244,8 @@ class EdgeCandidates:
     """The bars where an edge rule's operator fires, found with numpy over the whole column.
 
     The rule book still judges each of them (cooldown, muting, the operator itself), fed
-    the values its operator reads before it; other bars cannot fire, so they are skipped.
+    the values its operator reads before it (values it is not judged on); other bars cannot
+    fire, so they are skipped.
     Operators it does not know, and histories with suspect bars, are replayed whole.
     """
 
@@ -261,8 +264,11 @@ class EdgeCandidates:
         self.values = np.asarray(values, np.float64)
         self.usable = len(inputs.moments) == len(index)
 
-    def moments(self, rule: RuleConfig) -> list[int] | None:
-        """Return the moments to replay for ``rule`` (None: all of them)."""
+    def moments(self, rule: RuleConfig) -> tuple[list[int], set[int]] | None:
+        """Return the moments to replay for ``rule`` and those to judge (None: all of them).
+
+        The others only fill the window of values its operator reads before a judged one.
+        """
         if not self.usable:
             return None
         found = _fires(rule.when, self.values)
@@ -271,10 +277,10 @@ class EdgeCandidates:
         fires, reads = found
         ends = np.flatnonzero(fires)
         if not ends.size:
-            return []
+            return [], set()
         window = (ends[:, None] - np.arange(reads - 1, -1, -1)[None, :]).ravel()
         rows = np.unique(window[window >= 0])
-        return self.index[rows].tolist()
+        return self.index[rows].tolist(), set(self.index[ends].tolist())
 
 
 def _fires(condition: Condition, v: np.ndarray) -> tuple[np.ndarray, int] | None:

@@ -431,7 +431,10 @@ class _Charts:
         pad = (end - start) * 0.01
         x_range = Range1d(start - pad, end + pad, bounds=(start - 20 * pad, end + 20 * pad))
         span_source = ColumnDataSource(overlay["spans"])
-        marker_sources = {k: ColumnDataSource(v) for k, v in overlay["markers"].items()}
+        marker_sources = {
+            k: ColumnDataSource(v, name=f"markers:{rule.name}:{k}")
+            for k, v in overlay["markers"].items()
+        }
         line_sources = {k: ColumnDataSource(v) for k, v in overlay["lines"].items()}
         legend_items: dict[str, LegendItem] = {}
         figures = []
