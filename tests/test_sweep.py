@@ -151,7 +151,10 @@ def test_the_table_marks_the_configured_value() -> None:
     code, out, err = run("backtest", "--sample", "--sweep", spec, "--format", "table")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("eth-mfi-overbought: clear.below from 65 to 75 (configured 75")
+    assert lines[0] == (
+        "eth-mfi-overbought: clear.below from 65 to 75 (configured 75); "
+        "* marks the configured value"
+    )
     assert lines[1].split()[:3] == ["clear.below", "alerts", "firing"]
     assert [line.split()[0] for line in lines[2:]] == ["65", "70", "75"]
     assert lines[-1].split()[1] == "*"

@@ -481,14 +481,11 @@ def format_table(
             )
         )
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [
-        f"{sweeps[0].rule}: "
-        + ", ".join(
-            f"{s.path} from {s.show(s.values[0])} to {s.show(s.values[-1])} (configured "
-            f"{s.show(v)}, marked *)"
-            for s, v in zip(sweeps, given, strict=True)
-        )
-    ]
+    ranges = ", ".join(
+        f"{s.path} from {s.show(s.values[0])} to {s.show(s.values[-1])} (configured {s.show(v)})"
+        for s, v in zip(sweeps, given, strict=True)
+    )
+    lines = [f"{sweeps[0].rule}: {ranges}; * marks the configured value"]
     for row in cells:
         lines.append(
             "  ".join(

@@ -114,6 +114,7 @@ def render_report(data: ReportData) -> str:
         sources=_sources(data),
         summary=_summary(data),
         sweep=_sweep(data),
+        months=_month_range(data),
         rules=[
             {
                 "name": r.name,
@@ -182,10 +183,16 @@ def _sources(data: ReportData) -> list[dict[str, str]]:
 
 
 def _summary(data: ReportData) -> list[dict[str, Any]]:
+    counts = [count for stats in data.stats.values() for _, count in stats.months]
+    top = max(counts, default=1) or 1  # one scale for every rule's sparkline
     rows = []
     for rule in data.settings.rules:
         stats = data.stats.get(rule.name)
         if stats is None:
+            continue
+        if not set(rule.columns()) <= set(data.table.columns):
+            rows.append({"name": rule.name, "anchor": f"rule-{rule.name}", "missing": True})
+            rows[-1]["severity"] = rule.severity
             continue
         median = stats.median_firing_ms
         edge = is_edge(rule)
@@ -197,7 +204,7 @@ def _summary(data: ReportData) -> list[dict[str, Any]]:
                 "alerts": stats.alerts,
                 "firing": stats.firing,
                 "per_month": f"{stats.per_month:.2f}",
-                "spark": _sparkline(stats.months),
+                "spark": _sparkline(stats.months, top),
                 "flip_flops": stats.flip_flops,
                 "share": "edge" if edge else f"{stats.firing_share:.1%}",
                 "median": "-" if median is None else format_duration(median / 1000),
@@ -208,12 +215,11 @@ def _summary(data: ReportData) -> list[dict[str, Any]]:
     return rows
 
 
-def _sparkline(months: Sequence[tuple[str, int]]) -> dict[str, Any]:
-    """Return the bars of an alerts-per-month sparkline (SVG coordinates) and its size."""
+def _sparkline(months: Sequence[tuple[str, int]], top: int) -> dict[str, Any]:
+    """Return the bars of an alerts-per-month sparkline (SVG coordinates, ``top`` the tallest)."""
     width, height = 180, 26
     if not months:
         return {"width": width, "height": height, "bars": []}
-    top = max(max(count for _, count in months), 1)
     step = width / len(months)
     bars = []
     for i, (month, count) in enumerate(months):
@@ -227,7 +233,15 @@ def _sparkline(months: Sequence[tuple[str, int]]) -> dict[str, Any]:
                 "title": f"{month}: {count} alert{'s' * (count != 1)}",
             }
         )
-    return {"width": width, "height": height, "bars": bars, "top": top}
+    return {"width": width, "height": height, "bars": bars}
+
+
+def _month_range(data: ReportData) -> dict[str, Any]:
+    """Return the first and last month of the sparklines and the tallest bar's count."""
+    months = next((stats.months for stats in data.stats.values() if stats.months), ())
+    counts = [count for stats in data.stats.values() for _, count in stats.months]
+    first, last = (months[0][0], months[-1][0]) if months else ("", "")
+    return {"first": first, "last": last, "top": max(counts, default=0)}
 
 
 def _alert_rows(data: ReportData) -> list[dict[str, str]]:
