@@ -50,7 +50,7 @@ from moodring.market.timeframe import Timeframe
 from moodring.report.wording import metric_text, operator_text, rule_text
 from moodring.rules.alert import Alert
 from moodring.rules.conditions import levels_of
-from moodring.settings import Condition, RuleConfig, Settings
+from moodring.settings import DEFAULT_CONFIG, Condition, RuleConfig, Settings
 from moodring.times import format_duration, iso_time
 
 FIRE = "#c62828"
@@ -146,6 +146,15 @@ def _title(data: ReportData) -> str:
     return f"moodring backtest {_day(data.span[0])} to {_day(data.span[1] - 1)}"
 
 
+def _shown(path: Path) -> str:
+    """Return a path for the header: the bundled files by name, others as given."""
+    try:
+        inside = path.absolute().relative_to(DEFAULT_CONFIG.parent.absolute())
+    except ValueError:
+        return str(path)
+    return f"built-in {inside}"
+
+
 def _header(data: ReportData) -> dict[str, str]:
     config = data.config
     digest = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else "?"
@@ -153,7 +162,7 @@ def _header(data: ReportData) -> dict[str, str]:
     months = (data.span[1] - data.span[0]) / (365.25 / 12 * 86_400_000)
     rate = f"{len(shown) / months:.2f}" if months > 0 else "-"
     return {
-        "config": str(config),
+        "config": _shown(config),
         "sha256": digest,
         "version": __version__,
         "made": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -172,7 +181,7 @@ def _sources(data: ReportData) -> list[dict[str, str]]:
             {
                 "feed": feed,
                 "symbol": data.settings.feeds[feed].symbol if feed in data.settings.feeds else "",
-                "path": str(path),
+                "path": _shown(path),
                 "bars": str(len(bars)) if bars is not None else "0",
                 "first": _day(int(bars.time[0])) if bars is not None and len(bars) else "-",
                 "last": _day(int(bars.time[-1])) if bars is not None and len(bars) else "-",
