@@ -305,13 +305,23 @@ def _sweep(data: ReportData) -> dict[str, Any] | None:
     }
 
 
-@dataclass(slots=True)
-class _Panel:
-    """One panel of a rule's chart: a price series or a metric output, and its marker source."""
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """A price or metric line over the report's span, shared by every chart that draws it."""
 
-    key: str
+    source: ColumnDataSource
     times: np.ndarray
     values: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class _Panel:
+    """One panel of a rule's chart: a price series (``price``) or a metric output."""
+
+    price: bool
+    name: str  # the series or the metric output
+    title: str
+    line: _Line
 
 
 class _Charts:
@@ -322,7 +332,7 @@ class _Charts:
         self.settings = data.settings
         start, end = data.span
         self.x_bounds = (float(start), float(end))
-        self._lines: dict[str, tuple[ColumnDataSource, _Panel]] = {}
+        self._lines: dict[str, _Line] = {}
         series = data.table.series()
         self._metric = {name: (t[~np.isnan(v)], v[~np.isnan(v)]) for name, (t, v) in series.items()}
 
@@ -340,21 +350,17 @@ class _Charts:
             return None
         return resample(feed.bars, feed.step_ms, Timeframe.parse(timeframe))
 
-    def _line(
-        self, key: str, times: np.ndarray, values: np.ndarray
-    ) -> tuple[ColumnDataSource, _Panel]:
+    def _line(self, key: str, times: np.ndarray, values: np.ndarray) -> _Line:
         if key not in self._lines:
             start, end = self.data.span
             keep = (times >= start) & (times < end)
             t, v = times[keep], values[keep]
             source = ColumnDataSource({"x": t.astype(np.float64), "y": v})
-            self._lines[key] = (source, _Panel(key, t, v))
+            self._lines[key] = _Line(source, t, v)
         return self._lines[key]
 
-    def _panels(
-        self, rule: RuleConfig
-    ) -> list[tuple[str, str, str, tuple[ColumnDataSource, _Panel]]]:
-        """Return (kind, column or series, title, line) for a rule's price and metric panels."""
+    def _panels(self, rule: RuleConfig) -> list[_Panel]:
+        """Return a rule's panels: the prices its metrics read, then each metric."""
         settings = self.settings
         owners = settings.metric_columns()
         prices: dict[tuple[str, str], None] = {}
@@ -363,7 +369,7 @@ class _Charts:
             if config is not None:
                 for s in config.inputs():
                     prices[(s, config.timeframe)] = None
-        panels = []
+        panels: list[_Panel] = []
         for series, timeframe in prices:
             frame = self._price(series, timeframe)
             if frame is None:
@@ -373,13 +379,14 @@ class _Charts:
             symbol = settings.feeds[series].symbol if series in settings.feeds else ""
             title = f"{name} {symbol} close ({timeframe})".replace("  ", " ")
             line = self._line(f"price:{series}:{timeframe}", frame.time, frame.close)
-            panels.append(("price", series, title, line))
+            panels.append(_Panel(True, series, title, line))
         for c in rule.columns():
             if c not in self._metric:
                 continue
             config = settings.metrics.get(owners.get(c, ""))
             t, v = self._metric[c]
-            panels.append(("metric", c, f"{c}: {metric_text(c, config)}", self._line(c, t, v)))
+            title = f"{c}: {metric_text(c, config)}"
+            panels.append(_Panel(False, c, title, self._line(c, t, v)))
         return panels
 
     # --- overlays ---------------------------------------------------------------------
@@ -406,7 +413,7 @@ class _Charts:
         rule: RuleConfig,
         transitions: Sequence[Alert],
         stats: RuleStats,
-        panels: list[tuple[str, str, str, tuple[ColumnDataSource, _Panel]]],
+        panels: list[_Panel],
     ) -> dict[str, Any]:
         """Return the spans, markers and threshold lines of a rule's chart as plain data."""
         start, end = self.data.span
@@ -420,9 +427,10 @@ class _Charts:
             "x1": [min(e.resolved or end, end) for e in stats.episodes],
         }
         markers: dict[str, dict[str, list[Any]]] = {}
-        for i, (_, _, _, (_, panel)) in enumerate(panels):
-            at = np.searchsorted(panel.times, [a.time for a in sent], "right") - 1
-            ys = [float(panel.values[j]) if j >= 0 else math.nan for j in at.tolist()]
+        for i, panel in enumerate(panels):
+            line = panel.line
+            at = np.searchsorted(line.times, [a.time for a in sent], "right") - 1
+            ys = [float(line.values[j]) if j >= 0 else math.nan for j in at.tolist()]
             markers[f"m{i}"] = {
                 "x": [a.time for a in sent],
                 "y": [float(f"{y:.6g}") if y == y else None for y in ys],
@@ -430,11 +438,11 @@ class _Charts:
             }
         lines: dict[str, dict[str, list[float]]] = {}
         labels: dict[str, str] = {}
-        for i, (kind, name, _, _) in enumerate(panels):
-            if kind != "metric":
+        for i, panel in enumerate(panels):
+            if panel.price:
                 continue
             grouped: dict[str, list[float]] = {}
-            for _, label, y in self._levels(rule, name):
+            for _, label, y in self._levels(rule, panel.name):
                 grouped.setdefault(label, []).append(y)
             for j, (label, ys) in enumerate(grouped.items()):
                 lines[f"l{i}_{j}"] = {"y": ys}
@@ -461,10 +469,10 @@ class _Charts:
         line_sources = {k: ColumnDataSource(v) for k, v in overlay["lines"].items()}
         legend_items: dict[str, LegendItem] = {}
         figures = []
-        for i, (kind, name, title, (source, _)) in enumerate(panels):
-            price = kind == "price"
+        for i, panel in enumerate(panels):
+            price, name = panel.price, panel.name
             fig = figure(
-                title=title,
+                title=panel.title,
                 x_axis_type="datetime",
                 x_range=x_range,
                 height=PRICE_HEIGHT if price else METRIC_HEIGHT,
@@ -485,7 +493,7 @@ class _Charts:
                 line_alpha=0,
             )
             line = fig.line(
-                "x", "y", source=source, color=PRICE if price else METRIC, line_width=1.4
+                "x", "y", source=panel.line.source, color=PRICE if price else METRIC, line_width=1.4
             )
             fig.add_tools(
                 HoverTool(
@@ -563,7 +571,7 @@ class _Charts:
     def _chooser(
         self,
         rule: RuleConfig,
-        panels: list[tuple[str, str, str, tuple[ColumnDataSource, _Panel]]],
+        panels: list[_Panel],
         span_source: ColumnDataSource,
         marker_sources: dict[str, ColumnDataSource],
         line_sources: dict[str, ColumnDataSource],
