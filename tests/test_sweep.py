@@ -314,3 +314,20 @@ def test_report_into_a_missing_directory_is_named(tmp_path) -> None:
     page = tmp_path / "nope" / "r.html"
     code, _, err = run("--log-level=WARNING", "backtest", "--sample", "--report", str(page))
     assert code == 1 and err == f"moodring: --report {page}: no such directory {page.parent}\n"
+
+
+def test_a_grid_report_has_a_heat_map_and_a_chooser_per_swept_path(tmp_path) -> None:
+    page = tmp_path / "grid.html"
+    below, bars = (
+        "eth-rut-decoupling.condition.below=0.25:0.35:0.05",
+        "eth-rut-decoupling.for=1:3:1",
+    )
+    code, out, err = run(
+        "backtest", "--sample", "--sweep", below, "--sweep", bars, "--report", str(page)
+    )
+    assert code == 0, err
+    html = page.read_text()
+    assert len(out.splitlines()) == 9 and 'id="sweep-table"' in html
+    assert "alerts for each condition.below and for" in html  # the heat map's title
+    for label in ("eth-rut-decoupling.condition.below =", "eth-rut-decoupling.for ="):
+        assert label in html  # a select for each swept path

@@ -34,9 +34,10 @@ from bokeh.models import (
     Range1d,
     Select,
 )
+from bokeh.palettes import Blues256
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
-from bokeh.transform import factor_cmap, factor_mark
+from bokeh.transform import factor_cmap, factor_mark, linear_cmap
 from jinja2 import Environment, select_autoescape
 
 from moodring import __version__
@@ -62,6 +63,8 @@ PRICE_HEIGHT = 150
 METRIC_HEIGHT = 210
 TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
 STATES = ["firing", "resolved"]
+# beyond this many swept values the rule's chart shows the configured one only
+MAX_SWITCHABLE = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +285,8 @@ def _sweep(data: ReportData) -> dict[str, Any] | None:
     return {
         "rule": sweeps[0].rule,
         "anchor": f"rule-{sweeps[0].rule}",
+        "switchable": _switchable(data),
+        "most": MAX_SWITCHABLE,
         "paths": [s.path for s in sweeps],
         "configured": ", ".join(
             f"{s.path} = {s.show(v)}" for s, v in zip(sweeps, given, strict=True)
@@ -303,6 +308,11 @@ def _sweep(data: ReportData) -> dict[str, Any] | None:
             for point, row in zip(data.points, rows, strict=True)
         ],
     }
+
+
+def _switchable(data: ReportData) -> bool:
+    """Return whether the swept rule's chart gets a chooser of values (the page stays small)."""
+    return 0 < len(data.points) <= MAX_SWITCHABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,7 +571,7 @@ class _Charts:
             toolbar_location="right",
             sizing_mode="stretch_width",
         )
-        if not self.data.points or rule.name != self.data.sweeps[0].rule:
+        if not _switchable(self.data) or rule.name != self.data.sweeps[0].rule:
             return grid
         chooser = self._chooser(
             rule, panels, span_source, marker_sources, line_sources, legend_items
@@ -628,8 +638,10 @@ for (const [k, item] of Object.entries(items)) { item.label = {value: o.labels[k
         return row(*selects)
 
     def sweep_chart(self) -> LayoutDOM:
-        """Return alerts and flip-flops against the swept value (a line per second value)."""
+        """Return alerts and flip-flops against the swept value (a heat map for a grid)."""
         sweeps, points = self.data.sweeps, self.data.points
+        if len(sweeps) == 2:
+            return self._grid_chart()
         first = sweeps[0]
         fig = figure(
             title=f"{first.rule}: alerts and flip-flops against {first.path}",
@@ -641,12 +653,7 @@ for (const [k, item] of Object.entries(items)) { item.label = {value: o.labels[k
         fig.xaxis.axis_label = first.label
         fig.yaxis.axis_label = "alerts over the span"
         fig.title.text_font_size = "13px"
-        groups: dict[str, list[SweepPoint]] = {}
-        for point in points:
-            label = (
-                "" if len(sweeps) < 2 else f"{sweeps[1].path} = {sweeps[1].show(point.values[1])}"
-            )
-            groups.setdefault(label, []).append(point)
+        groups: dict[str, list[SweepPoint]] = {"": list(points)}
         palette = ["#1565c0", "#6a1b9a", "#00838f", "#558b2f", "#ad1457", "#4e342e", "#283593"]
         items = []
         hover = []
@@ -698,4 +705,78 @@ for (const [k, item] of Object.entries(items)) { item.label = {value: o.labels[k
         fig.add_layout(
             Legend(items=items, click_policy="hide", label_text_font_size="11px"), "right"
         )
+        return fig
+
+    def _grid_chart(self) -> LayoutDOM:
+        """Return a grid sweep as a heat map of alerts: a cell per pair of values."""
+        first, second = self.data.sweeps
+        given = (configured(self.settings, first), configured(self.settings, second))
+        xs = list(dict.fromkeys(first.show(v) for v in first.values))
+        ys = list(dict.fromkeys(second.show(v) for v in second.values))
+        points = self.data.points
+        top = max((p.stats.alerts for p in points), default=1) or 1
+        source = ColumnDataSource(
+            {
+                "x": [first.show(p.values[0]) for p in points],
+                "y": [second.show(p.values[1]) for p in points],
+                "alerts": [p.stats.alerts for p in points],
+                "flips": [p.stats.flip_flops for p in points],
+                "month": [round(p.stats.per_month, 2) for p in points],
+                "text": [
+                    f"{p.stats.alerts}" + (f" ({p.stats.flip_flops})" if p.stats.flip_flops else "")
+                    for p in points
+                ],
+                "edge": ["#212121" if p.values == given else "#ffffff" for p in points],
+                "ink": ["#ffffff" if p.stats.alerts > 0.55 * top else "#263238" for p in points],
+            }
+        )
+        fig = figure(
+            title=(
+                f"{first.rule}: alerts for each {first.path} and {second.path} "
+                "(flip-flops in brackets; the configured pair outlined)"
+            ),
+            x_range=xs,
+            y_range=ys,
+            height=min(640, 90 + 26 * len(ys)),
+            sizing_mode="stretch_width",
+            tools="save",
+            toolbar_location="right",
+        )
+        fig.title.text_font_size = "13px"
+        fig.xaxis.axis_label = first.label
+        fig.yaxis.axis_label = second.label
+        cells = fig.rect(
+            "x",
+            "y",
+            width=0.96,
+            height=0.92,
+            source=source,
+            fill_color=linear_cmap("alerts", Blues256[::-1][40:], 0, top),
+            line_color="edge",
+            line_width=2,
+        )
+        if len(points) <= MAX_SWITCHABLE:
+            fig.text(
+                "x",
+                "y",
+                text="text",
+                source=source,
+                text_align="center",
+                text_baseline="middle",
+                text_font_size="10px",
+                text_color="ink",
+            )
+        fig.add_tools(
+            HoverTool(
+                renderers=[cells],
+                tooltips=[
+                    (first.path, "@x"),
+                    (second.path, "@y"),
+                    ("alerts", "@alerts (@month a month)"),
+                    ("flip-flops", "@flips"),
+                ],
+            )
+        )
+        fig.xaxis.major_label_orientation = 0.8 if len(xs) > 12 else 0
+        fig.grid.visible = False
         return fig
