@@ -331,3 +331,10 @@ def test_a_grid_report_has_a_heat_map_and_a_chooser_per_swept_path(tmp_path) -> 
     assert "alerts for each condition.below and for" in html  # the heat map's title
     for label in ("eth-rut-decoupling.condition.below =", "eth-rut-decoupling.for ="):
         assert label in html  # a select for each swept path
+
+
+def test_a_report_leaves_the_alerts_on_stdout(tmp_path) -> None:
+    code, plain, err = run("backtest", "--sample")
+    assert code == 0, err
+    code, out, err = run("backtest", "--sample", "--report", str(tmp_path / "r.html"))
+    assert code == 0 and out == plain and plain.count("\n") > 10, err

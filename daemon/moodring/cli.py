@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,9 +29,7 @@ from moodring.backtest.runner import (
     run_streaming,
     runnable_metrics,
 )
-from moodring.backtest.sweep import SweepError
 from moodring.backtest.table import MetricTable
-from moodring.backtest.tuning import Tuning
 from moodring.backtest.universe import load_universe
 from moodring.configfile import (
     ConfigError,
@@ -60,6 +58,9 @@ from moodring.statedir import (
     state_file,
 )
 from moodring.times import format_duration, iso_time, parse_duration
+
+if TYPE_CHECKING:
+    from moodring.backtest.tuning import Tuning
 
 log = logging.getLogger("moodring")
 SAMPLES = DEFAULT_CONFIG.parent / "samples"
@@ -426,15 +427,17 @@ def _backtest(args: argparse.Namespace) -> int:
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
     step = min(h.step_ms for h in history.values())
     span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
+    if args.format == "summary" and not args.sweep:  # a sweep prints a line per value instead
+        print_summary(shown, [rule.name for rule in settings.rules], span)
+    elif not args.sweep:
+        print_alerts(shown, args.format)
     if tuning is not None:
+        from moodring.backtest.sweep import SweepError
+
         try:
             tuning.run(full, history, jumps, shown, span, args.format)
         except SweepError as exc:
             raise UsageError(str(exc)) from None
-    elif args.format == "summary":
-        print_summary(shown, [rule.name for rule in settings.rules], span)
-    else:
-        print_alerts(shown, args.format)
     if args.metrics_out is not None:
         table.write_csv(args.metrics_out)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
@@ -450,6 +453,9 @@ def _tuning(args: argparse.Namespace, settings: Settings, config: Path) -> Tunin
     """Return the sweeps and report asked for, checked before the backtest runs."""
     if not args.sweep and args.report is None:
         return None
+    from moodring.backtest.sweep import SweepError
+    from moodring.backtest.tuning import Tuning
+
     try:
         return Tuning.of(settings, args.sweep, args.report, config, _data_paths(args))
     except SweepError as exc:
