@@ -1,17 +1,16 @@
 """``moodring backtest --report``: the page opened in a real Chromium, as a person would.
 
 One report (the shipped config on the longest real daily history, with a sweep) and one
-browser session serve every test here.
+browser session serve every test here. Playwright's sync API keeps an event loop running
+while the browser is open: async tests do not belong in this module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
 import re
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,42 +145,3 @@ def test_the_swept_rules_chart_switches_between_values(page, report) -> None:
     errors = [m for m in page.messages if m[0] in ("error", "pageerror")]
     assert not errors, errors
     assert page.locator("#sweep-table tbody tr").count() == len(rows)
-
-
-async def test_the_daemon_never_imports_the_report(tmp_path, monkeypatch) -> None:
-    from moodring.testing.fake_exchange import FakeExchange
-    from tests.receiver import Receiver
-    from tests.test_live import CAPTURES
-    from tests.test_service import config, start
-
-    exchange = FakeExchange(CAPTURES, speed=20.0, loop=True)
-    await exchange.start()
-    receiver = Receiver()
-    cfg = config(exchange, tmp_path / "state")
-    # a tick rule with a chart: its alert goes out at once, through charts and delivery
-    cfg["rules"] = [
-        {
-            "name": "mfi-tick",
-            "metric": "mfi",
-            "condition": {"above": -1},
-            "on": "tick",
-            "chart": True,
-        }
-    ]
-    cfg["notify"] = {"urls": [receiver.url()]}
-    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import, lazy ones too, on stderr
-    service = await start(tmp_path, cfg)
-    try:
-        await service.wait(lambda: receiver.payloads, timeout=90, what="an alert delivered")
-        service.proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(service.proc.wait(), 30) == 0
-        await asyncio.wait_for(service._tasks[0], 30)  # its stderr read to the end
-    finally:
-        await service.close()
-        await exchange.stop()
-        receiver.down()
-    imported = [line.rsplit("|", 1)[-1].strip() for line in service.lines if "import time:" in line]
-    assert "moodring.service.daemon" in imported and "matplotlib" in imported
-    heavy = [m for m in imported if m.split(".")[0] == "bokeh" or m.startswith("moodring.report")]
-    assert not heavy, heavy
-    assert receiver.payloads[0]["attachments"], "the alert carried its chart"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -338,3 +340,42 @@ def test_a_report_leaves_the_alerts_on_stdout(tmp_path) -> None:
     assert code == 0, err
     code, out, err = run("backtest", "--sample", "--report", str(tmp_path / "r.html"))
     assert code == 0 and out == plain and plain.count("\n") > 10, err
+
+
+async def test_the_daemon_never_imports_the_report(tmp_path, monkeypatch) -> None:
+    from moodring.testing.fake_exchange import FakeExchange
+    from tests.receiver import Receiver
+    from tests.test_live import CAPTURES
+    from tests.test_service import config, start
+
+    exchange = FakeExchange(CAPTURES, speed=20.0, loop=True)
+    await exchange.start()
+    receiver = Receiver()
+    cfg = config(exchange, tmp_path / "state")
+    # a tick rule with a chart: its alert goes out at once, through charts and delivery
+    cfg["rules"] = [
+        {
+            "name": "mfi-tick",
+            "metric": "mfi",
+            "condition": {"above": -1},
+            "on": "tick",
+            "chart": True,
+        }
+    ]
+    cfg["notify"] = {"urls": [receiver.url()]}
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import, lazy ones too, on stderr
+    service = await start(tmp_path, cfg)
+    try:
+        await service.wait(lambda: receiver.payloads, timeout=90, what="an alert delivered")
+        service.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(service.proc.wait(), 30) == 0
+        await asyncio.wait_for(service._tasks[0], 30)  # its stderr read to the end
+    finally:
+        await service.close()
+        await exchange.stop()
+        receiver.down()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in service.lines if "import time:" in line]
+    assert "moodring.service.daemon" in imported and "matplotlib" in imported
+    heavy = [m for m in imported if m.split(".")[0] == "bokeh" or m.startswith("moodring.report")]
+    assert not heavy, heavy
+    assert receiver.payloads[0]["attachments"], "the alert carried its chart"
