@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +58,9 @@ from moodring.statedir import (
     state_file,
 )
 from moodring.times import format_duration, iso_time, parse_duration
+
+if TYPE_CHECKING:
+    from moodring.backtest.tuning import Tuning
 
 log = logging.getLogger("moodring")
 SAMPLES = DEFAULT_CONFIG.parent / "samples"
@@ -164,6 +167,22 @@ def _parser() -> argparse.ArgumentParser:
         "--streaming",
         action="store_true",
         help="feed bars one by one through the live engine instead of the vectorised path",
+    )
+    backtest.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="also write a self-contained HTML report: summary, a chart per rule, the alerts "
+        "(needs pip install 'moodring[report]')",
+    )
+    backtest.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="RULE.PATH=START:STOP:STEP",
+        help="re-run one rule for each value of one of its numbers, e.g. "
+        "eth-rut-decoupling.condition.below=0.2:0.6:0.05; prints a line per value instead "
+        "of the alerts (a second --sweep of the same rule makes a grid)",
     )
     backtest.set_defaults(handler=_backtest)
 
@@ -302,12 +321,18 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
-    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
+def _data_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """Return the history CSV of each feed given by ``--data FEED=PATH`` and ``--sample``."""
     paths = dict(_feed_path(item) for item in args.data)
     if args.sample:
         for feed in ("eth", "btc", "rut"):
             paths.setdefault(feed, SAMPLES / f"{feed}_1d.csv")
+    return paths
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
+    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
+    paths = _data_paths(args)
     if not paths:
         raise UsageError("no history given: use --data FEED=PATH (or --sample)")
     unknown = sorted(set(paths) - set(settings.feeds))
@@ -368,7 +393,8 @@ def _first_times(times: np.ndarray, step_ms: int, shown: int = 5) -> str:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    _, settings = _settings(args)
+    config_path, settings = _settings(args)
+    tuning = _tuning(args, settings, config_path)
     start_ms = _ms(args.start)
     end_ms = None
     if args.end is not None:
@@ -399,12 +425,19 @@ def _backtest(args: argparse.Namespace) -> int:
         alerts = evaluate_rules(settings, full, history, jumps)
     table = full.between(start_ms, end_ms)
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
-    if args.format == "summary":
-        step = min(h.step_ms for h in history.values())
-        span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
+    step = min(h.step_ms for h in history.values())
+    span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
+    if args.format == "summary" and not args.sweep:  # a sweep prints a line per value instead
         print_summary(shown, [rule.name for rule in settings.rules], span)
-    else:
+    elif not args.sweep:
         print_alerts(shown, args.format)
+    if tuning is not None:
+        from moodring.backtest.sweep import SweepError
+
+        try:
+            tuning.run(full, history, jumps, shown, span, args.format)
+        except SweepError as exc:
+            raise UsageError(str(exc)) from None
     if args.metrics_out is not None:
         table.write_csv(args.metrics_out)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
@@ -414,6 +447,19 @@ def _backtest(args: argparse.Namespace) -> int:
             at = int(table.time[filled[-1]])
             log.info("last %s = %.6g at %s", name, column[filled[-1]], iso_time(at))
     return 0
+
+
+def _tuning(args: argparse.Namespace, settings: Settings, config: Path) -> Tuning | None:
+    """Return the sweeps and report asked for, checked before the backtest runs."""
+    if not args.sweep and args.report is None:
+        return None
+    from moodring.backtest.sweep import SweepError
+    from moodring.backtest.tuning import Tuning
+
+    try:
+        return Tuning.of(settings, args.sweep, args.report, config, _data_paths(args))
+    except SweepError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _report_jump(jump: Jump) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -19,8 +19,8 @@ from moodring.market.sessions import Sessions, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import DAY_MS
 from moodring.metrics.base import PairIndicator
-from moodring.rules.alert import Alert
-from moodring.rules.book import FeedState, RuleBook
+from moodring.rules.alert import Alert, AlertState
+from moodring.rules.book import FeedState, Rule, RuleBook
 from moodring.settings import Settings, output_columns
 
 
@@ -208,8 +208,65 @@ def evaluate_rules(
     time of the data's last bar in it (close - the shortest data step). ``jumps``
     (``find_jumps``) mute the rules reading each suspect bar for that bar.
     """
+    return replay_rules(settings, RuleInputs.of(settings, table, history, jumps))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInputs:
+    """What the rules are replayed on: closed values by moment, feed health, suspect bars."""
+
+    moments: list[tuple[int, list[tuple[str, int, float]]]]
+    columns: tuple[str, ...]
+    history: Mapping[str, FeedHistory]
+    feed_events: list[tuple[int, str, FeedState]]
+    jumps: list[Jump]
+    step: int  # the shortest data step: a moment is seen at its close minus this
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        table: MetricTable,
+        history: Mapping[str, FeedHistory],
+        jumps: Sequence[Jump] = (),
+    ) -> RuleInputs:
+        """Collect the moments of every column of ``table``, in the order their bars closed."""
+        return cls(
+            list(closed_values(settings, table)),
+            tuple(table.columns),
+            history,
+            stale_events(settings, history),
+            sorted(jumps, key=lambda jump: jump.time),
+            min((h.step_ms for h in history.values()), default=0),
+        )
+
+
+class UntoldBook(RuleBook):
+    """A rule book whose alerts carry no rendered title or message: for counting them."""
+
+    def _alert(self, rule: Rule, state: AlertState, time: int, value: float, note: str) -> Alert:
+        config = rule.config
+        return Alert(config.name, state, time, rule.columns[0], value, config.severity, "", "")
+
+
+def replay_rules(
+    settings: Settings,
+    inputs: RuleInputs,
+    moments: Iterable[int] | None = None,
+    *,
+    judged: Container[int] | None = None,
+    render: bool = True,
+) -> list[Alert]:
+    """Run the rules of ``settings`` on ``inputs``; return every alert they would have sent.
+
+    ``moments`` (indices into ``inputs.moments``, ascending) limits the replay to those
+    moments; feed health and suspect bars still change in time order. With ``judged``,
+    the other moments only fill the rules' value histories (a window an edge reads).
+    Without ``render`` the alerts' texts are left empty.
+    """
     alerts: list[Alert] = []
     now = [0]
+    history = inputs.history
 
     def prices() -> dict[str, float]:
         """Return each feed's close of its latest bar at the row's time."""
@@ -220,14 +277,21 @@ def evaluate_rules(
                 out[feed] = float(h.bars.close[i])
         return out
 
-    book = RuleBook(_only(settings, None, with_rules=True), prices=prices)
+    book = (RuleBook if render else UntoldBook)(
+        _only(settings, None, with_rules=True), prices=prices
+    )
     book.subscribe(alerts.append)
-    feed_events = stale_events(settings, history)
-    step = min((h.step_ms for h in history.values()), default=0)
-    latest = {name: float("nan") for name in table.columns}
-    suspect = sorted(jumps, key=lambda jump: jump.time, reverse=True)
-    for moment, updates in closed_values(settings, table):
-        now[0] = t = moment - step
+    feed_events = list(inputs.feed_events)
+    suspect = inputs.jumps[::-1]
+    latest = dict.fromkeys(inputs.columns, float("nan"))
+    order = range(len(inputs.moments)) if moments is None else moments
+    for i in order:
+        moment, updates = inputs.moments[i]
+        if judged is not None and i not in judged:
+            through = max(time for _, time, _ in updates)
+            for rule in book.rules:
+                book.resume(rule.config.name, rule.status, through)
+        now[0] = t = moment - inputs.step
         while feed_events and feed_events[0][0] <= t:
             book.set_feed_state(*_feed_event(feed_events.pop(0)))
         while suspect and suspect[-1].time <= t:
