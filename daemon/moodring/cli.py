@@ -40,8 +40,8 @@ from moodring.configfile import (
 )
 from moodring.delivery.outbox import Delivery, Outbox
 from moodring.engine import Engine
-from moodring.feeds.calendar import calendar_named
 from moodring.logs import redact, setup_logging
+from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump
 from moodring.market.resample import resample
 from moodring.market.timeframe import Timeframe

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from moodring.feeds.calendar import calendar_named
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder, BarListener
+from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump, jumped
 from moodring.market.ring import BarRing
 from moodring.market.series import BarSource, Join, RatioSeries

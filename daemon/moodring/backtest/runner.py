@@ -11,6 +11,7 @@ import numpy as np
 
 from moodring.backtest.table import MetricTable
 from moodring.engine import Engine, MetricNode, join_cadence, make_indicator
+from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame, join_frames, ratio_frame
 from moodring.market.jumps import Jump, jump_rows
@@ -20,7 +21,7 @@ from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import DAY_MS
 from moodring.metrics.base import PairIndicator
 from moodring.rules.alert import Alert
-from moodring.rules.book import FeedState, RuleBook
+from moodring.rules.book import RuleBook
 from moodring.settings import Settings, output_columns
 
 

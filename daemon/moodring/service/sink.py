@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from moodring.engine import Engine
-from moodring.feeds.base import FeedState
 from moodring.feeds.health import BadFrames
+from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 from moodring.service.catchup import CatchUp
 from moodring.times import iso_time
