@@ -147,3 +147,17 @@ def test_a_broken_config_exits_78_in_every_command(world: Path) -> None:
         assert result.returncode == EX_CONFIG, (argv, result.stderr)
         assert "feeds.eth.stale_afer (line 1): unknown key" in result.stderr, argv
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["backtest", "--sample", "--metrics-out"], "--metrics-out"),
+        (["digest", "--sample", "--chart"], "--chart"),
+    ],
+    ids=["metrics-out", "digest-chart"],
+)
+def test_an_output_file_that_cannot_be_written(world: Path, argv: list[str], flag: str) -> None:
+    target = world / "missing" / "out"
+    result = moodring(*argv, str(target))
+    assert_one_line(result, f"{flag} {target}: cannot use it: no such file or directory")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from moodring import __version__
-from moodring.backtest.csvfile import CsvError, load_csv
+from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import (
     CleanHistory,
     FeedHistory,
@@ -31,15 +31,10 @@ from moodring.backtest.runner import (
 )
 from moodring.backtest.table import MetricTable
 from moodring.backtest.universe import load_universe
-from moodring.configfile import (
-    ConfigError,
-    config_error,
-    find_config,
-    load_settings,
-    show_config,
-)
+from moodring.configfile import config_error, find_config, load_settings, show_config
 from moodring.delivery.outbox import Delivery, Outbox
 from moodring.engine import Engine
+from moodring.errors import MoodringError, StateError, UsageError
 from moodring.logs import redact, setup_logging
 from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump
@@ -49,14 +44,7 @@ from moodring.metrics.altseason import AltseasonSeries, altseason_series
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, RuleConfig, Settings
-from moodring.statedir import (
-    EX_CANTCREAT,
-    EX_CONFIG,
-    StateError,
-    check_dir,
-    scratch_dir,
-    state_file,
-)
+from moodring.statedir import check_dir, scratch_dir, state_file
 from moodring.times import format_duration, iso_time, parse_duration
 
 log = logging.getLogger("moodring")
@@ -74,19 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         return int(args.handler(args))
-    except ConfigError as exc:
+    except MoodringError as exc:
         print(f"moodring: {redact(str(exc))}", file=sys.stderr)
-        return EX_CONFIG
-    except StateError as exc:
-        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
-        return EX_CANTCREAT
-    except (CsvError, UsageError) as exc:
-        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
-        return 1
-
-
-class UsageError(Exception):
-    """Arguments that are well-formed but cannot be acted on."""
+        return exc.exit_code
 
 
 def _history_options() -> argparse.ArgumentParser:
@@ -406,7 +384,8 @@ def _backtest(args: argparse.Namespace) -> int:
     else:
         print_alerts(shown, args.format)
     if args.metrics_out is not None:
-        table.write_csv(args.metrics_out)
+        with state_file(args.metrics_out, "--metrics-out"):
+            table.write_csv(args.metrics_out)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
     for name, column in table.columns.items():
         filled = np.flatnonzero(~np.isnan(column))
@@ -646,7 +625,9 @@ def _digest(args: argparse.Namespace) -> int:
         if digest.chart is None:
             log.warning("digest.chart is off in the config: no chart written")
         else:
-            args.chart.write_bytes(render_png(digest.chart))
+            png = render_png(digest.chart)
+            with state_file(args.chart, "--chart"):
+                args.chart.write_bytes(png)
     if args.send:
         return asyncio.run(send_digest(settings, digest))
     return 0

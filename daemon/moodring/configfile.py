@@ -13,13 +13,9 @@ import yaml
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import EnvSettingsSource, SettingsError
 
+from moodring.errors import ConfigError
 from moodring.logs import MASK, looks_secret, redact, register_secrets
 from moodring.settings import DEFAULT_CONFIG, MetricConfig, Settings
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the file and key paths."""
-
 
 Loc = tuple[str | int, ...]
 

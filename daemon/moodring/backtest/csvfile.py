@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moodring.errors import MoodringError
 from moodring.market.frame import BarFrame
 
 __all__ = ["CsvError", "LoadedCsv", "load_csv"]
@@ -41,7 +42,7 @@ _DATE_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]
 _CLOCK_DIGITS = [11, 12, 14, 15, 17, 18]
 
 
-class CsvError(ValueError):
+class CsvError(MoodringError, ValueError):
     """A CSV file that cannot be read as bars; names the file and, when known, the line."""
 
     path: Path

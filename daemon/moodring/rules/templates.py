@@ -11,6 +11,8 @@ from jinja2 import StrictUndefined, meta
 from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 
+from moodring.errors import MoodringError
+
 log = logging.getLogger(__name__)
 
 # Placeholders every rule template may use, besides the metrics by name.
@@ -34,7 +36,7 @@ PLACEHOLDERS = frozenset(
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
-class TemplateError(ValueError):
+class TemplateError(MoodringError, ValueError):
     """A template that does not compile or names something that does not exist."""
 
 
