@@ -10,7 +10,8 @@ import yaml
 
 import moodring.configfile
 from moodring.configfile import ConfigError, find_config, load_settings, show_config
-from moodring.settings import DEFAULT_CONFIG, DivergenceConfig
+from moodring.metrics.divergence import DivergenceConfig
+from moodring.settings import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 TG_TOKEN = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"

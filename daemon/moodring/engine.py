@@ -21,58 +21,16 @@ from moodring.market.ring import BarRing
 from moodring.market.series import BarSource, Join, RatioSeries
 from moodring.market.sessions import Cadence
 from moodring.market.timeframe import Timeframe
-from moodring.metrics.base import Indicator, PairIndicator
-from moodring.metrics.breakout import Breakout
-from moodring.metrics.correlation import Correlation
-from moodring.metrics.divergence import Divergence
-from moodring.metrics.mfi import MFI
-from moodring.metrics.moving import EMA, SMA, MACross, PctChange, ZScore
+from moodring.metrics.base import Indicator, PairIndicator, indicator_for
 from moodring.rules.book import RuleBook
 from moodring.rules.conditions import levels_of
-from moodring.settings import (
-    AverageConfig,
-    BreakoutConfig,
-    CorrelationConfig,
-    DivergenceConfig,
-    MACrossConfig,
-    MetricConfig,
-    MFIConfig,
-    PctChangeConfig,
-    RuleConfig,
-    Settings,
-    ZScoreConfig,
-    output_columns,
-)
+from moodring.settings import MetricConfig, RuleConfig, Settings, output_columns
 
 # Closed bars a chart shows; sources and metrics of charted rules keep this many.
 CHART_BARS = 120
 
 MetricListener = Callable[["MetricNode", int], None]
 JumpListener = Callable[[Jump], None]
-
-
-def make_indicator(config: MetricConfig) -> Indicator | PairIndicator:
-    """Return a fresh indicator for a metric's config."""
-    match config:
-        case CorrelationConfig():
-            return Correlation(config.window)
-        case DivergenceConfig():
-            return Divergence(config.window, config.lookback, config.threshold)
-        case MFIConfig():
-            return MFI(config.period)
-        case BreakoutConfig():
-            return Breakout(config.lookback)
-        case AverageConfig(type="sma"):
-            return SMA(config.period)
-        case AverageConfig():
-            return EMA(config.period)
-        case PctChangeConfig():
-            return PctChange(config.lookback)
-        case ZScoreConfig():
-            return ZScore(config.window)
-        case MACrossConfig():
-            return MACross(config.fast, config.slow, config.kind)
-    raise TypeError(f"no indicator for {type(config).__name__}")
 
 
 def join_cadence(settings: Settings, config: MetricConfig) -> Cadence | None:
@@ -419,7 +377,7 @@ class Engine:
             yield from zip(node.outputs, read(node), strict=True)
 
     def _wire(self, name: str, config: MetricConfig) -> MetricNode:
-        indicator = make_indicator(config)
+        indicator = indicator_for(config)
         inputs = [self.source(series, config.timeframe) for series in config.inputs()]
         feeds = frozenset(self.settings.feeds_of(config.inputs()))
         outputs = output_columns(name, config)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -15,31 +18,52 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     SecretStr,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from moodring.digest import wording
-from moodring.digest.schedule import check_schedule, check_timezone
 from moodring.market.timeframe import Timeframe
-from moodring.metrics.altseason import ALTSEASON_COLUMNS, ExclusionRules
-from moodring.metrics.divergence import Divergence
-from moodring.metrics.moving import MACross
-from moodring.rules.templates import TemplateError, check_template
+from moodring.registry import Registry
 from moodring.times import parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Severity = Literal["info", "warning", "critical"]
 
 DEFAULT_CONFIG = Path(__file__).with_name("defaults") / "moodring.yaml"
+
+# Checks of values whose rules live in higher packages; validators look them up when they
+# run. Each raises ValueError saying what is wrong:
+#   "template" (text, names=None): a rule template compiles (and names only ``names``)
+#   "digest template" (text, metric names): a digest template names only what it may
+#   "schedule" (cron expression), "timezone" (IANA name): the digest's schedule
+CHECKS: Registry[Callable[..., object]] = Registry(
+    "config check", "moodring.rules.templates and moodring.digest"
+)
+
+
+def check(name: str, *args: Any) -> None:
+    """Run the registered check ``name`` on ``args`` (ValueError when the value is bad)."""
+    CHECKS[name](*args)
+
+
+def _checked(name: str) -> Callable[[str], str]:
+    """Return a validator running the check ``name`` on a string value."""
+
+    def validate(value: str) -> str:
+        check(name, value)
+        return value
+
+    return validate
 
 
 class Model(BaseModel):
@@ -105,9 +129,23 @@ class RatioConfig(Model):
     ratio: tuple[str, str]
 
 
-class _MetricBase(Model):
+class MetricConfig(Model):
+    """The config of one metric; each metric type's model derives from it in its own module.
+
+    A metric type registers in ``METRICS`` (the modules of ``moodring.metrics`` do, when
+    imported): its config model, which names the series it reads and how many closed bars
+    it looks back over, and what builds its indicator. ``Settings.metrics`` takes any
+    registered type by its ``type`` key.
+    """
+
+    type: str
     timeframe: str = "1d"
     outputs: ClassVar[tuple[str, ...]] = ("value",)
+    # the keys that name the series the metric reads
+    input_keys: ClassVar[tuple[str, ...]] = ()
+    # what config errors call the metric, and whether it reads volume (a ratio has none)
+    label: ClassVar[str] = ""
+    needs_volume: ClassVar[bool] = False
 
     @field_validator("timeframe")
     @classmethod
@@ -116,141 +154,56 @@ class _MetricBase(Model):
 
     def inputs(self) -> tuple[str, ...]:
         """Return the names of the series this metric reads."""
-        raise NotImplementedError
+        return tuple(getattr(self, key) for key in self.input_keys)
 
     def history(self) -> int:
         """Return how many closed bars of each input the metric looks back over."""
         raise NotImplementedError
 
 
-class _Single(_MetricBase):
+class SingleInput(MetricConfig):
+    """A metric of one series."""
+
+    input_keys: ClassVar[tuple[str, ...]] = ("series",)
     series: str
 
-    def inputs(self) -> tuple[str, ...]:
-        """Return the names of the series this metric reads."""
-        return (self.series,)
 
+class PairInput(MetricConfig):
+    """A metric of two series, ``a`` and ``b``, on bars joined by open time."""
 
-class _Pair(_MetricBase):
+    input_keys: ClassVar[tuple[str, ...]] = ("a", "b")
     a: str
     b: str
 
-    def inputs(self) -> tuple[str, ...]:
-        """Return the names of the series this metric reads."""
-        return (self.a, self.b)
+
+@dataclass(frozen=True, slots=True)
+class MetricType:
+    """A kind of metric: its config model and what builds its indicator from such a config."""
+
+    config: type[MetricConfig]
+    build: Callable[[Any], object]
 
 
-class CorrelationConfig(_Pair):
-    """Pearson correlation of log returns of a and b on bars joined by open time."""
-
-    type: Literal["correlation"]
-    window: int = Field(30, ge=2)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.window + 1
+METRICS: Registry[MetricType] = Registry("metric type", "moodring.metrics")
 
 
-class DivergenceConfig(_Pair):
-    """Residual z-score, opposite moves and swing structure of a against b."""
+class _RegisteredMetrics:
+    """The discriminated union (on ``type``) of the registered config models.
 
-    type: Literal["divergence"]
-    outputs: ClassVar[tuple[str, ...]] = Divergence.outputs
-    window: int = Field(30, ge=2)
-    lookback: int = Field(20, ge=2)
-    threshold: float = Field(0.05, ge=0)
+    Built when ``Settings`` is first validated, so every metric module imported by then
+    counts, and settings imports none of them.
+    """
 
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return max(self.window + 1, 2 * self.lookback)
-
-
-class MFIConfig(_Single):
-    """TA-Lib's Money Flow Index."""
-
-    type: Literal["mfi"]
-    period: int = Field(14, ge=2)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.period + 1
-
-
-class BreakoutConfig(_Single):
-    """+1/-1 when the close leaves the previous ``lookback`` bars' range."""
-
-    type: Literal["breakout"]
-    lookback: int = Field(20, ge=1)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.lookback + 1
-
-
-class AverageConfig(_Single):
-    """A simple or exponential moving average of the close."""
-
-    type: Literal["sma", "ema"]
-    period: int = Field(ge=1)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.period
-
-
-class PctChangeConfig(_Single):
-    """Percent change of the close over ``lookback`` bars."""
-
-    type: Literal["pct_change"]
-    lookback: int = Field(ge=1)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.lookback + 1
-
-
-class ZScoreConfig(_Single):
-    """Z-score of the close over ``window`` bars."""
-
-    type: Literal["zscore"]
-    window: int = Field(ge=2)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.window
-
-
-class MACrossConfig(_Single):
-    """Spread and position of a fast against a slow moving average."""
-
-    type: Literal["ma_cross"]
-    outputs: ClassVar[tuple[str, ...]] = MACross.outputs
-    fast: int = Field(ge=1)
-    slow: int = Field(ge=2)
-    kind: Literal["sma", "ema"] = "sma"
-
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> MACrossConfig:
-        if self.fast >= self.slow:
-            raise ValueError("fast must be shorter than slow")
-        return self
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.slow
-
-
-MetricConfig = Annotated[
-    CorrelationConfig
-    | DivergenceConfig
-    | MFIConfig
-    | BreakoutConfig
-    | AverageConfig
-    | PctChangeConfig
-    | ZScoreConfig
-    | MACrossConfig,
-    Field(discriminator="type"),
-]
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        models = tuple(dict.fromkeys(kind.config for kind in METRICS.values()))
+        if not models:
+            raise LookupError("no metric types are registered: import moodring.metrics first")
+        if len(models) == 1:
+            return handler.generate_schema(models[0])
+        union = functools.reduce(operator.or_, models)
+        return handler.generate_schema(Annotated[union, Field(discriminator="type")])
 
 
 def output_columns(name: str, metric: MetricConfig) -> tuple[str, ...]:
@@ -528,8 +481,8 @@ class RuleConfig(Model):
             raise ValueError("for counts closed bars: it applies to on: close rules only")
         for field in ("title", "message"):
             try:
-                check_template(getattr(self, field))
-            except TemplateError as exc:
+                check("template", getattr(self, field))
+            except ValueError as exc:
                 raise ValueError(f"{field}: {exc}") from None
         return self
 
@@ -690,6 +643,27 @@ class HttpConfig(Model):
     port: int = Field(9701, ge=0, le=65535)
 
 
+# The altseason section's metric names rules may use: the index, and the universe size.
+ALTSEASON_COLUMNS = ("altseason_index", "altseason_members")
+
+
+@dataclass(frozen=True, slots=True)
+class ExclusionRules:
+    """Overrides of the default exclusions: ``exclude`` adds base assets, ``include`` keeps them.
+
+    ``include`` wins over the default lists and patterns but not over ``exclude``, and BTC
+    (the benchmark) cannot be included (see ``moodring.metrics.altseason.excluded``).
+    """
+
+    exclude: frozenset[str] = frozenset()
+    include: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, exclude: Iterable[str] = (), include: Iterable[str] = ()) -> ExclusionRules:
+        """Build rules from base asset names in any case."""
+        return cls(frozenset(s.upper() for s in exclude), frozenset(s.upper() for s in include))
+
+
 class AltseasonConfig(Model):
     """The Altcoin Season Index: the share of the top altcoins that beat BTC over ``days``.
 
@@ -729,6 +703,23 @@ class AltseasonConfig(Model):
         return ExclusionRules.of(self.exclude, self.include)
 
 
+DIGEST_TITLE = "moodring digest {{ date }}"
+
+DIGEST_MESSAGE = (
+    "ETH {{ correlation.trend }} small caps ({{ correlation.window }} corr "
+    "{{ num(correlation.value) }}, {{ correlation.move }} {{ num(correlation.week_ago) }} a week "
+    "ago; {{ correlation.long_window }} {{ num(correlation.long) }}) while ETH/BTC "
+    "{{ ratio.trend }} ({{ pct(ratio.change) }} in {{ ratio.period }}, "
+    "{{ pct(ratio.change_long) }} in {{ ratio.period_long }}; {{ ratio.breakout_state }}); "
+    "MFI {{ num(mfi.value, 0) }} — {{ mfi.band }}; Altcoin Season Index "
+    "{% if altseason.value is none %}n/a{% else %}{{ num(altseason.value, 0) }} "
+    "({{ altseason.label }}, {{ signed(altseason.change, 0) }} this week){% endif %}.\n"
+    "Divergence: {{ divergence.state }}.\n"
+    "Firing: {{ firing | join(', ') or 'none' }}."
+    "{% if recent %} Fired this week: {{ recent | join(', ') }}.{% endif %}"
+)
+
+
 class DigestConfig(Model):
     """The scheduled digest: when it is sent, its wording, and the metrics it reads.
 
@@ -736,10 +727,10 @@ class DigestConfig(Model):
     any other name must exist.
     """
 
-    schedule: Annotated[str, AfterValidator(check_schedule)] = "0 13 * * *"
-    timezone: Annotated[str, AfterValidator(check_timezone)] = "UTC"
-    title: str = wording.DEFAULT_TITLE
-    message: str = wording.DEFAULT_MESSAGE
+    schedule: Annotated[str, AfterValidator(_checked("schedule"))] = "0 13 * * *"
+    timezone: Annotated[str, AfterValidator(_checked("timezone"))] = "UTC"
+    title: str = DIGEST_TITLE
+    message: str = DIGEST_MESSAGE
     chart: bool = True
     severity: Severity = "info"
     correlation: tuple[str, ...] = Field(("eth_rut_corr", "eth_rut_corr_90"), max_length=2)
@@ -753,10 +744,7 @@ class DigestConfig(Model):
     @field_validator("title", "message")
     @classmethod
     def _template_compiles(cls, text: str) -> str:
-        try:
-            check_template(text)
-        except TemplateError as exc:
-            raise ValueError(str(exc)) from None
+        check("template", text)
         return text
 
     def metric_names(self) -> dict[str, str]:
@@ -779,8 +767,8 @@ class DigestConfig(Model):
                 )
         for field in ("title", "message"):
             try:
-                check_template(getattr(self, field), heads | wording.NAMES)
-            except TemplateError as exc:
+                check("digest template", getattr(self, field), heads)
+            except ValueError as exc:
                 raise ValueError(f"digest.{field}: {exc}") from None
 
     def _references(self) -> list[tuple[str, str, str | None]]:
@@ -805,11 +793,13 @@ class Settings(BaseSettings):
         env_prefix="MOODRING_",
         env_nested_delimiter="__",
         hide_input_in_errors=True,
+        # built at the first validation: by then the metric types have registered
+        defer_build=True,
     )
 
     feeds: dict[str, FeedConfig]
     series: dict[str, RatioConfig] = {}
-    metrics: dict[str, MetricConfig] = {}
+    metrics: dict[str, Annotated[MetricConfig, _RegisteredMetrics()]] = {}
     rules: tuple[RuleConfig, ...] = ()
     notify: NotifyConfig = NotifyConfig()
     mqtt: MqttConfig = MqttConfig()
@@ -841,18 +831,17 @@ class Settings(BaseSettings):
                 if leg not in self.feeds:
                     raise ValueError(f"series.{name}.ratio.{i}: unknown feed {leg!r}")
         for name, metric in self.metrics.items():
-            fields = ("series",) if isinstance(metric, _Single) else ("a", "b")
-            for field in fields:
-                ref = getattr(metric, field)
+            for key in metric.input_keys:
+                ref = getattr(metric, key)
                 if ref not in names:
                     raise ValueError(
-                        f"metrics.{name}.{field}: unknown series {ref!r} "
+                        f"metrics.{name}.{key}: unknown series {ref!r} "
                         f"(known: {', '.join(sorted(names))})"
                     )
-            if isinstance(metric, MFIConfig) and metric.series in self.series:
-                raise ValueError(
-                    f"metrics.{name}.series: MFI needs volume, but {metric.series!r} is a ratio"
-                )
+                if metric.needs_volume and ref in self.series:
+                    raise ValueError(
+                        f"metrics.{name}.{key}: {metric.label} needs volume, but {ref!r} is a ratio"
+                    )
         columns = self.metric_columns()
         clash = sorted(set(columns) & set(self.altseason_columns()))
         if clash:
@@ -874,8 +863,8 @@ class Settings(BaseSettings):
             names = {column.partition(".")[0] for column in known}
             for field in ("title", "message"):
                 try:
-                    check_template(getattr(rule, field), names)
-                except TemplateError as exc:
+                    check("template", getattr(rule, field), names)
+                except ValueError as exc:
                     raise ValueError(f"rules.{i}.{field}: {exc}") from None
         if self.digest is not None:
             self.digest.check_references(known)

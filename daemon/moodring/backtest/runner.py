@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moodring.backtest.table import MetricTable
-from moodring.engine import Engine, MetricNode, join_cadence, make_indicator
+from moodring.engine import Engine, MetricNode, join_cadence
 from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame, join_frames, ratio_frame
@@ -19,7 +19,7 @@ from moodring.market.resample import infer_step, merge_rows, resample
 from moodring.market.sessions import Sessions, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import DAY_MS
-from moodring.metrics.base import PairIndicator
+from moodring.metrics.base import PairIndicator, indicator_for
 from moodring.rules.alert import Alert
 from moodring.rules.book import RuleBook
 from moodring.settings import Settings, output_columns
@@ -98,7 +98,7 @@ def run_batch(
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in metrics:
         config = settings.metrics[name]
-        indicator = make_indicator(config)
+        indicator = indicator_for(config)
         inputs = [frame(s, config.timeframe) for s in config.inputs()]
         if isinstance(indicator, PairIndicator):
             a, b = join_frames(inputs[0], inputs[1])

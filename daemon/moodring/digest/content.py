@@ -13,16 +13,13 @@ from moodring.digest import wording
 from moodring.engine import Engine
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import ALT_SEASON, BITCOIN_SEASON
+from moodring.metrics.breakout import BreakoutConfig
+from moodring.metrics.correlation import CorrelationConfig
+from moodring.metrics.divergence import DivergenceConfig
+from moodring.metrics.moving import PctChangeConfig
 from moodring.rules.alert import Alert, Severity
 from moodring.rules.templates import metric_namespace, render
-from moodring.settings import (
-    BreakoutConfig,
-    CorrelationConfig,
-    DigestConfig,
-    DivergenceConfig,
-    PctChangeConfig,
-    Settings,
-)
+from moodring.settings import DigestConfig, Settings
 from moodring.times import format_duration, iso_time
 
 # Closed values the engine keeps per digest column: 90 days of changes plus the chart.

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from moodring.settings import CHECKS
+
 log = logging.getLogger("moodring.digest")
 
 # asyncio.sleep runs on a monotonic clock that stands still while the machine is suspended, so
@@ -56,6 +58,10 @@ def check_timezone(name: str) -> str:
             f"unknown time zone {name!r} (use an IANA name, e.g. Europe/Berlin)"
         ) from None
     return name
+
+
+CHECKS.register("schedule", check_schedule)
+CHECKS.register("timezone", check_timezone)
 
 
 def next_fire(config: Schedule, after: datetime) -> datetime:

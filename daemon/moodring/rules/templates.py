@@ -12,6 +12,7 @@ from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 
 from moodring.errors import MoodringError
+from moodring.settings import CHECKS
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +91,6 @@ def metric_namespace(values: Mapping[str, float]) -> dict[str, Any]:
 @lru_cache(maxsize=256)
 def _compiled(text: str) -> Any:
     return _ENV.from_string(text)
+
+
+CHECKS.register("template", check_template)
