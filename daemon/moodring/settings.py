@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -20,9 +20,8 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     SecretStr,
-    SerializerFunctionWrapHandler,
+    create_model,
     field_validator,
-    model_serializer,
     model_validator,
 )
 from pydantic_core import core_schema
@@ -33,6 +32,7 @@ from pydantic_settings import (
 )
 
 from moodring.market.timeframe import Timeframe
+from moodring.operators import EDGES, LEVELS, OPERATORS, Band
 from moodring.registry import Registry
 from moodring.times import parse_duration
 
@@ -213,68 +213,23 @@ def output_columns(name: str, metric: MetricConfig) -> tuple[str, ...]:
     return tuple(f"{name}.{output}" for output in metric.outputs)
 
 
-Band = tuple[float, float]
 # A chart shows one panel per metric; a charted composite reads at most this many.
 MAX_CHART_PANELS = 6
-LEVELS = ("above", "below", "inside", "outside", "equals")
 GROUPS = ("all", "any")
 
 
-class BandEdge(Model):
-    """A band, and the side a value enters it from (``from``) or leaves it to (``to``)."""
+class _ItemModel(Model):
+    """One part of a composite condition: ``{metric, <level operator>}`` or a nested group.
 
-    band: Band
-    from_: Literal["below", "above"] | None = Field(None, alias="from")
-    to: Literal["below", "above"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_band(cls, value: Any) -> Any:
-        return {"band": value} if isinstance(value, list | tuple) else value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> BandEdge:
-        if self.band[0] > self.band[1]:
-            raise ValueError("band: [lo, hi] needs lo <= hi")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        return data["band"] if self.side is None else data
-
-    @property
-    def side(self) -> str | None:
-        """Return the side named (``from`` or ``to``), if any."""
-        return self.from_ or self.to
-
-
-class Moving(Model):
-    """A move of at least ``pct`` percent (or ``by`` units) within ``bars`` bars."""
-
-    bars: int = Field(ge=1)
-    pct: float | None = Field(None, gt=0)
-    by: float | None = Field(None, gt=0)
-
-
-class Item(Model):
-    """One part of a composite condition: ``{metric, <level operator>}`` or a nested group."""
-
-    metric: str | None = None
-    above: float | None = None
-    below: float | None = None
-    inside: Band | None = None
-    outside: Band | None = None
-    equals: float | None = None
-    all: tuple[Item, ...] | None = None
-    any: tuple[Item, ...] | None = None
+    Its keys are ``metric``, one per level operator of ``moodring.operators`` and the groups.
+    """
 
     @model_validator(mode="before")
     @classmethod
     def _no_edges(cls, value: Any) -> Any:
         if isinstance(value, dict):
             for key in value:
-                if key in Condition.model_fields and key not in (*LEVELS, *GROUPS):
+                if key in EDGES:
                     raise ValueError(
                         f"{key}: an item takes a level operator ({', '.join(LEVELS)}); "
                         f"{key} fires on a change, so it cannot hold together with others"
@@ -282,11 +237,11 @@ class Item(Model):
         return value
 
     @model_validator(mode="after")
-    def _metric_and_one_level(self) -> Item:
+    def _metric_and_one_level(self) -> _ItemModel:
         levels = [name for name in LEVELS if getattr(self, name) is not None]
         groups = [name for name in GROUPS if getattr(self, name) is not None]
         if groups:
-            if self.metric is not None or levels or len(groups) > 1:
+            if getattr(self, "metric", None) is not None or levels or len(groups) > 1:
                 raise ValueError(
                     "an item is either {metric, <level operator>} or one group "
                     "({all: [...]} or {any: [...]})"
@@ -294,16 +249,14 @@ class Item(Model):
             if not getattr(self, groups[0]):
                 raise ValueError(f"{groups[0]}: give at least one item")
             return self
-        if self.metric is None:
+        if getattr(self, "metric", None) is None:
             raise ValueError("metric: missing (an item is {metric: NAME, <level operator>: ...})")
         if len(levels) != 1:
             raise ValueError(
                 f"give exactly one level operator (one of {', '.join(LEVELS)}); "
                 f"got {levels or 'none'}"
             )
-        operand = getattr(self, levels[0])
-        if isinstance(operand, tuple) and operand[0] > operand[1]:
-            raise ValueError(f"{levels[0]}: the band [lo, hi] needs lo <= hi")
+        OPERATORS[levels[0]].check(getattr(self, levels[0]))
         return self
 
     @property
@@ -337,48 +290,23 @@ def check_nesting(group: str, items: tuple[Item, ...]) -> None:
                 )
 
 
-class Condition(Model):
-    """Exactly one operator and its operand; ``all``/``any`` hold a composite's items."""
+class _ConditionModel(Model):
+    """Exactly one operator and its operand; ``all``/``any`` hold a composite's items.
 
-    above: float | None = None
-    below: float | None = None
-    inside: Band | None = None
-    outside: Band | None = None
-    equals: float | None = None
-    crosses_above: float | None = None
-    crosses_below: float | None = None
-    enters: BandEdge | None = None
-    exits: BandEdge | None = None
-    moving_up_pct: Moving | None = None
-    moving_down_pct: Moving | None = None
-    moving_up: Moving | None = None
-    moving_down: Moving | None = None
-    all: tuple[Item, ...] | None = None
-    any: tuple[Item, ...] | None = None
+    Its keys are the operators of ``moodring.operators``, then the groups.
+    """
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> Condition:
+    def _exactly_one(self) -> _ConditionModel:
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
         if len(given) != 1:
             names = ", ".join(type(self).model_fields)
             raise ValueError(f"give exactly one operator (one of {names}); got {given or 'none'}")
-        operand = getattr(self, given[0])
-        if isinstance(operand, tuple) and given[0] not in GROUPS and operand[0] > operand[1]:
-            raise ValueError(f"{given[0]}: the band [lo, hi] needs lo <= hi")
-        if isinstance(operand, Moving):
-            wanted = "pct" if given[0].endswith("_pct") else "by"
-            if getattr(operand, wanted) is None:
-                raise ValueError(f"{given[0]} needs {{{wanted}: ..., bars: ...}}")
-        if isinstance(operand, BandEdge):
-            wrong = "to" if given[0] == "enters" else "from"
-            right = "from" if given[0] == "enters" else "to"
-            if (operand.to if wrong == "to" else operand.from_) is not None:
-                raise ValueError(
-                    f"{given[0]}.{wrong}: {given[0]} takes {right}: below or above "
-                    f"(the side the value {'comes from' if right == 'from' else 'goes to'})"
-                )
-        if given[0] in GROUPS:
-            check_nesting(given[0], operand)
+        name, operand = given[0], getattr(self, given[0])
+        if name in GROUPS:
+            check_nesting(name, operand)
+        else:
+            OPERATORS[name].check(operand)
         return self
 
     @property
@@ -394,7 +322,7 @@ class Condition(Model):
     @property
     def is_edge(self) -> bool:
         """Return whether the operator fires on a change rather than holds as a level."""
-        return self.operator not in (*LEVELS, *GROUPS)
+        return self.operator in EDGES
 
     @property
     def is_group(self) -> bool:
@@ -422,6 +350,39 @@ class Condition(Model):
             return f"{kind}({','.join(str(p) for p in parts)})"
 
         return shape(self.operator, self.operand) if self.is_group else self.operator
+
+
+def _optional(kind: Any) -> Any:
+    """Return a field spec of an optional ``kind``, absent by default."""
+    return (kind | None, None)
+
+
+if TYPE_CHECKING:
+
+    class Item(_ItemModel):
+        """One part of a composite condition (see ``_ItemModel``)."""
+
+    class Condition(_ConditionModel):
+        """One operator and its operand (see ``_ConditionModel``)."""
+
+else:
+    # the operator keys come from the table: a new operator is a new key here
+    Item = create_model(
+        "Item",
+        __base__=_ItemModel,
+        __module__=__name__,
+        metric=_optional(str),
+        **{name: _optional(OPERATORS[name].operand) for name in LEVELS},
+        **{group: _optional(tuple["Item", ...]) for group in GROUPS},
+    )
+    Item.model_rebuild()
+    Condition = create_model(
+        "Condition",
+        __base__=_ConditionModel,
+        __module__=__name__,
+        **{name: _optional(op.operand) for name, op in OPERATORS.items()},
+        **{group: _optional(tuple[Item, ...]) for group in GROUPS},
+    )
 
 
 class RuleConfig(Model):
