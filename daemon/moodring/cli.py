@@ -33,7 +33,6 @@ from moodring.backtest.table import MetricTable
 from moodring.backtest.universe import load_universe
 from moodring.configfile import config_error, find_config, load_settings, show_config
 from moodring.delivery.outbox import Delivery, Outbox
-from moodring.engine import Engine
 from moodring.errors import MoodringError, StateError, UsageError
 from moodring.logs import redact, setup_logging
 from moodring.market.calendar import calendar_named
@@ -41,6 +40,7 @@ from moodring.market.jumps import Jump
 from moodring.market.resample import resample
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import AltseasonSeries, altseason_series
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, RuleConfig, Settings
@@ -594,7 +594,7 @@ def sample_chart() -> dict[str, Any] | None:
         update={"metrics": {"eth_rut_corr": base.metrics["eth_rut_corr"]}, "rules": (rule,)}
     )
     history = {f: FeedHistory.of(load_csv(SAMPLES / f"{f}_1d.csv").bars) for f in ("eth", "rut")}
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     for feed, t, bar in merged_bars(history):
         engine.on_candle(feed, t, bar, closed=True, length_ms=history[feed].step_ms)
     chart = engine.chart_data(rule, engine.metrics["eth_rut_corr"].time)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moodring.backtest.table import MetricTable
-from moodring.engine import Engine, MetricNode, join_cadence
+from moodring.engine import MetricNode, join_cadence
 from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame, join_frames, ratio_frame
@@ -20,6 +20,7 @@ from moodring.market.sessions import Sessions, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import DAY_MS
 from moodring.metrics.base import PairIndicator, indicator_for
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.book import RuleBook
 from moodring.settings import Settings, output_columns
@@ -130,7 +131,7 @@ def run_streaming(
     ``max_jump``.
     """
     subset = _only(settings, metrics, with_rules=alerts is not None)
-    engine = Engine(subset)
+    engine = Pipeline(subset)
     if alerts is not None:
         engine.rules.subscribe(alerts.append)
     if on_jump is not None:

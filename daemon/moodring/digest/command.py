@@ -12,7 +12,7 @@ import numpy as np
 
 from moodring.backtest.runner import FeedHistory, merged_bars
 from moodring.digest.content import DIGEST_BARS, Digest, build_digest, digest_alert, digest_columns
-from moodring.engine import Engine
+from moodring.pipeline import Pipeline
 from moodring.settings import Settings
 
 # Seconds a chart may take besides notify.timeout per attempt before --send gives up.
@@ -46,7 +46,7 @@ def digest_from_history(
             if t + step <= at_ms:
                 events.append((int(t), column, float(v)))
     pending = deque(sorted(events))
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     engine.track(digest_columns(settings), DIGEST_BARS)
     moment: int | None = None
     with ExitStack() as stack:

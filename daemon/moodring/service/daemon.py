@@ -28,7 +28,7 @@ from moodring.digest.content import (
     digest_payload,
 )
 from moodring.digest.schedule import run_schedule
-from moodring.engine import Engine, MetricNode
+from moodring.engine import MetricNode
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.ccxt_feed import KLINES_LIMIT, ExchangeFeeds
@@ -37,6 +37,7 @@ from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.jumps import Jump
 from moodring.market.timeframe import Timeframe
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.service.catchup import CatchUp
@@ -165,12 +166,12 @@ class Daemon:
 
     def _engine(
         self, settings: Settings, state: EngineState | None = None, *, forming: bool = True
-    ) -> tuple[Engine, bool]:
+    ) -> tuple[Pipeline, bool]:
         """Build an engine for ``settings`` (holding ``state``), wired to the outputs.
 
         Also return whether some series has no bars from ``state`` (it needs a warm-up).
         """
-        engine = Engine(settings)
+        engine = Pipeline(settings)
         if settings.digest is not None:  # before the restore: its replay fills the history
             engine.track(digest_columns(settings), DIGEST_BARS)
         cold = True
@@ -197,7 +198,7 @@ class Daemon:
         log.warning("%s", jump.describe())
         self.telemetry.suspect_bar(jump.feed)
 
-    def _on_alert(self, engine: Engine, alert: Alert) -> None:
+    def _on_alert(self, engine: Pipeline, alert: Alert) -> None:
         rule = engine.rules.rule(alert.rule)
         state = rule_state_json(rule) if rule is not None else None
         catch_up = self.sink.catch_up
@@ -645,7 +646,7 @@ def _fresh(state: EngineState) -> EngineState:
     return dataclasses.replace(state, series=kept)
 
 
-def _catch_up(engine: Engine, settings: Settings) -> CatchUp:
+def _catch_up(engine: Pipeline, settings: Settings) -> CatchUp:
     """Return the judge of the warm-up's alerts for an engine restored from a snapshot."""
     judged, timeframes = {}, {}
     for rule in engine.rules.rules:
