@@ -21,8 +21,8 @@ import yaml
 
 from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import FeedHistory, merged_bars, run_streaming
+from moodring.charts.render import render_png
 from moodring.cli import main
-from moodring.delivery.charts import render_png
 from moodring.market.bar import Bar
 from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert

@@ -20,9 +20,9 @@ from matplotlib.image import imread
 
 from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import FeedHistory
+from moodring.charts.render import render_png
 from moodring.cli import main
 from moodring.configfile import ConfigError, load_settings
-from moodring.delivery.charts import render_png
 from moodring.delivery.outbox import Outbox
 from moodring.digest.command import digest_from_history
 from moodring.digest.content import (

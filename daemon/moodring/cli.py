@@ -549,7 +549,7 @@ def _test_alert(args: argparse.Namespace) -> int:
 
 
 async def _send_test_alerts(settings: Settings) -> int:
-    from moodring.delivery.charts import render_with_budget
+    from moodring.charts.render import render_with_budget
     from moodring.delivery.sender import Sender, mask_url
 
     chart = sample_chart()
@@ -620,7 +620,7 @@ def _digest(args: argparse.Namespace) -> int:
     print(digest.title)
     print(digest.message)
     if args.chart is not None:
-        from moodring.delivery.charts import render_png
+        from moodring.charts.render import render_png
 
         if digest.chart is None:
             log.warning("digest.chart is off in the config: no chart written")

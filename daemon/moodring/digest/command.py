@@ -72,7 +72,7 @@ async def send_digest(
     It goes through the daemon's delivery path (outbox, dispatcher, chart in a worker
     thread) on a private outbox: a running daemon's outbox is neither raced nor pruned.
     """
-    from moodring.delivery.charts import render_with_budget
+    from moodring.charts.render import render_with_budget
     from moodring.delivery.dispatcher import Dispatcher
     from moodring.delivery.outbox import Outbox
     from moodring.delivery.sender import mask_url, routed_targets, target_id

@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moodring.charts.render import render_with_budget
 from moodring.configfile import ConfigError, load_settings
-from moodring.delivery.charts import render_with_budget
 from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.outbox import Outbox
 from moodring.delivery.sink import AlertSink
