@@ -161,3 +161,11 @@ def test_an_output_file_that_cannot_be_written(world: Path, argv: list[str], fla
     target = world / "missing" / "out"
     result = moodring(*argv, str(target))
     assert_one_line(result, f"{flag} {target}: cannot use it: no such file or directory")
+
+
+def test_a_history_file_that_cannot_be_read(world: Path) -> None:
+    result = moodring("backtest", "--data", f"eth={world / 'missing.csv'}")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    wanted = f"moodring: {world / 'missing.csv'}: cannot read it: no such file or directory"
+    assert wanted in result.stderr.splitlines(), result.stderr

@@ -137,6 +137,9 @@ def _read_lines(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CsvError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CsvError(path, None, f"cannot read it: {reason[:1].lower()}{reason[1:]}") from None
     return text.split("\n")
 
 
