@@ -16,8 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
-from pydantic.functional_serializers import SerializerFunctionWrapHandler
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 Band = tuple[float, float]
 # A level test of one value, or an edge test of the value history (oldest first, latest last).
@@ -128,20 +134,25 @@ def _crosses_below(x: float) -> Edge:
 
 
 def _band_sides(edge: BandEdge) -> tuple[Level, dict[str | None, Level]]:
-    """Return the test of being inside the closed band, and of being below or above it."""
+    """Return the test of being inside the closed band, and of being off it by side."""
     lo, hi = edge.band
-    return (lambda v: lo <= v <= hi), {"below": lambda v: v < lo, "above": lambda v: v > hi}
+    sides: dict[str | None, Level] = {
+        "below": lambda v: v < lo,
+        "above": lambda v: v > hi,
+        None: lambda v: not lo <= v <= hi,
+    }
+    return (lambda v: lo <= v <= hi), sides
 
 
 def _enters(edge: BandEdge) -> Edge:
     inside, side = _band_sides(edge)
-    came = side.get(edge.from_, lambda v: not inside(v))
+    came = side[edge.from_]
     return _defined(lambda h: came(h[-2]) and inside(h[-1]))
 
 
 def _exits(edge: BandEdge) -> Edge:
     inside, side = _band_sides(edge)
-    went = side.get(edge.to, lambda v: not inside(v))
+    went = side[edge.to]
     return _defined(lambda h: inside(h[-2]) and went(h[-1]))
 
 

@@ -113,13 +113,14 @@ class Pipeline(Engine):
             return None
         times = [t for t, _ in history]
         node = self.metrics.get(self.settings.metric_columns().get(metric, ""))
-        inputs = {}
-        for series in node.config.inputs() if node is not None else ():
-            ring = self.source(series, node.config.timeframe).bars
-            by_time = dict(
-                zip(ring.time.window().tolist(), ring.close.window().tolist(), strict=True)
-            )
-            inputs[series.upper()] = [by_time.get(t) for t in times]
+        inputs: dict[str, list[float | None]] = {}
+        if node is not None:
+            for series in node.config.inputs():
+                ring = self.source(series, node.config.timeframe).bars
+                by_time = dict(
+                    zip(ring.time.window().tolist(), ring.close.window().tolist(), strict=True)
+                )
+                inputs[series.upper()] = [by_time.get(t) for t in times]
         inputs_panel = (
             [{"label": " vs ".join(inputs), "series": inputs, "normalise": True}] if inputs else []
         )
@@ -195,6 +196,7 @@ def _charted_inputs(settings: Settings) -> dict[tuple[str, str], int]:
     kept: dict[tuple[str, str], int] = {}
     for column in {str(r.metric) for r in settings.rules if r.chart and not r.is_composite}:
         metric = settings.metrics.get(settings.metric_columns().get(column, ""))
-        for series in metric.inputs() if metric is not None else ():
-            kept[(series, metric.timeframe)] = 2 * CHART_BARS
+        if metric is not None:
+            for series in metric.inputs():
+                kept[(series, metric.timeframe)] = 2 * CHART_BARS
     return kept

@@ -362,8 +362,15 @@ if TYPE_CHECKING:
     class Item(_ItemModel):
         """One part of a composite condition (see ``_ItemModel``)."""
 
+        metric: str | None
+        all: tuple[Item, ...] | None
+        any: tuple[Item, ...] | None
+
     class Condition(_ConditionModel):
         """One operator and its operand (see ``_ConditionModel``)."""
+
+        all: tuple[Item, ...] | None
+        any: tuple[Item, ...] | None
 
 else:
     # the operator keys come from the table: a new operator is a new key here

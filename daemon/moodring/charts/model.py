@@ -34,9 +34,11 @@ class ChartError(MoodringError, ValueError):
     """Invalid chart data; the message starts with the path of the offending key."""
 
 
-def _real(value: object) -> bool:
-    """Tell whether ``value`` is a real number (bools excluded)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+def _real(value: object) -> float | None:
+    """Return ``value`` as a float if it is a real number (bools excluded), else None."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        return float(value)
+    return None
 
 
 def _listed(value: object) -> object:
@@ -49,33 +51,36 @@ def _listed(value: object) -> object:
 
 
 def _epoch_ms(value: object) -> int:
-    if not _real(value) or not math.isfinite(value) or float(value) != int(value):  # type: ignore[arg-type]
+    number = _real(value)
+    if number is None or not math.isfinite(number) or not number.is_integer():
         raise ValueError(f"expected integer epoch milliseconds, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return int(number)
 
 
 def _value(value: object) -> float:
     """Return a point's value; null, NaN and infinities are a gap (NaN)."""
     if value is None:
         return math.nan
-    if not _real(value):
+    number = _real(value)
+    if number is None:
         raise ValueError(f"expected a number or null, got {value!r}")
-    number = float(value)  # type: ignore[arg-type]
     return number if math.isfinite(number) else math.nan
 
 
 def _finite(value: object) -> float:
-    if not _real(value) or not math.isfinite(value):  # type: ignore[arg-type]
+    number = _real(value)
+    if number is None or not math.isfinite(number):
         raise ValueError(f"expected a finite number, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return number
 
 
 def _marker(value: object) -> int | None:
     if value is None:
         return None
-    if not _real(value) or not math.isfinite(value):  # type: ignore[arg-type]
+    number = _real(value)
+    if number is None or not math.isfinite(number):
         raise ValueError(f"expected epoch milliseconds or null, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return int(number)
 
 
 EpochMs = Annotated[int, BeforeValidator(_epoch_ms)]
