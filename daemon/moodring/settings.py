@@ -1,4 +1,9 @@
-"""Typed settings for the whole YAML file: one pydantic model per section."""
+"""Typed settings for the whole YAML file: one pydantic model per section.
+
+Models only: what higher packages define comes in through registries they fill when
+imported (the metric types of ``moodring.metrics``, the template and schedule checks of
+``moodring.rules`` and ``moodring.digest``); ``moodring.configfile`` imports them all.
+"""
 
 from __future__ import annotations
 
