@@ -24,6 +24,8 @@ from moodring.metrics.base import Indicator, PairIndicator, indicator_for
 from moodring.settings import MetricConfig, Settings, output_columns
 
 MetricListener = Callable[["MetricNode", int], None]
+# A closed value: (metric output, bar open time, value).
+ClosedValue = tuple[str, int, float]
 JumpListener = Callable[[Jump], None]
 
 
@@ -73,12 +75,19 @@ class Engine:
     """Turns trades and candles into bars and metric values, per the settings.
 
     ``bars`` asks for more closed bars of some (series, timeframe) than the metrics need.
+    Each closed value (a metric's or a published one) is appended to ``closed``, if given,
+    in the order it closed: its owner takes them from there.
     """
 
     def __init__(
-        self, settings: Settings, *, bars: Mapping[tuple[str, str], int] | None = None
+        self,
+        settings: Settings,
+        *,
+        bars: Mapping[tuple[str, str], int] | None = None,
+        closed: list[ClosedValue] | None = None,
     ) -> None:
         self.settings = settings
+        self._closed = closed
         self._capacity = _history_by_input(settings)
         for key, kept in (bars or {}).items():
             self._capacity[key] = max(self._capacity.get(key, 0), kept)
@@ -245,6 +254,8 @@ class Engine:
         self._forming[column] = value
         if closed:
             self._external[column] = value
+            if self._closed is not None:
+                self._closed.append((column, t_ms, value))
             history = self._history.get(column)
             if history is not None:
                 history.append((t_ms, None if value != value else value))
@@ -319,7 +330,10 @@ class Engine:
 
     def _notify(self, node: MetricNode, time: int) -> None:
         node.time = time
+        closed = self._closed
         for column, value in zip(node.outputs, node.values, strict=True):
+            if closed is not None:
+                closed.append((column, time, value))
             history = self._history.get(column)
             if history is not None:
                 history.append((time, None if value != value else value))

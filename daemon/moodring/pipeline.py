@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from moodring.engine import Engine, MetricNode
+from moodring.engine import ClosedValue, Engine
 from moodring.market.bar import Bar
 from moodring.market.jumps import Jump
 from moodring.rules.book import RuleBook
@@ -29,15 +29,15 @@ class Pipeline(Engine):
     """An engine whose closed and forming values go to the rules of the settings."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, bars=_charted_inputs(settings))
+        # the closed values of the moment, in the order they closed
+        self._moment: list[ClosedValue] = []
+        super().__init__(settings, bars=_charted_inputs(settings), closed=self._moment)
         self.track({c for r in settings.rules if r.chart for c in r.columns()}, CHART_BARS)
-        self._closed: list[tuple[str, int, float]] = []
         self._deferred = False
         self.rules = RuleBook(
             settings, prices=self.last_prices, chart=self.chart_data, awaits=self.awaits
         )
-        # the first listeners: the rules hear of a bar before anyone else does
-        self.subscribe(self._took)
+        # the first listener: the rules hear of a jump before anyone else does
         self.subscribe_jumps(self._mute)
         tick_columns = self.rules.tick_columns
         self._tick_nodes = {
@@ -50,7 +50,7 @@ class Pipeline(Engine):
     ) -> None:
         """Feed one trade to the feed's bar builders; rules see what it closed and moved."""
         Engine.on_trade(self, feed, t_ms, price, amount, trade_id)
-        if not self._deferred and (self._closed or self.rules.waiting):
+        if not self._deferred and (self._moment or self.rules.waiting):
             self._flush()
         if self._tick_nodes[feed]:
             self._tick(feed, t_ms)
@@ -66,13 +66,13 @@ class Pipeline(Engine):
     ) -> None:
         """Feed one exchange candle (or a history bar); rules see the bars it closed."""
         Engine.on_candle(self, feed, t_ms, bar, closed=closed, length_ms=length_ms)
-        if not self._deferred and (self._closed or self.rules.waiting):
+        if not self._deferred and (self._moment or self.rules.waiting):
             self._flush()
 
     def advance(self, now_ms: int, feeds: Iterable[str] | None = None) -> None:
         """Close every bar (of ``feeds``, default all) ended by ``now_ms``; rules see them."""
         Engine.advance(self, now_ms, feeds)
-        if not self._deferred and (self._closed or self.rules.waiting):
+        if not self._deferred and (self._moment or self.rules.waiting):
             self._flush()
 
     def publish(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
@@ -82,10 +82,8 @@ class Pipeline(Engine):
         the column's forming value for tick rules and ``forming_values``.
         """
         Engine.publish(self, column, t_ms, value, closed=closed)
-        if closed:
-            self._closed.append((column, t_ms, value))
-            if not self._deferred:
-                self._flush()
+        if closed and not self._deferred:
+            self._flush()
         if column in self.rules.tick_columns:
             self.rules.tick(t_ms, self.forming_view, (column,))
 
@@ -97,7 +95,7 @@ class Pipeline(Engine):
             yield
         finally:
             self._deferred = False
-            if self._closed or self.rules.waiting:
+            if self._moment or self.rules.waiting:
                 self._flush()
 
     def chart_data(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
@@ -164,20 +162,15 @@ class Pipeline(Engine):
             panels.append({"label": column, "series": {column: values}, "thresholds": thresholds})
         return {"title": rule.name, "time": times, "panels": panels, "marker": time}
 
-    def _took(self, node: MetricNode, time: int) -> None:
-        """Hold a metric's closed values for the rules until the moment ends."""
-        self._closed.extend(
-            (column, time, value) for column, value in zip(node.outputs, node.values, strict=True)
-        )
-
     def _mute(self, jump: Jump) -> None:
         self.rules.mute_bar(jump.feed, jump.timeframe, jump.time)
 
     def _flush(self) -> None:
-        if not self._closed:
+        if not self._moment:
             self.rules.settle()
             return
-        updates, self._closed = self._closed, []
+        updates = self._moment.copy()
+        self._moment.clear()
         self.rules.close(updates, self.values())
 
     def _tick(self, feed: str, t_ms: int) -> None:
