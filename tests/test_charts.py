@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moodring.delivery import charts
-from moodring.delivery.charts import ChartError, render_png, render_with_budget
+from moodring.charts import render as charts
+from moodring.charts.model import ChartError
+from moodring.charts.render import render_png, render_with_budget
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -97,7 +98,7 @@ def test_real_data_renders(real_chart: dict[str, Any]) -> None:
 
 
 def test_importing_does_not_load_matplotlib() -> None:
-    code = "import sys, moodring.delivery.charts; assert 'matplotlib' not in sys.modules"
+    code = "import sys, moodring.charts.render; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 

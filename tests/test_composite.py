@@ -21,10 +21,10 @@ import yaml
 
 from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import FeedHistory, merged_bars, run_streaming
+from moodring.charts.render import render_png
 from moodring.cli import main
-from moodring.delivery.charts import render_png
-from moodring.engine import Engine
 from moodring.market.bar import Bar
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.book import RuleBook
 from moodring.service.snapshot import capture, restore
@@ -573,7 +573,7 @@ def test_the_live_engine_tells_the_backtests_alerts(tmp_path: Path) -> None:
     history = history_of({"eth": ETH_1D, "btc": BTC_1D, "rut": RUT_1D})
     expected: list[Alert] = []
     run_streaming(settings, history, list(settings.metrics), expected)
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     got: list[Alert] = []
     engine.rules.subscribe(got.append)
     days: dict[int, list[tuple[str, Bar]]] = {}
@@ -597,7 +597,7 @@ def test_snapshots_and_reloads_keep_a_composites_state(tmp_path: Path) -> None:
     alerts: list[Alert] = []
     run_streaming(settings, history, list(settings.metrics), alerts)
     fired = next(a.time for a in alerts if a.rule == "regime" and a.state == "firing")
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     with engine.rules.quiet():
         for feed, t, bar in merged_bars(history):
             if t <= fired:
@@ -606,7 +606,7 @@ def test_snapshots_and_reloads_keep_a_composites_state(tmp_path: Path) -> None:
     assert status.state == "firing"
     state = capture(engine)
     assert state.rules["regime"].metric == "all(corr,chg,any(mfi,mfi))"
-    fresh = Engine(settings)
+    fresh = Pipeline(settings)
     assert restore(fresh, state).rules["regime"] == "restored"
     assert fresh.rules.rules[0].status == status
     # a changed threshold keeps the state; another metric in the items does not
@@ -618,17 +618,17 @@ def test_snapshots_and_reloads_keep_a_composites_state(tmp_path: Path) -> None:
             {"any": [{"metric": "mfi", "inside": [50, 80]}, {"metric": "mfi", "above": 90}]},
         ],
     )
-    assert restore(Engine(moved), state).rules["regime"] == "restored"
+    assert restore(Pipeline(moved), state).rules["regime"] == "restored"
     other = daily_settings(
         tmp_path, all=[{"metric": "corr", "below": 0.5}, {"metric": "mfi", "above": 50}]
     )
-    assert restore(Engine(other), state).rules["regime"].startswith("fresh: its metric was all(")
+    assert restore(Pipeline(other), state).rules["regime"].startswith("fresh: its metric was all(")
 
 
 def test_a_composites_chart_shows_each_metric_with_its_thresholds(tmp_path: Path) -> None:
     settings = daily_settings(tmp_path, chart=True)
     history = history_of({"eth": ETH_1D, "btc": BTC_1D, "rut": RUT_1D})
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     alerts: list[Alert] = []
     engine.rules.subscribe(alerts.append)
     for feed, t, bar in merged_bars(history):

@@ -24,12 +24,12 @@ import yaml
 from moodring.backtest.csvfile import load_csv
 from moodring.cli import main
 from moodring.configfile import load_settings
-from moodring.engine import Engine
 from moodring.feeds.calendar import MarketCalendar
 from moodring.market.bar import Bar
 from moodring.market.jumps import Jump
 from moodring.market.sessions import Cadence, meets_session
 from moodring.market.timeframe import Timeframe
+from moodring.pipeline import Pipeline
 from moodring.service.health import Telemetry
 from tests import oracles
 from tests.oracles import DATA, read_ohlcv
@@ -170,7 +170,7 @@ def test_the_live_engine_peeks_no_value_across_a_gap(tmp_path: Path) -> None:
     rut = {int(t): bar for t, bar in bars_of(load_csv(RUT_1D).bars)}
     start, gap_from, after = ms("2025-06-02"), ms("2025-10-04"), ms("2025-10-13")
     for with_gap in (False, True):
-        engine = Engine(settings)
+        engine = Pipeline(settings)
         for t in sorted(t for t in eth if start <= t < after):
             if with_gap and gap_from <= t:
                 continue
@@ -407,7 +407,7 @@ def test_a_split_like_halving_is_suspect_logged_and_mutes_its_rules_for_that_bar
 
 def test_the_live_engine_reports_a_jump_and_the_daemon_counts_it(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, JUMPY))
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     telemetry = Telemetry()
     jumps: list[Jump] = []
     engine.subscribe_jumps(jumps.append)

@@ -20,9 +20,9 @@ from matplotlib.image import imread
 
 from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import FeedHistory
+from moodring.charts.render import render_png
 from moodring.cli import main
 from moodring.configfile import ConfigError, load_settings
-from moodring.delivery.charts import render_png
 from moodring.delivery.outbox import Outbox
 from moodring.digest.command import digest_from_history
 from moodring.digest.content import (
@@ -33,7 +33,7 @@ from moodring.digest.content import (
     digest_payload,
 )
 from moodring.digest.schedule import next_fire, run_schedule
-from moodring.engine import Engine
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.settings import DEFAULT_CONFIG, DigestConfig, Settings
 from tests.receiver import Receiver
@@ -106,9 +106,9 @@ def test_numbers_match_pandas_on_the_sample() -> None:
     assert "[template error" not in message + digest.title
 
 
-def published(settings: Settings, rows: dict[str, list[tuple[int, float]]]) -> Engine:
+def published(settings: Settings, rows: dict[str, list[tuple[int, float]]]) -> Pipeline:
     """Return an engine whose digest columns got these closed values (day, value)."""
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     engine.track(digest_columns(settings), DIGEST_BARS)
     for day in sorted({d for points in rows.values() for d, _ in points}):
         for column, points in rows.items():
@@ -118,7 +118,7 @@ def published(settings: Settings, rows: dict[str, list[tuple[int, float]]]) -> E
     return engine
 
 
-def example_state(settings: Settings, mfi: float = 70.2) -> Engine:
+def example_state(settings: Settings, mfi: float = 70.2) -> Pipeline:
     return published(
         settings,
         {
@@ -170,7 +170,7 @@ def test_missing_metrics_and_values_read_na() -> None:
     assert "; MFI " in digest.message and "MFI n/a" not in digest.message
     assert "Divergence: n/a." in digest.message
 
-    empty = build_digest(Engine(base), base, AT_MS)
+    empty = build_digest(Pipeline(base), base, AT_MS)
     assert "MFI n/a — n/a" in empty.message and "[template error" not in empty.message
     assert json.dumps(digest_payload(empty), allow_nan=False)
     assert all(not panel["time"] for panel in empty.chart["panels"])
@@ -309,7 +309,7 @@ def test_chart_has_four_panels_and_stays_small() -> None:
 def test_chart_off_in_the_config_means_no_chart() -> None:
     settings = load_settings()
     settings = settings.model_copy(update={"digest": DigestConfig(chart=False)})
-    assert build_digest(Engine(settings), settings, AT_MS).chart is None
+    assert build_digest(Pipeline(settings), settings, AT_MS).chart is None
 
 
 # --- the schedule --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from moodring.backtest.runner import FeedHistory, run_batch
 from moodring.configfile import load_settings
 from moodring.engine import Engine
 from moodring.market.frame import BarFrame
+from moodring.pipeline import Pipeline
 from tests.oracles import DATA
 
 CAPTURES = DATA / "ws/hftbacktest_binance_spot"
@@ -140,7 +141,7 @@ def test_only_metrics_of_the_ticked_feed_are_recomputed(tmp_path: Path) -> None:
 
 
 def test_default_engine_keeps_bounded_history() -> None:
-    engine = Engine(load_settings())
+    engine = Pipeline(load_settings())
     capacities = {
         (name, tf): source.bars.time.capacity for (name, tf), source in engine._sources.items()
     }

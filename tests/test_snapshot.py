@@ -18,9 +18,9 @@ import pytest
 
 from moodring.backtest.csvfile import load_csv
 from moodring.configfile import load_settings
-from moodring.engine import Engine
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.book import RuleStatus
 from moodring.service import snapshot
@@ -97,9 +97,11 @@ def bars_between(start: int, end: int, feeds: Iterable[str] = REAL) -> list[tupl
     return [(feed, bar) for _, _, feed, bar in sorted(out)]
 
 
-def started(settings: Settings, keep_bars: int = snapshot.KEEP_BARS) -> tuple[Engine, list[Alert]]:
+def started(
+    settings: Settings, keep_bars: int = snapshot.KEEP_BARS
+) -> tuple[Pipeline, list[Alert]]:
     """An engine warmed up at START as the daemon does: each feed's ring-full of bars, quietly."""
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     attach(engine, keep_bars=keep_bars)
     alerts: list[Alert] = []
     engine.rules.subscribe(alerts.append)
@@ -111,14 +113,14 @@ def started(settings: Settings, keep_bars: int = snapshot.KEEP_BARS) -> tuple[En
     return engine, alerts
 
 
-def live(engine: Engine, start: int, end: int, feeds: Iterable[str] = REAL) -> None:
+def live(engine: Pipeline, start: int, end: int, feeds: Iterable[str] = REAL) -> None:
     """Close the real daily bars of [start, end) one by one, alerts on."""
     for feed, bar in bars_between(start, end, feeds):
         engine.on_candle(feed, bar.time, bar, closed=True, length_ms=DAY)
 
 
-def restored(state: EngineState, settings: Settings, **kw: bool) -> tuple[Engine, list[Alert]]:
-    engine = Engine(settings)
+def restored(state: EngineState, settings: Settings, **kw: bool) -> tuple[Pipeline, list[Alert]]:
+    engine = Pipeline(settings)
     alerts: list[Alert] = []
     engine.rules.subscribe(alerts.append)
     restore(engine, state, **kw)
@@ -136,7 +138,7 @@ def assert_same(got: Mapping[str, float], want: Mapping[str, float]) -> None:
     assert not differ
 
 
-def status(engine: Engine, name: str) -> RuleStatus:
+def status(engine: Pipeline, name: str) -> RuleStatus:
     return next(r.status for r in engine.rules.rules if r.config.name == name)
 
 
@@ -292,7 +294,7 @@ def test_restore_reports_the_last_bar_and_the_forming_bars() -> None:
     for trade in day_trades()[:500]:
         a.on_trade(*trade)
     state = capture(a)
-    b = Engine(settings)
+    b = Pipeline(settings)
     report = restore(b, state, forming=False)
     rows = {(s.feed, s.timeframe): s for s in report.series}
     assert rows.keys() == {("eth", "1d"), ("btc", "1d"), ("rut", "1d")}
@@ -302,7 +304,7 @@ def test_restore_reports_the_last_bar_and_the_forming_bars() -> None:
     assert not any(s.forming for s in report.series)
     assert all(builder.forming() is None for f in settings.feeds for builder in b.builders(f))
     assert rows["btc", "1d"].needed == 91 and rows["btc", "1d"].restored == 91 + 600
-    c = Engine(settings)
+    c = Pipeline(settings)
     report = restore(c, state)
     assert [s.forming for s in report.series] == [True, True, False]
     # after a restart the exchange's candle of that bar (a gap-fill) holds all of it
@@ -313,7 +315,7 @@ def test_restore_reports_the_last_bar_and_the_forming_bars() -> None:
 
 def test_restore_needs_a_fresh_engine(ran: tuple[Settings, EngineState]) -> None:
     settings, state = ran
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     live(engine, TRADE_DAY, TRADE_DAY + 2 * DAY)
     with pytest.raises(ValueError, match="fresh engine"):
         restore(engine, state)
@@ -339,7 +341,7 @@ def test_a_failed_write_leaves_the_previous_snapshot(
     monkeypatch.setattr(snapshot.os, "replace", crash)
     with pytest.raises(OSError, match="power cut"):
         save(path, newer)
-    assert not Snapshotter(lambda: Engine(settings), path).save_now()
+    assert not Snapshotter(lambda: Pipeline(settings), path).save_now()
     assert "not written: power cut" in caplog.text
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["engine.snapshot"]  # no temp files left
@@ -484,7 +486,7 @@ def test_reload_keeps_rule_states_when_only_thresholds_change(
     assert any(r.status.fired_at is not None for r in state.rules.values())
     new = changed_rule(settings, "eth-mfi-overbought", condition=Condition(above=85), title="hot")
     new = changed_rule(new, "eth-rut-decoupling", condition=Condition(below=0.25))
-    engine = Engine(new)
+    engine = Pipeline(new)
     report = restore(engine, state)
     assert set(report.rules.values()) == {"restored"}
     assert {r.config.name: r.status for r in engine.rules.rules} == {
@@ -509,12 +511,12 @@ def test_reload_starts_a_rule_afresh_when_it_judges_something_else(
     settings, state = ran
     new = changed_rule(settings, "eth-mfi-overbought", **change)
     name = change.get("name", "eth-mfi-overbought")
-    engine = Engine(new)
+    engine = Pipeline(new)
     report = restore(engine, state)
     assert report.rules[name] == outcome
     assert sum(v == "restored" for v in report.rules.values()) == len(new.rules) - 1
     # fresh is what the replay made of it, as after a warm-up
-    replayed = Engine(new)
+    replayed = Pipeline(new)
     restore(replayed, dataclasses.replace(state, rules={}))
     assert status(engine, name) == status(replayed, name)
 
@@ -524,7 +526,7 @@ def test_reload_with_a_longer_window_rewarms_only_what_the_bars_do_not_cover(
 ) -> None:
     settings, state = ran
     longer = dict(settings.metrics["eth_rut_corr"].model_dump(), window=300)
-    engine = Engine(settings_with(eth_rut_corr=longer))
+    engine = Pipeline(settings_with(eth_rut_corr=longer))
     report = restore(engine, state)
     assert report.warm_up() == []  # 300 days: the journal has them
     frames = {f: oracles.read_ohlcv(REAL[f]) for f in ("eth", "rut")}
@@ -533,7 +535,7 @@ def test_reload_with_a_longer_window_rewarms_only_what_the_bars_do_not_cover(
     assert math.isclose(engine.values()["eth_rut_corr"], expected, rel_tol=1e-9)
 
     longest = dict(longer, window=1000)
-    engine = Engine(settings_with(eth_rut_corr=longest))
+    engine = Pipeline(settings_with(eth_rut_corr=longest))
     report = restore(engine, state)
     assert report.warm_up() == [("eth", "1d"), ("rut", "1d")]
     assert "of the 1001 bars needed" in report.series[0].reason
@@ -560,7 +562,7 @@ def test_reload_ignores_removed_feeds_and_rewarms_changed_ones(
     no_rut = no_rut.model_copy(
         update={"feeds": {k: v for k, v in no_rut.feeds.items() if k != "rut"}}
     )
-    engine = Engine(no_rut)
+    engine = Pipeline(no_rut)
     report = restore(engine, state)
     assert [(s.feed, s.restored > 0) for s in report.series] == [("eth", True), ("btc", True)]
     assert set(report.rules.values()) == {"restored"}
@@ -573,14 +575,14 @@ def test_reload_ignores_removed_feeds_and_rewarms_changed_ones(
     with caplog.at_level(logging.INFO, "moodring.snapshot"):
         loaded = load(path, moved, max_age_s=math.inf)
     assert loaded is not None and "2 of its 3 series still match" in caplog.text
-    report = restore(Engine(moved), loaded)
+    report = restore(Pipeline(moved), loaded)
     assert report.warm_up() == [("eth", "1d")]
     assert report.series[0].reason == "the feed changed"
 
 
 def test_published_values_survive_save_and_restore(tmp_path: Path) -> None:
     settings = load_settings()
-    a = Engine(settings)
+    a = Pipeline(settings)
     a.track(["altseason_index"], 10)
     attach(a)
     for i, value in enumerate((31.0, 33.0, float("nan"), 35.0)):
@@ -590,7 +592,7 @@ def test_published_values_survive_save_and_restore(tmp_path: Path) -> None:
     save(path, capture(a))
     state = load(path, settings, max_age_s=math.inf)
     assert state is not None
-    b = Engine(settings)
+    b = Pipeline(settings)
     b.track(["altseason_index"], 10)
     restore(b, state)
     assert b.values()["altseason_index"] == 35.0

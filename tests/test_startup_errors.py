@@ -147,3 +147,25 @@ def test_a_broken_config_exits_78_in_every_command(world: Path) -> None:
         assert result.returncode == EX_CONFIG, (argv, result.stderr)
         assert "feeds.eth.stale_afer (line 1): unknown key" in result.stderr, argv
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["backtest", "--sample", "--metrics-out"], "--metrics-out"),
+        (["digest", "--sample", "--chart"], "--chart"),
+    ],
+    ids=["metrics-out", "digest-chart"],
+)
+def test_an_output_file_that_cannot_be_written(world: Path, argv: list[str], flag: str) -> None:
+    target = world / "missing" / "out"
+    result = moodring(*argv, str(target))
+    assert_one_line(result, f"{flag} {target}: cannot use it: no such file or directory")
+
+
+def test_a_history_file_that_cannot_be_read(world: Path) -> None:
+    result = moodring("backtest", "--data", f"eth={world / 'missing.csv'}")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    wanted = f"moodring: {world / 'missing.csv'}: cannot read it: no such file or directory"
+    assert wanted in result.stderr.splitlines(), result.stderr

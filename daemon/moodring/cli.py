@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moodring import __version__
-from moodring.backtest.csvfile import CsvError, load_csv
+from moodring.backtest.csvfile import load_csv
 from moodring.backtest.runner import (
     CleanHistory,
     FeedHistory,
@@ -31,32 +31,20 @@ from moodring.backtest.runner import (
 )
 from moodring.backtest.table import MetricTable
 from moodring.backtest.universe import load_universe
-from moodring.configfile import (
-    ConfigError,
-    config_error,
-    find_config,
-    load_settings,
-    show_config,
-)
+from moodring.configfile import config_error, find_config, load_settings, show_config
 from moodring.delivery.outbox import Delivery, Outbox
-from moodring.engine import Engine
-from moodring.feeds.calendar import calendar_named
+from moodring.errors import MoodringError, StateError, UsageError
 from moodring.logs import redact, setup_logging
+from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump
 from moodring.market.resample import resample
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import AltseasonSeries, altseason_series
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, RuleConfig, Settings
-from moodring.statedir import (
-    EX_CANTCREAT,
-    EX_CONFIG,
-    StateError,
-    check_dir,
-    scratch_dir,
-    state_file,
-)
+from moodring.statedir import check_dir, scratch_dir, state_file
 from moodring.times import format_duration, iso_time, parse_duration
 
 if TYPE_CHECKING:
@@ -77,19 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         return int(args.handler(args))
-    except ConfigError as exc:
+    except MoodringError as exc:
         print(f"moodring: {redact(str(exc))}", file=sys.stderr)
-        return EX_CONFIG
-    except StateError as exc:
-        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
-        return EX_CANTCREAT
-    except (CsvError, UsageError) as exc:
-        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
-        return 1
-
-
-class UsageError(Exception):
-    """Arguments that are well-formed but cannot be acted on."""
+        return exc.exit_code
 
 
 def _history_options() -> argparse.ArgumentParser:
@@ -439,7 +417,8 @@ def _backtest(args: argparse.Namespace) -> int:
         except SweepError as exc:
             raise UsageError(str(exc)) from None
     if args.metrics_out is not None:
-        table.write_csv(args.metrics_out)
+        with state_file(args.metrics_out, "--metrics-out"):
+            table.write_csv(args.metrics_out)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
     for name, column in table.columns.items():
         filled = np.flatnonzero(~np.isnan(column))
@@ -616,7 +595,7 @@ def _test_alert(args: argparse.Namespace) -> int:
 
 
 async def _send_test_alerts(settings: Settings) -> int:
-    from moodring.delivery.charts import render_with_budget
+    from moodring.charts.render import render_with_budget
     from moodring.delivery.sender import Sender, mask_url
 
     chart = sample_chart()
@@ -661,7 +640,7 @@ def sample_chart() -> dict[str, Any] | None:
         update={"metrics": {"eth_rut_corr": base.metrics["eth_rut_corr"]}, "rules": (rule,)}
     )
     history = {f: FeedHistory.of(load_csv(SAMPLES / f"{f}_1d.csv").bars) for f in ("eth", "rut")}
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     for feed, t, bar in merged_bars(history):
         engine.on_candle(feed, t, bar, closed=True, length_ms=history[feed].step_ms)
     chart = engine.chart_data(rule, engine.metrics["eth_rut_corr"].time)
@@ -687,12 +666,14 @@ def _digest(args: argparse.Namespace) -> int:
     print(digest.title)
     print(digest.message)
     if args.chart is not None:
-        from moodring.delivery.charts import render_png
+        from moodring.charts.render import render_png
 
         if digest.chart is None:
             log.warning("digest.chart is off in the config: no chart written")
         else:
-            args.chart.write_bytes(render_png(digest.chart))
+            png = render_png(digest.chart)
+            with state_file(args.chart, "--chart"):
+                args.chart.write_bytes(png)
     if args.send:
         return asyncio.run(send_digest(settings, digest))
     return 0

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from moodring.backtest.table import MetricTable
-from moodring.engine import Engine, MetricNode, join_cadence, make_indicator
+from moodring.engine import MetricNode, join_cadence
+from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame, join_frames, ratio_frame
 from moodring.market.jumps import Jump, jump_rows
@@ -18,9 +19,10 @@ from moodring.market.resample import infer_step, merge_rows, resample
 from moodring.market.sessions import Sessions, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import DAY_MS
-from moodring.metrics.base import PairIndicator
+from moodring.metrics.base import PairIndicator, indicator_for
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert, AlertState
-from moodring.rules.book import FeedState, Rule, RuleBook
+from moodring.rules.book import Rule, RuleBook
 from moodring.settings import Settings, output_columns
 
 
@@ -97,7 +99,7 @@ def run_batch(
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in metrics:
         config = settings.metrics[name]
-        indicator = make_indicator(config)
+        indicator = indicator_for(config)
         inputs = [frame(s, config.timeframe) for s in config.inputs()]
         if isinstance(indicator, PairIndicator):
             a, b = join_frames(inputs[0], inputs[1])
@@ -129,7 +131,7 @@ def run_streaming(
     ``max_jump``.
     """
     subset = _only(settings, metrics, with_rules=alerts is not None)
-    engine = Engine(subset)
+    engine = Pipeline(subset)
     if alerts is not None:
         engine.rules.subscribe(alerts.append)
     if on_jump is not None:

@@ -35,7 +35,7 @@ from typing import Any
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from moodring.feeds.backoff import Backoff
+from moodring.backoff import Backoff
 from moodring.lifecycle import Component, first_completed
 from moodring.market.bar import Bar
 from moodring.rules.alert import Alert

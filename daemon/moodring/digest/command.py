@@ -13,7 +13,7 @@ import numpy as np
 
 from moodring.backtest.runner import FeedHistory, merged_bars
 from moodring.digest.content import DIGEST_BARS, Digest, build_digest, digest_alert, digest_columns
-from moodring.engine import Engine
+from moodring.pipeline import Pipeline
 from moodring.settings import Settings
 
 # Seconds a chart may take besides notify.timeout per attempt before --send gives up.
@@ -47,7 +47,7 @@ def digest_from_history(
             if t + step <= at_ms:
                 events.append((int(t), column, float(v)))
     pending = deque(sorted(events))
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     engine.track(digest_columns(settings), DIGEST_BARS)
     moment: int | None = None
     with ExitStack() as stack:
@@ -73,7 +73,7 @@ async def send_digest(
     It goes through the daemon's delivery path (outbox, dispatcher, chart in a worker
     thread) on a private outbox: a running daemon's outbox is neither raced nor pruned.
     """
-    from moodring.delivery.charts import render_with_budget
+    from moodring.charts.render import render_with_budget
     from moodring.delivery.dispatcher import Dispatcher
     from moodring.delivery.outbox import Outbox
     from moodring.delivery.sender import mask_url, routed_targets, target_id

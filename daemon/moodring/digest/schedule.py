@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from moodring.lifecycle import Component
+from moodring.settings import CHECKS
 
 log = logging.getLogger("moodring.digest")
 
@@ -58,6 +59,10 @@ def check_timezone(name: str) -> str:
             f"unknown time zone {name!r} (use an IANA name, e.g. Europe/Berlin)"
         ) from None
     return name
+
+
+CHECKS.register("schedule", check_schedule)
+CHECKS.register("timezone", check_timezone)
 
 
 def next_fire(config: Schedule, after: datetime) -> datetime:

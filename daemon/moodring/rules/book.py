@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from moodring.feeds.base import FeedState
+from moodring.feedstate import FeedState
 from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert, AlertState
 from moodring.rules.conditions import (

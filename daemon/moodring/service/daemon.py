@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moodring.charts.render import render_with_budget
 from moodring.configfile import ConfigError, load_settings
-from moodring.delivery.charts import render_with_budget
 from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.outbox import Outbox
 from moodring.delivery.sink import AlertSink
@@ -32,7 +32,7 @@ from moodring.digest.content import (
     digest_payload,
 )
 from moodring.digest.schedule import DigestSchedule
-from moodring.engine import Engine, MetricNode
+from moodring.engine import MetricNode
 from moodring.feeds.health import BadFrames
 from moodring.feeds.source import FeedPart, FeedWiring, build_parts, warming
 from moodring.lifecycle import Component, Group, first_completed
@@ -40,6 +40,7 @@ from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.jumps import Jump
 from moodring.market.timeframe import Timeframe
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.service.catchup import CatchUp
@@ -170,12 +171,12 @@ class Daemon(Component):
 
     def _engine(
         self, settings: Settings, state: EngineState | None = None, *, forming: bool = True
-    ) -> tuple[Engine, bool]:
+    ) -> tuple[Pipeline, bool]:
         """Build an engine for ``settings`` (holding ``state``), wired to the outputs.
 
         Also return whether some series has no bars from ``state`` (it needs a warm-up).
         """
-        engine = Engine(settings)
+        engine = Pipeline(settings)
         if settings.digest is not None:  # before the restore: its replay fills the history
             engine.track(digest_columns(settings), DIGEST_BARS)
         cold = True
@@ -215,7 +216,7 @@ class Daemon(Component):
         log.warning("%s", jump.describe())
         self.telemetry.suspect_bar(jump.feed)
 
-    def _on_alert(self, engine: Engine, alert: Alert) -> None:
+    def _on_alert(self, engine: Pipeline, alert: Alert) -> None:
         rule = engine.rules.rule(alert.rule)
         state = rule_state_json(rule) if rule is not None else None
         catch_up = self.sink.catch_up
@@ -246,7 +247,7 @@ class Daemon(Component):
         if self.mqtt is not None:
             self.mqtt.feed_state(feed, state, t_ms)
 
-    def _on_round(self, engine: Engine, now_ms: int) -> None:
+    def _on_round(self, engine: Pipeline, now_ms: int) -> None:
         if self.mqtt is not None:  # forming values: the publisher throttles them
             for column, value in engine.forming_values().items():
                 self.mqtt.metric(column, value, now_ms, forming=True)
@@ -519,7 +520,7 @@ def _fresh(state: EngineState) -> EngineState:
     return dataclasses.replace(state, series=kept)
 
 
-def _catch_up(engine: Engine, settings: Settings) -> CatchUp:
+def _catch_up(engine: Pipeline, settings: Settings) -> CatchUp:
     """Return the judge of the warm-up's alerts for an engine restored from a snapshot."""
     judged, timeframes = {}, {}
     for rule in engine.rules.rules:

@@ -6,10 +6,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from moodring.engine import Engine
-from moodring.feeds.base import FeedState
 from moodring.feeds.health import BadFrames
+from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
+from moodring.pipeline import Pipeline
 from moodring.service.catchup import CatchUp
 from moodring.times import iso_time
 
@@ -24,7 +24,7 @@ class EngineSink:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Pipeline,
         bad_frames: BadFrames | None = None,
         on_tick: Callable[[str], None] | None = None,
         on_state: Callable[[str, FeedState, int], None] | None = None,

@@ -44,11 +44,12 @@ from typing import Any, Literal
 import numpy as np
 
 from moodring.delivery.outbox import SavedRuleState
-from moodring.engine import Engine, Published
+from moodring.engine import Published
 from moodring.lifecycle import Component
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.ring import BarRing
+from moodring.pipeline import Pipeline
 from moodring.rules.book import Rule, RuleStatus
 from moodring.settings import FeedConfig, Settings
 from moodring.times import format_duration, iso_time
@@ -62,7 +63,7 @@ _COLUMNS = ("open", "high", "low", "close", "volume")
 _STATES = ("inactive", "pending", "firing")
 _TOLD = ("firing", "resolved")
 
-_journals: weakref.WeakKeyDictionary[Engine, dict[int, BarRing]] = weakref.WeakKeyDictionary()
+_journals: weakref.WeakKeyDictionary[Pipeline, dict[int, BarRing]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -157,7 +158,7 @@ def fingerprint(settings: Settings) -> str:
     )
 
 
-def attach(engine: Engine, *, keep_bars: int = KEEP_BARS) -> None:
+def attach(engine: Pipeline, *, keep_bars: int = KEEP_BARS) -> None:
     """Start journalling the engine's closed bars for snapshots (call before any bar)."""
     if engine in _journals:
         return
@@ -171,7 +172,7 @@ def attach(engine: Engine, *, keep_bars: int = KEEP_BARS) -> None:
     _journals[engine] = journal
 
 
-def capture(engine: Engine) -> EngineState:
+def capture(engine: Pipeline) -> EngineState:
     """Return the engine's state (copies: safe to save from another thread)."""
     journal = _journals.get(engine, {})
     settings = engine.settings
@@ -201,7 +202,7 @@ def capture(engine: Engine) -> EngineState:
     )
 
 
-def restore(engine: Engine, state: EngineState, *, forming: bool = True) -> RestoreReport:
+def restore(engine: Pipeline, state: EngineState, *, forming: bool = True) -> RestoreReport:
     """Put ``state`` into a fresh engine quietly (``forming=False`` at a start); report gaps."""
     if any(b.time >= 0 or b.last_time >= 0 for b in _builders(engine)):
         raise ValueError("restore needs a fresh engine")
@@ -249,7 +250,7 @@ def rule_state_json(rule: Rule) -> str:
     return json.dumps(_rule_data(rule_state(rule)), separators=(",", ":"))
 
 
-def resume_rules(engine: Engine, saved: Iterable[SavedRuleState], taken_ms: int) -> list[str]:
+def resume_rules(engine: Pipeline, saved: Iterable[SavedRuleState], taken_ms: int) -> list[str]:
     """Resume rules from states the outbox saved after the snapshot taken at ``taken_ms``.
 
     Such a state is the newer one: the rule continues from it and skips the closed bars
@@ -378,7 +379,9 @@ class Snapshotter(Component):
     and when they work again; meanwhile ``problem()`` says why and the daemon runs on.
     """
 
-    def __init__(self, engine_of: Callable[[], Engine], path: Path, *, every: float = 60.0) -> None:
+    def __init__(
+        self, engine_of: Callable[[], Pipeline], path: Path, *, every: float = 60.0
+    ) -> None:
         self.engine_of = engine_of
         self.path = path
         self.every = every
@@ -469,13 +472,13 @@ def _series_keys(settings: Settings) -> set[tuple[str, str]]:
     }
 
 
-def _feed_builders(engine: Engine) -> Iterator[tuple[str, BarBuilder]]:
+def _feed_builders(engine: Pipeline) -> Iterator[tuple[str, BarBuilder]]:
     for feed in engine.settings.feeds:
         for builder in engine.builders(feed):
             yield feed, builder
 
 
-def _builders(engine: Engine) -> Iterator[BarBuilder]:
+def _builders(engine: Pipeline) -> Iterator[BarBuilder]:
     return (builder for _, builder in _feed_builders(engine))
 
 
@@ -528,7 +531,7 @@ def _rule_data(state: RuleState) -> dict[str, Any]:
     }
 
 
-def _restore_rules(engine: Engine, saved: dict[str, RuleState]) -> dict[str, str]:
+def _restore_rules(engine: Pipeline, saved: dict[str, RuleState]) -> dict[str, str]:
     """Put saved statuses back where the rule still judges the same thing; say which."""
     outcome = {}
     for rule in engine.rules.rules:
