@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from moodring.backtest.runner import RuleInputs, replay_rules
 from moodring.backtest.stats import RuleStats, is_edge, rule_stats
 from moodring.backtest.table import MetricTable
+from moodring.operators import BandEdge, Moving
 from moodring.rules.alert import Alert
 from moodring.rules.conditions import group_test, level_test, levels_of
-from moodring.settings import BandEdge, Condition, Moving, RuleConfig, Settings
+from moodring.settings import Condition, RuleConfig, Settings
 from moodring.times import format_duration, iso_time, parse_duration
 
 MAX_SWEEPS = 2

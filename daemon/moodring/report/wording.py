@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from moodring.settings import BandEdge, Condition, Item, MetricConfig, Moving, RuleConfig
+from moodring.operators import BandEdge, Moving
+from moodring.settings import Condition, Item, MetricConfig, RuleConfig
 from moodring.times import format_duration
 
 

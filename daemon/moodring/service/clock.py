@@ -6,28 +6,28 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from moodring.engine import Engine
 from moodring.feeds.source import FeedPart
 from moodring.lifecycle import Component
+from moodring.pipeline import Pipeline
 
 # Trades may arrive this long after their bar ended and still count.
 CLOSE_GRACE_MS = 2_000
 
 # called with the engine and the time after each round (to pass forming values on)
-RoundListener = Callable[[Engine, int], None]
+RoundListener = Callable[[Pipeline, int], None]
 
 
 class BarClock(Component):
     """Once a second: close the bars each feed's clock has passed, look after the feeds.
 
     A part with a stream clock closes its feeds' bars by each stream's time, its feeds in
-    one moment (``Engine.deferred``); feeds on the local clock close together. ``beat`` is
+    one moment (``Pipeline.deferred``); feeds on the local clock close together. ``beat`` is
     the monotonic time of the latest round (the watchdog checks it).
     """
 
     def __init__(
         self,
-        engine: Callable[[], Engine],
+        engine: Callable[[], Pipeline],
         parts: Callable[[], Sequence[FeedPart]],
         on_round: RoundListener | None = None,
         *,
