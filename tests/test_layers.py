@@ -13,6 +13,7 @@ LEAVES = {
     "backoff",
     "errors",
     "feedstate",
+    "lifecycle",
     "logs",
     "operators",
     "registry",
@@ -44,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "market",
         "settings",
     },
+    "report": {"backtest", "rules", "market", "settings"},
     "configfile": {"digest", "rules", "metrics", "settings"},
     "testing": {"feeds", "backtest", "market", "settings"},
     "service": {
@@ -64,6 +66,7 @@ ALLOWED: dict[str, set[str]] = {
         "configfile",
         "digest",
         "backtest",
+        "report",
         "delivery",
         "pipeline",
         "engine",

@@ -48,7 +48,7 @@ from moodring.statedir import check_dir, scratch_dir, state_file
 from moodring.times import format_duration, iso_time, parse_duration
 
 if TYPE_CHECKING:
-    from moodring.backtest.tuning import Tuning
+    from moodring.report.tuning import Tuning
 
 log = logging.getLogger("moodring")
 SAMPLES = DEFAULT_CONFIG.parent / "samples"
@@ -433,7 +433,7 @@ def _tuning(args: argparse.Namespace, settings: Settings, config: Path) -> Tunin
     if not args.sweep and args.report is None:
         return None
     from moodring.backtest.sweep import SweepError
-    from moodring.backtest.tuning import Tuning
+    from moodring.report.tuning import Tuning
 
     try:
         return Tuning.of(settings, args.sweep, args.report, config, _data_paths(args))
