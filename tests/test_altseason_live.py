@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moodring.feeds.altseason import AltseasonFeed
+from moodring.feeds.altseason_feed import AltseasonFeed
 from moodring.market.frame import BarFrame
 from moodring.metrics.altseason import DAY_MS, AltseasonValue, altseason_series
 from moodring.settings import AltseasonConfig
@@ -37,7 +37,7 @@ TOP = 10
 ALL = 60  # candidates enough for all 49 coins: the backtest ranks every one
 WAIT = 60.0
 
-Published = list[tuple[str, int, float, bool]]
+Values = list[tuple[str, int, float, bool]]
 Universe = dict[str, BarFrame]
 
 
@@ -94,7 +94,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT)
         await asyncio.sleep(0.02)
 
 
-def closed_rows(published: Published, day: int) -> dict[str, float]:
+def closed_rows(published: Values, day: int) -> dict[str, float]:
     return {column: value for column, t, value, closed in published if closed and t == day}
 
 
@@ -109,13 +109,11 @@ def klines_requests(fake: FakeExchange, since: int = 0) -> list[dict[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def live(
-    fake: FakeExchange, **options: Any
-) -> AsyncIterator[tuple[AltseasonFeed, Published]]:
+async def live(fake: FakeExchange, **options: Any) -> AsyncIterator[tuple[AltseasonFeed, Values]]:
     """Run the fake exchange and a feed on it (its clock the fake's), stopped afterwards."""
     await fake.start()
     config = AltseasonConfig(top=TOP, ws_url=fake.ws_url, rest_url=fake.rest_url)
-    published: Published = []
+    published: Values = []
     feed = AltseasonFeed(
         config,
         lambda column, t, value, closed: published.append((column, t, value, closed)),

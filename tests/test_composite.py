@@ -66,7 +66,7 @@ def feed(book: RuleBook, rows: list[tuple[float, float]]) -> None:
     for day, (a, b) in enumerate(rows):
         updates = [(c, day * DAY, float(v)) for c, v in (("a", a), ("b", b)) if v == v]
         latest |= {c: v for c, _, v in updates}
-        book.close(updates, latest)
+        book.evaluate_close_rules(updates, latest)
 
 
 def told(alerts: list[Alert]) -> list[tuple[int, str]]:
@@ -109,19 +109,21 @@ def test_for_counts_judgements_and_each_item_reads_its_latest_value() -> None:
 def test_an_undefined_item_leaves_the_state_as_it_is() -> None:
     book, alerts = book_of({**BOTH, "for": 2, "send_resolved": True})
     feed(book, [(60, -1)])
-    book.close([("b", DAY, NAN)], {"a": 60, "b": NAN})  # undefined: still pending (1 bar)
+    book.evaluate_close_rules(
+        [("b", DAY, NAN)], {"a": 60, "b": NAN}
+    )  # undefined: still pending (1 bar)
     feed_from(book, 2, [(60, -1), (60, NAN), (40, -1)])
     assert told(alerts) == [(2, "firing"), (4, "resolved")]
     book, alerts = book_of({**BOTH, "send_resolved": True})
     feed(book, [(60, -1)])
-    book.close([("a", DAY, NAN)], {"a": NAN, "b": -1})  # firing stays firing
+    book.evaluate_close_rules([("a", DAY, NAN)], {"a": NAN, "b": -1})  # firing stays firing
     assert told(alerts) == [(0, "firing")] and book.rules[0].status.state == "firing"
 
 
 def feed_from(book: RuleBook, first_day: int, rows: list[tuple[float, float]]) -> None:
     for day, (a, b) in enumerate(rows, first_day):
         updates = [(c, day * DAY, v) for c, v in (("a", a), ("b", b)) if v == v]
-        book.close(updates, {"a": a, "b": b})
+        book.evaluate_close_rules(updates, {"a": a, "b": b})
 
 
 def test_clear_takes_a_list_of_items_for_hysteresis() -> None:
@@ -147,21 +149,29 @@ def test_cooldown_delays_a_composite_and_repeat_interval_re_sends() -> None:
 def test_a_bar_judged_again_later_in_the_same_moment_counts_once() -> None:
     """Live, an equity's bar may close after the crypto bars of the same time."""
     book, alerts = book_of({**BOTH, "for": 2})
-    book.close([("a", 0, 40.0), ("b", 0, -1.0)], {"a": 40.0, "b": -1.0})
-    book.close([("a", DAY, 60.0)], {"a": 60.0, "b": -1.0})  # holds on b's value of day 0
-    book.close([("b", DAY, -1.0)], {"a": 60.0, "b": -1.0})  # the same bar: judged afresh
+    book.evaluate_close_rules([("a", 0, 40.0), ("b", 0, -1.0)], {"a": 40.0, "b": -1.0})
+    book.evaluate_close_rules(
+        [("a", DAY, 60.0)], {"a": 60.0, "b": -1.0}
+    )  # holds on b's value of day 0
+    book.evaluate_close_rules(
+        [("b", DAY, -1.0)], {"a": 60.0, "b": -1.0}
+    )  # the same bar: judged afresh
     assert book.rules[0].status.pending == 1 and not alerts
-    book.close([("a", 2 * DAY, 60.0)], {"a": 60.0, "b": -1.0})
+    book.evaluate_close_rules([("a", 2 * DAY, 60.0)], {"a": 60.0, "b": -1.0})
     assert told(alerts) == [(2, "firing")]
     book, alerts = book_of({**BOTH, "for": 5})
-    book.close([("a", 0, 60.0), ("b", 0, -1.0)], {"a": 60.0, "b": -1.0})
+    book.evaluate_close_rules([("a", 0, 60.0), ("b", 0, -1.0)], {"a": 60.0, "b": -1.0})
     book.rules[0].status.pending = 3  # put back from a snapshot: not undone by a re-judging
-    book.close([("b", 0, -1.0)], {"a": 60.0, "b": -1.0})
+    book.evaluate_close_rules([("b", 0, -1.0)], {"a": 60.0, "b": -1.0})
     assert book.rules[0].status.pending == 4
     book, alerts = book_of({**BOTH, "send_resolved": True})
-    book.close([("a", 0, 60.0), ("b", 0, 1.0)], {"a": 60.0, "b": 1.0})
-    book.close([("b", DAY, -1.0)], {"a": 60.0, "b": -1.0})  # a's bar of day 1 not in yet: yes
-    book.close([("a", DAY, 40.0)], {"a": 40.0, "b": -1.0})  # the bar's alert is out: it stands
+    book.evaluate_close_rules([("a", 0, 60.0), ("b", 0, 1.0)], {"a": 60.0, "b": 1.0})
+    book.evaluate_close_rules(
+        [("b", DAY, -1.0)], {"a": 60.0, "b": -1.0}
+    )  # a's bar of day 1 not in yet: yes
+    book.evaluate_close_rules(
+        [("a", DAY, 40.0)], {"a": 40.0, "b": -1.0}
+    )  # the bar's alert is out: it stands
     assert told(alerts) == [(1, "firing")] and book.rules[0].status.state == "firing"
 
 
@@ -171,7 +181,7 @@ def test_items_on_different_timeframes_are_judged_when_either_closes() -> None:
 
     def close(updates: list[tuple[str, int, float]]) -> None:
         values.update({c: v for c, _, v in updates})
-        book.close(updates, values)
+        book.evaluate_close_rules(updates, values)
 
     for hour in range(24):
         updates = [("a", hour * HOUR, 60.0)]
@@ -224,7 +234,7 @@ def test_band_edges_with_a_side(condition: dict, values: list[float], expected: 
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
     for day, value in enumerate(values):
-        book.close([("m", day * DAY, value)], {"m": value})
+        book.evaluate_close_rules([("m", day * DAY, value)], {"m": value})
     assert [a.time // DAY for a in alerts] == expected
     operand = next(iter(condition.values()))
     side = {k: v for k, v in operand.items() if k != "band"} if isinstance(operand, dict) else {}
@@ -664,7 +674,7 @@ def test_composites_mute_on_any_stale_feed_they_read() -> None:
     book.subscribe(alerts.append)
     assert book.rules[0].feeds == ("x", "y")
     book.set_feed_state("y", "stale", DAY)
-    book.close([("a", DAY, 60.0), ("b", DAY, -1.0)], {"a": 60.0, "b": -1.0})
+    book.evaluate_close_rules([("a", DAY, 60.0), ("b", DAY, -1.0)], {"a": 60.0, "b": -1.0})
     book.set_feed_state("z", "stale", 2 * DAY)  # not read by the rule
     book.set_feed_state("y", "ok", 3 * DAY)
     assert [(a.rule, a.state, a.time // DAY) for a in alerts] == [

@@ -30,7 +30,7 @@ from moodring.market.jumps import Jump
 from moodring.market.sessions import Cadence, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.pipeline import Pipeline
-from moodring.service.health import Telemetry
+from moodring.service.telemetry import Telemetry
 from tests import oracles
 from tests.oracles import DATA, read_ohlcv
 
@@ -180,7 +180,7 @@ def test_the_live_engine_peeks_no_value_across_a_gap(tmp_path: Path) -> None:
                     engine.on_candle("rut", t, rut[t], closed=True, length_ms=DAY)
         engine.on_candle("eth", after, eth[after], closed=False, length_ms=DAY)
         engine.on_candle("rut", after, rut[after], closed=False, length_ms=DAY)
-        forming = engine.forming_values()
+        forming = engine.peek_values()
         peeked = (forming["corr"], forming["div.residual_z"], forming["div.beta"])
         assert all(math.isnan(v) for v in peeked) == with_gap, peeked
         engine.on_candle("eth", after, eth[after], closed=True, length_ms=DAY)

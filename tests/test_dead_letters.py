@@ -20,7 +20,7 @@ from moodring.delivery.outbox import Outbox
 from moodring.delivery.sender import Sender, target_id
 from moodring.rules.alert import Alert
 from moodring.service.daemon import Daemon
-from moodring.service.health import Telemetry
+from moodring.service.telemetry import Telemetry
 from moodring.settings import NotifyConfig
 from tests.receiver import Receiver
 from tests.test_delivery import FakeClock, until
@@ -68,7 +68,7 @@ def dead_total(telemetry: Telemetry, tid: str) -> float:
 async def test_a_refused_alert_ends_dead_and_every_other_alert_arrives_in_order(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    """The daemon's own wiring: AlertSink → outbox → dispatcher → apprise → HTTP 400."""
+    """The daemon's own wiring: AlertIntake → outbox → dispatcher → apprise → HTTP 400."""
     receiver.refusing(400, "poisoned")
     cfg = {
         "feeds": {

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from moodring.delivery.dispatcher import Dispatcher, _Bucket
+from moodring.delivery.intake import AlertIntake
 from moodring.delivery.outbox import Outbox
 from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
-from moodring.delivery.sink import AlertSink
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.settings import NotifyConfig, NotifyTarget
@@ -590,11 +590,11 @@ def test_sink_drops_silenced_alerts_and_queues_the_rest(
     silences = Silences(tmp_path / "silences.json")
     silences.add("quiet", 3600, "maintenance", now=1000.0)
     dispatcher = Dispatcher(outbox, notify_for("json://127.0.0.1:9/x"))
-    sink = AlertSink(dispatcher, silences, clock=lambda: 2000.0)
+    sink = AlertIntake(dispatcher, silences, clock=lambda: 2000.0)
     sink(replace(make_alert(1), rule="quiet"))
     sink(replace(make_alert(2), rule="loud"))
     assert sink.silenced == 1 and outbox.depth() == 1
     assert "silenced quiet" in caplog.text and "maintenance" in caplog.text
-    later = AlertSink(dispatcher, silences, clock=lambda: 1000.0 + 3601)
+    later = AlertIntake(dispatcher, silences, clock=lambda: 1000.0 + 3601)
     later(replace(make_alert(3), rule="quiet"))  # the silence has expired
     assert outbox.depth() == 2

@@ -114,7 +114,7 @@ def published(settings: Settings, rows: dict[str, list[tuple[int, float]]]) -> P
         for column, points in rows.items():
             for d, value in points:
                 if d == day:
-                    engine.publish(column, d * DAY_MS, value, closed=True)
+                    engine.set_external(column, d * DAY_MS, value, closed=True)
     return engine
 
 

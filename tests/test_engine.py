@@ -107,14 +107,14 @@ def test_trades_to_metrics_equal_the_backtest_of_the_same_bars(tmp_path: Path) -
             assert math.isclose(v, expected[t], rel_tol=1e-9, abs_tol=1e-9), (name, t)
 
 
-def test_forming_values_become_the_closed_values(tmp_path: Path) -> None:
+def test_peek_values_become_the_closed_values(tmp_path: Path) -> None:
     """Right before a bar closes, its forming values are what the closed bar gives."""
     engine = Engine(load_settings(config(tmp_path, "1m")))
     capture = trades()
     compared = 0
     for i, (feed, t, price, amount, trade_id) in enumerate(capture):
         engine.on_trade(feed, t, price, amount, trade_id)
-        forming = dict(engine.forming_values())
+        forming = dict(engine.peek_values())
         following = capture[i + 1][1] if i + 1 < len(capture) else None
         if following is not None and following // 60_000 != t // 60_000:
             engine.advance(following // 60_000 * 60_000)  # the minute ends before the next trade
@@ -130,12 +130,12 @@ def test_only_metrics_of_the_ticked_feed_are_recomputed(tmp_path: Path) -> None:
     capture = trades()
     for feed, t, price, amount, trade_id in capture[:2000]:
         engine.on_trade(feed, t, price, amount, trade_id)
-    engine.forming_values()
+    engine.peek_values()
     assert not any(node.dirty for node in engine.metrics.values())
     _, t, _, amount, _ = capture[2000]
     engine.on_trade("btc", t, 99_999.0, amount, "x")
     assert {n.name for n in engine.metrics.values() if n.dirty} == {"corr", "brk", "z"}
-    engine.forming_values()
+    engine.peek_values()
     engine.on_trade("eth", t, 3_000.0, amount, "y")
     assert {n.name for n in engine.metrics.values() if n.dirty} == {"corr", "mfi", "brk"}
 
@@ -162,10 +162,10 @@ def test_published_values_carry_over_to_the_engine_a_reload_builds() -> None:
         engine.track(["altseason_index"], 10)
     day = 86_400_000
     for i, value in enumerate((31.0, 33.0, 35.0)):
-        old.publish("altseason_index", i * day, value, closed=True)
-    old.publish("altseason_index", 3 * day, 36.5, closed=False)
+        old.set_external("altseason_index", i * day, value, closed=True)
+    old.set_external("altseason_index", 3 * day, 36.5, closed=False)
     assert "altseason_index" not in new.values()
-    new.adopt(old.published())
+    new.adopt_externals(old.externals())
     assert new.values()["altseason_index"] == 35.0
-    assert new.forming_values()["altseason_index"] == 36.5
+    assert new.peek_values()["altseason_index"] == 36.5
     assert new.history("altseason_index") == [(0, 31.0), (day, 33.0), (2 * day, 35.0)]

@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from moodring import __version__
-from moodring.feeds.health import BadFrames
-from moodring.service.health import HealthServer, Telemetry, watch_loop_lag
+from moodring.feeds.frames import BadFrames
+from moodring.service.telemetry import HttpEndpoint, Telemetry, watch_loop_lag
 from moodring.settings import HttpConfig
 
 CONFIG = HttpConfig(host="127.0.0.1", port=0)
@@ -121,13 +121,13 @@ async def telemetry(states: dict[str, str], clock: Clock) -> Telemetry:
 
 
 @pytest.fixture
-async def server(telemetry: Telemetry) -> AsyncIterator[HealthServer]:
-    async with HealthServer(CONFIG, telemetry, timeout=2.0) as srv:
+async def server(telemetry: Telemetry) -> AsyncIterator[HttpEndpoint]:
+    async with HttpEndpoint(CONFIG, telemetry, timeout=2.0) as srv:
         yield srv
 
 
 async def test_metrics_exports_every_family(
-    telemetry: Telemetry, server: HealthServer, clock: Clock
+    telemetry: Telemetry, server: HttpEndpoint, clock: Clock
 ) -> None:
     for _ in range(3):
         telemetry.tick("eth", at=NOW - 2.5)
@@ -180,7 +180,7 @@ async def test_metrics_exports_every_family(
 async def test_bad_frames_are_read_live_at_scrape() -> None:
     counts: Counter[tuple[str, str]] = Counter()
     telemetry = Telemetry(bad_frames=counts)
-    async with HealthServer(CONFIG, telemetry) as server:
+    async with HttpEndpoint(CONFIG, telemetry) as server:
         assert server.port
         counts["eth", "bad timestamp"] += 7
         status, _, body = await get(server.port, "/metrics")
@@ -195,7 +195,7 @@ async def test_unwired_sources_are_left_out_and_a_failing_one_is_skipped() -> No
 
     telemetry = Telemetry(outbox_depth=broken)
     telemetry.tick("eth")
-    async with HealthServer(CONFIG, telemetry) as server:
+    async with HttpEndpoint(CONFIG, telemetry) as server:
         assert server.port
         status, _, body = await get(server.port, "/metrics")
     assert status == 200
@@ -212,7 +212,7 @@ async def test_two_telemetries_do_not_share_a_registry() -> None:
     assert two.registry.get_sample_value("moodring_ticks_total", {"feed": "eth"}) is None
 
 
-async def test_healthz_starting_then_ok(telemetry: Telemetry, server: HealthServer) -> None:
+async def test_healthz_starting_then_ok(telemetry: Telemetry, server: HttpEndpoint) -> None:
     assert server.port
     status, ctype, body = await fetch(server.port, "/healthz")
     assert (status, ctype) == (503, "application/json")
@@ -231,7 +231,7 @@ async def test_healthz_starting_then_ok(telemetry: Telemetry, server: HealthServ
 
 
 async def test_healthz_unhealthy_with_a_stale_feed(
-    telemetry: Telemetry, server: HealthServer, states: dict[str, str]
+    telemetry: Telemetry, server: HttpEndpoint, states: dict[str, str]
 ) -> None:
     telemetry.mark_ready()
     states["eth"] = "stale"
@@ -248,14 +248,14 @@ async def test_healthz_unhealthy_with_a_stale_feed(
 
 
 async def test_custom_health_callable(telemetry: Telemetry) -> None:
-    async with HealthServer(CONFIG, telemetry, health=lambda: (False, {"why": "test"})) as server:
+    async with HttpEndpoint(CONFIG, telemetry, health=lambda: (False, {"why": "test"})) as server:
         assert server.port
         status, _, body = await get(server.port, "/healthz")
     assert status == 503
     assert json.loads(body) == {"why": "test"}
 
 
-async def test_head_404_405_and_connection_close(server: HealthServer) -> None:
+async def test_head_404_405_and_connection_close(server: HttpEndpoint) -> None:
     assert server.port
     status, headers, body = await get(server.port, "/healthz", method="HEAD")
     assert status == 503
@@ -277,7 +277,7 @@ async def test_head_404_405_and_connection_close(server: HealthServer) -> None:
     assert status == 405
 
 
-async def test_post_with_urllib_gets_405(server: HealthServer) -> None:
+async def test_post_with_urllib_gets_405(server: HttpEndpoint) -> None:
     assert server.port
     url = f"http://127.0.0.1:{server.port}/healthz"
 
@@ -303,7 +303,7 @@ async def test_post_with_urllib_gets_405(server: HealthServer) -> None:
     ],
 )
 async def test_garbage_gets_400_and_the_server_lives_on(
-    server: HealthServer, garbage: bytes
+    server: HttpEndpoint, garbage: bytes
 ) -> None:
     assert server.port
     response = await raw(server.port, garbage)
@@ -313,7 +313,7 @@ async def test_garbage_gets_400_and_the_server_lives_on(
     assert status == 200
 
 
-async def test_idle_and_half_sent_clients_do_not_block_others(server: HealthServer) -> None:
+async def test_idle_and_half_sent_clients_do_not_block_others(server: HttpEndpoint) -> None:
     assert server.port
     idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
     half_reader, half_writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -332,7 +332,7 @@ async def test_idle_and_half_sent_clients_do_not_block_others(server: HealthServ
     assert status == 503
 
 
-async def test_client_vanishing_mid_request(server: HealthServer) -> None:
+async def test_client_vanishing_mid_request(server: HttpEndpoint) -> None:
     assert server.port
     _, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET /metrics HTTP/1.1\r\nHost")
@@ -346,7 +346,7 @@ async def test_client_vanishing_mid_request(server: HealthServer) -> None:
 async def test_exit_closes_open_connections_and_the_port(
     telemetry: Telemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with HealthServer(CONFIG, telemetry, timeout=60.0) as server:
+    async with HttpEndpoint(CONFIG, telemetry, timeout=60.0) as server:
         assert server.port
         port = server.port
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -360,7 +360,7 @@ async def test_exit_closes_open_connections_and_the_port(
 
 
 async def test_disabled_serves_nothing(telemetry: Telemetry) -> None:
-    async with HealthServer(HttpConfig(enabled=False, port=0), telemetry) as server:
+    async with HttpEndpoint(HttpConfig(enabled=False, port=0), telemetry) as server:
         assert server.port is None
 
 
@@ -388,7 +388,7 @@ async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
             await watcher
 
 
-async def test_metrics_speak_openmetrics_and_gzip_when_asked(server: HealthServer) -> None:
+async def test_metrics_speak_openmetrics_and_gzip_when_asked(server: HttpEndpoint) -> None:
     assert server.port
     request = (
         "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"

@@ -89,8 +89,8 @@ async def test_topics_and_payloads(broker: Mosquitto) -> None:
     publisher = MqttPublisher(config(broker.port), backoff=fast_backoff())
     async with Collector(broker.port) as sub, publisher:
         await sub.wait_for(lambda s: s.texts(STATUS) == ["online"])
-        publisher.metric("eth_mfi", 81.25, T0, forming=False)
-        publisher.metric("ratio", math.nan, T0 + 500, forming=False)
+        publisher.metric("eth_mfi", 81.25, T0, closed=True)
+        publisher.metric("ratio", math.nan, T0 + 500, closed=True)
         publisher.bar("eth", "1m", Bar(T0, 2000.5, 2010.0, 1995.25, 2005.0, 12.5))
         publisher.alert(alert("mfi_high", T0, chart={"big": list(range(1000))}))
         publisher.feed_state("eth", "stale", T0 + 1)
@@ -154,7 +154,7 @@ async def test_retained_values_reach_a_late_subscriber(broker: Mosquitto) -> Non
     publisher = MqttPublisher(config(broker.port), backoff=fast_backoff())
     async with publisher:
         async with Collector(broker.port) as first:
-            publisher.metric("eth_mfi", 70.0, T0, forming=False)
+            publisher.metric("eth_mfi", 70.0, T0, closed=True)
             publisher.bar("eth", "1m", Bar(T0, 1.0, 2.0, 0.5, 1.5, 3.0))
             publisher.feed_state("eth", "ok", T0)
             publisher.alert(alert("mfi_high", T0))
@@ -183,13 +183,13 @@ async def test_forming_values_are_throttled_latest_wins(broker: Mosquitto) -> No
         await sub.wait_for(lambda s: s.texts(STATUS) == ["online"])
         # each block runs without yielding: far less than the interval passes inside one
         for value in range(1, 51):  # 1 goes at once, the rest are held back
-            publisher.metric("m", float(value), T0, forming=True)
+            publisher.metric("m", float(value), T0, closed=False)
         await sub.wait_for(lambda s: len(s.on(topic)) == 1)
-        publisher.metric("m", 70.0, T0, forming=False)  # closed: at once, and drops the held 50
+        publisher.metric("m", 70.0, T0, closed=True)  # closed: at once, and drops the held 50
         await sub.wait_for(lambda s: len(s.on(topic)) == 2)
         await asyncio.sleep(2.5)  # past the interval: a held-back 50 would show up now
         for value in range(80, 91):  # 80 goes at once, the latest held (90) after the interval
-            publisher.metric("m", float(value), T0 + 60_000, forming=True)
+            publisher.metric("m", float(value), T0 + 60_000, closed=False)
         await sub.wait_for(lambda s: len(s.on(topic)) == 4)
         await asyncio.sleep(0.5)  # room for anything unexpected
     values = [(p["value"], p["forming"]) for p in sub.jsons(topic)]
@@ -228,7 +228,7 @@ async def test_broker_restart_delivers_queued_alerts_and_latest_values(
     publisher = MqttPublisher(config(proxy.port), backoff=fast_backoff())
     async with publisher:
         async with Collector(broker.port) as before:
-            publisher.metric("m", 0.0, T0, forming=False)
+            publisher.metric("m", 0.0, T0, closed=True)
             await before.wait_for(lambda s: len(s.on("moodring/metrics/m")) == 1)
         # keep the publisher out until the subscriber is back on the restarted broker
         await proxy.close_listener()
@@ -237,7 +237,7 @@ async def test_broker_restart_delivers_queued_alerts_and_latest_values(
 
         for i in range(10):
             publisher.alert(alert("a", T0 + i * 60_000, value=float(i)))
-            publisher.metric("m", float(i + 1), T0 + i * 60_000, forming=False)
+            publisher.metric("m", float(i + 1), T0 + i * 60_000, closed=True)
             publisher.feed_state("eth", "stale" if i < 9 else "ok", T0 + i)
         publisher.publish("sentinel", {"last": True}, retain=True)  # the last value sent
         assert publisher.stats.queued_alerts == 10
@@ -288,7 +288,7 @@ async def test_broker_absent_at_start(
     publisher = MqttPublisher(config(server.port), backoff=fast_backoff())
     try:
         async with publisher:
-            publisher.metric("m", 5.0, T0, forming=False)
+            publisher.metric("m", 5.0, T0, closed=True)
             publisher.alert(alert("a", T0))
 
             def retries() -> int:
@@ -336,7 +336,7 @@ async def test_username_and_password(
                 Collector(server.port, username="mood", password="s3cret") as sub,
                 right,
             ):
-                right.metric("m", 1.0, T0, forming=False)
+                right.metric("m", 1.0, T0, closed=True)
                 await sub.wait_for(lambda s: len(s.on("ok/metrics/m")) == 1)
     finally:
         server.stop()
@@ -364,7 +364,7 @@ async def test_tls(
             await eventually(lambda: failures() >= 2)
             assert untrusted.running
             async with Collector(server.port, ca_file=ca) as sub, trusted:
-                trusted.metric("m", 2.0, T0, forming=False)
+                trusted.metric("m", 2.0, T0, closed=True)
                 await sub.wait_for(lambda s: len(s.on("moodring/metrics/m")) == 1)
     finally:
         server.stop()
@@ -388,11 +388,11 @@ async def test_full_alert_queue_drops_the_oldest(
 
 async def test_producers_never_raise(caplog: pytest.LogCaptureFixture) -> None:
     publisher = MqttPublisher(config(1))
-    publisher.metric("m", "not a number", T0, forming=False)  # type: ignore[arg-type]
+    publisher.metric("m", "not a number", T0, closed=True)  # type: ignore[arg-type]
     publisher.publish("x", {"bad": object()})
     publisher.bar("eth", "1m", None)  # type: ignore[arg-type]
     assert publisher.stats.dropped == 3
-    publisher.metric("odd/name+#", math.inf, T0, forming=False)
+    publisher.metric("odd/name+#", math.inf, T0, closed=True)
     publisher.publish("a/+/b", {"v": 1})
     assert publisher.stats.dropped == 3
 
@@ -416,7 +416,7 @@ async def test_home_assistant_discovery(broker: Mosquitto) -> None:
 
 async def test_run_returns_at_once_without_a_host() -> None:
     publisher = MqttPublisher(MqttConfig())
-    publisher.metric("m", 1.0, T0, forming=False)
+    publisher.metric("m", 1.0, T0, closed=True)
     await asyncio.wait_for(publisher.run(), timeout=10)
     assert not publisher.stats.connected
 
@@ -424,6 +424,6 @@ async def test_run_returns_at_once_without_a_host() -> None:
 def test_payload_json_is_compact() -> None:
     from moodring.delivery.mqtt import metric_payload
 
-    text = metric_payload("m", 1.0, T0, forming=True)
+    text = metric_payload("m", 1.0, T0, closed=False)
     assert " " not in text
     assert json.loads(text)["forming"] is True

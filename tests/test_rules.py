@@ -47,7 +47,7 @@ def run(rule: dict, values: list[float]) -> list[Alert]:
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
     for i, value in enumerate(values):
-        book.close([("m", i * DAY, value)], {"m": value})
+        book.evaluate_close_rules([("m", i * DAY, value)], {"m": value})
     return alerts
 
 
@@ -173,9 +173,9 @@ def test_tick_rules_change_state_at_most_once_per_bar() -> None:
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
     for minute, value in enumerate([6, 4, 6, 4, 6]):  # one bar: fires once, holds
-        book.tick(minute * 60_000, {"m": value}, ["m"])
-    book.tick(DAY + 1, {"m": 4}, ["m"])  # next bar: resolves
-    book.tick(DAY + 2, {"m": 6}, ["m"])
+        book.evaluate_tick_rules(minute * 60_000, {"m": value}, ["m"])
+    book.evaluate_tick_rules(DAY + 1, {"m": 4}, ["m"])  # next bar: resolves
+    book.evaluate_tick_rules(DAY + 2, {"m": 6}, ["m"])
     assert [(a.time, a.state) for a in alerts] == [(0, "firing"), (DAY, "resolved")]
 
 
@@ -223,7 +223,7 @@ def test_templates_see_every_metric_and_feed_prices() -> None:
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
     values = {"m": 60.0, "d.residual_z": -2.5, "d.beta": 1.25, "d.opposite": 0.0, "d.swing": 0.0}
-    book.close([("m", DAY, 60.0)], values)
+    book.evaluate_close_rules([("m", DAY, 60.0)], values)
     assert alerts[0].message == "60.0>50.0 z=-2.5 x=101.5 1.25 warning 1970-01-02T00:00:00Z"
 
 
@@ -232,11 +232,11 @@ def test_stale_feed_mutes_its_rules_and_says_so_on_resume() -> None:
     book = RuleBook(settings_with([rule]))
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
-    book.close([("m", 0, 4.0)], {"m": 4.0})
+    book.evaluate_close_rules([("m", 0, 4.0)], {"m": 4.0})
     book.set_feed_state("x", "stale", DAY)
-    book.close([("m", 2 * DAY, 6.0)], {"m": 6.0})  # would fire: held back
+    book.evaluate_close_rules([("m", 2 * DAY, 6.0)], {"m": 6.0})  # would fire: held back
     book.set_feed_state("x", "ok", 3 * DAY)
-    book.close([("m", 4 * DAY, 7.0)], {"m": 7.0})  # still firing: nothing new
+    book.evaluate_close_rules([("m", 4 * DAY, 7.0)], {"m": 7.0})  # still firing: nothing new
     assert [(a.rule, a.state, a.time // DAY) for a in alerts] == [
         ("stale.x", "firing", 1),
         ("stale.x", "resolved", 3),
@@ -252,7 +252,7 @@ def test_a_change_undone_while_muted_is_not_told() -> None:
     book.subscribe(alerts.append)
     book.set_feed_state("x", "stale", 0)
     for day, value in enumerate([6.0, 4.0]):
-        book.close([("m", day * DAY, value)], {"m": value})
+        book.evaluate_close_rules([("m", day * DAY, value)], {"m": value})
     book.set_feed_state("x", "ok", 3 * DAY)
     assert [a.rule for a in alerts] == ["stale.x", "stale.x"]
 

@@ -24,7 +24,7 @@ from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.book import RuleStatus
 from moodring.service import snapshot
-from moodring.service.sink import EngineSink
+from moodring.service.pipeline_sink import PipelineSink
 from moodring.service.snapshot import (
     EngineState,
     Snapshotter,
@@ -105,7 +105,7 @@ def started(
     attach(engine, keep_bars=keep_bars)
     alerts: list[Alert] = []
     engine.rules.subscribe(alerts.append)
-    sink = EngineSink(engine)
+    sink = PipelineSink(engine)
     for feed in settings.feeds:
         need = engine.builders(feed)[0].bars.time.capacity
         bars = [bar for f, bar in bars_between(0, START) if f == feed][-need:]
@@ -168,7 +168,7 @@ def test_round_trip_gives_the_same_engine_and_the_same_future(tmp_path: Path) ->
     b, alerts_b = restored(state, settings)
     assert alerts_b == []  # the replay is quiet
     assert_same(b.values(), a.values())
-    assert_same(b.forming_values(), a.forming_values())
+    assert_same(b.peek_values(), a.peek_values())
     assert b.last_prices() == a.last_prices()
     assert [r.status for r in b.rules.rules] == [r.status for r in a.rules.rules]
 
@@ -177,7 +177,7 @@ def test_round_trip_gives_the_same_engine_and_the_same_future(tmp_path: Path) ->
         a.on_trade(*trade)
         b.on_trade(*trade)
         if i % 97 == 0:
-            assert_same(b.forming_values(), a.forming_values())
+            assert_same(b.peek_values(), a.peek_values())
     for engine in (a, b):
         engine.advance(TRADE_DAY + DAY)
     for feed, bar in bars_between(TRADE_DAY + DAY, TRADE_DAY + 200 * DAY):
@@ -240,7 +240,7 @@ def test_a_tick_alert_sent_before_the_snapshot_is_not_sent_again() -> None:
     live(probe, START, TRADE_DAY)
     for trade in trades[:cut]:
         probe.on_trade(*trade)
-    closed, forming = probe.values()["eth_ema"], probe.forming_values()["eth_ema"]
+    closed, forming = probe.values()["eth_ema"], probe.peek_values()["eth_ema"]
     operator = "below" if forming < closed else "above"
     rule = {
         "name": "eth-ema-tick",
@@ -276,8 +276,8 @@ def test_a_restart_resumes_from_the_snapshot_and_gap_fills_from_its_last_bar() -
     state = capture(a)
     live(a, TRADE_DAY, TRADE_DAY + 10 * DAY)  # the daemon was down for these
 
-    b, alerts_b = restored(state, settings, forming=False)
-    sink = EngineSink(b)
+    b, alerts_b = restored(state, settings, forming_bars=False)
+    sink = PipelineSink(b)
     for feed in settings.feeds:
         last = b.builders(feed)[0].bars.last()
         assert last is not None
@@ -295,7 +295,7 @@ def test_restore_reports_the_last_bar_and_the_forming_bars() -> None:
         a.on_trade(*trade)
     state = capture(a)
     b = Pipeline(settings)
-    report = restore(b, state, forming=False)
+    report = restore(b, state, forming_bars=False)
     rows = {(s.feed, s.timeframe): s for s in report.series}
     assert rows.keys() == {("eth", "1d"), ("btc", "1d"), ("rut", "1d")}
     assert report.warm_up() == []
@@ -586,8 +586,8 @@ def test_published_values_survive_save_and_restore(tmp_path: Path) -> None:
     a.track(["altseason_index"], 10)
     attach(a)
     for i, value in enumerate((31.0, 33.0, float("nan"), 35.0)):
-        a.publish("altseason_index", i * DAY, value, closed=True)
-    a.publish("altseason_index", 4 * DAY, 36.5, closed=False)
+        a.set_external("altseason_index", i * DAY, value, closed=True)
+    a.set_external("altseason_index", 4 * DAY, 36.5, closed=False)
     path = tmp_path / "s.npz"
     save(path, capture(a))
     state = load(path, settings, max_age_s=math.inf)
@@ -596,7 +596,7 @@ def test_published_values_survive_save_and_restore(tmp_path: Path) -> None:
     b.track(["altseason_index"], 10)
     restore(b, state)
     assert b.values()["altseason_index"] == 35.0
-    assert b.forming_values()["altseason_index"] == 36.5
+    assert b.peek_values()["altseason_index"] == 36.5
     assert b.history("altseason_index") == [
         (0, 31.0),
         (DAY, 33.0),

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from moodring.delivery.dispatcher import Dispatcher
+from moodring.delivery.intake import AlertIntake
 from moodring.delivery.outbox import Outbox
-from moodring.delivery.sink import AlertSink
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.service import daemon as daemon_module
@@ -85,7 +85,7 @@ def test_alerts_wait_in_memory_while_sqlite_is_full_and_go_in_order(
     caplog.set_level(logging.INFO, logger="moodring.delivery")
     with Outbox(tmp_path / "outbox.sqlite") as outbox:
         dispatcher = Dispatcher(outbox, notify_for("json://127.0.0.1:9/x"))
-        sink = AlertSink(dispatcher, Silences(tmp_path / "silences.json"), capacity=3)
+        sink = AlertIntake(dispatcher, Silences(tmp_path / "silences.json"), capacity=3)
         sink(make_alert(1))
         full(outbox)
         for i in range(2, 7):
@@ -207,7 +207,7 @@ def test_a_tick_rule_state_saved_with_its_alert_is_not_told_again_after_a_crash(
         engine = type(a)(settings)
         alerts: list[Alert] = []
         engine.rules.subscribe(alerts.append)
-        restore(engine, snapshot, forming=False)
+        restore(engine, snapshot, forming_bars=False)
         if durable:
             assert resume_rules(engine, outbox.rule_states(), snapshot.taken_ms) == ["eth-ema-tick"]
             assert status(engine, "eth-ema-tick") == status(a, "eth-ema-tick")

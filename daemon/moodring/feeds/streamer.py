@@ -25,7 +25,7 @@ from websockets.http11 import USER_AGENT as WEBSOCKETS_USER_AGENT
 
 from moodring.feeds.backoff import Backoff
 from moodring.feeds.base import FeedSink, FeedState
-from moodring.feeds.health import trade_problem
+from moodring.feeds.frames import trade_problem
 from moodring.lifecycle import Component
 
 REDACTED = "[REDACTED]"

@@ -20,7 +20,7 @@ from moodring.feeds.base import FeedSink
 from moodring.feeds.ccxt import CcxtFeedConfig
 from moodring.feeds.ccxt.patch import guarded
 from moodring.feeds.clock import EARLY_MS, FUTURE_MS, StreamClock
-from moodring.feeds.health import trade_problem
+from moodring.feeds.frames import trade_problem
 from moodring.feeds.source import Clock, FeedPart
 from moodring.lifecycle import first_completed
 from moodring.market.bar import Bar

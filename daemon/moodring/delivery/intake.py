@@ -38,7 +38,7 @@ class _Held:
     send: bool
 
 
-class AlertSink(Component):
+class AlertIntake(Component):
     """Takes each alert: a silenced one is logged and dropped, any other is enqueued.
 
     ``dispatcher`` may be replaced (a reload); alerts held in memory stay and go to the new

@@ -12,12 +12,12 @@ A symbol whose fetch fails (delisted, BadSymbol) is logged and left out of that 
 a network error ends the refresh and it is retried with backoff. The closed days go
 through ``AltseasonIndex.update_day`` (the definition shared with the backtest) and the
 last closed day's ``altseason_index``, ``altseason_members`` and ``altseason_skipped`` are
-published closed, stamped with the day's open time.
+handed on closed (``on_value``), stamped with the day's open time.
 
 Between refreshes ``watch_tickers`` (or ``fetch_tickers`` once a minute where the exchange
 has no ticker stream) keeps the latest price of every coin, and at most once per
 ``throttle`` seconds the forming day's value (``AltseasonIndex.peek``; the forming day's
-own volume counts as 0 until it closes) is published as forming.
+own volume counts as 0 until it closes) is handed on as not closed.
 
 ``client_factory`` must return a fresh ccxt.pro client on each call (one per refresh and
 stream; a closed client is spent); ``clock`` gives the time in epoch seconds.
@@ -44,15 +44,15 @@ from moodring.metrics.altseason import DAY_MS, AltseasonIndex, AltseasonValue, e
 from moodring.settings import AltseasonConfig
 from moodring.times import iso_time
 
-__all__ = ["AltseasonFeed", "AltseasonStats", "Publish"]
+__all__ = ["AltseasonFeed", "AltseasonStats", "ValueListener"]
 
 log = logging.getLogger("moodring.feeds.altseason")
 
 # (column, day open time in epoch ms, value, closed)
-Publish = Callable[[str, int, float, bool], None]
+ValueListener = Callable[[str, int, float, bool], None]
 T = TypeVar("T")
 
-# Seconds between two publications of the forming value.
+# Seconds between two values of the forming day handed on.
 THROTTLE = 5.0
 # Seconds between two ticker polls where the exchange has no ticker stream.
 POLL_EVERY = 60.0
@@ -74,11 +74,11 @@ class AltseasonStats:
     failed: int = 0  # symbol fetches that failed and were left out
     reconnects: int = 0  # refreshes or streams ended by an error
     tickers: int = 0  # ticker updates received
-    published: int = 0  # values published, closed or forming
+    values: int = 0  # values handed on, closed or of the forming day
 
 
 class AltseasonFeed(Component):
-    """The Altcoin Season Index of one exchange, published closed daily and forming intraday.
+    """The Altcoin Season Index of one exchange: closed daily, and of the forming day intraday.
 
     ``async with feed:`` refreshes and streams (``run()``) until the block ends.
     """
@@ -86,7 +86,7 @@ class AltseasonFeed(Component):
     def __init__(
         self,
         config: AltseasonConfig,
-        publish: Publish,
+        on_value: ValueListener,
         *,
         client_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.time,
@@ -98,7 +98,7 @@ class AltseasonFeed(Component):
         settle: float = SETTLE,
     ) -> None:
         self.config = config
-        self.publish = publish
+        self.on_value = on_value
         self.timeout = timeout
         self.candidates = candidates if candidates is not None else 3 * config.top
         if self.candidates < 1:
@@ -109,7 +109,7 @@ class AltseasonFeed(Component):
         self.settle = settle
         self.btc = config.btc if "/" in config.btc else f"BTC/{config.quote}"
         self.stats = AltseasonStats()
-        self.latest: AltseasonValue | None = None  # the latest value published
+        self.latest: AltseasonValue | None = None  # the latest value handed on
         self.closed: AltseasonValue | None = None  # the last closed day's value
         self.coins: dict[str, str] = {}  # market symbol -> base: the coins the index holds
         self.failed: set[str] = set()  # symbols left out by the latest refresh
@@ -124,7 +124,7 @@ class AltseasonFeed(Component):
         self._index_coins: frozenset[str] = frozenset()
         self._prices: dict[str, float] = {}  # symbol -> latest price
         self._dirty = False
-        self._published_at = -math.inf  # monotonic time of the latest forming publication
+        self._emitted_at = -math.inf  # monotonic time of the forming day's latest value
         self._refreshed_at = -math.inf  # clock time of the latest refresh
 
     async def _setup(self) -> None:
@@ -196,7 +196,7 @@ class AltseasonFeed(Component):
             return await call
 
     async def _refresh(self, client: Any) -> None:
-        """Re-rank the universe, fetch the closed days missing, publish the closed value."""
+        """Re-rank the universe, fetch the closed days missing, hand on the closed value."""
         started = self.stats.requests
         await self._call(client.load_markets(True))
         markets = client.markets
@@ -246,7 +246,7 @@ class AltseasonFeed(Component):
         if self.closed is None or value.time > self.closed.time:
             self.closed = value
             self._emit(value, closed=True)
-        self._publish_forming()
+        self._emit_forming_day()
 
     def _candidates(self, markets: Mapping[str, Any], tickers: Mapping[str, Any]) -> dict[str, str]:
         """Return symbol -> base of the busiest eligible markets by 24-hour quote volume."""
@@ -340,7 +340,7 @@ class AltseasonFeed(Component):
             self._take(await self._call(client.fetch_tickers(symbols)))
 
     async def _pulse(self, client: Any) -> None:
-        """Publish the forming value at most once per ``throttle``; return when a refresh is due."""
+        """Hand on the forming day's value at most each ``throttle``; return when to refresh."""
         while True:
             await asyncio.sleep(min(self.throttle, 1.0))
             if (
@@ -351,8 +351,8 @@ class AltseasonFeed(Component):
             # a watch returns only the update that resolved it: the ones arriving before the
             # next watch are only in the client's ticker cache
             self._take(getattr(client, "tickers", None), count=False)
-            if self._dirty and time.monotonic() - self._published_at >= self.throttle:
-                self._publish_forming()
+            if self._dirty and time.monotonic() - self._emitted_at >= self.throttle:
+                self._emit_forming_day()
 
     def _take(self, tickers: Mapping[str, Any] | None, *, count: bool = True) -> None:
         """Keep the latest price of the tracked symbols among these tickers."""
@@ -366,12 +366,12 @@ class AltseasonFeed(Component):
             if price is not None and count:
                 self.stats.tickers += 1
 
-    def _publish_forming(self) -> None:
-        """Publish the index as if the forming day closed at the latest prices."""
+    def _emit_forming_day(self) -> None:
+        """Hand on the index as if the forming day closed at the latest prices."""
         index = self._index
         today = self.today()
         if index is None or today != self._index_day + 1:
-            return  # the day just closed: the refresh due publishes it
+            return  # the day just closed: the refresh due hands it on
         prices = {
             base: self._prices[symbol]
             for symbol, base in self.coins.items()
@@ -380,15 +380,15 @@ class AltseasonFeed(Component):
         btc = self._prices.get(self.btc, math.nan)
         self._emit(index.peek(prices, btc, day_ms=today * DAY_MS), closed=False)
         self._dirty = False
-        self._published_at = time.monotonic()
+        self._emitted_at = time.monotonic()
 
     def _emit(self, value: AltseasonValue, *, closed: bool) -> None:
-        """Publish a value's three columns."""
+        """Hand on a value's three columns."""
         self.latest = value
-        self.publish("altseason_index", value.time, value.index, closed)
-        self.publish("altseason_members", value.time, float(len(value.members)), closed)
-        self.publish("altseason_skipped", value.time, float(value.skipped), closed)
-        self.stats.published += 1
+        self.on_value("altseason_index", value.time, value.index, closed)
+        self.on_value("altseason_members", value.time, float(len(value.members)), closed)
+        self.on_value("altseason_skipped", value.time, float(value.skipped), closed)
+        self.stats.values += 1
 
     async def _close_quietly(self, client: Any) -> None:
         """Close a client within a bound; a socket half-way through a drop may never answer."""

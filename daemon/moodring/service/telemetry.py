@@ -416,10 +416,10 @@ async def watch_loop_lag(telemetry: Telemetry, interval: float = 0.5) -> None:
         telemetry.record_loop_lag(max(0.0, loop.time() - start - interval))
 
 
-class HealthServer(Component):
+class HttpEndpoint(Component):
     """Serve ``GET /metrics`` and ``GET /healthz`` on ``config.host:config.port`` (aiohttp).
 
-    ``async with HealthServer(config, telemetry) as server:`` listens until the block ends;
+    ``async with HttpEndpoint(config, telemetry) as server:`` listens until the block ends;
     ``server.port`` is the bound port (None when ``config.enabled`` is false: then nothing is
     served). ``/metrics`` is prometheus_client's aiohttp handler (OpenMetrics when asked
     for, gzip when accepted); ``/healthz`` answers ``health()`` (default

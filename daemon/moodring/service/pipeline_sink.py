@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from moodring.feeds.health import BadFrames
+from moodring.feeds.frames import BadFrames
 from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 from moodring.pipeline import Pipeline
@@ -19,7 +19,7 @@ log = logging.getLogger("moodring.feeds")
 TIME_EVERY = 64
 
 
-class EngineSink:
+class PipelineSink:
     """Passes trades and candles to the engine; feed states to the rules and the log."""
 
     def __init__(
