@@ -24,20 +24,21 @@ import yaml
 from moodring.backtest.csvfile import load_csv
 from moodring.cli import main
 from moodring.configfile import load_settings
-from moodring.feeds.calendar import MarketCalendar
 from moodring.market.bar import Bar
+from moodring.market.calendar import MarketCalendar
 from moodring.market.jumps import Jump
 from moodring.market.sessions import Cadence, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.pipeline import Pipeline
 from moodring.service.telemetry import Telemetry
-from tests import oracles
-from tests.oracles import DATA, read_ohlcv
+from tests.support import oracles
+from tests.support.oracles import read_ohlcv
+from tests.support.paths import DATA, TEST_DATA
 
 ETH_1D = DATA / "daily/binance_yanniedog/ETHUSDT_1d.csv"
 RUT_1D = DATA / "daily/yahoo_alitalbi/RUT.csv"
 ETH_5M = DATA / "intraday/binance_5m_gapless/binance_spot_ETHUSDT-5m_20230320-20230328_v2.10.0.csv"
-RTY_F = Path(__file__).parent / "data/yahoo_rty_f/RTY=F.csv"
+RTY_F = TEST_DATA / "yahoo_rty_f/RTY=F.csv"
 DAY = 86_400_000
 HOUR = 3_600_000
 MODES = [pytest.param([], id="batch"), pytest.param(["--streaming"], id="streaming")]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from pathlib import Path
 
@@ -16,21 +14,7 @@ from moodring.configfile import load_settings
 from moodring.engine import Engine
 from moodring.market.frame import BarFrame
 from moodring.pipeline import Pipeline
-from tests.oracles import DATA
-
-CAPTURES = DATA / "ws/hftbacktest_binance_spot"
-
-
-def trades() -> list[tuple[str, int, float, float, int]]:
-    """Real ETH and BTC trade frames of the Binance capture, in time order."""
-    out = []
-    for feed in ("eth", "btc"):
-        with gzip.open(CAPTURES / f"{feed}usdt_20240808.gz", "rt") as lines:
-            for line in lines:
-                if "@trade" in line:
-                    d = json.loads(line.split(" ", 1)[1])["data"]
-                    out.append((feed, d["T"], float(d["p"]), float(d["q"]), d["t"]))
-    return sorted(out, key=lambda trade: trade[1])
+from tests.support.captures import capture_trades
 
 
 def config(tmp_path: Path, timeframe: str = "1m") -> Path:
@@ -69,7 +53,7 @@ def test_trades_to_metrics_equal_the_backtest_of_the_same_bars(tmp_path: Path) -
     engine = Engine(settings)
     closed: dict[str, dict[int, float]] = {name: {} for name in settings.metrics}
     engine.subscribe(lambda node, t: closed[node.name].__setitem__(t, node.values[0]))
-    capture = trades()
+    capture = capture_trades()
     for feed, t, price, amount, trade_id in capture:
         engine.on_trade(feed, t, price, amount, trade_id)
     engine.advance(capture[-1][1] + 60_000)  # the clock closes the last minute
@@ -110,7 +94,7 @@ def test_trades_to_metrics_equal_the_backtest_of_the_same_bars(tmp_path: Path) -
 def test_peek_values_become_the_closed_values(tmp_path: Path) -> None:
     """Right before a bar closes, its forming values are what the closed bar gives."""
     engine = Engine(load_settings(config(tmp_path, "1m")))
-    capture = trades()
+    capture = capture_trades()
     compared = 0
     for i, (feed, t, price, amount, trade_id) in enumerate(capture):
         engine.on_trade(feed, t, price, amount, trade_id)
@@ -127,7 +111,7 @@ def test_peek_values_become_the_closed_values(tmp_path: Path) -> None:
 
 def test_only_metrics_of_the_ticked_feed_are_recomputed(tmp_path: Path) -> None:
     engine = Engine(load_settings(config(tmp_path, "1m")))
-    capture = trades()
+    capture = capture_trades()
     for feed, t, price, amount, trade_id in capture[:2000]:
         engine.on_trade(feed, t, price, amount, trade_id)
     engine.peek_values()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "daemon" / "moodring"
+from tests.support.paths import ROOT
+
+PACKAGE = ROOT / "daemon" / "moodring"
 
 # Leaf modules: anything may import them; they import only each other.
 LEAVES = {
