@@ -127,7 +127,8 @@ def test_only_metrics_of_the_ticked_feed_are_recomputed(tmp_path: Path) -> None:
 def test_default_engine_keeps_bounded_history() -> None:
     engine = Pipeline(load_settings())
     capacities = {
-        (name, tf): source.bars.time.capacity for (name, tf), source in engine._sources.items()
+        (name, "1d"): engine.source(name, "1d").bars.time.capacity
+        for name in ("eth", "btc", "rut", "ethbtc")
     }
     # the largest window a metric needs (divergence 2 x lookback 20), or what a chart
     # shows (2 x 120 bars for the charted eth_rut_corr rule)

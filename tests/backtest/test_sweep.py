@@ -374,7 +374,7 @@ async def test_the_daemon_never_imports_the_report(tmp_path, monkeypatch) -> Non
         await service.wait(lambda: receiver.payloads, timeout=90, what="an alert delivered")
         service.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(service.proc.wait(), 30) == 0
-        await asyncio.wait_for(service._tasks[0], 30)  # its stderr read to the end
+        await asyncio.wait_for(service.log_read(), 30)
     finally:
         await service.close()
         await exchange.stop()

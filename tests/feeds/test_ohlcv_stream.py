@@ -215,7 +215,7 @@ def test_binances_closed_flag_closes_the_candle_at_once_and_only_once() -> None:
 
 def test_coarser_bars_fold_one_minute_candles_without_double_counting() -> None:
     feeds, _, (ones, fives) = candle_feeds("1m", "5m")
-    assert list(feeds._candle_feeds) == [("ETH/USDT", "1m")]  # one stream serves both
+    assert feeds.candle_streams == [("ETH/USDT", "1m")]  # one stream serves both
     for minute in range(6):
         t = T0 // (5 * MINUTE) * 5 * MINUTE + minute * MINUTE
         feeds._on_candle("ETH/USDT", "1m", row(t, 10 + minute, 20, 5, 11 + minute, 1.0), None)
@@ -333,7 +333,7 @@ async def test_a_failing_candle_watch_ends_the_trade_watch_too_so_the_client_rec
     feeds = ExchangeFeeds(
         "binance", configs, BuilderSink([]), lambda name: [], client_factory=lambda: client
     )
-    assert list(feeds._candle_feeds) == [("ETH/USDT", "1m")]
+    assert feeds.candle_streams == [("ETH/USDT", "1m")]
     with pytest.raises(NetworkError, match="kline socket"):
         await asyncio.wait_for(feeds._stream(), 10)
     assert client.trades_cancelled.is_set()

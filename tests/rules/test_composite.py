@@ -8,6 +8,7 @@ the ``--metrics-out`` table, daily and with items on different timeframes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -117,7 +118,7 @@ def test_an_undefined_item_leaves_the_state_as_it_is() -> None:
     book, alerts = book_of({**BOTH, "send_resolved": True})
     feed(book, [(60, -1)])
     book.evaluate_close_rules([("a", DAY, NAN)], {"a": NAN, "b": -1})  # firing stays firing
-    assert told(alerts) == [(0, "firing")] and book.rules[0].status.state == "firing"
+    assert told(alerts) == [(0, "firing")] and book.status("r0").state == "firing"
 
 
 def feed_from(book: RuleBook, first_day: int, rows: list[tuple[float, float]]) -> None:
@@ -156,14 +157,15 @@ def test_a_bar_judged_again_later_in_the_same_moment_counts_once() -> None:
     book.evaluate_close_rules(
         [("b", DAY, -1.0)], {"a": 60.0, "b": -1.0}
     )  # the same bar: judged afresh
-    assert book.rules[0].status.pending == 1 and not alerts
+    assert book.status("r0").pending == 1 and not alerts
     book.evaluate_close_rules([("a", 2 * DAY, 60.0)], {"a": 60.0, "b": -1.0})
     assert told(alerts) == [(2, "firing")]
     book, alerts = book_of({**BOTH, "for": 5})
     book.evaluate_close_rules([("a", 0, 60.0), ("b", 0, -1.0)], {"a": 60.0, "b": -1.0})
-    book.rules[0].status.pending = 3  # put back from a snapshot: not undone by a re-judging
+    # put back from a snapshot: not undone by a re-judging
+    book.resume("r0", dataclasses.replace(book.status("r0"), pending=3), through=0)
     book.evaluate_close_rules([("b", 0, -1.0)], {"a": 60.0, "b": -1.0})
-    assert book.rules[0].status.pending == 4
+    assert book.status("r0").pending == 4
     book, alerts = book_of({**BOTH, "send_resolved": True})
     book.evaluate_close_rules([("a", 0, 60.0), ("b", 0, 1.0)], {"a": 60.0, "b": 1.0})
     book.evaluate_close_rules(
@@ -172,7 +174,7 @@ def test_a_bar_judged_again_later_in_the_same_moment_counts_once() -> None:
     book.evaluate_close_rules(
         [("a", DAY, 40.0)], {"a": 40.0, "b": -1.0}
     )  # the bar's alert is out: it stands
-    assert told(alerts) == [(1, "firing")] and book.rules[0].status.state == "firing"
+    assert told(alerts) == [(1, "firing")] and book.status("r0").state == "firing"
 
 
 def test_items_on_different_timeframes_are_judged_when_either_closes() -> None:
@@ -612,13 +614,13 @@ def test_snapshots_and_reloads_keep_a_composites_state(tmp_path: Path) -> None:
         for feed, t, bar in merged_bars(history):
             if t <= fired:
                 engine.on_candle(feed, t, bar, closed=True, length_ms=DAY)
-    status = engine.rules.rules[0].status
+    status = engine.rules.status("regime")
     assert status.state == "firing"
     state = capture(engine)
     assert state.rules["regime"].metric == "all(corr,chg,any(mfi,mfi))"
     fresh = Pipeline(settings)
     assert restore(fresh, state).rules["regime"] == "restored"
-    assert fresh.rules.rules[0].status == status
+    assert fresh.rules.status("regime") == status
     # a changed threshold keeps the state; another metric in the items does not
     moved = daily_settings(
         tmp_path,
@@ -672,7 +674,7 @@ def test_composites_mute_on_any_stale_feed_they_read() -> None:
     book = RuleBook(settings)
     alerts: list[Alert] = []
     book.subscribe(alerts.append)
-    assert book.rules[0].feeds == ("x", "y")
+    assert settings.stale_feeds_of(settings.rules[0]) == ("x", "y")
     book.set_feed_state("y", "stale", DAY)
     book.evaluate_close_rules([("a", DAY, 60.0), ("b", DAY, -1.0)], {"a": 60.0, "b": -1.0})
     book.set_feed_state("z", "stale", 2 * DAY)  # not read by the rule

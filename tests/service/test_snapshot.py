@@ -92,7 +92,7 @@ def test_round_trip_gives_the_same_engine_and_the_same_future(tmp_path: Path) ->
     assert_same(b.values(), a.values())
     assert_same(b.peek_values(), a.peek_values())
     assert b.last_prices() == a.last_prices()
-    assert [r.status for r in b.rules.rules] == [r.status for r in a.rules.rules]
+    assert b.rules.statuses() == a.rules.statuses()
 
     before = len(alerts_a)
     for i, trade in enumerate(trades[cut:]):
@@ -411,9 +411,7 @@ def test_reload_keeps_rule_states_when_only_thresholds_change(
     engine = Pipeline(new)
     report = restore(engine, state)
     assert set(report.rules.values()) == {"restored"}
-    assert {r.config.name: r.status for r in engine.rules.rules} == {
-        name: r.status for name, r in state.rules.items()
-    }
+    assert engine.rules.statuses() == {name: r.status for name, r in state.rules.items()}
 
 
 @pytest.mark.parametrize(

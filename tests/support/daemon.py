@@ -77,6 +77,10 @@ class Service:
                 raise AssertionError(f"timed out waiting for {what}\n{log}")
             await asyncio.sleep(0.05)
 
+    async def log_read(self) -> None:
+        """Wait until the child's stderr has been read to its end (it has exited)."""
+        await self._tasks[0]
+
     def sent(self, prefix: str) -> list[str]:
         return [d for d in self.datagrams if d.startswith(prefix)]
 

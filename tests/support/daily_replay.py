@@ -102,4 +102,5 @@ def live(engine: Pipeline, start: int, end: int, feeds: Iterable[str] = REAL) ->
 
 
 def status(engine: Pipeline, name: str) -> RuleStatus:
-    return next(r.status for r in engine.rules.rules if r.config.name == name)
+    """Return where rule ``name`` of the engine stands."""
+    return engine.rules.status(name)

@@ -252,6 +252,14 @@ class RuleBook:
         """Return the rule named ``name`` (None for other alerts: stale feeds, the digest)."""
         return self._by_name.get(name)
 
+    def status(self, name: str) -> RuleStatus:
+        """Return where rule ``name`` stands (a copy)."""
+        return dataclasses.replace(self._by_name[name].status)
+
+    def statuses(self) -> dict[str, RuleStatus]:
+        """Return where every rule stands, by name in config order (copies)."""
+        return {rule.config.name: dataclasses.replace(rule.status) for rule in self.rules}
+
     def resume(self, name: str, status: RuleStatus, through: int) -> None:
         """Continue rule ``name`` from ``status``, which judged the closed bars up to ``through``.
 

@@ -185,6 +185,11 @@ class ExchangeFeeds(FeedPart):
     async def _setup(self) -> None:
         self.spawn(self.run(), name=self.exchange)
 
+    @property
+    def candle_streams(self) -> list[tuple[str, str]]:
+        """Return the (symbol, exchange timeframe) candle streams the client watches."""
+        return list(self._candle_feeds)
+
     def _make_client(self) -> Any:
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
