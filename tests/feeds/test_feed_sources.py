@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import pytest
 
 from moodring.configfile import ConfigError, load_settings
-from moodring.feeds.source import SOURCES, Clock, FeedPart, FeedWiring
+from moodring.feeds.source import Clock, FeedPart, FeedWiring, register, unregister
 from moodring.service import daemon as daemon_module
 from moodring.service.daemon import Daemon
-from moodring.settings import FEED_CONFIGS, FeedConfig, Settings
+from moodring.settings import FeedConfig, Settings
+from tests.support.wait import until
 
 
 def config_error(tmp_path: Path, feeds: str) -> str:
@@ -96,9 +97,18 @@ class TickSource:
         return [TickPart(feeds, wiring, self.fail)]
 
 
-def tick_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, fail: bool) -> Settings:
-    monkeypatch.setitem(SOURCES, "tick", TickSource(fail))
-    monkeypatch.setitem(FEED_CONFIGS, "tick", TickFeedConfig)
+@pytest.fixture
+def tick_source() -> Iterator[TickSource]:
+    """The tick source, registered for the test's duration."""
+    source = TickSource()
+    register(source)
+    try:
+        yield source
+    finally:
+        unregister(source.name)
+
+
+def tick_settings(tmp_path: Path) -> Settings:
     return Settings(
         feeds={"x": {"symbol": "X", "source": "tick", "market": "equity", "calendar": "none"}},
         http={"enabled": False},
@@ -107,23 +117,24 @@ def tick_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, fail: bool
 
 
 async def test_a_registered_source_runs_in_the_daemon_unchanged(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    tick_source: TickSource, tmp_path: Path
 ) -> None:
-    async with Daemon(tick_settings(monkeypatch, tmp_path, fail=False)) as daemon:
+    async with Daemon(tick_settings(tmp_path)) as daemon:
         [part] = daemon.parts
         assert isinstance(part, TickPart)
         await asyncio.wait_for(part.warmed.wait(), 30)
         ticks = daemon.telemetry.tick_counts
-        await asyncio.wait_for(_until(lambda: ticks().get("x") == 1), 30)
+        await until(lambda: ticks().get("x") == 1, "the tick")
         assert daemon.feeds.running
     assert not part.running
 
 
 async def test_a_part_that_fails_stops_the_daemon_in_order_with_exit_70(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tick_source: TickSource, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    daemon = Daemon(tick_settings(monkeypatch, tmp_path, fail=True))
+    tick_source.fail = True
+    daemon = Daemon(tick_settings(tmp_path))
     assert await asyncio.wait_for(daemon.run(), 60) == daemon_module.EX_SOFTWARE
     messages = [r.getMessage() for r in caplog.records]
     assert "stopped by an unexpected error: RuntimeError: the tick source broke" in messages
@@ -133,8 +144,3 @@ async def test_a_part_that_fails_stops_the_daemon_in_order_with_exit_70(
         "stopped by an unexpected error: RuntimeError: the tick source broke",
         "stopped",
     ]
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)

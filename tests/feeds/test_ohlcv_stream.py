@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from ccxt.base.errors import NetworkError
 
-from moodring.feeds.base import FeedState
 from moodring.feeds.ccxt import CcxtFeedConfig
 from moodring.feeds.ccxt.exchange import ExchangeFeeds, ExchangeStats, candle_timeframe
+from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.timeframe import Timeframe

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import ccxt.pro as ccxtpro
 from ccxt.base.errors import BadSymbol, BaseError, NetworkError
 
-from moodring.feeds.backoff import Backoff
+from moodring.backoff import Backoff
 from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
 from moodring.feeds.ccxt.patch import guarded
 from moodring.lifecycle import Component, first_completed

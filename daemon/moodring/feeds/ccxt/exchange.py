@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import ccxt.pro as ccxtpro
 from ccxt.base.errors import BaseError, NetworkError
 
-from moodring.feeds.backoff import Backoff
+from moodring.backoff import Backoff
 from moodring.feeds.base import FeedSink
 from moodring.feeds.ccxt import CcxtFeedConfig
 from moodring.feeds.ccxt.patch import guarded
