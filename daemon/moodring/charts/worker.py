@@ -23,7 +23,7 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import IO, Literal
 
 import moodring
 
@@ -43,7 +43,7 @@ class AbandonedError(RuntimeError):
     """The request was given up (its budget ran out) before the worker took it."""
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
+def _read_exact(stream: IO[bytes], size: int) -> bytes:
     """Read exactly ``size`` bytes; EOFError if the stream ends first."""
     data = stream.read(size)
     if data is None or len(data) != size:
@@ -51,12 +51,12 @@ def _read_exact(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-def _read_frame(stream: BinaryIO) -> bytes:
+def _read_frame(stream: IO[bytes]) -> bytes:
     (size,) = _LENGTH.unpack(_read_exact(stream, _LENGTH.size))
     return _read_exact(stream, size)
 
 
-def _write_frame(stream: BinaryIO, head: bytes, body: bytes) -> None:
+def _write_frame(stream: IO[bytes], head: bytes, body: bytes) -> None:
     stream.write(head + _LENGTH.pack(len(body)) + body)
     stream.flush()
 
@@ -236,7 +236,7 @@ CHART_WORKER = ChartWorker()
 atexit.register(CHART_WORKER.close)
 
 
-def serve(requests: BinaryIO, replies: BinaryIO) -> None:
+def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
     """Render each chart that arrives on ``requests`` until they end (the worker's loop)."""
     import json
 
