@@ -634,6 +634,9 @@ class MqttConfig(Model):
     forming_interval: Duration = 5.0  # forming-bar values at most this often per metric
     alert_queue: int = Field(1000, ge=1)  # alerts kept while the broker is unreachable
     discovery: bool = False  # Home Assistant MQTT discovery
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
+    # where Home Assistant says `online` when it starts (its birth message): announce again
+    discovery_status_topic: str = Field("homeassistant/status", pattern=r"^[^#+]+$")
 
 
 class HttpConfig(Model):

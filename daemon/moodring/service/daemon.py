@@ -248,9 +248,30 @@ class Daemon(Component):
             self.mqtt.feed_state(feed, state, t_ms)
 
     def _on_round(self, engine: Pipeline, now_ms: int) -> None:
-        if self.mqtt is not None:  # values with the forming bars: the publisher throttles them
-            for column, value in engine.peek_values().items():
-                self.mqtt.metric(column, value, now_ms, closed=False)
+        mqtt = self.mqtt
+        if mqtt is None:
+            return
+        # values with the forming bars: the publisher throttles them
+        for column, value in engine.peek_values().items():
+            mqtt.metric(column, value, now_ms, closed=False)
+        firing = []
+        for rule in engine.rules.rules:  # the publisher sends only changes
+            name, status, fires = rule.config.name, rule.status, rule.firing_at(now_ms)
+            muted = status.muted_since is not None
+            mqtt.rule_state(name, status.state, now_ms, firing=fires, muted=muted)
+            if fires:
+                firing.append(name)
+        mqtt.firing_rules(firing, now_ms)
+
+    def _announce(self, settings: Settings) -> None:
+        """Tell MQTT the metrics, feeds and rules of ``settings``, and each feed's state."""
+        if self.mqtt is None:
+            return
+        rules = [rule.name for rule in settings.rules]
+        self.mqtt.announce(settings.metric_columns(), feeds=settings.feeds, rules=rules)
+        now_ms = int(time.time() * 1000)
+        for feed, state in self.feed_states().items():
+            self.mqtt.feed_state(feed, state, now_ms)
 
     def send_digest(self, at: datetime) -> None:
         """Send the digest of the moment ``at``: outbox (apprise, its chart) and MQTT."""
@@ -337,8 +358,7 @@ class Daemon(Component):
                 f"http: cannot listen on {http.host}:{http.port}: {exc.strerror or exc} "
                 "(set http.port, or http.enabled: false)"
             ) from None
-        if self.mqtt is not None:
-            self.mqtt.announce(self.settings.metric_columns())
+        self._announce(self.settings)
         # MQTT says offline after the last alert went out; delivery drains once the alerts
         # held in memory are written; the snapshot is taken once the feeds have stopped
         await stack.enter_async_context(self.publishing)
@@ -410,9 +430,10 @@ class Daemon(Component):
             await self.delivery.replace([self.dispatcher])
         if settings.mqtt != old.mqtt:
             self.mqtt = _publisher(settings)
-            if self.mqtt is not None:
-                self.mqtt.announce(settings.metric_columns())
+            self._announce(settings)
             await self.publishing.replace([self.mqtt] if self.mqtt else [])
+        elif _engine_part(settings) != _engine_part(old):
+            self._announce(settings)  # entities added or gone
         if settings.digest != old.digest:
             await self.digest.replace(self._digest(settings))
         if settings.http != old.http:
