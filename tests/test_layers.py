@@ -46,7 +46,8 @@ ALLOWED: dict[str, set[str]] = {
         "settings",
     },
     "report": {"backtest", "rules", "market", "settings"},
-    "configfile": {"digest", "rules", "metrics", "settings"},
+    "expansion": {"market", "settings"},
+    "configfile": {"expansion", "digest", "rules", "metrics", "settings"},
     "testing": {"feeds", "backtest", "market", "settings"},
     "service": {
         "configfile",
@@ -64,6 +65,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {
         "service",
         "configfile",
+        "expansion",
         "digest",
         "backtest",
         "report",

@@ -219,6 +219,11 @@ def _parser() -> argparse.ArgumentParser:
         "show-config", help="print the effective config (file, environment, secret files)"
     )
     show.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    show.add_argument(
+        "--expanded",
+        action="store_true",
+        help="show every for_each template as the entries it expands to, one per member",
+    )
     show.set_defaults(handler=_show_config)
     return parser
 
@@ -236,15 +241,25 @@ def _check_config(args: argparse.Namespace) -> int:
     path, settings = _settings(args)
     problems = render_problems(settings)
     if problems:
-        raise config_error(path, problems)
+        raise config_error(path, problems, settings)
     counts = (len(settings.feeds), len(settings.metrics), len(settings.rules))
     print(f"{path}: ok ({counts[0]} feeds, {counts[1]} metrics, {counts[2]} rules)")
+    for name in _unranked(settings):
+        print(
+            f"watchlist {name} is dynamic: its members are ranked at run time (in a backtest "
+            "from --universe); its templates were checked with a stand-in member"
+        )
     return 0
+
+
+def _unranked(settings: Settings) -> list[str]:
+    """Return the dynamic watchlists not ranked yet (their templates have no members)."""
+    return [n for n, w in settings.watchlists.items() if w.dynamic and not settings.members(n)]
 
 
 def _show_config(args: argparse.Namespace) -> int:
     _, settings = _settings(args)
-    print(show_config(settings), end="")
+    print(show_config(settings, expanded=args.expanded), end="")
     return 0
 
 
