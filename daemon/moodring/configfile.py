@@ -124,6 +124,20 @@ def _expanded_settings(
     settings = _validated(result, late, base, origins)
     if result.unranked:
         _validated(expand(written, members, stand_in=True), late, base, origins)
+    templates = result.expansion.templates("rules")
+    unknown = [
+        t for t in (settings.digest.watchlist if settings.digest else ()) if t not in templates
+    ]
+    if unknown:
+        known = ", ".join(templates) or "none"
+        problems = [
+            (
+                ("digest", "watchlist", name),
+                f"not a rule template of a watchlist (templates: {known})",
+            )
+            for name in unknown
+        ]
+        raise ConfigError(format_errors(origins.file, problems, origins))
     return settings.with_expansion(dataclasses.replace(result.expansion, late=late, base=base))
 
 

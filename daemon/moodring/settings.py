@@ -865,6 +865,7 @@ DIGEST_MESSAGE = (
     "Divergence: {{ divergence.state }}.\n"
     "Firing: {{ firing | join(', ') or 'none' }}."
     "{% if recent %} Fired this week: {{ recent | join(', ') }}.{% endif %}"
+    "{% for line in watchlists %}\n{{ line.text }}{% endfor %}"
 )
 
 
@@ -888,6 +889,10 @@ class DigestConfig(Model):
     mfi_band: Band = (50.0, 80.0)
     divergence: str = "eth_rut_divergence"
     altseason: str = "altseason_index"
+    # rule template of a watchlist (as written) -> what its firing members do, for the
+    # watchlist section ("3 of 50 watched alts <are decoupling from the Russell 2000>: ...");
+    # given, only these templates get a line
+    watchlist: dict[str, str] = {}
 
     @field_validator("title", "message")
     @classmethod

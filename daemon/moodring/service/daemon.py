@@ -109,7 +109,10 @@ class Daemon(Component):
         self.state_dir = state
         with state_file(state / "outbox.sqlite", "outbox"):
             self.outbox = Outbox(state / "outbox.sqlite")
-        self.silences = Silences(state / "silences.json")
+        # a silence of a watchlist's rule template mutes every rule expanded from it
+        self.silences = Silences(
+            state / "silences.json", lambda rule: self.settings.template_of(rule)
+        )
         self.notify = SdNotify.from_env()
         self.bad_frames = BadFrames()
         self.mqtt = _publisher(settings)
