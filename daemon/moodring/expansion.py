@@ -167,7 +167,9 @@ def _template_problems(
         known = ", ".join(lists) if lists else "none: declare it under watchlists"
         problems.append(((*loc, FOR_EACH), f"unknown watchlist {watchlist!r} (known: {known})"))
     key = (*loc, "name") if loc[0] == "rules" else loc
-    if isinstance(name, str) and not any(p[1] in NAMING for p in PLACEHOLDER.finditer(name)):
+    found = [p[1] for p in PLACEHOLDER.finditer(name)] if isinstance(name, str) else None
+    # a name with an unknown placeholder is told so, below
+    if found is not None and set(found) <= set(PLACEHOLDERS) and set(found).isdisjoint(NAMING):
         problems.append(
             (
                 key,

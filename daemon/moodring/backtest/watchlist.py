@@ -190,11 +190,11 @@ def _told(
     """Return what one member's rule tells while a member, joining and leaving included."""
     level = not _is_edge(config)
     events: list[tuple[int, int, Alert | None]] = []
-    for begun, ended in spans:
-        events.append((begun, 0, None))  # joins before the alerts of its moment
+    for begun, ended in spans:  # a span is [begun, ended): at a moment, leave, join, alerts
+        events.append((begun, 1, None))
         if ended is not None:
-            events.append((ended, 2, None))
-    events += [(alert.time, 1, alert) for alert in alerts]
+            events.append((ended, 0, None))
+    events += [(alert.time, 2, alert) for alert in alerts]
     events.sort(key=lambda event: (event[0], event[1]))
     out: list[Alert] = []
     last_firing: Alert | None = None  # the rule's state: firing since this alert
@@ -212,7 +212,7 @@ def _told(
                 if config.send_resolved:
                     out.append(alert)
                 told_firing = False
-        elif kind == 0:
+        elif kind == 1:
             member_now = True
             if last_firing is not None and not told_firing:
                 note = f" (firing already when {member.base} joined {_described(membership)})"

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import signal
 import sqlite3
 import time
@@ -360,6 +361,7 @@ class Daemon(Component):
             len(self.settings.feeds),
             len(self.settings.rules),
         )
+        _warn_unranked(self.settings)
 
     async def _wind_down(self) -> None:
         log.info("stopping")
@@ -393,6 +395,9 @@ class Daemon(Component):
             return False
         old, self.settings = self.settings, settings
         self.sink.catch_up = None  # a restart of the feeds now warms up quietly, as before
+        for alert in _members_gone(self.engine, old, settings):
+            self._on_alert(self.engine, alert)
+        _warn_unranked(settings)
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
             # a new engine holding the old one's bars, rule states and published values
@@ -471,6 +476,48 @@ class Daemon(Component):
         self.engine.publish(column, t_ms, value, closed=closed)
         if self.mqtt is not None:
             self.mqtt.metric(column, value, t_ms, forming=not closed)
+
+
+def _members_gone(engine: Pipeline, old: Settings, new: Settings) -> list[Alert]:
+    """Return a resolved alert for each firing rule of a member no longer in its watchlist."""
+    kept = {rule.name for rule in new.rules}
+    now = int(time.time() * 1000)
+    gone = []
+    for rule in engine.rules.rules:
+        config, status = rule.config, rule.status
+        origin = old.origin("rules", config.name)
+        if origin is None or config.name in kept or rule.edge is not None:
+            continue
+        if status.state == "firing" and status.told == "firing":
+            text = f"{origin.member.base} left watchlist {origin.watchlist}"
+            gone.append(
+                Alert(
+                    config.name,
+                    "resolved",
+                    now - now % rule.timeframe.ms,
+                    rule.columns[0],
+                    math.nan,
+                    config.severity,
+                    text,
+                    f"{text}: {config.name} is no longer watched.",
+                )
+            )
+    return gone
+
+
+def _warn_unranked(settings: Settings) -> None:
+    """Log the dynamic watchlists whose templates run for no member (ranked live later)."""
+    for name, watchlist in settings.watchlists.items():
+        if watchlist.dynamic and not settings.members(name):
+            log.warning(
+                "watchlist %s is dynamic (top %d of %s %s): the daemon does not rank "
+                "watchlists yet, so its templates run for no member (backtests rank it "
+                "from --universe)",
+                name,
+                watchlist.top,
+                watchlist.exchange,
+                watchlist.quote,
+            )
 
 
 def _publisher(settings: Settings) -> MqttPublisher | None:

@@ -23,6 +23,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--capture", action="append", default=[], type=Path, help="capture file")
     parser.add_argument(
+        "--relabel",
+        action="append",
+        default=[],
+        metavar="NEW=CAPTURED",
+        help="also replay a captured market's trades as another market, e.g. "
+        "SOLUSDT=ETHUSDT (repeatable)",
+    )
+    parser.add_argument(
         "--exchange",
         choices=list(PROTOCOLS),
         default="binance",
@@ -65,6 +73,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     missing = [str(p) for p in [*args.capture, *args.universe] if not p.exists()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
+    for item in args.relabel:
+        new, sep, old = item.partition("=")
+        if not sep or not new.isalnum() or not old.isalnum():
+            parser.error(f"--relabel takes NEW=CAPTURED symbols like SOLUSDT=ETHUSDT, not {item!r}")
     if args.quote is not None and not args.quote.isalnum():
         parser.error(f"--quote must be a currency code like USD, not {args.quote!r}")
     return args
@@ -84,6 +96,7 @@ async def _serve(args: argparse.Namespace) -> None:
         universe=load_universe_bars(args.universe) if args.universe else None,
         today=args.today,
         restricted=args.restricted,
+        relabel=dict(item.split("=", 1) for item in args.relabel),
     )
     port = await fake.start(args.port)
     print(port, flush=True)
