@@ -14,7 +14,7 @@ import yaml
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import EnvSettingsSource, SettingsError
 
-from moodring import metrics
+from moodring import feeds, metrics
 from moodring.digest import schedule, wording
 from moodring.errors import ConfigError
 from moodring.expansion import PLACEHOLDERS, SECTIONS, Result, expand
@@ -22,9 +22,9 @@ from moodring.logs import MASK, looks_secret, redact, register_secrets
 from moodring.rules import templates
 from moodring.settings import DEFAULT_CONFIG, FOR_EACH, METRICS, Expanded, Member, Settings
 
-# Importing these registers what settings validates with: the metric types, the template
-# check, and the digest's template, schedule and time zone checks.
-REGISTERING = (metrics, schedule, templates, wording)
+# Importing these registers what settings validates with: the feed sources, the metric
+# types, the template check, and the digest's template, schedule and time zone checks.
+REGISTERING = (feeds, metrics, schedule, templates, wording)
 
 Loc = tuple[str | int, ...]
 
