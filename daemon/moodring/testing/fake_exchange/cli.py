@@ -82,9 +82,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    """Run the fake exchange until SIGINT/SIGTERM."""
-    fake = FakeExchange(
+def _fake(args: argparse.Namespace) -> FakeExchange:
+    """Return the fake exchange the arguments describe (ValueError: they do not fit the data)."""
+    return FakeExchange(
         args.capture,
         exchange=args.exchange,
         quote=args.quote,
@@ -98,7 +98,11 @@ async def _serve(args: argparse.Namespace) -> None:
         restricted=args.restricted,
         relabel=dict(item.split("=", 1) for item in args.relabel),
     )
-    port = await fake.start(args.port)
+
+
+async def _serve(fake: FakeExchange, port: int) -> None:
+    """Run the fake exchange until SIGINT/SIGTERM."""
+    port = await fake.start(port)
     print(port, flush=True)
     print(f"ws_url={fake.ws_url} rest_url={fake.rest_url}", flush=True)
     stop = asyncio.Event()
@@ -122,5 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    asyncio.run(_serve(args))
+    try:
+        fake = _fake(args)
+    except ValueError as exc:  # e.g. --relabel of a market no capture holds
+        print(f"python -m moodring.testing.fake_exchange: error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(fake, args.port))
     return 0
