@@ -41,11 +41,11 @@ def member_files(settings: Settings, paths: Sequence[str | Path]) -> dict[str, P
         if quote not in files:
             files[quote] = {}
             for path in paths:
-                for base, file in coin_files(path, quote).items():
-                    files[quote].setdefault(base, file)
-        file = files[quote].get(origin.member.base)
-        if file is not None:
-            found[feed] = file
+                for base, coin_file in coin_files(path, quote).items():
+                    files[quote].setdefault(base, coin_file)
+        member_file = files[quote].get(origin.member.base)
+        if member_file is not None:
+            found[feed] = member_file
     return found
 
 
