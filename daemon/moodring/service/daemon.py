@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import signal
 import sqlite3
 import time
@@ -109,7 +110,10 @@ class Daemon(Component):
         self.state_dir = state
         with state_file(state / "outbox.sqlite", "outbox"):
             self.outbox = Outbox(state / "outbox.sqlite")
-        self.silences = Silences(state / "silences.json")
+        # a silence of a watchlist's rule template mutes every rule expanded from it
+        self.silences = Silences(
+            state / "silences.json", lambda rule: self.settings.template_of(rule)
+        )
         self.notify = SdNotify.from_env()
         self.bad_frames = BadFrames()
         self.mqtt = _publisher(settings)
@@ -377,6 +381,7 @@ class Daemon(Component):
             len(self.settings.feeds),
             len(self.settings.rules),
         )
+        _warn_unranked(self.settings)
 
     async def _wind_down(self) -> None:
         log.info("stopping")
@@ -410,6 +415,9 @@ class Daemon(Component):
             return False
         old, self.settings = self.settings, settings
         self.sink.catch_up = None  # a restart of the feeds now warms up quietly, as before
+        for alert in _members_gone(self.engine, old, settings):
+            self._on_alert(self.engine, alert)
+        _warn_unranked(settings)
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
             # a new engine holding the old one's bars, rule states and external values
@@ -489,6 +497,48 @@ class Daemon(Component):
         self.engine.set_external(column, t_ms, value, closed=closed)
         if self.mqtt is not None:
             self.mqtt.metric(column, value, t_ms, closed=closed)
+
+
+def _members_gone(engine: Pipeline, old: Settings, new: Settings) -> list[Alert]:
+    """Return a resolved alert for each firing rule of a member no longer in its watchlist."""
+    kept = {rule.name for rule in new.rules}
+    now = int(time.time() * 1000)
+    gone = []
+    for rule in engine.rules.rules:
+        config, status = rule.config, rule.status
+        origin = old.origin("rules", config.name)
+        if origin is None or config.name in kept or rule.edge is not None:
+            continue
+        if status.state == "firing" and status.told == "firing":
+            text = f"{origin.member.base} left watchlist {origin.watchlist}"
+            gone.append(
+                Alert(
+                    config.name,
+                    "resolved",
+                    now - now % rule.timeframe.ms,
+                    rule.columns[0],
+                    math.nan,
+                    config.severity,
+                    text,
+                    f"{text}: {config.name} is no longer watched.",
+                )
+            )
+    return gone
+
+
+def _warn_unranked(settings: Settings) -> None:
+    """Log the dynamic watchlists whose templates run for no member (ranked live later)."""
+    for name, watchlist in settings.watchlists.items():
+        if watchlist.dynamic and not settings.members(name):
+            log.warning(
+                "watchlist %s is dynamic (top %d of %s %s): the daemon does not rank "
+                "watchlists yet, so its templates run for no member (backtests rank it "
+                "from --universe)",
+                name,
+                watchlist.top,
+                watchlist.exchange,
+                watchlist.quote,
+            )
 
 
 def _publisher(settings: Settings) -> MqttPublisher | None:
