@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
@@ -100,3 +101,18 @@ def meets_session(times: np.ndarray, length_ms: int, calendar: Sessions) -> np.n
     found = after < closes.shape[0]
     out[found] = opens[after[found]] < times[found] + length_ms
     return out
+
+
+@functools.cache
+def round_the_clock_bars(timeframe: Timeframe, calendar: Sessions) -> float:
+    """Return how many bars of a 24/7 market span one bar that meets a session (2024's year).
+
+    A join of a 24/7 feed with an exchange's feed has a pair only where a session is: its
+    24/7 leg needs this many times the bars to reach as far back (1.45 for daily bars, about
+    5 for hourly ones, with weekends, holidays and half days).
+    """
+    start, end = 1_704_067_200_000, 1_735_689_600_000  # 2024-01-01 .. 2025-01-01 UTC
+    first = timeframe.floor(start)
+    times = np.arange(first, end, timeframe.ms, dtype=np.int64)
+    met = int(meets_session(times, timeframe.ms, calendar).sum())
+    return times.shape[0] / met if met else 1.0
