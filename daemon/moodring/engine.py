@@ -7,7 +7,6 @@ and candles, the backtest feeds it history; both read the same metric values. Th
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump, jumped
 from moodring.market.ring import BarRing
 from moodring.market.series import BarSource, Join, RatioSeries
-from moodring.market.sessions import Cadence, round_the_clock_bars
+from moodring.market.sessions import Cadence, round_the_clock_span
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.base import Indicator, PairIndicator, indicator_for
 from moodring.settings import MetricConfig, Settings, output_columns
@@ -393,10 +392,8 @@ def _history_by_input(settings: Settings) -> dict[tuple[str, str], int]:
             if named and all(
                 settings.feeds[f].round_the_clock for f in settings.feeds_of([series])
             ):
-                span = round_the_clock_bars(
-                    Timeframe.parse(config.timeframe), calendar_named(named[0])
-                )
-                bars = math.ceil(bars * span)
+                calendar = calendar_named(named[0])
+                bars = round_the_clock_span(bars, Timeframe.parse(config.timeframe), calendar)
             key = (series, config.timeframe)
             need[key] = max(need.get(key, 0), bars)
             ratio = settings.series.get(series)
