@@ -21,14 +21,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar
 
-from moodring.feeds.backoff import Backoff
-from moodring.feeds.base import FeedSink, FeedState
-from moodring.feeds.calendar import MarketCalendar
+from moodring.backoff import Backoff
+from moodring.feeds.base import FeedSink
 from moodring.feeds.source import Clock, FeedPart, FeedWiring
 from moodring.feeds.streamer import EquityStreamer, StreamerOptions
+from moodring.feedstate import FeedState
 from moodring.lifecycle import Group
 from moodring.market.bar import Bar
 from moodring.market.builder import HOLD_ALL, BarBuilder
+from moodring.market.calendar import MarketCalendar
 from moodring.market.frame import BarFrame
 from moodring.market.timeframe import Timeframe
 from moodring.settings import FeedConfig
