@@ -6,7 +6,9 @@ Russell 2000 as 5-minute bars synthesised by ``equity_bars.session_bars`` from t
 daily ^RUT bars, shaped by real Binance ETHUSDT 5m bars of 2025-08 (the shape's clock times
 borrowed, as session_bars documents): real intraday equity bars are not in ../shared/data.
 The days before 12:00 New York are history both fakes serve for the warm-up; the replay
-runs from there to 13:30, half an hour past the close. One replay serves every assertion.
+runs from there to 13:30, half an hour past the close; at 12:05 the fake Yahoo goes silent
+(its clock running on) until the daemon reports ``stale.rut``. One replay serves every
+assertion.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ JUL3 = 1_751_500_800_000  # 2025-07-03 00:00 UTC, a half day: the close is 17:00
 LIVE = JUL3 + 16 * H  # 12:00 New York: the replay starts, the history ends
 CLOSE = JUL3 + 17 * H
 END = JUL3 + 17 * H + 30 * 60_000  # the crypto trades run on half an hour past the close
+SILENT = LIVE + 5 * 60_000  # 12:05 New York: the fake Yahoo goes silent until stale.rut
 SPEED = 200.0  # 90 minutes in about 27 s
 BARS = DATA / "intraday" / "binance_rocketalerts"
 CONFIG = {
@@ -68,6 +71,10 @@ class Replay:
     alerts: list[Alert]
     live: dict[str, list[tuple[int, float]]]  # the daemon's closed values of each metric
     config: Path
+
+
+def stale(alerts: list[Alert]) -> list[str]:
+    return [a.state for a in alerts if a.rule == "stale.rut"]
 
 
 def feeds(exchange: FakeExchange | None = None, yahoo: FakeYahoo | None = None) -> dict:
@@ -117,6 +124,11 @@ async def run_replay(tmp: Path) -> Replay:
                 daemon.engine.subscribe(
                     lambda node, t: live[names[id(node)]].append((t, float(node.values[0])))
                 )
+                # silence the equity feed in session (its clock runs on): stale, then back
+                await until(lambda: yahoo.clock_ms >= SILENT, "the silent stretch", timeout=60)
+                yahoo.pause(keep_clock=True)
+                await until(lambda: stale(alerts) == ["firing"], "stale.rut", timeout=60)
+                yahoo.resume()
                 await asyncio.wait_for(exchange.replay_done.wait(), 180)
                 eth = daemon.engine.builders("eth")
                 await until(lambda: not any(b.holding for b in eth), timeout=30)
@@ -194,5 +206,8 @@ def test_live_correlation_equals_the_backtest_of_the_recorded_bars(
     assert fired == expected and expected
 
 
-def test_no_staleness_after_the_close(replay: Replay) -> None:
-    assert not [a for a in replay.alerts if a.rule == "stale.rut"]
+def test_a_silent_equity_feed_is_stale_in_session_only(replay: Replay) -> None:
+    # silent in session: stale, then back; silent from the close on: nothing
+    times = [(a.state, a.time) for a in replay.alerts if a.rule == "stale.rut"]
+    assert [state for state, _ in times] == ["firing", "resolved"]
+    assert all(LIVE < t < CLOSE for _, t in times), [iso_time(t) for _, t in times]
