@@ -22,6 +22,7 @@ class Breakout(Indicator):
     """
 
     __slots__ = ("_bottom", "_highs", "_lows", "_top", "lookback", "value")
+    value: float
 
     def __init__(self, lookback: int) -> None:
         if lookback < 1:

@@ -30,6 +30,7 @@ class Correlation(PairIndicator):
     """
 
     __slots__ = ("_moments", "_prev_a", "_prev_b", "value")
+    value: float
 
     def __init__(self, window: int) -> None:
         self._moments = PairMoments(window)

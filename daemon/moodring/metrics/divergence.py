@@ -200,7 +200,8 @@ class Divergence(PairIndicator):
             def recent_vs_prior(v: np.ndarray, highest: bool) -> np.ndarray:
                 w = sliding_window_view(v, k)
                 ext = w.max(axis=1) if highest else w.min(axis=1)
-                return ext[k:] > ext[:-k] if highest else ext[k:] < ext[:-k]
+                newer: np.ndarray = ext[k:] > ext[:-k] if highest else ext[k:] < ext[:-k]
+                return newer
 
             b_hh = recent_vs_prior(b.high, True)
             a_ll = recent_vs_prior(a.low, False)

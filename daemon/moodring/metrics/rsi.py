@@ -25,6 +25,7 @@ class RSI(Indicator):
     """
 
     __slots__ = ("_changes", "_gain", "_loss", "_per", "_prev", "period", "value")
+    value: float
 
     def __init__(self, period: int = 14) -> None:
         if period < 2:

@@ -370,6 +370,7 @@ class ExchangeFeeds(FeedPart):
         if problem is not None:
             self._skip_trade(names, trade, problem)
             return
+        assert isinstance(t, int)  # trade_problem checked it
         repair = self._admit(symbol, t, reference)
         if repair is None:
             take = functools.partial(self._take_trade, names, trade, seq)
