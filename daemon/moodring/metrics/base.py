@@ -17,8 +17,6 @@ from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
 from moodring.settings import METRICS, MetricConfig, MetricType
 
-NAN = float("nan")
-
 C = TypeVar("C", bound=MetricConfig)
 
 

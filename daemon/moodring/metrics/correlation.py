@@ -8,9 +8,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, PairIndicator, register_metric
+from moodring.metrics.base import PairIndicator, register_metric
 from moodring.metrics.moments import (
     PairMoments,
     correlation_of,

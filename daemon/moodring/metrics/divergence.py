@@ -9,10 +9,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
 from moodring.market.ring import RingBuffer
-from moodring.metrics.base import NAN, PairIndicator, register_metric
+from moodring.metrics.base import PairIndicator, register_metric
 from moodring.metrics.moments import (
     PairMoments,
     covariances,

@@ -10,9 +10,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, model_validator
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, Indicator, register_metric
+from moodring.metrics.base import Indicator, register_metric
 from moodring.settings import SingleInput
 
 
