@@ -71,6 +71,7 @@ class Replay:
     alerts: list[Alert]
     live: dict[str, list[tuple[int, float]]]  # the daemon's closed values of each metric
     config: Path
+    muted: list[bool]  # whether the rule reading rut stood muted: once stale, at the end
 
 
 def stale(alerts: list[Alert]) -> list[str]:
@@ -107,6 +108,7 @@ async def run_replay(tmp: Path) -> Replay:
         daily.between(JUL3 - 3 * DAY, JUL3 + DAY), load_csv(BARS / "ETHUSDT_5m.csv").bars
     )
     alerts: list[Alert] = []
+    muted: list[bool] = []
     live: dict[str, list[tuple[int, float]]] = {name: [] for name in CONFIG["metrics"]}
     async with FakeExchange(captures, speed=SPEED, start=LIVE) as exchange:
         # keep-alives every 0.5 s (100 s of data) tell the streamer the close in time
@@ -119,7 +121,14 @@ async def run_replay(tmp: Path) -> Replay:
                 feeds=feeds(exchange, yahoo), state_dir=tmp / "state", http={"port": 0}, **CONFIG
             )
             async with Daemon(settings, record=tmp / "record") as daemon:
-                daemon.engine.rules.subscribe(alerts.append)
+                rules = daemon.engine.rules
+
+                def take(alert: Alert) -> None:
+                    alerts.append(alert)
+                    if alert.rule == "stale.rut" and alert.state == "firing":
+                        muted.append(rules.status("recoupling").muted_since is not None)
+
+                rules.subscribe(take)
                 names = {id(node): name for name, node in daemon.engine.metrics.items()}
                 daemon.engine.subscribe(
                     lambda node, t: live[names[id(node)]].append((t, float(node.values[0])))
@@ -132,11 +141,12 @@ async def run_replay(tmp: Path) -> Replay:
                 await asyncio.wait_for(exchange.replay_done.wait(), 180)
                 eth = daemon.engine.builders("eth")
                 await until(lambda: not any(b.holding for b in eth), timeout=30)
+                muted.append(rules.status("recoupling").muted_since is not None)
         finally:
             await yahoo.stop()
     config = tmp / "backtest.yaml"
     config.write_text(yaml.safe_dump({"feeds": feeds(), **CONFIG}))
-    return Replay(rut, tmp / "record", alerts, live, config)
+    return Replay(rut, tmp / "record", alerts, live, config, muted)
 
 
 def recorded(path: Path) -> dict[int, tuple[float, ...]]:
@@ -211,3 +221,7 @@ def test_a_silent_equity_feed_is_stale_in_session_only(replay: Replay) -> None:
     times = [(a.state, a.time) for a in replay.alerts if a.rule == "stale.rut"]
     assert [state for state, _ in times] == ["firing", "resolved"]
     assert all(LIVE < t < CLOSE for _, t in times), [iso_time(t) for _, t in times]
+    # the rule reading rut is muted while it is stale, and no longer once it is back
+    assert replay.muted == [True, False]
+    firing, back = (t for _, t in times)
+    assert not [a for a in replay.alerts if a.rule == "recoupling" and firing <= a.time < back]
