@@ -225,3 +225,45 @@ def test_a_silent_equity_feed_is_stale_in_session_only(replay: Replay) -> None:
     assert replay.muted == [True, False]
     firing, back = (t for _, t in times)
     assert not [a for a in replay.alerts if a.rule == "recoupling" and firing <= a.time < back]
+
+
+def test_silence_over_a_holiday_and_a_weekend_raises_nothing(tmp_path: Path) -> None:
+    # from the half day's last minutes through Friday 4 July (Independence Day) and the
+    # weekend into Monday's open: silent 3.8 days, about 13 s here, past stale_after many times
+    daily = load_csv(DATA / "daily" / "yahoo_alitalbi" / "RUT.csv").bars
+    shape = load_csv(BARS / "ETHUSDT_5m.csv").bars
+    rut = session_bars(daily.between(JUL3 - DAY, JUL3 + 5 * DAY), shape)
+    monday = JUL3 + 4 * DAY + 13 * H + 30 * 60_000  # 7 July 09:30 New York
+    assert not MarketCalendar().is_open(JUL3 + DAY + 15 * H)  # the holiday, in session hours
+    assert asyncio.run(closed_days(tmp_path, rut, monday)) == []
+
+
+async def closed_days(tmp: Path, rut: BarFrame, monday: int) -> list[Alert]:
+    alerts: list[Alert] = []
+    # the clock told every 0.1 s (2500 s of data): a session the daemon wrongly took for one
+    # (the holiday's 6.5 h are about 0.9 s here) would go stale past 0.3 s of silence
+    yahoo = FakeYahoo(
+        {"^RUT": rut}, speed=25_000.0, start=CLOSE - 300_000, tick_every=30.0, heartbeat_every=0.1
+    )
+    await yahoo.start()
+    try:
+        rut_feed = feeds(yahoo=yahoo)["rut"] | {"stale_after": "0.3s"}
+        metric = {"type": "sma", "series": "rut", "timeframe": "5m", "period": 3}
+        settings = Settings(
+            feeds={"rut": rut_feed},
+            metrics={"sma": metric},
+            state_dir=tmp / "state",
+            http={"port": 0},
+        )
+        async with Daemon(settings) as daemon:
+            daemon.engine.rules.subscribe(alerts.append)
+            # Monday's first 5-minute bar closed: the stream ran through the closed days
+            five = daemon.engine.builders("rut")[0]
+            await until(
+                lambda: (last := five.bars.last()) is not None and last.time >= monday,
+                "Monday's first bar",
+                timeout=90,
+            )
+    finally:
+        await yahoo.stop()
+    return [a for a in alerts if a.rule == "stale.rut"]
