@@ -267,3 +267,59 @@ async def closed_days(tmp: Path, rut: BarFrame, monday: int) -> list[Alert]:
     finally:
         await yahoo.stop()
     return [a for a in alerts if a.rule == "stale.rut"]
+
+
+def test_a_restart_mid_session_fills_the_equity_bars_it_missed(tmp_path: Path) -> None:
+    # the daemon stops at 12:15 New York and starts again at 12:35, the fake Yahoo running
+    # on: its record holds every bar to the close as replayed, the missed ones from the chart
+    daily = load_csv(DATA / "daily" / "yahoo_alitalbi" / "RUT.csv").bars
+    shape = load_csv(BARS / "ETHUSDT_5m.csv").bars
+    rut = session_bars(daily.between(JUL3 - 3 * DAY, JUL3 + DAY), shape)
+    asyncio.run(restarted(tmp_path, rut))
+    given = {
+        int(t): (float(o), float(h), float(lo), float(c), float(v))
+        for t, o, h, lo, c, v in zip(
+            rut.time, rut.open, rut.high, rut.low, rut.close, rut.volume, strict=True
+        )
+    }
+    five = recorded(tmp_path / "record" / "rut_5m.csv")
+    assert set(five) >= set(range(LIVE, CLOSE, 300_000)), "a bar of the session is missing"
+    assert five == {t: given[t] for t in five}
+    hourly = recorded(tmp_path / "record" / "rut_1h.csv")
+    o, h, lo, c, v = hourly[LIVE]  # the hour to the close, 20 of its minutes missed
+    hour = [given[t] for t in range(LIVE, CLOSE, 300_000)]
+    assert max(hourly) == LIVE and (o, h, lo, c) == (
+        hour[0][0],
+        max(x[1] for x in hour),
+        min(x[2] for x in hour),
+        hour[-1][3],
+    )
+    assert v == pytest.approx(sum(x[4] for x in hour), rel=1e-12)
+
+
+async def restarted(tmp: Path, rut: BarFrame) -> None:
+    metrics = {
+        f"sma_{tf}": {"type": "sma", "series": "rut", "timeframe": tf, "period": 2}
+        for tf in ("5m", "1h")
+    }
+    yahoo = FakeYahoo({"^RUT": rut}, speed=600.0, start=LIVE, tick_every=30.0, heartbeat_every=0.5)
+    await yahoo.start()
+    try:
+        settings = Settings(
+            feeds={"rut": feeds(yahoo=yahoo)["rut"]},
+            metrics=metrics,
+            state_dir=tmp / "state",
+            http={"port": 0},
+        )
+        async with Daemon(settings, record=tmp / "record"):
+            await until(lambda: yahoo.clock_ms >= LIVE + 15 * 60_000, "12:15", timeout=60)
+        await until(lambda: yahoo.clock_ms >= LIVE + 35 * 60_000, "12:35", timeout=60)
+        async with Daemon(settings, record=tmp / "record") as daemon:
+            hourly = daemon.engine.builders("rut")[-1]
+            await until(
+                lambda: (last := hourly.bars.last()) is not None and last.time >= LIVE,
+                "the hour to the close",
+                timeout=60,
+            )
+    finally:
+        await yahoo.stop()
