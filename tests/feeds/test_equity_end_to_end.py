@@ -51,6 +51,7 @@ CONFIG = {
     "metrics": {
         "corr": {"type": "correlation", "a": "eth", "b": "rut", "timeframe": "5m", "window": 12},
         "corr_1h": {"type": "correlation", "a": "eth", "b": "rut", "timeframe": "1h", "window": 5},
+        "corr_1d": {"type": "correlation", "a": "eth", "b": "rut", "timeframe": "1d", "window": 5},
     },
     # the correlation climbs back from about -0.34 at 12:00 New York to -0.04 at 12:35
     "rules": [
@@ -99,13 +100,13 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
 async def run_replay(tmp: Path) -> Replay:
     captures, first_id = [], 1
     for symbol in ("ETHUSDT", "BTCUSDT"):
-        hourly = load_csv(BARS / f"{symbol}_1h.csv").bars.between(JUL3 - 2 * DAY, END)
+        hourly = load_csv(BARS / f"{symbol}_1h.csv").bars.between(JUL3 - 8 * DAY, END)
         path = tmp / f"{symbol}.gz"
         first_id += write_capture(hourly, symbol, path, per_bar=60, length_ms=H, first_id=first_id)
         captures.append(path)
     daily = load_csv(DATA / "daily" / "yahoo_alitalbi" / "RUT.csv").bars
     rut = session_bars(
-        daily.between(JUL3 - 3 * DAY, JUL3 + DAY), load_csv(BARS / "ETHUSDT_5m.csv").bars
+        daily.between(JUL3 - 10 * DAY, JUL3 + DAY), load_csv(BARS / "ETHUSDT_5m.csv").bars
     )
     alerts: list[Alert] = []
     muted: list[bool] = []
@@ -202,7 +203,8 @@ def test_live_correlation_equals_the_backtest_of_the_recorded_bars(
     assert main([*argv, "--data", data[0], "--data", data[1]]) == 0
     with out.open() as rows:
         table = list(csv.DictReader(rows))
-    for metric, values in replay.live.items():
+    for metric in ("corr", "corr_1h"):
+        values = replay.live[metric]
         backtest = {row["time"]: float(row[metric]) for row in table if row[metric]}
         live = {t: v for t, v in values if t >= LIVE}
         # warmed up from the fakes' history: valid from the first bar of the replay on
@@ -212,8 +214,44 @@ def test_live_correlation_equals_the_backtest_of_the_recorded_bars(
     # the rule on the cross-market correlation fires where the backtest says
     alerts = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     expected = [(a["time"], a["state"]) for a in alerts if a["time"] >= iso_time(LIVE)]
-    fired = [(iso_time(a.time), a.state) for a in replay.alerts if a.rule == "recoupling"]
+    fired = [
+        (iso_time(a.time), a.state)
+        for a in replay.alerts
+        if a.rule == "recoupling" and a.time >= LIVE
+    ]
     assert fired == expected and expected
+
+
+def test_daily_bars_and_correlation_equal_the_backtest(
+    replay: Replay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the daily bars come from both fakes' history (the warm-up), the same way as live closes
+    rut = replay.rut
+    daily = recorded(replay.record / "rut_1d.csv")
+    for day, (o, h, lo, c, v) in daily.items():
+        rows = (rut.time >= day) & (rut.time < day + DAY)
+        assert (o, h, lo, c) == (
+            float(rut.open[rows][0]),
+            float(rut.high[rows].max()),
+            float(rut.low[rows].min()),
+            float(rut.close[rows][-1]),
+        )
+        assert v == pytest.approx(float(rut.volume[rows].sum()), rel=1e-12)
+    sessions = {int(t) - int(t) % DAY for t in rut.time if t < JUL3}
+    assert set(daily) == sessions and len(daily) >= 6
+    out = tmp_path / "daily.csv"
+    config = tmp_path / "daily.yaml"
+    config.write_text(
+        yaml.safe_dump({"feeds": feeds(), "metrics": {"corr_1d": CONFIG["metrics"]["corr_1d"]}})
+    )
+    data = [f"--data={f}={replay.record / f'{f}_1d.csv'}" for f in ("eth", "rut")]
+    assert main(["backtest", "--config", str(config), "--metrics-out", str(out), *data]) == 0
+    capsys.readouterr()
+    with out.open() as rows:
+        backtest = {r["time"]: float(r["corr_1d"]) for r in csv.DictReader(rows) if r["corr_1d"]}
+    live = {iso_time(t): v for t, v in replay.live["corr_1d"] if not math.isnan(v)}
+    assert live, "no daily correlation"
+    assert {t: pytest.approx(v, abs=1e-9) for t, v in backtest.items()} == live
 
 
 def test_a_silent_equity_feed_is_stale_in_session_only(replay: Replay) -> None:
