@@ -8,7 +8,9 @@ borrowed, as session_bars documents): real intraday equity bars are not in ../sh
 The days before 12:00 New York are history both fakes serve for the warm-up; the replay
 runs from there to 13:30, half an hour past the close; at 12:05 the fake Yahoo goes silent
 (its clock running on) until the daemon reports ``stale.rut``. One replay serves every
-assertion.
+assertion but two, which replay the fake Yahoo alone: a restart mid-session (the bars it
+missed filled from the chart) and the silence from the half day's close through
+Independence Day and a weekend into Monday (nothing stale).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -47,7 +50,7 @@ END = JUL3 + 17 * H + 30 * 60_000  # the crypto trades run on half an hour past 
 SILENT = LIVE + 5 * 60_000  # 12:05 New York: the fake Yahoo goes silent until stale.rut
 SPEED = 200.0  # 90 minutes in about 27 s
 BARS = DATA / "intraday" / "binance_rocketalerts"
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "metrics": {
         "corr": {"type": "correlation", "a": "eth", "b": "rut", "timeframe": "5m", "window": 12},
         "corr_1h": {"type": "correlation", "a": "eth", "b": "rut", "timeframe": "1h", "window": 5},
@@ -247,8 +250,9 @@ def test_daily_bars_and_correlation_equal_the_backtest(
     data = [f"--data={f}={replay.record / f'{f}_1d.csv'}" for f in ("eth", "rut")]
     assert main(["backtest", "--config", str(config), "--metrics-out", str(out), *data]) == 0
     capsys.readouterr()
-    with out.open() as rows:
-        backtest = {r["time"]: float(r["corr_1d"]) for r in csv.DictReader(rows) if r["corr_1d"]}
+    with out.open() as metrics:
+        table = csv.DictReader(metrics)
+        backtest = {r["time"]: float(r["corr_1d"]) for r in table if r["corr_1d"]}
     live = {iso_time(t): v for t, v in replay.live["corr_1d"] if not math.isnan(v)}
     assert live, "no daily correlation"
     assert {t: pytest.approx(v, abs=1e-9) for t, v in backtest.items()} == live
