@@ -40,7 +40,7 @@ def join_cadence(settings: Settings, config: MetricConfig) -> Cadence | None:
     if any(feed.market == "equity" and feed.session_calendar is None for feed in feeds):
         return None
     timeframe = Timeframe.parse(config.timeframe)
-    names = sorted({feed.session_calendar for feed in feeds} - {None})
+    names = sorted({name for feed in feeds if (name := feed.session_calendar) is not None})
     if not names:
         return Cadence(timeframe)
     if len(names) > 1:
@@ -314,10 +314,12 @@ class Engine:
         feeds = frozenset(self.settings.feeds_of(config.inputs()))
         outputs = output_columns(name, config)
         if isinstance(indicator, PairIndicator):
-            key = (*config.inputs(), config.timeframe)
+            first, second = config.inputs()
+            key = (first, second, config.timeframe)
             join = self._joins.get(key)
             if join is None:
-                join = self._joins[key] = Join(*inputs, join_cadence(self.settings, config))
+                cadence = join_cadence(self.settings, config)
+                join = self._joins[key] = Join(inputs[0], inputs[1], cadence)
             pair_indicator = indicator
 
             def peek_pair() -> tuple[float, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Hashable
 from typing import Protocol
 
 import numpy as np
@@ -11,8 +12,8 @@ import numpy as np
 from moodring.market.timeframe import Timeframe
 
 
-class Sessions(Protocol):
-    """The trading sessions of an exchange (``market.calendar.MarketCalendar`` fits)."""
+class Sessions(Hashable, Protocol):
+    """The sessions of an exchange (``MarketCalendar`` fits); hashable, results are cached."""
 
     def session_at(self, t_ms: int) -> tuple[int, int] | None:
         """Return the (open, close) of the session containing ``t_ms``, or None."""

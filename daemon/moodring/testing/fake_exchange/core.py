@@ -492,8 +492,8 @@ class FakeExchange:
         today: int | str | None = None,
         extra_markets: bool = True,
         restricted: bool = False,
-        start: int | str | None = None,
         relabel: Mapping[str, str] | None = None,
+        start: int | str | None = None,
     ) -> None:
         """Serve ``captures``; ``relabel``: new market (``SOLUSDT``) -> captured symbol.
 
