@@ -259,10 +259,10 @@ async def run_case(
             limited = fake.rate_limited
             # the first bar to close after the warm-up is repaired from REST (its forming
             # part came from there): the window starts once its alerts are out
-            deadline = time.time() + 120
-            while not alerts and time.time() < deadline and proc.returncode is None:
+            deadline = time.time() + 150
+            while len(alerts) < n and time.time() < deadline and proc.returncode is None:
                 await asyncio.sleep(0.2)
-            await asyncio.sleep(10.0)
+            await asyncio.sleep(5.0)
             cpu0, ticks0, t0 = cpu_seconds(proc.pid), sent.ticks, time.time()
             await asyncio.sleep(window)
             cpu1, ticks1, t1 = cpu_seconds(proc.pid), sent.ticks, time.time()

@@ -105,6 +105,9 @@ class Engine:
         }
         self._forming: dict[str, float] = dict(self._flatten(lambda node: node.values))
         self._external: dict[str, float] = {}  # columns fed by ``publish``
+        # every output's latest closed value, kept as bars close (``values`` copies it)
+        self._closed_values: dict[str, float] = dict(self._forming)
+        self.closed_view: Mapping[str, float] = MappingProxyType(self._closed_values)
         # every output's latest value with the forming bars, as of the last recompute
         self.forming_view = MappingProxyType(self._forming)
         self._history: dict[str, deque[tuple[int, float | None]]] = {}
@@ -240,6 +243,7 @@ class Engine:
         """Take published values from a replaced engine or a snapshot (no rule sees them)."""
         for column, (closed, forming, history) in published.items():
             self._external[column] = closed
+            self._closed_values[column] = closed
             self._forming[column] = forming
             kept = self._history.get(column)
             if kept is not None:
@@ -254,6 +258,7 @@ class Engine:
         self._forming[column] = value
         if closed:
             self._external[column] = value
+            self._closed_values[column] = value
             if self._closed is not None:
                 self._closed.append((column, t_ms, value))
             history = self._history.get(column)
@@ -261,8 +266,8 @@ class Engine:
                 history.append((t_ms, None if value != value else value))
 
     def values(self) -> dict[str, float]:
-        """Return every metric output after the latest closed bars."""
-        return {**dict(self._flatten(lambda node: node.values)), **self._external}
+        """Return every metric output after the latest closed bars (``closed_view``, copied)."""
+        return dict(self._closed_values)
 
     def forming_values(self) -> Mapping[str, float]:
         """Return every metric output including the forming bars, as a live read-only view.
@@ -332,6 +337,8 @@ class Engine:
         node.time = time
         closed = self._closed
         for column, value in zip(node.outputs, node.values, strict=True):
+            if column not in self._external:
+                self._closed_values[column] = value
             if closed is not None:
                 closed.append((column, time, value))
             history = self._history.get(column)
