@@ -8,7 +8,8 @@ On kline streams each market gets one update every 2 s (as Binance sends them); 
 streams the relabelled markets carry a thinned share of the trades so that the aggregate
 rate stays near ``--trade-rate``. The daemon (``moodring run``, its own process) watches
 a watchlist of the N markets, each with MFI, correlation against BTC and a ratio breakout
-on 1m bars, and a rule that fires at every bar close (the latency probe).
+on 1m bars and a breakout rule; every 10th member also has a rule that fires at every
+bar close (the latency probes; ``--all-alert``: every member).
 
 Per N and stream kind: ``cpu_share`` (daemon CPU time / wall time over the steady window),
 ``rss_vs_bare_ccxt`` (daemon RSS / a bare ``import ccxt.pro`` process's), ``warmup_s``
@@ -64,14 +65,19 @@ def member_names(n: int) -> list[str]:
     return ["ETHUSDT", *(f"X{i:03d}USDT" for i in range(1, n))]
 
 
-def config(n: int, stream: str, ws_url: str, rest_url: str, state: Path) -> dict[str, Any]:
+def config(
+    n: int, stream: str, ws_url: str, rest_url: str, state: Path, probe_every: int = 10
+) -> dict[str, Any]:
     """Return the daemon's config: one watchlist of N members, three metrics and a rule each."""
     urls = {"ws_url": ws_url, "rest_url": rest_url, "stream": stream}
     members = [f"{name[:-4]}/USDT" for name in member_names(n)]
     return {
         "state_dir": str(state),
         "http": {"port": 0},
-        "watchlists": {"alts": members},
+        # every ``probe_every``-th member alerts at every bar close: the latency probes, their
+        # bars closing amid every other member's (all the members alerting at once is
+        # ``--all-alert``, the worst case)
+        "watchlists": {"alts": members, "probes": members[::probe_every]},
         "feeds": {
             "btc": {"symbol": "BTC/USDT", **urls},
             "{base}": {"for_each": "alts", "symbol": "{symbol}", **urls},
@@ -104,7 +110,7 @@ def config(n: int, stream: str, ws_url: str, rest_url: str, state: Path) -> dict
         "rules": [
             {
                 "name": "{base}-tick",
-                "for_each": "alts",
+                "for_each": "probes",
                 "metric": "{base}_mfi",
                 "condition": {"above": -1},
                 "repeat_interval": "1m",
@@ -189,7 +195,12 @@ def log_time(line: str) -> float | None:
 
 
 async def run_case(
-    n: int, stream: str, window: float, trade_rate: float, logs: Path | None = None
+    n: int,
+    stream: str,
+    window: float,
+    trade_rate: float,
+    logs: Path | None = None,
+    probe_every: int = 10,
 ) -> dict[str, Any]:
     """Run the daemon on N markets of one stream kind; return its figures."""
     names = member_names(n)
@@ -215,7 +226,8 @@ async def run_case(
     feeds = n + 1
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "moodring.yaml"
-        settings = config(n, stream, fake.ws_url, fake.rest_url, Path(tmp) / "state")
+        state = Path(tmp) / "state"
+        settings = config(n, stream, fake.ws_url, fake.rest_url, state, probe_every)
         path.write_text(yaml.safe_dump(settings))
         started = time.time()
         proc = await asyncio.create_subprocess_exec(
@@ -260,7 +272,8 @@ async def run_case(
             # the first bar to close after the warm-up is repaired from REST (its forming
             # part came from there): the window starts once its alerts are out
             deadline = time.time() + 150
-            while len(alerts) < n and time.time() < deadline and proc.returncode is None:
+            probes = len(range(0, n, probe_every))
+            while len(alerts) < probes and time.time() < deadline and proc.returncode is None:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(5.0)
             cpu0, ticks0, t0 = cpu_seconds(proc.pid), sent.ticks, time.time()
@@ -317,6 +330,9 @@ def main() -> int:
         "--trade-rate", type=float, default=300.0, help="aggregate trades/s on trade streams"
     )
     parser.add_argument("--logs", type=Path, default=None, help="keep the daemon's logs here")
+    parser.add_argument(
+        "--all-alert", action="store_true", help="every member alerts at every bar close"
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.n.split(",")]
     streams = args.streams.split(",")
@@ -325,7 +341,11 @@ def main() -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     for stream in streams:
         for n in sizes:
-            case = asyncio.run(run_case(n, stream, args.window, args.trade_rate, args.logs))
+            case = asyncio.run(
+                run_case(
+                    n, stream, args.window, args.trade_rate, args.logs, 1 if args.all_alert else 10
+                )
+            )
             case["rss_vs_bare_ccxt"] = round(case["rss_mb"] / bare, 3)
             print(json.dumps(case), flush=True)
             results.setdefault(stream, []).append(case)
