@@ -365,6 +365,15 @@ def main() -> int:
         if top != low:
             ratio = by_n[top]["per_tick_us"] / by_n[low]["per_tick_us"]
             summary[stream][f"per_tick_us_ratio_{top}_vs_{low}"] = round(ratio, 2)
+            # the cost of one more update, net of the fixed cost a small N spreads thinly
+            sizes = sorted(by_n)
+            a, b = by_n[sizes[-2]], by_n[top]
+            extra = b["cpu_share"] - a["cpu_share"]
+            more = b["ticks_per_s"] - a["ticks_per_s"]
+            if more > 0:
+                summary[stream][f"marginal_us_per_tick_{sizes[-2]}_to_{top}"] = round(
+                    extra / more * 1e6, 1
+                )
     print(json.dumps(summary))
     return 0
 
