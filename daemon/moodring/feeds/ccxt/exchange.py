@@ -35,6 +35,8 @@ log = logging.getLogger("moodring.feeds.ccxt")
 RECONNECT_EVERY = 23 * 3600.0
 # Seconds between two calls of a watch (each races a future per symbol; see ``_keep``).
 WATCH_EVERY = 1.0
+# The most symbols ccxt.pro takes in one watch_trades_for_symbols call (Binance's 200).
+SYMBOLS_PER_WATCH = 200
 # Seconds a client may take to close its sockets.
 CLOSE_TIMEOUT = 1.0
 # ccxt's own caches stay small: trades and candles are taken as ccxt parses them (never read
@@ -343,7 +345,10 @@ class ExchangeFeeds(FeedPart):
         client = self._client
         symbols = list(self._trade_feeds)
         if client.has.get("watchTradesForSymbols") and len(symbols) > 1:
-            return client.watch_trades_for_symbols(symbols)
+            # ccxt takes so many symbols per call (Binance: each call its own connection)
+            step = SYMBOLS_PER_WATCH
+            chunks = [symbols[i : i + step] for i in range(0, len(symbols), step)]
+            return first_completed(*(client.watch_trades_for_symbols(c) for c in chunks))
         return first_completed(*(client.watch_trades(s) for s in symbols))
 
     def _watch_candles(self) -> Awaitable[object]:
