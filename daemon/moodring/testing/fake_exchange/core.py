@@ -298,6 +298,7 @@ class Market:
         self.followers: list[Market] = []
         self.phase = 0
         self.next_id = 1
+        self.leader: Market | None = None  # for a follower: the market it replays
         self.candle_slot: dict[str, int] = {}
 
     def follower(self, base: str, phase: int) -> Market:
@@ -305,7 +306,7 @@ class Market:
         market = Market(self.capture, base, self.quote)
         market.trades, market.replayed, market.builders = self.trades, self.replayed, self.builders
         market.price_decimals, market.qty_decimals = self.price_decimals, self.qty_decimals
-        market.id_span, market.phase = self.id_span, phase
+        market.id_span, market.phase, market.leader = self.id_span, phase, self
         return market
 
     def builder(self, interval: str) -> BarBuilder:
@@ -789,8 +790,14 @@ class FakeExchange:
         return list(self.market(symbol).trades)
 
     def replayed_trades(self, symbol: str) -> list[dict[str, Any]]:
-        """Return the trade ``data`` dicts of a market replayed so far (time-shifted on loops)."""
-        return list(self.market(symbol).replayed)
+        """Return the trade ``data`` dicts of a market replayed so far (time-shifted on loops).
+
+        A relabelled market's are its captured market's under its own symbol.
+        """
+        market = self.market(symbol)
+        if market.leader is None:
+            return list(market.replayed)
+        return [{**data, "s": market.id} for data in market.replayed]
 
     def klines(
         self,
@@ -1023,8 +1030,10 @@ class FakeExchange:
             return sent
         for follower in market.followers:
             if (index + follower.phase) % self.relabel_thin == 0:
-                copy = {**data, "s": follower.id, "t": follower.next_id}
-                follower.next_id += 1
+                copy = {**data, "s": follower.id}
+                if self.relabel_thin > 1:  # a thinned stream numbers its own trades
+                    copy["t"] = follower.next_id
+                    follower.next_id += 1
                 sent |= self.protocol.emit_trade(follower, copy, None)
         for interval, bar in bars:
             closed = market.builders[interval].closes_bar(data["T"], next_ms)
