@@ -7,86 +7,161 @@ import asyncio
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from moodring import __version__
-from moodring.backtest.csvfile import CsvError, load_csv
-from moodring.backtest.runner import (
-    CleanHistory,
-    FeedHistory,
-    clean_history,
-    evaluate_rules,
-    find_jumps,
-    merged_bars,
-    run_batch,
-    run_streaming,
-    runnable_metrics,
-)
-from moodring.backtest.table import MetricTable
-from moodring.backtest.universe import load_universe
-from moodring.configfile import (
-    ConfigError,
-    config_error,
-    find_config,
-    load_settings,
-    show_config,
-)
-from moodring.delivery.outbox import Delivery, Outbox
-from moodring.engine import Engine
-from moodring.feeds.calendar import calendar_named
-from moodring.logs import redact, setup_logging
-from moodring.market.jumps import Jump
-from moodring.market.resample import resample
-from moodring.market.timeframe import Timeframe
-from moodring.metrics.altseason import AltseasonSeries, altseason_series
-from moodring.rules.alert import Alert
-from moodring.rules.silences import Silences
-from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, RuleConfig, Settings
-from moodring.statedir import (
-    EX_CANTCREAT,
-    EX_CONFIG,
-    StateError,
-    check_dir,
-    scratch_dir,
-    state_file,
-)
-from moodring.times import format_duration, iso_time, parse_duration
+
+if TYPE_CHECKING:  # the commands import these themselves: --help and --version stay fast
+    import numpy as np
+
+    from moodring.backtest.runner import CleanHistory, FeedHistory
+    from moodring.delivery.outbox import Delivery
+    from moodring.market.jumps import Jump
+    from moodring.metrics.altseason import AltseasonSeries
+    from moodring.rules.alert import Alert
+    from moodring.settings import Settings
 
 log = logging.getLogger("moodring")
-SAMPLES = DEFAULT_CONFIG.parent / "samples"
+DEFAULTS = Path(__file__).with_name("defaults")
+SAMPLES = DEFAULTS / "samples"
 CONFIG_HELP = (
     "YAML config (default: $MOODRING_CONFIG, ./moodring.yaml, "
     "$XDG_CONFIG_HOME/moodring/moodring.yaml, /etc/moodring/moodring.yaml, else built-in)"
 )
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+LOG_LEVEL_VARIABLE = "MOODRING_LOG_LEVEL"
+LOG_FORMAT_VARIABLE = "MOODRING_LOG_FORMAT"
+# exit codes: sysexits.h's EX_USAGE would be 64; 2 is what argparse (and most tools) use
+EX_DATA = 1  # the data cannot give what was asked (bad rows, an empty window)
+EX_USAGE = 2  # an argument cannot be used (a missing file, a window that ends before it starts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``moodring`` command; return the process exit code."""
+    """Run the ``moodring`` command; return the process exit code.
+
+    Exit codes: 0 done, 1 the data cannot give what was asked, 2 an argument cannot be used,
+    73 an unusable state directory or output file, 78 an invalid config.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    level, style = _log_options(parser, args)
+    from moodring.logs import redact, setup_logging
+
+    setup_logging(level, fmt=style)
     try:
         return int(args.handler(args))
-    except ConfigError as exc:
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
         print(f"moodring: {redact(str(exc))}", file=sys.stderr)
+        return code
+
+
+def _exit_code(exc: Exception) -> int | None:
+    """Return the exit code of an error the user can act on (None: a bug, shown in full)."""
+    from moodring.backtest.csvfile import CsvError
+    from moodring.configfile import ConfigError
+    from moodring.statedir import EX_CANTCREAT, EX_CONFIG, StateError
+
+    if isinstance(exc, ConfigError):
         return EX_CONFIG
-    except StateError as exc:
-        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
+    if isinstance(exc, StateError):
         return EX_CANTCREAT
-    except (CsvError, UsageError) as exc:
-        print(f"moodring: {redact(str(exc))}", file=sys.stderr)
-        return 1
+    if isinstance(exc, UsageError):
+        return EX_USAGE
+    if isinstance(exc, CsvError | DataError):
+        return EX_DATA
+    return None
 
 
 class UsageError(Exception):
-    """Arguments that are well-formed but cannot be acted on."""
+    """An argument that cannot be used (exit 2); the message names the argument and value."""
+
+
+class DataError(Exception):
+    """Data that cannot give what was asked, e.g. an empty window (exit 1)."""
+
+
+def _log_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, str]:
+    """Return the log level and format: the option, else the environment, else INFO, text."""
+    chosen = []
+    for name, variable, choices, default in (
+        ("log_level", LOG_LEVEL_VARIABLE, LOG_LEVELS, "INFO"),
+        ("log_format", LOG_FORMAT_VARIABLE, LOG_FORMATS, "text"),
+    ):
+        value = getattr(args, name, None)
+        if value is None:
+            given = os.environ.get(variable, "").strip()
+            value = given.upper() if name == "log_level" else given.lower()
+            if given and value not in choices:
+                parser.error(f"${variable}={given!r}: expected one of {', '.join(choices)}")
+        chosen.append(value or default)
+    return chosen[0], chosen[1]
+
+
+def input_file(given: str, path: Path) -> Path:
+    """Return ``path``, a file the command reads; UsageError naming the argument (``given``)."""
+    if path.is_dir():
+        raise UsageError(f"{given}: is a folder, not a file")
+    if not path.exists():
+        raise UsageError(f"{given}: no such file")
+    return path
+
+
+def output_file(flag: str, path: Path) -> Path:
+    """Return ``path``, a file the command will write; UsageError naming ``flag`` if it cannot.
+
+    Checked before any work is done: the folder must exist and ``path`` must not be one.
+    """
+    folder = path.parent
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name in it")
+    if not folder.exists():
+        raise UsageError(f"{flag} {path}: no folder {folder} (create it first)")
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: folder {folder} is not writable")
+    return path
+
+
+def _write_output(flag: str, path: Path, write: Any) -> None:
+    """Call ``write(path)``; an OSError becomes a StateError naming ``flag`` and the file."""
+    from moodring.statedir import StateError
+
+    try:
+        write(path)
+    except OSError as exc:
+        raise StateError(f"{flag} {path}: cannot write it: {exc.strerror or exc}") from None
+
+
+def _log_flags(default: Any) -> argparse.ArgumentParser:
+    """Return the logging options, taken before the command and after it."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=default,
+        help=f"least severe log records shown (default: ${LOG_LEVEL_VARIABLE}, else INFO)",
+    )
+    options.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        default=default,
+        help=f"text lines, or JSON lines for log collectors (default: ${LOG_FORMAT_VARIABLE}, "
+        "else text)",
+    )
+    return options
 
 
 def _history_options() -> argparse.ArgumentParser:
@@ -117,27 +192,26 @@ def _history_options() -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="moodring", description="Streaming alerts for cross-market divergence."
+        prog="moodring",
+        description="Streaming alerts for cross-market divergence.",
+        parents=[_log_flags(None)],
     )
     parser.add_argument("--version", action="version", version=f"moodring {__version__}")
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        default="INFO",
-        help="least severe log records shown (default: INFO)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    logging_flags = _log_flags(argparse.SUPPRESS)  # after the command: set only when given
 
-    run = commands.add_parser("run", help="run the daemon: live feeds, rules and alerts")
+    def command(name: str, help: str, *parents: argparse.ArgumentParser) -> Any:
+        return commands.add_parser(name, help=help, parents=[*parents, logging_flags])
+
+    run = command("run", "run the daemon: live feeds, rules and alerts")
     run.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     run.add_argument(
         "--record", type=Path, metavar="DIR", help="append closed bars to DIR/<feed>_<tf>.csv"
     )
     run.set_defaults(handler=_run)
 
-    demo = commands.add_parser(
-        "demo", help="run the daemon offline on a bundled fake exchange; alerts to the console"
+    demo = command(
+        "demo", "run the daemon offline on a bundled fake exchange; alerts to the console"
     )
     demo.add_argument("--speed", type=float, default=10.0, help="replay speed (x real time)")
     demo.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
@@ -145,10 +219,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     history = _history_options()
-    backtest = commands.add_parser(
-        "backtest",
-        parents=[history],
-        help="replay history CSVs through the engine and write metric values",
+    backtest = command(
+        "backtest", "replay history CSVs through the engine and write metric values", history
     )
     backtest.add_argument("--from", dest="start", type=_date, help="first bar date (UTC)")
     backtest.add_argument("--to", dest="end", type=_date, help="last bar date (UTC, inclusive)")
@@ -167,18 +239,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     backtest.set_defaults(handler=_backtest)
 
-    silence = commands.add_parser("silence", help="mute a rule for a while, list or clear silences")
+    silence = command("silence", "mute a rule for a while, list or clear silences")
     silence.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     silence.add_argument("rule", nargs="?", help="the rule to silence (or to --clear)")
-    silence.add_argument("--for", dest="duration", help="how long, e.g. 2h, 30m, 1d")
+    silence.add_argument("--for", dest="duration", help="how long, e.g. 2h, 30m, 1d, 1h30m")
     silence.add_argument("--reason", default="", help="why (shown in --list and in the log)")
     silence.add_argument("--list", action="store_true", help="show the silences in force")
     silence.add_argument("--clear", action="store_true", help="remove RULE's silence (or all)")
     silence.set_defaults(handler=_silence)
 
-    outbox = commands.add_parser(
-        "outbox", help="list undelivered alerts (pending and dead); requeue or drop them"
-    )
+    outbox = command("outbox", "list undelivered alerts (pending and dead); requeue or drop them")
     outbox.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     action = outbox.add_mutually_exclusive_group()
     action.add_argument(
@@ -188,16 +258,14 @@ def _parser() -> argparse.ArgumentParser:
     action.add_argument("--drop", metavar="ID", help="delete delivery ID: it is never sent")
     outbox.set_defaults(handler=_outbox)
 
-    test_alert = commands.add_parser(
-        "test-alert", help="send a test message with a chart to every configured URL"
-    )
+    test_alert = command("test-alert", "send a test message with a chart to every configured URL")
     test_alert.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     test_alert.set_defaults(handler=_test_alert)
 
-    digest = commands.add_parser(
+    digest = command(
         "digest",
-        parents=[history],
-        help="print the digest (ETH vs small caps, ETH/BTC, MFI, altseason) from history",
+        "print the digest (ETH vs small caps, ETH/BTC, MFI, altseason) from history",
+        history,
     )
     digest.add_argument(
         "--at",
@@ -212,28 +280,64 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.set_defaults(handler=_digest)
 
-    check = commands.add_parser(
-        "check-config", help="validate the config (templates and references too) and exit"
-    )
+    check = command("check-config", "validate the config (templates and references too) and exit")
     check.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     check.set_defaults(handler=_check_config)
 
-    show = commands.add_parser(
-        "show-config", help="print the effective config (file, environment, secret files)"
+    show = command(
+        "show-config", "print the effective config (defaults, file, environment, secret files)"
     )
     show.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     show.set_defaults(handler=_show_config)
+
+    init = command("init", "write a commented starter config that extends the shipped one")
+    init.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        metavar="PATH",
+        help="where (default: $XDG_CONFIG_HOME/moodring/moodring.yaml)",
+    )
+    init.add_argument(
+        "--system", action="store_true", help="write /etc/moodring/moodring.yaml instead"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.set_defaults(handler=_init)
+
+    health = command(
+        "healthcheck", "ask the running daemon's /healthz (the configured port): exit 0 or 1"
+    )
+    health.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    health.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
+    )
+    health.set_defaults(handler=_healthcheck)
+
+    completion = command("completion", "print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
+    completion.set_defaults(handler=_completion, parser=parser)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> tuple[Path, Settings]:
     """Return the config file chosen by ``-c`` or discovery, and its settings."""
+    loaded = _load(args)
+    return loaded.file, loaded.settings
+
+
+def _load(args: argparse.Namespace, quiet: bool = False) -> Any:
+    """Return the loaded config (``configfile.LoadedConfig``) chosen by ``-c`` or discovery."""
+    from moodring.configfile import find_config, load_config
+    from moodring.settings import DEFAULT_CONFIG
+
     path = find_config(args.config)
-    log.info("config: %s%s", path, " (built-in default)" if path == DEFAULT_CONFIG else "")
-    return path, load_settings(path)
+    if not quiet:
+        log.info("config: %s%s", path, " (built-in default)" if path == DEFAULT_CONFIG else "")
+    return load_config(path)
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from moodring.configfile import config_error
     from moodring.rules.preview import render_problems
 
     path, settings = _settings(args)
@@ -246,9 +350,97 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    _, settings = _settings(args)
-    print(show_config(settings), end="")
+    from moodring.configfile import show_config
+
+    loaded = _load(args)
+    print(show_config(loaded.settings, loaded.written), end="")
     return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from moodring.configfile import SYSTEM_CONFIG, config_candidates
+    from moodring.statedir import StateError
+
+    if args.system and args.path is not None:
+        raise UsageError(f"init takes PATH or --system, not both (PATH {args.path})")
+    path = SYSTEM_CONFIG if args.system else args.path or config_candidates()[1]
+    path = path.expanduser()
+    if path.is_dir():
+        raise UsageError(f"init {path}: is a folder; give the file to write")
+    if path.exists() and not args.force:
+        raise DataError(f"init {path}: the file exists; --force replaces it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # URLs hold tokens
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write((DEFAULTS / "starter.yaml").read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise StateError(f"init {path}: cannot write it: {exc.strerror or exc}") from None
+    found = path.resolve() in {p.resolve() for p in config_candidates()}
+    use = "" if found else f" -c {path}"
+    print(f"wrote {path}: it extends the shipped config and holds only what you change.")
+    print(
+        "Next: put your alert URL under notify.urls (or set MOODRING_NOTIFY__URLS), then run "
+        f"`moodring check-config{use}`, `moodring test-alert{use}` and `moodring run{use}`."
+    )
+    return 0
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """Print one line on the daemon's health (its /healthz); 0 healthy, 1 not."""
+    import urllib.error
+    import urllib.request
+
+    http = _load(args, quiet=True).settings.http
+    if not http.enabled:
+        print("unhealthy: http.enabled is false, so there is no /healthz to ask")
+        return 1
+    if http.port == 0:
+        print("unhealthy: http.port is 0 (any free port): set a fixed port to check health")
+        return 1
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(http.host, http.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{http.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as answer:
+            status, body = answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"unhealthy: nothing answers at {url} ({reason})")
+        return 1
+    try:
+        health = json.loads(body)
+    except ValueError:
+        health = {}
+    feeds = health.get("feeds") if isinstance(health, dict) else None
+    problems = health.get("problems") if isinstance(health, dict) else None
+    detail = ", ".join(f"{feed} {state}" for feed, state in (feeds or {}).items())
+    detail += "".join(f"; {what}: {why}" for what, why in (problems or {}).items())
+    verdict = "healthy" if status == 200 else "unhealthy"
+    print(f"{verdict}: {url} answered {status}{f' ({detail})' if detail else ''}")
+    return 0 if status == 200 else 1
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    for action in _actions(args.parser):
+        if action.type is Path:
+            action.complete = shtab.DIRECTORY if action.metavar == "DIR" else shtab.FILE  # type: ignore[attr-defined]
+    print(shtab.complete(args.parser, shell=args.shell), end="")
+    return 0
+
+
+def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Return every option and argument of a parser and its subcommands."""
+    found = []
+    for action in parser._actions:
+        found.append(action)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += _actions(sub)
+    return found
 
 
 def _date(text: str) -> datetime:
@@ -259,8 +451,16 @@ def _date(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _shown(moment: datetime) -> str:
+    """Return a --from/--to/--at moment as given: a date, or an ISO time."""
+    if moment.utcoffset() == timedelta(0) and moment.time() == datetime.min.time():
+        return moment.date().isoformat()
+    return moment.isoformat()
+
+
 def _run(args: argparse.Namespace) -> int:
     from moodring.service.daemon import Daemon  # ccxt is heavy: only the daemon pays for it
+    from moodring.statedir import check_dir
 
     path, settings = _settings(args)
     if args.record is not None:
@@ -273,10 +473,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from moodring.configfile import load_settings
     from moodring.service.daemon import Daemon
+    from moodring.statedir import check_dir, scratch_dir
     from moodring.testing.fake_exchange import FakeExchange
 
-    base = load_settings(DEFAULT_CONFIG.with_name("demo.yaml"))
+    base = load_settings(DEFAULTS / "demo.yaml")
     if args.record is not None:
         check_dir(args.record, "--record directory")
 
@@ -304,6 +506,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
     """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
+    from moodring.backtest.csvfile import load_csv
+    from moodring.backtest.runner import clean_history
+    from moodring.feeds.calendar import calendar_named
+
     paths = dict(_feed_path(item) for item in args.data)
     if args.sample:
         for feed in ("eth", "btc", "rut"):
@@ -316,6 +522,8 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
             f"--data names unknown feed(s) {unknown}; config has {sorted(settings.feeds)}"
         )
     history: dict[str, FeedHistory] = {}
+    for feed, path in paths.items():
+        input_file(f"--data {feed}={path}", path)
     for feed in (f for f in settings.feeds if f in paths):
         loaded = load_csv(paths[feed])
         for line, reason in loaded.skipped:
@@ -324,7 +532,7 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
         try:
             clean = clean_history(loaded.bars, calendar_named(calendar) if calendar else None)
         except ValueError as exc:
-            raise UsageError(f"--data {feed}={paths[feed]}: {exc}") from None
+            raise DataError(f"--data {feed}={paths[feed]}: {exc}") from None
         _report_cleaning(feed, paths[feed], calendar, clean)
         history[feed] = clean.history
         log.info("%s: %d bars from %s", feed, len(history[feed].bars), paths[feed])
@@ -333,6 +541,8 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
 
 def _report_cleaning(feed: str, path: Path, calendar: str | None, clean: CleanHistory) -> None:
     """Log, one line each, the rows merged into shared bars and the closed-market rows dropped."""
+    from moodring.market.timeframe import Timeframe
+
     step = clean.history.step_ms
     if clean.merged_rows:
         bars = _first_times(clean.merged_bars, step)
@@ -360,6 +570,8 @@ def _report_cleaning(feed: str, path: Path, calendar: str | None, clean: CleanHi
 
 def _first_times(times: np.ndarray, step_ms: int, shown: int = 5) -> str:
     """Return the first ``shown`` bar times for a log line (dates for daily bars)."""
+    from moodring.times import iso_time
+
     texts = [iso_time(t) for t in times[:shown].tolist()]
     if step_ms % 86_400_000 == 0:
         texts = [text[:10] for text in texts]
@@ -368,13 +580,23 @@ def _first_times(times: np.ndarray, step_ms: int, shown: int = 5) -> str:
 
 
 def _backtest(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from moodring.backtest.runner import (
+        evaluate_rules,
+        find_jumps,
+        run_batch,
+        run_streaming,
+        runnable_metrics,
+    )
+    from moodring.backtest.table import MetricTable
+    from moodring.times import iso_time
+
     _, settings = _settings(args)
-    start_ms = _ms(args.start)
-    end_ms = None
-    if args.end is not None:
-        whole_day = args.end.time() == datetime.min.time()
-        end_ms = _ms(args.end + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
-    history = {feed: h.until(end_ms) for feed, h in _history(args, settings).items()}
+    if args.metrics_out is not None:
+        output_file("--metrics-out", args.metrics_out)
+    start_ms, end_ms = _window(args)
+    history = _in_window(args, _history(args, settings), start_ms, end_ms)
 
     altseason = _altseason(settings, args.universe, history) if args.universe else None
     metrics, missing = runnable_metrics(settings, set(history))
@@ -383,7 +605,7 @@ def _backtest(args: argparse.Namespace) -> int:
     alerts: list[Alert] = []
     jumps = find_jumps(settings, history, metrics)
     if not metrics and altseason is None:
-        raise UsageError("none of the configured metrics has data for all its feeds")
+        raise DataError("none of the configured metrics has data for all its feeds")
     if args.streaming:  # the altseason columns are published into the engine day by day
         published = altseason.columns() if altseason is not None else None
         full = run_streaming(settings, history, metrics, alerts, published, on_jump=_report_jump)
@@ -398,6 +620,8 @@ def _backtest(args: argparse.Namespace) -> int:
     if not args.streaming:  # the rules read every column, the altseason index's too
         alerts = evaluate_rules(settings, full, history, jumps)
     table = full.between(start_ms, end_ms)
+    if not len(table.time):
+        raise DataError(f"no bars {_window_text(args)}: {_data_span(history)}")
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
     if args.format == "summary":
         step = min(h.step_ms for h in history.values())
@@ -406,7 +630,7 @@ def _backtest(args: argparse.Namespace) -> int:
     else:
         print_alerts(shown, args.format)
     if args.metrics_out is not None:
-        table.write_csv(args.metrics_out)
+        _write_output("--metrics-out", args.metrics_out, table.write_csv)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
     for name, column in table.columns.items():
         filled = np.flatnonzero(~np.isnan(column))
@@ -414,6 +638,69 @@ def _backtest(args: argparse.Namespace) -> int:
             at = int(table.time[filled[-1]])
             log.info("last %s = %.6g at %s", name, column[filled[-1]], iso_time(at))
     return 0
+
+
+def _window(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """Return ``--from`` and ``--to`` as epoch ms [start, end); a whole-day --to includes it."""
+    if args.start is not None and args.end is not None and args.start > args.end:
+        raise UsageError(f"--from {_shown(args.start)} is later than --to {_shown(args.end)}")
+    end_ms = None
+    if args.end is not None:
+        whole_day = args.end.time() == datetime.min.time()
+        end_ms = _ms(args.end + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
+    return _ms(args.start), end_ms
+
+
+def _in_window(
+    args: argparse.Namespace,
+    history: dict[str, FeedHistory],
+    start_ms: int | None,
+    end_ms: int | None,
+) -> dict[str, FeedHistory]:
+    """Return the history up to ``--to``; DataError when the window misses the data."""
+    from moodring.times import iso_time
+
+    span = _data_span(history)
+    firsts = [int(h.bars.time[0]) for h in history.values() if len(h.bars)]
+    ends = [int(h.bars.time[-1]) + h.step_ms for h in history.values() if len(h.bars)]
+    if end_ms is not None and firsts and end_ms <= min(firsts):
+        raise DataError(f"--to {_shown(args.end)} is before the data: {span}")
+    if start_ms is not None and ends and start_ms >= max(ends):
+        raise DataError(f"--from {_shown(args.start)} is after the data: {span}")
+    cut = {}
+    for feed, h in history.items():
+        cut[feed] = h.until(end_ms)
+        if not len(cut[feed].bars):
+            first = iso_time(int(h.bars.time[0]))[:10] if len(h.bars) else "-"
+            log.warning(
+                "%s: no bars before --to %s (its data starts %s): left out",
+                feed,
+                _shown(args.end),
+                first,
+            )
+            del cut[feed]
+    return cut
+
+
+def _data_span(history: dict[str, FeedHistory]) -> str:
+    """Return where the data lies, for an error: ``the data runs from A to B``."""
+    from moodring.times import iso_time
+
+    firsts = [int(h.bars.time[0]) for h in history.values() if len(h.bars)]
+    lasts = [int(h.bars.time[-1]) for h in history.values() if len(h.bars)]
+    if not firsts:
+        return "there are no bars"
+    daily = all(h.step_ms % 86_400_000 == 0 for h in history.values())
+    first, last = iso_time(min(firsts)), iso_time(max(lasts))
+    if daily:
+        first, last = first[:10], last[:10]
+    return f"the data runs from {first} to {last}"
+
+
+def _window_text(args: argparse.Namespace) -> str:
+    parts = [f"{flag} {_shown(value)}" for flag, value in (("from", args.start), ("to", args.end))]
+    given = [part for part, value in zip(parts, (args.start, args.end), strict=True) if value]
+    return "between " + " and ".join(f"--{p}" for p in given) if given else "at all"
 
 
 def _report_jump(jump: Jump) -> None:
@@ -424,6 +711,12 @@ def _altseason(
     settings: Settings, paths: list[Path], history: dict[str, FeedHistory]
 ) -> AltseasonSeries:
     """Compute the Altcoin Season Index per BTC day from universe files and BTC's history."""
+    from moodring.backtest.universe import load_universe
+    from moodring.market.resample import resample
+    from moodring.market.timeframe import Timeframe
+    from moodring.metrics.altseason import altseason_series
+    from moodring.settings import AltseasonConfig
+
     config = settings.altseason or AltseasonConfig()
     names = [config.btc] if config.btc in settings.feeds else []
     names += [n for n, f in settings.feeds.items() if f.symbol.upper() == config.btc.upper()]
@@ -451,6 +744,10 @@ def _altseason(
 
 
 def _silence(args: argparse.Namespace) -> int:
+    from moodring.rules.silences import Silences
+    from moodring.statedir import check_dir, state_file
+    from moodring.times import format_duration, iso_time, parse_duration
+
     _, settings = _settings(args)
     path = settings.resolved_state_dir() / "silences.json"
     silences = Silences(path)
@@ -471,12 +768,14 @@ def _silence(args: argparse.Namespace) -> int:
     if not args.rule or not args.duration:
         raise UsageError("silence takes RULE --for DURATION (or --list, or --clear [RULE])")
     names = {rule.name for rule in settings.rules} | {f"stale.{f}" for f in settings.feeds}
+    if settings.digest is not None:
+        names.add("digest")  # the scheduled digest goes out as the rule "digest"
     if args.rule not in names:
         raise UsageError(f"no rule named {args.rule!r}; rules: {', '.join(sorted(names))}")
     try:
         seconds = parse_duration(args.duration)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--for: {exc}") from None
     check_dir(path.parent)
     with state_file(path, "silences"):
         s = silences.add(args.rule, seconds, args.reason)
@@ -485,7 +784,9 @@ def _silence(args: argparse.Namespace) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
+    from moodring.delivery.outbox import Outbox
     from moodring.delivery.sender import mask_url, target_id
+    from moodring.statedir import StateError, state_file
 
     _, settings = _settings(args)
     state = settings.resolved_state_dir()
@@ -496,7 +797,7 @@ def _outbox(args: argparse.Namespace) -> int:
     number = _delivery_id(flag, text) if text is not None else None
     if not path.is_file():
         if number is not None:
-            raise UsageError(f"{flag} {number}: there is no outbox at {path}")
+            raise DataError(f"{flag} {number}: there is no outbox at {path}")
         print(f"no outbox at {path}: nothing pending or dead")
         return 0
     names: dict[str, str] = {}
@@ -511,7 +812,7 @@ def _outbox(args: argparse.Namespace) -> int:
             row = outbox.get(number)
             change = outbox.requeue if flag == "--retry" else outbox.remove
             if row is None or not change(number):
-                raise UsageError(f"{flag} {number}: no pending or dead delivery has this id")
+                raise DataError(f"{flag} {number}: no pending or dead delivery has this id")
             requeued = int(flag == "--retry")
             where = names.get(row.target, f"target {row.target} (no longer configured)")
             done = "requeued" if requeued else "dropped"
@@ -535,6 +836,9 @@ def _delivery_id(flag: str, text: str) -> int:
 
 def _print_outbox(rows: list[Delivery], names: dict[str, str]) -> None:
     """Print undelivered rows as an aligned table, secrets masked; then the counts."""
+    from moodring.logs import redact
+    from moodring.times import format_duration, iso_time
+
     now = time.time()
     header = ("id", "target", "rule", "state", "bar time", "attempts", "age", "last error")
     cells = [header]
@@ -563,7 +867,7 @@ def _print_outbox(rows: list[Delivery], names: dict[str, str]) -> None:
 def _test_alert(args: argparse.Namespace) -> int:
     _, settings = _settings(args)
     if not settings.notify.urls:
-        raise UsageError(
+        raise DataError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
     return asyncio.run(_send_test_alerts(settings))
@@ -572,6 +876,8 @@ def _test_alert(args: argparse.Namespace) -> int:
 async def _send_test_alerts(settings: Settings) -> int:
     from moodring.delivery.charts import render_with_budget
     from moodring.delivery.sender import Sender, mask_url
+    from moodring.rules.alert import Alert
+    from moodring.statedir import scratch_dir
 
     chart = sample_chart()
     png = await render_with_budget(chart) if chart else None
@@ -603,6 +909,12 @@ async def _send_test_alerts(settings: Settings) -> int:
 
 def sample_chart() -> dict[str, Any] | None:
     """Return the chart of a correlation alert on the bundled sample history."""
+    from moodring.backtest.csvfile import load_csv
+    from moodring.backtest.runner import FeedHistory, merged_bars
+    from moodring.configfile import load_settings
+    from moodring.engine import Engine
+    from moodring.settings import RuleConfig
+
     base = load_settings()
     rule = RuleConfig(
         name="sample",
@@ -628,8 +940,10 @@ def _digest(args: argparse.Namespace) -> int:
     from moodring.digest.command import digest_from_history, send_digest
 
     _, settings = _settings(args)
+    if args.chart is not None:
+        output_file("--chart", args.chart)
     if args.send and not settings.notify.urls:
-        raise UsageError(
+        raise DataError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
     history = _history(args, settings)
@@ -637,6 +951,7 @@ def _digest(args: argparse.Namespace) -> int:
     if args.universe:
         index = _altseason(settings, args.universe, history).columns()["altseason_index"]
         published = {"altseason_index": index}
+    _check_at(args, history)
     digest = digest_from_history(settings, history, _ms(args.at), published)
     print(digest.title)
     print(digest.message)
@@ -646,14 +961,24 @@ def _digest(args: argparse.Namespace) -> int:
         if digest.chart is None:
             log.warning("digest.chart is off in the config: no chart written")
         else:
-            args.chart.write_bytes(render_png(digest.chart))
+            chart = render_png(digest.chart)
+            _write_output("--chart", args.chart, lambda path: path.write_bytes(chart))
     if args.send:
         return asyncio.run(send_digest(settings, digest))
     return 0
 
 
+def _check_at(args: argparse.Namespace, history: dict[str, FeedHistory]) -> None:
+    """Raise DataError when ``--at`` comes before the first bar of the history closed."""
+    closes = [int(h.bars.time[0]) + h.step_ms for h in history.values() if len(h.bars)]
+    if args.at is not None and closes and _ms(args.at) < min(closes):  # type: ignore[operator]
+        raise DataError(f"--at {_shown(args.at)} is before the data: {_data_span(history)}")
+
+
 def print_alerts(alerts: list[Alert], style: str) -> None:
     """Print alerts as JSON lines, or as an aligned table for people."""
+    from moodring.times import iso_time
+
     rows = [
         {
             "time": iso_time(a.time),
@@ -682,6 +1007,8 @@ def print_alerts(alerts: list[Alert], style: str) -> None:
 
 def print_summary(alerts: list[Alert], rules: list[str], span: tuple[int, int]) -> None:
     """Print how many alerts each rule sent (firing, resolved) and how many a month."""
+    from moodring.times import iso_time
+
     counts = {rule: [0, 0] for rule in rules}
     for alert in alerts:
         counts.setdefault(alert.rule, [0, 0])[alert.state == "resolved"] += 1

@@ -234,10 +234,12 @@ def _overlay_rules(
             removed.add(i)
             continue
         changed = dict(rules[i])
-        for given, replaced in ((_SINGLE_KEYS, _GROUP_KEYS), (_GROUP_KEYS, _SINGLE_KEYS)):
-            if any(key in rule for key in given):
-                for key in (*replaced, *given):
-                    changed.pop(key, None)
+        if any(key in rule for key in _GROUP_KEYS):  # a composite now: all or any, alone
+            replaced: tuple[str, ...] = (*_SINGLE_KEYS, *_GROUP_KEYS)
+        else:
+            replaced = _GROUP_KEYS if any(key in rule for key in _SINGLE_KEYS) else ()
+        for key in replaced:
+            changed.pop(key, None)
         for key, value in rule.items():
             if value is None:
                 changed.pop(key, None)
