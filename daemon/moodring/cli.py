@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import math
@@ -459,6 +458,8 @@ def _shown(moment: datetime) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from moodring.service.daemon import Daemon  # ccxt is heavy: only the daemon pays for it
     from moodring.statedir import check_dir
 
@@ -473,6 +474,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from moodring.configfile import load_settings
     from moodring.service.daemon import Daemon
     from moodring.statedir import check_dir, scratch_dir
@@ -870,6 +873,8 @@ def _test_alert(args: argparse.Namespace) -> int:
         raise DataError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
+    import asyncio
+
     return asyncio.run(_send_test_alerts(settings))
 
 
@@ -964,6 +969,8 @@ def _digest(args: argparse.Namespace) -> int:
             chart = render_png(digest.chart)
             _write_output("--chart", args.chart, lambda path: path.write_bytes(chart))
     if args.send:
+        import asyncio
+
         return asyncio.run(send_digest(settings, digest))
     return 0
 
