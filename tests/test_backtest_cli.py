@@ -98,7 +98,9 @@ def test_bad_csv_row_names_file_and_line(tmp_path: Path, capsys) -> None:
         (["--data", "btc=" + str(BTC_1D)], 1, "none of the configured metrics"),
     ],
 )
-def test_usage_errors_exit_2_data_errors_1(args: list[str], code: int, message: str, capsys) -> None:
+def test_usage_errors_exit_2_data_errors_1(
+    args: list[str], code: int, message: str, capsys
+) -> None:
     assert main(["backtest", *args]) == code
     assert message in capsys.readouterr().err
 

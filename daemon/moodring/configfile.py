@@ -107,7 +107,15 @@ def load_config(path: str | Path | None = None) -> LoadedConfig:
     try:
         settings = Settings(**apprise_configs(values, file.parent, origins))
     except ValidationError as exc:
-        raise ConfigError(format_errors(file, exc, origins)) from exc
+        problems = _problems(exc, origins)
+        if "feeds" not in values:  # most likely a file of a few changes that forgot to say so
+            problems = [
+                (loc, f"{text} (a file holding only changes starts with `extends: default`)")
+                if loc == ("feeds",)
+                else (loc, text)
+                for loc, text in problems
+            ]
+        raise ConfigError(format_errors(file, problems, origins)) from exc
     _warn_if_exposed(file, own)
     register_secrets(settings)
     return LoadedConfig(file, settings, values)
@@ -383,7 +391,8 @@ def _apprise_config_urls(entry: str, base: Path) -> list[tuple[str, set[str]]]:
         raise ValueError(f"apprise cannot use {shown} as a config file or URL")
     if not services:
         raise ValueError(f"apprise found no notification URL in {shown}")
-    return [(service.url(privacy=False), set(service.tags)) for service in services]
+    # apprise 2.3 wraps tags in AppriseTag, whose str() is the bare name
+    return [(service.url(privacy=False), {str(t) for t in service.tags}) for service in services]
 
 
 class _SecretReader:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from moodring.delivery.outbox import KEEP_DELIVERED, Delivery, Outbox
-from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
+from moodring.delivery.sender import Sender, alert_fields, mask_url, routed_targets, target_id
 from moodring.rules.alert import Alert
 from moodring.settings import NotifyConfig
 from moodring.times import format_duration
@@ -310,6 +310,7 @@ class Dispatcher:
                     row.alert.key,
                     self._masked[tid],
                     format_duration(self._clock() - since),
+                    extra=alert_fields(row.alert, tid),
                 )
             return 0.0
 
@@ -344,6 +345,7 @@ class Dispatcher:
                 self._masked[tid],
                 attempt,
                 UNRECORDED if wait else "",
+                extra=alert_fields(row.alert, tid),
             )
             return "sent"
         self._failed += 1
@@ -363,6 +365,7 @@ class Dispatcher:
             attempt,
             "tried past the failing head" if probe else f"retry in {delay:.2f} s",
             error,
+            extra=alert_fields(row.alert, tid),
         )
         return "failed"
 
@@ -381,6 +384,7 @@ class Dispatcher:
             self._masked[tid],
             reason,
             row.id,
+            extra=alert_fields(row.alert, tid),
         )
 
     def _backoff(self, attempt: int) -> float:

@@ -569,7 +569,13 @@ class Daemon:
                     break
                 except (HistoryError, OSError) as exc:
                     delay = backoff.next()
-                    log.warning("%s: history: %s; retrying in %.0f s", name, exc, delay)
+                    log.warning(
+                        "%s: history: %s; retrying in %.0f s",
+                        name,
+                        exc,
+                        delay,
+                        extra={"feed": name},
+                    )
                     await asyncio.sleep(delay)
             tf = builder.timeframe.ms
             now = int(time.time() * 1000)
@@ -592,7 +598,13 @@ class Daemon:
             ]
             closed = [bar for bar in bars if bar.time + tf <= now]
             self.sink.history(name, closed, length_ms=tf)
-            log.info("%s: warmed up %d %s bars", name, len(closed), builder.timeframe)
+            log.info(
+                "%s: warmed up %d %s bars",
+                name,
+                len(closed),
+                builder.timeframe,
+                extra={"feed": name},
+            )
 
     async def _clock(self) -> None:
         """Close bars whose interval has ended even when no trade comes to close them."""
@@ -672,4 +684,5 @@ def _log_alert(alert: Alert, note: str = "") -> None:
         alert.title,
         alert.message,
         f" ({note})" if note else "",
+        extra={"rule": alert.rule, "alert_key": alert.key, "state": alert.state},
     )
