@@ -6,10 +6,12 @@ Exit codes: 2 an argument that cannot be used, 1 data that cannot give what was 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,3 +242,59 @@ def test_log_settings_from_the_environment(
     code, _, err = run(capsys, ["check-config"])
     assert code == 2
     assert "$MOODRING_LOG_LEVEL='loud': expected one of DEBUG, INFO, WARNING, ERROR" in err
+
+
+class _Served:
+    """A daemon's real HealthServer on a loop in a thread (the healthcheck blocks)."""
+
+    def __init__(self, host: str) -> None:
+        from moodring.service.health import HealthServer, Telemetry
+        from moodring.settings import HttpConfig
+
+        self.telemetry = Telemetry(feed_states={"eth": "ok", "rut": "closed"})
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+
+        async def serve() -> None:
+            self._stop = asyncio.Event()
+            async with HealthServer(HttpConfig(host=host, port=0), self.telemetry) as server:
+                self.port = server.port or 0
+                self._ready.set()
+                await self._stop.wait()
+
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(serve(),))
+        self._thread.start()
+        assert self._ready.wait(30), "the health server did not start"
+
+    def close(self) -> None:
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        self._loop.close()
+
+
+def test_the_healthcheck_asks_the_configured_port(
+    capsys: pytest.CaptureFixture[str], isolated: Path
+) -> None:
+    served = _Served("0.0.0.0")  # as in the Docker image: asked on the loopback address
+    try:
+        config = isolated / "c.yaml"
+        config.write_text(f"extends: default\nhttp: {{host: 0.0.0.0, port: {served.port}}}\n")
+        url = f"http://127.0.0.1:{served.port}/healthz"
+        code, out, err = run(capsys, ["healthcheck", "-c", str(config)])
+        assert (code, out, err) == (
+            1,
+            f"unhealthy: {url} answered 503 (starting; eth ok, rut closed)\n",
+            "",
+        )
+        served.telemetry.mark_ready()
+        code, out, err = run(capsys, ["healthcheck", "-c", str(config)])
+        assert (code, out, err) == (
+            0,
+            f"healthy: {url} answered 200 (ok; eth ok, rut closed)\n",
+            "",
+        )
+    finally:
+        served.close()

@@ -412,10 +412,12 @@ def _healthcheck(args: argparse.Namespace) -> int:
         health = json.loads(body)
     except ValueError:
         health = {}
-    feeds = health.get("feeds") if isinstance(health, dict) else None
-    problems = health.get("problems") if isinstance(health, dict) else None
-    detail = ", ".join(f"{feed} {state}" for feed, state in (feeds or {}).items())
-    detail += "".join(f"; {what}: {why}" for what, why in (problems or {}).items())
+    health = health if isinstance(health, dict) else {}
+    parts = [str(health["status"])] if health.get("status") else []
+    feeds = health.get("feeds") or {}
+    parts += [", ".join(f"{feed} {state}" for feed, state in feeds.items())] if feeds else []
+    parts += [f"{what}: {why}" for what, why in (health.get("problems") or {}).items()]
+    detail = "; ".join(parts)
     verdict = "healthy" if status == 200 else "unhealthy"
     print(f"{verdict}: {url} answered {status}{f' ({detail})' if detail else ''}")
     return 0 if status == 200 else 1
