@@ -501,7 +501,7 @@ def write_config(tmp_path: Path, section: dict | None) -> Path:
 
 
 def read(path: Path) -> pd.DataFrame:
-    table = pd.read_csv(path, float_precision="round_trip")  # exact on every pandas
+    table = pd.read_csv(path)
     table.index = pd.to_datetime(table.pop("time"), utc=True)
     return table
 

@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the commands import these themselves: --help and --version 
     import numpy as np
 
     from moodring.backtest.runner import CleanHistory, FeedHistory
+    from moodring.configfile import LoadedConfig
     from moodring.delivery.outbox import Delivery
     from moodring.market.jumps import Jump
     from moodring.metrics.altseason import AltseasonSeries
@@ -132,7 +133,7 @@ def output_file(flag: str, path: Path) -> Path:
     return path
 
 
-def _write_output(flag: str, path: Path, write: Any) -> None:
+def _write_output(flag: str, path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(path)``; an OSError becomes a StateError naming ``flag`` and the file."""
     from moodring.statedir import StateError
 
@@ -199,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     logging_flags = _log_flags(argparse.SUPPRESS)  # after the command: set only when given
 
-    def command(name: str, help: str, *parents: argparse.ArgumentParser) -> Any:
+    def command(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, parents=[*parents, logging_flags])
 
     run = command("run", "run the daemon: live feeds, rules and alerts")
@@ -324,8 +325,8 @@ def _settings(args: argparse.Namespace) -> tuple[Path, Settings]:
     return loaded.file, loaded.settings
 
 
-def _load(args: argparse.Namespace, quiet: bool = False) -> Any:
-    """Return the loaded config (``configfile.LoadedConfig``) chosen by ``-c`` or discovery."""
+def _load(args: argparse.Namespace, quiet: bool = False) -> LoadedConfig:
+    """Return the loaded config chosen by ``-c`` or discovery (quiet: without a log line)."""
     from moodring.configfile import find_config, load_config
     from moodring.settings import DEFAULT_CONFIG
 
@@ -703,9 +704,10 @@ def _data_span(history: dict[str, FeedHistory]) -> str:
 
 
 def _window_text(args: argparse.Namespace) -> str:
-    parts = [f"{flag} {_shown(value)}" for flag, value in (("from", args.start), ("to", args.end))]
-    given = [part for part, value in zip(parts, (args.start, args.end), strict=True) if value]
-    return "between " + " and ".join(f"--{p}" for p in given) if given else "at all"
+    """Return the window asked for, as given: ``in --from 2025-01-01 --to 2025-02-01``."""
+    bounds = (("--from", args.start), ("--to", args.end))
+    given = " ".join(f"{flag} {_shown(value)}" for flag, value in bounds if value is not None)
+    return f"in {given}" if given else "at all"
 
 
 def _report_jump(jump: Jump) -> None:
