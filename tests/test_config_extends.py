@@ -188,6 +188,11 @@ rules:
             "extends: default\nrules:\n  - name: nope\n    remove: true\n",
             "  rules.0.remove (line 4): no shipped rule is named 'nope' to remove",
         ),
+        (
+            "extends: default\nrules:\n  - {name: eth-mfi-oversold, for: 3}\n"
+            "  - {name: eth-mfi-oversold, for: 4}\n",
+            "  rules.1.name (line 4): 'eth-mfi-oversold' is given twice",
+        ),
         ("extends: mine.yaml\n", "  extends (line 1): only the shipped config can be extended"),
     ],
 )

@@ -108,7 +108,7 @@ def load_config(path: str | Path | None = None) -> LoadedConfig:
         settings = Settings(**apprise_configs(values, file.parent, origins))
     except ValidationError as exc:
         problems = _problems(exc, origins)
-        if "feeds" not in values:  # most likely a file of a few changes that forgot to say so
+        if origins.base is None and "feeds" not in values:  # changes that forgot to say so
             problems = [
                 (loc, f"{text} (a file holding only changes starts with `extends: default`)")
                 if loc == ("feeds",)
@@ -223,7 +223,10 @@ def _overlay_rules(
         if remove not in (True, False):
             problems.append((("rules", j, REMOVE), "remove takes true (or false)"))
             continue
-        if not isinstance(name, str) or name not in index or name in named:
+        if isinstance(name, str) and name in named:
+            problems.append((("rules", j, "name"), f"{name!r} is given twice"))
+            continue
+        if not isinstance(name, str) or name not in index:
             if remove:
                 problems.append(
                     (("rules", j, REMOVE), f"no shipped rule is named {name!r} to remove")
