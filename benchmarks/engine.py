@@ -24,10 +24,10 @@ from moodring.backtest.runner import FeedHistory, merged_bars, run_batch, run_st
 from moodring.configfile import load_settings
 from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.outbox import Outbox
-from moodring.engine import Engine
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
 from moodring.metrics.mfi import MFI
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.settings import Settings
 
@@ -55,9 +55,9 @@ def capture_trades() -> list[tuple[str, int, float, float, int]]:
     return trades
 
 
-def warm_engine(settings: Settings, until_ms: int) -> Engine:
+def warm_engine(settings: Settings, until_ms: int) -> Pipeline:
     """Return an engine fed with daily history of eth, btc and rut up to ``until_ms``."""
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     files = {
         "eth": DATA / "daily/binance_yanniedog/ETHUSDT_1d.csv",
         "btc": DATA / "daily/binance_yanniedog/BTCUSDT_1d.csv",
@@ -81,7 +81,7 @@ def bench_ticks(settings: Settings, trades: list, days: int = 20) -> dict[str, l
     assert rut_last is not None
     costs: dict[str, list[float]] = {"eth": [], "btc": []}
     clock = time.perf_counter_ns
-    on_trade, forming = engine.on_trade, engine.forming_values
+    on_trade, peek = engine.on_trade, engine.peek_values
     for d in range(days, 0, -1):
         shift = -d * DAY
         day = day0 + shift
@@ -90,7 +90,7 @@ def bench_ticks(settings: Settings, trades: list, days: int = 20) -> dict[str, l
         for feed, t, price, amount, trade_id in trades:
             start = clock()
             on_trade(feed, t + shift, price, amount, (trade_id, d))
-            forming()
+            peek()
             costs[feed].append((clock() - start) / 1000)
     return costs
 
@@ -116,7 +116,7 @@ def bench_enqueue(trades: list, replays: int = 60) -> list[float]:
         ],
         notify={"urls": ["json://127.0.0.1:9/unused"]},
     )
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     latencies: list[float] = []
     started = [0]
     with tempfile.TemporaryDirectory() as state:

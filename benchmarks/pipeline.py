@@ -111,21 +111,18 @@ async def daemon_rate() -> float:
     fake = FakeExchange(CAPTURES, speed=0.0)
     await fake.start()
     with tempfile.TemporaryDirectory() as state:
-        daemon = Daemon(settings_for(fake, Path(state)))
-        run = asyncio.create_task(daemon.run())
-        stats = daemon.exchanges[0].stats
-        want = total_trades(fake)
-        while stats.trades == 0:
-            await asyncio.sleep(0.001)
-        start, first = time.perf_counter(), stats.trades
-        last_change, seen = time.perf_counter(), stats.trades
-        while stats.trades < want and time.perf_counter() - last_change < 2.0:
-            await asyncio.sleep(0.005)
-            if stats.trades != seen:
-                seen, last_change = stats.trades, time.perf_counter()
-        elapsed = last_change - start
-        daemon.stop()
-        await run
+        async with Daemon(settings_for(fake, Path(state))) as daemon:
+            stats = daemon.parts[0].stats
+            want = total_trades(fake)
+            while stats.trades == 0:
+                await asyncio.sleep(0.001)
+            start, first = time.perf_counter(), stats.trades
+            last_change, seen = time.perf_counter(), stats.trades
+            while stats.trades < want and time.perf_counter() - last_change < 2.0:
+                await asyncio.sleep(0.005)
+                if stats.trades != seen:
+                    seen, last_change = stats.trades, time.perf_counter()
+            elapsed = last_change - start
     await fake.stop()
     return (seen - first) / elapsed
 
@@ -205,11 +202,8 @@ async def frame_to_notify(speed: float = 10.0, passes: int = 4) -> list[float]:
 
     try:
         with tempfile.TemporaryDirectory() as state:
-            daemon = Daemon(settings_for(Urls(), Path(state), receiver.url))
-            run = asyncio.create_task(daemon.run())
-            await asyncio.sleep(passes * 400 / speed)  # the capture spans ~6.5 minutes
-            daemon.stop()
-            await run
+            async with Daemon(settings_for(Urls(), Path(state), receiver.url)):
+                await asyncio.sleep(passes * 400 / speed)  # the capture spans ~6.5 minutes
     finally:
         fake.terminate()
         await fake.wait()

@@ -20,8 +20,8 @@ import yaml
 
 from moodring.backtest.csvfile import load_csv
 from moodring.configfile import load_settings
-from moodring.engine import Engine
 from moodring.market.bar import Bar
+from moodring.pipeline import Pipeline
 from moodring.service.daemon import Daemon
 from moodring.service.snapshot import capture, load, restore, save
 from moodring.settings import DEFAULT_CONFIG
@@ -94,7 +94,7 @@ async def main() -> None:
             started = time.perf_counter()
             state = load(snap, daemon.settings, max_age_s=3600)
             assert state is not None
-            restore(Engine(daemon.settings), state, forming=False)
+            restore(Pipeline(daemon.settings), state, forming_bars=False)
             restore_ms.append((time.perf_counter() - started) * 1000)
         daemon.outbox.close()
 

@@ -16,8 +16,8 @@ from jsonschema import Draft7Validator
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from moodring.service.health import Telemetry
-from tests.conftest import ROOT
+from moodring.service.telemetry import Telemetry
+from tests.support.paths import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"

@@ -11,7 +11,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "daemon")}
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

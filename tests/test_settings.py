@@ -10,9 +10,10 @@ import yaml
 
 import moodring.configfile
 from moodring.configfile import ConfigError, find_config, load_settings, show_config
-from moodring.settings import DEFAULT_CONFIG, DivergenceConfig
+from moodring.metrics.divergence import DivergenceConfig
+from moodring.settings import DEFAULT_CONFIG
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TG_TOKEN = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 TG_URL = f"tgram://123456789:{TG_TOKEN}/12345"
 
@@ -78,7 +79,7 @@ def base() -> dict:
         (lambda c: c["metrics"]["eth_mfi"].update(period="fourteen"), "metrics.eth_mfi.period"),
         (lambda c: c["metrics"]["eth_mfi"].update(period=1), "metrics.eth_mfi.period"),
         (lambda c: c["metrics"]["eth_mfi"].update(timeframe="1x"), "metrics.eth_mfi.timeframe"),
-        (lambda c: c["metrics"]["eth_mfi"].update(type="rsi"), "metrics.eth_mfi"),
+        (lambda c: c["metrics"]["eth_mfi"].update(type="kama"), "metrics.eth_mfi"),
         (lambda c: c["metrics"]["eth_mfi"].update(series="sol"), "metrics.eth_mfi.series"),
         (lambda c: c["metrics"]["eth_rut_corr"].update(b="spx"), "metrics.eth_rut_corr.b"),
         (lambda c: c["metrics"]["eth_mfi"].update(series="ethbtc"), "MFI needs volume"),

@@ -9,12 +9,13 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moodring import __version__
+from moodring.errors import DataError, MoodringError, UsageError
 
 if TYPE_CHECKING:  # the commands import these themselves: --help and --version stay fast
     import numpy as np
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the commands import these themselves: --help and --version 
     from moodring.delivery.outbox import Delivery
     from moodring.market.jumps import Jump
     from moodring.metrics.altseason import AltseasonSeries
+    from moodring.report.tuning import Tuning
     from moodring.rules.alert import Alert
     from moodring.settings import Settings
 
@@ -38,9 +40,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 LOG_LEVEL_VARIABLE = "MOODRING_LOG_LEVEL"
 LOG_FORMAT_VARIABLE = "MOODRING_LOG_FORMAT"
-# exit codes: sysexits.h's EX_USAGE would be 64; 2 is what argparse (and most tools) use
-EX_DATA = 1  # the data cannot give what was asked (bad rows, an empty window)
-EX_USAGE = 2  # an argument cannot be used (a missing file, a window that ends before it starts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,37 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(level, fmt=style)
     try:
         return int(args.handler(args))
-    except Exception as exc:
-        code = _exit_code(exc)
-        if code is None:
-            raise
+    except MoodringError as exc:
         print(f"moodring: {redact(str(exc))}", file=sys.stderr)
-        return code
-
-
-def _exit_code(exc: Exception) -> int | None:
-    """Return the exit code of an error the user can act on (None: a bug, shown in full)."""
-    from moodring.backtest.csvfile import CsvError
-    from moodring.configfile import ConfigError
-    from moodring.statedir import EX_CANTCREAT, EX_CONFIG, StateError
-
-    if isinstance(exc, ConfigError):
-        return EX_CONFIG
-    if isinstance(exc, StateError):
-        return EX_CANTCREAT
-    if isinstance(exc, UsageError):
-        return EX_USAGE
-    if isinstance(exc, CsvError | DataError):
-        return EX_DATA
-    return None
-
-
-class UsageError(Exception):
-    """An argument that cannot be used (exit 2); the message names the argument and value."""
-
-
-class DataError(Exception):
-    """Data that cannot give what was asked, e.g. an empty window (exit 1)."""
+        return exc.exit_code
 
 
 def _log_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, str]:
@@ -131,16 +102,6 @@ def output_file(flag: str, path: Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: folder {folder} is not writable")
     return path
-
-
-def _write_output(flag: str, path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(path)``; an OSError becomes a StateError naming ``flag`` and the file."""
-    from moodring.statedir import StateError
-
-    try:
-        write(path)
-    except OSError as exc:
-        raise StateError(f"{flag} {path}: cannot write it: {exc.strerror or exc}") from None
 
 
 def _log_flags(default: Any) -> argparse.ArgumentParser:
@@ -236,6 +197,22 @@ def _parser() -> argparse.ArgumentParser:
         "--streaming",
         action="store_true",
         help="feed bars one by one through the live engine instead of the vectorised path",
+    )
+    backtest.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="also write a self-contained HTML report: summary, a chart per rule, the alerts "
+        "(needs pip install 'moodring[report]')",
+    )
+    backtest.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="RULE.PATH=START:STOP:STEP",
+        help="re-run one rule for each value of one of its numbers, e.g. "
+        "eth-rut-decoupling.condition.below=0.2:0.6:0.05; prints a line per value instead "
+        "of the alerts (a second --sweep of the same rule makes a grid)",
     )
     backtest.set_defaults(handler=_backtest)
 
@@ -359,7 +336,7 @@ def _show_config(args: argparse.Namespace) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     from moodring.configfile import SYSTEM_CONFIG, config_candidates
-    from moodring.statedir import StateError
+    from moodring.errors import StateError
 
     if args.system and args.path is not None:
         raise UsageError(f"init takes PATH or --system, not both (PATH {args.path})")
@@ -510,16 +487,22 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
-    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
-    from moodring.backtest.csvfile import load_csv
-    from moodring.backtest.runner import clean_history
-    from moodring.feeds.calendar import calendar_named
-
+def _data_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """Return the history CSV of each feed given by ``--data FEED=PATH`` and ``--sample``."""
     paths = dict(_feed_path(item) for item in args.data)
     if args.sample:
         for feed in ("eth", "btc", "rut"):
             paths.setdefault(feed, SAMPLES / f"{feed}_1d.csv")
+    return paths
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
+    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
+    from moodring.backtest.csvfile import load_csv
+    from moodring.backtest.runner import clean_history
+    from moodring.market.calendar import calendar_named
+
+    paths = _data_paths(args)
     if not paths:
         raise UsageError("no history given: use --data FEED=PATH (or --sample)")
     unknown = sorted(set(paths) - set(settings.feeds))
@@ -598,9 +581,11 @@ def _backtest(args: argparse.Namespace) -> int:
     from moodring.backtest.table import MetricTable
     from moodring.times import iso_time
 
-    _, settings = _settings(args)
-    if args.metrics_out is not None:
-        output_file("--metrics-out", args.metrics_out)
+    config_path, settings = _settings(args)
+    for flag, path in (("--metrics-out", args.metrics_out), ("--report", args.report)):
+        if path is not None:
+            output_file(flag, path)
+    tuning = _tuning(args, settings, config_path)
     start_ms, end_ms = _window(args)
     history = _in_window(args, _history(args, settings), start_ms, end_ms)
 
@@ -612,9 +597,9 @@ def _backtest(args: argparse.Namespace) -> int:
     jumps = find_jumps(settings, history, metrics)
     if not metrics and altseason is None:
         raise DataError("none of the configured metrics has data for all its feeds")
-    if args.streaming:  # the altseason columns are published into the engine day by day
-        published = altseason.columns() if altseason is not None else None
-        full = run_streaming(settings, history, metrics, alerts, published, on_jump=_report_jump)
+    if args.streaming:  # the altseason columns are externals into the engine day by day
+        externals = altseason.columns() if altseason is not None else None
+        full = run_streaming(settings, history, metrics, alerts, externals, on_jump=_report_jump)
     else:
         full = (
             run_batch(settings, history, metrics) if metrics else MetricTable(np.empty(0, np.int64))
@@ -629,14 +614,24 @@ def _backtest(args: argparse.Namespace) -> int:
     if not len(table.time):
         raise DataError(f"no bars {_window_text(args)}: {_data_span(history)}")
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
-    if args.format == "summary":
-        step = min(h.step_ms for h in history.values())
-        span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
+    step = min(h.step_ms for h in history.values())
+    span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
+    if args.format == "summary" and not args.sweep:  # a sweep prints a line per value instead
         print_summary(shown, [rule.name for rule in settings.rules], span)
-    else:
+    elif not args.sweep:
         print_alerts(shown, args.format)
+    if tuning is not None:
+        from moodring.backtest.sweep import SweepError
+
+        try:
+            tuning.run(full, history, jumps, shown, span, args.format)
+        except SweepError as exc:  # raised here only when the data cannot serve the sweep
+            raise DataError(str(exc)) from None
     if args.metrics_out is not None:
-        _write_output("--metrics-out", args.metrics_out, table.write_csv)
+        from moodring.statedir import state_file
+
+        with state_file(args.metrics_out, "--metrics-out"):
+            table.write_csv(args.metrics_out)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
     for name, column in table.columns.items():
         filled = np.flatnonzero(~np.isnan(column))
@@ -708,6 +703,19 @@ def _window_text(args: argparse.Namespace) -> str:
     bounds = (("--from", args.start), ("--to", args.end))
     given = " ".join(f"{flag} {_shown(value)}" for flag, value in bounds if value is not None)
     return f"in {given}" if given else "at all"
+
+
+def _tuning(args: argparse.Namespace, settings: Settings, config: Path) -> Tuning | None:
+    """Return the sweeps and report asked for, checked before the backtest runs."""
+    if not args.sweep and args.report is None:
+        return None
+    from moodring.backtest.sweep import SweepError
+    from moodring.report.tuning import Tuning
+
+    try:
+        return Tuning.of(settings, args.sweep, args.report, config, _data_paths(args))
+    except SweepError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _report_jump(jump: Jump) -> None:
@@ -793,7 +801,8 @@ def _silence(args: argparse.Namespace) -> int:
 def _outbox(args: argparse.Namespace) -> int:
     from moodring.delivery.outbox import Outbox
     from moodring.delivery.sender import mask_url, target_id
-    from moodring.statedir import StateError, state_file
+    from moodring.errors import StateError
+    from moodring.statedir import state_file
 
     _, settings = _settings(args)
     state = settings.resolved_state_dir()
@@ -883,7 +892,7 @@ def _test_alert(args: argparse.Namespace) -> int:
 
 
 async def _send_test_alerts(settings: Settings) -> int:
-    from moodring.delivery.charts import render_with_budget
+    from moodring.charts.render import render_with_budget
     from moodring.delivery.sender import Sender, mask_url
     from moodring.rules.alert import Alert
     from moodring.statedir import scratch_dir
@@ -921,7 +930,7 @@ def sample_chart() -> dict[str, Any] | None:
     from moodring.backtest.csvfile import load_csv
     from moodring.backtest.runner import FeedHistory, merged_bars
     from moodring.configfile import load_settings
-    from moodring.engine import Engine
+    from moodring.pipeline import Pipeline
     from moodring.settings import RuleConfig
 
     base = load_settings()
@@ -936,7 +945,7 @@ def sample_chart() -> dict[str, Any] | None:
         update={"metrics": {"eth_rut_corr": base.metrics["eth_rut_corr"]}, "rules": (rule,)}
     )
     history = {f: FeedHistory.of(load_csv(SAMPLES / f"{f}_1d.csv").bars) for f in ("eth", "rut")}
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     for feed, t, bar in merged_bars(history):
         engine.on_candle(feed, t, bar, closed=True, length_ms=history[feed].step_ms)
     chart = engine.chart_data(rule, engine.metrics["eth_rut_corr"].time)
@@ -956,22 +965,25 @@ def _digest(args: argparse.Namespace) -> int:
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
     history = _history(args, settings)
-    published = None
+    externals = None
     if args.universe:
         index = _altseason(settings, args.universe, history).columns()["altseason_index"]
-        published = {"altseason_index": index}
+        externals = {"altseason_index": index}
     _check_at(args, history)
-    digest = digest_from_history(settings, history, _ms(args.at), published)
+    digest = digest_from_history(settings, history, _ms(args.at), externals)
     print(digest.title)
     print(digest.message)
     if args.chart is not None:
-        from moodring.delivery.charts import render_png
+        from moodring.charts.render import render_png
 
         if digest.chart is None:
             log.warning("digest.chart is off in the config: no chart written")
         else:
-            chart = render_png(digest.chart)
-            _write_output("--chart", args.chart, lambda path: path.write_bytes(chart))
+            from moodring.statedir import state_file
+
+            png = render_png(digest.chart)
+            with state_file(args.chart, "--chart"):
+                args.chart.write_bytes(png)
     if args.send:
         import asyncio
 

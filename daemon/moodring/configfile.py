@@ -15,14 +15,17 @@ from pydantic import BaseModel, BeforeValidator, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource, SettingsError
 
+from moodring import feeds, metrics
+from moodring.digest import schedule, wording
+from moodring.errors import ConfigError
 from moodring.logs import MASK, looks_secret, redact, register_secrets
-from moodring.settings import DEFAULT_CONFIG, MetricConfig, Settings
+from moodring.rules import templates
+from moodring.settings import DEFAULT_CONFIG, METRICS, Settings
 from moodring.times import parse_duration, write_duration
 
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the file and key paths."""
-
+# Importing these registers what settings validates with: the feed sources, the metric
+# types, the template check, and the digest's template, schedule and time zone checks.
+REGISTERING = (feeds, metrics, schedule, templates, wording)
 
 Loc = tuple[str | int, ...]
 
@@ -685,7 +688,7 @@ def _problems(exc: ValidationError, origins: ConfigOrigins | None) -> list[tuple
 
 def _strip_tags(loc: tuple[str | int, ...]) -> Loc:
     """Drop pydantic's metric-type tag (``metrics.x.mfi.period``) from an error location."""
-    if len(loc) > 2 and loc[0] == "metrics" and loc[2] in _METRIC_TYPES:
+    if len(loc) > 2 and loc[0] == "metrics" and loc[2] in METRICS:
         return loc[:2] + loc[3:]
     return tuple(loc)
 
@@ -831,10 +834,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-_METRIC_TYPES = frozenset(
-    tag
-    for model in get_args(get_args(MetricConfig)[0])
-    for tag in get_args(model.model_fields["type"].annotation)
-)

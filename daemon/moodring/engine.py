@@ -1,78 +1,32 @@
-"""The engine: bar builders, derived series, metrics and rules wired from the settings.
+"""The engine: bar builders, derived series and metrics wired from the settings.
 
-It knows nothing of sockets, files or HTTP: the daemon feeds it live trades and candles,
-the backtest feeds it history; both read the same metric values and get the same alerts.
+It knows nothing of sockets, files or HTTP, nor of rules: the daemon feeds it live trades
+and candles, the backtest feeds it history; both read the same metric values. The pipeline
+(``moodring.pipeline``) joins it to the rules.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
-from moodring.feeds.calendar import calendar_named
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder, BarListener
+from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump, jumped
 from moodring.market.ring import BarRing
 from moodring.market.series import BarSource, Join, RatioSeries
 from moodring.market.sessions import Cadence
 from moodring.market.timeframe import Timeframe
-from moodring.metrics.base import Indicator, PairIndicator
-from moodring.metrics.breakout import Breakout
-from moodring.metrics.correlation import Correlation
-from moodring.metrics.divergence import Divergence
-from moodring.metrics.mfi import MFI
-from moodring.metrics.moving import EMA, SMA, MACross, PctChange, ZScore
-from moodring.rules.book import RuleBook
-from moodring.rules.conditions import levels_of
-from moodring.settings import (
-    AverageConfig,
-    BreakoutConfig,
-    CorrelationConfig,
-    DivergenceConfig,
-    MACrossConfig,
-    MetricConfig,
-    MFIConfig,
-    PctChangeConfig,
-    RuleConfig,
-    Settings,
-    ZScoreConfig,
-    output_columns,
-)
-
-# Closed bars a chart shows; sources and metrics of charted rules keep this many.
-CHART_BARS = 120
+from moodring.metrics.base import Indicator, PairIndicator, indicator_for
+from moodring.settings import MetricConfig, Settings, output_columns
 
 MetricListener = Callable[["MetricNode", int], None]
+# A closed value: (metric output, bar open time, value).
+ClosedValue = tuple[str, int, float]
 JumpListener = Callable[[Jump], None]
-
-
-def make_indicator(config: MetricConfig) -> Indicator | PairIndicator:
-    """Return a fresh indicator for a metric's config."""
-    match config:
-        case CorrelationConfig():
-            return Correlation(config.window)
-        case DivergenceConfig():
-            return Divergence(config.window, config.lookback, config.threshold)
-        case MFIConfig():
-            return MFI(config.period)
-        case BreakoutConfig():
-            return Breakout(config.lookback)
-        case AverageConfig(type="sma"):
-            return SMA(config.period)
-        case AverageConfig():
-            return EMA(config.period)
-        case PctChangeConfig():
-            return PctChange(config.lookback)
-        case ZScoreConfig():
-            return ZScore(config.window)
-        case MACrossConfig():
-            return MACross(config.fast, config.slow, config.kind)
-    raise TypeError(f"no indicator for {type(config).__name__}")
 
 
 def join_cadence(settings: Settings, config: MetricConfig) -> Cadence | None:
@@ -96,14 +50,14 @@ def join_cadence(settings: Settings, config: MetricConfig) -> Cadence | None:
 
 @dataclass(slots=True, eq=False)
 class MetricNode:
-    """One configured metric: its indicator and where its closed and forming bars come from."""
+    """One configured metric: its indicator, its outputs, and how to peek with the forming bars."""
 
     name: str
     config: MetricConfig
     indicator: Indicator | PairIndicator
     outputs: tuple[str, ...]
     feeds: frozenset[str]
-    forming: Callable[[], tuple[float, ...]]
+    peek: Callable[[], tuple[float, ...]]
     time: int = -1
     dirty: bool = True
 
@@ -113,24 +67,30 @@ class MetricNode:
         return self.indicator.values
 
 
-# a published column's closed value, forming value and tracked (bar time, value) history
-Published = tuple[float, float, list[tuple[int, float | None]]]
+# an external column's closed value, latest value and tracked (bar time, value) history
+External = tuple[float, float, list[tuple[int, float | None]]]
 
 
 class Engine:
-    """Turns trades and candles into bars and metric values, per the settings."""
+    """Turns trades and candles into bars and metric values, per the settings.
 
-    def __init__(self, settings: Settings) -> None:
+    ``bars`` asks for more closed bars of some (series, timeframe) than the metrics need.
+    Each closed value (a metric's or an external one) is appended to ``closed``, if given,
+    in the order it closed: its owner takes them from there.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bars: Mapping[tuple[str, str], int] | None = None,
+        closed: list[ClosedValue] | None = None,
+    ) -> None:
         self.settings = settings
+        self._closed = closed
         self._capacity = _history_by_input(settings)
-        self._charted = {c for r in settings.rules if r.chart for c in r.columns()}
-        # a single metric's chart shows its inputs too (a composite's shows its metrics only)
-        for column in {str(r.metric) for r in settings.rules if r.chart and not r.is_composite}:
-            metric = settings.metrics.get(settings.metric_columns().get(column, ""))
-            for series in metric.inputs() if metric is not None else ():
-                key = (series, metric.timeframe)
-                # 24/7 inputs of a metric on trading days need more bars for the same span
-                self._capacity[key] = max(self._capacity.get(key, 0), 2 * CHART_BARS)
+        for key, kept in (bars or {}).items():
+            self._capacity[key] = max(self._capacity.get(key, 0), kept)
         self._sources: dict[tuple[str, str], BarSource] = {}
         self._joins: dict[tuple[str, str, str], Join] = {}
         self._builders: dict[str, list[BarBuilder]] = {name: [] for name in settings.feeds}
@@ -143,24 +103,15 @@ class Engine:
             feed: tuple(n for n in self.metrics.values() if feed in n.feeds)
             for feed in settings.feeds
         }
-        self._forming: dict[str, float] = dict(self._flatten(lambda node: node.values))
-        self._external: dict[str, float] = {}  # columns fed by ``publish``
-        self._forming_view = MappingProxyType(self._forming)
-        self._closed: list[tuple[str, int, float]] = []
-        self._deferred = False
-        self._history = {c: deque(maxlen=CHART_BARS) for c in self._charted}
-        self.rules = RuleBook(
-            settings, prices=self.last_prices, chart=self.chart_data, awaits=self._awaits
-        )
+        self._peeked: dict[str, float] = dict(self._flatten(lambda node: node.values))
+        self._external: dict[str, float] = {}  # closed values of columns fed by ``set_external``
+        # every output's latest value with the forming bars, as of the last ``peek_values``
+        self.peeked = MappingProxyType(self._peeked)
+        self._history: dict[str, deque[tuple[int, float | None]]] = {}
         self._builders_of = {
             column: self._input_builders(node)
             for node in self.metrics.values()
             for column in node.outputs
-        }
-        tick_columns = self.rules.tick_columns
-        self._tick_nodes = {
-            feed: tuple(n for n in nodes if tick_columns & set(n.outputs))
-            for feed, nodes in self._dependents.items()
         }
 
     def subscribe(self, listener: MetricListener) -> None:
@@ -170,6 +121,10 @@ class Engine:
     def subscribe_jumps(self, listener: JumpListener) -> None:
         """Call ``listener(jump)`` for each closed bar that moved more than its feed's max_jump."""
         self._jump_listeners.append(listener)
+
+    def dependents(self, feed: str) -> tuple[MetricNode, ...]:
+        """Return the metrics that read the feed (directly or through a ratio)."""
+        return self._dependents[feed]
 
     def builders(self, feed: str) -> list[BarBuilder]:
         """Return the feed's bar builders, one per timeframe in use."""
@@ -207,7 +162,6 @@ class Engine:
                 return
             previous = ring.close.last(1)
             if jumped(previous, bar.close, limit):
-                self.rules.mute_bar(feed, timeframe, bar.time)
                 jump = Jump(feed, timeframe, bar.time, previous, bar.close, limit)
                 for listener in self._jump_listeners:
                     listener(jump)
@@ -222,10 +176,6 @@ class Engine:
             builder.add_trade(t_ms, price, amount, trade_id)
         for node in self._dependents[feed]:
             node.dirty = True
-        if not self._deferred and (self._closed or self.rules.waiting):
-            self._flush()
-        if self._tick_nodes[feed]:
-            self._tick(feed, t_ms)
 
     def on_candle(
         self,
@@ -250,8 +200,6 @@ class Engine:
             )
         for node in self._dependents[feed]:
             node.dirty = True
-        if not self._deferred and (self._closed or self.rules.waiting):
-            self._flush()
 
     def advance(self, now_ms: int, feeds: Iterable[str] | None = None) -> None:
         """Close every bar (of ``feeds``, default all) whose interval has ended by ``now_ms``."""
@@ -260,19 +208,6 @@ class Engine:
                 builder.advance(now_ms)
             for node in self._dependents[feed]:
                 node.dirty = True
-        if not self._deferred and (self._closed or self.rules.waiting):
-            self._flush()
-
-    @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Hold rule evaluation until the block ends: the bars fed in it count as one moment."""
-        self._deferred = True
-        try:
-            yield
-        finally:
-            self._deferred = False
-            if self._closed or self.rules.waiting:
-                self._flush()
 
     def last_prices(self) -> dict[str, float]:
         """Return each feed's latest price (forming close, else last closed close)."""
@@ -282,69 +217,6 @@ class Engine:
                 b = builders[0]
                 prices[feed] = b.close if b.time >= 0 else b.last_close
         return prices
-
-    def chart_data(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
-        """Return plot data for a rule's alert: its metric's inputs and values, and thresholds.
-
-        A composite's chart has one panel per metric it reads, with its items' thresholds.
-        """
-        if rule.is_composite:
-            return self._composite_chart(rule, time)
-        metric = str(rule.metric)
-        history = list(self._history.get(metric, ()))[-CHART_BARS:]
-        if not history:
-            return None
-        times = [t for t, _ in history]
-        node = self.metrics.get(self.settings.metric_columns().get(metric, ""))
-        inputs = {}
-        for series in node.config.inputs() if node is not None else ():
-            ring = self.source(series, node.config.timeframe).bars
-            by_time = dict(
-                zip(ring.time.window().tolist(), ring.close.window().tolist(), strict=True)
-            )
-            inputs[series.upper()] = [by_time.get(t) for t in times]
-        inputs_panel = (
-            [{"label": " vs ".join(inputs), "series": inputs, "normalise": True}] if inputs else []
-        )
-        thresholds = [
-            x for c in (rule.condition, rule.clear) if c is not None for x in levels_of(c)
-        ]
-        return {
-            "title": rule.name,
-            "time": times,
-            "panels": [
-                *inputs_panel,
-                {
-                    "label": metric,
-                    "series": {metric: [v for _, v in history]},
-                    "thresholds": thresholds,
-                },
-            ],
-            "marker": time,
-        }
-
-    def _composite_chart(self, rule: RuleConfig, time: int) -> dict[str, Any] | None:
-        """Return a composite's plot data: each metric's latest value on every bar time."""
-        histories = {c: list(self._history.get(c, ())) for c in rule.columns()}
-        times = sorted({t for history in histories.values() for t, _ in history})[-CHART_BARS:]
-        if not times:
-            return None
-        levels: dict[str, list[float]] = {column: [] for column in histories}
-        for _, item in rule.metric_items():
-            levels[str(item.metric)] += levels_of(item.condition)
-        panels = []
-        for column, history in histories.items():
-            # the rule reads each metric's latest closed value: carry it to the other bars
-            values: list[float | None] = []
-            i, latest = 0, None
-            for t in times:
-                while i < len(history) and history[i][0] <= t:
-                    latest = history[i][1]
-                    i += 1
-                values.append(latest)
-            thresholds = sorted(set(levels[column]))
-            panels.append({"label": column, "series": {column: values}, "thresholds": thresholds})
-        return {"title": rule.name, "time": times, "panels": panels, "marker": time}
 
     def track(self, columns: Iterable[str], bars: int) -> None:
         """Keep the last ``bars`` closed values of these metric outputs (see ``history``)."""
@@ -357,60 +229,57 @@ class Engine:
         """Return the tracked closed values of an output as (bar time, value or None)."""
         return list(self._history.get(column, ()))
 
-    def published(self) -> dict[str, Published]:
-        """Return what ``publish`` gave: per column its closed and forming values, history."""
+    def externals(self) -> dict[str, External]:
+        """Return what ``set_external`` gave: per column its closed and latest values, history."""
         return {
-            column: (value, self._forming.get(column, value), self.history(column))
+            column: (value, self._peeked.get(column, value), self.history(column))
             for column, value in self._external.items()
         }
 
-    def adopt(self, published: Mapping[str, Published]) -> None:
-        """Take published values from a replaced engine or a snapshot (no rule sees them)."""
-        for column, (closed, forming, history) in published.items():
+    def adopt_externals(self, externals: Mapping[str, External]) -> None:
+        """Take external values from a replaced engine or a snapshot (no rule sees them)."""
+        for column, (closed, latest, history) in externals.items():
             self._external[column] = closed
-            self._forming[column] = forming
+            self._peeked[column] = latest
             kept = self._history.get(column)
             if kept is not None:
                 kept.extend(history)
 
-    def publish(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
+    def set_external(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
         """Take a value computed outside the bar pipeline (e.g. the Altcoin Season Index).
 
-        A closed value is evaluated by close rules like a metric's closed bar; any value is
-        the column's forming value for tick rules and ``forming_values``.
+        A closed value counts like a metric's closed bar (``values``, ``history``); any
+        value is the column's latest value in ``peek_values``.
         """
-        self._forming[column] = value
+        self._peeked[column] = value
         if closed:
             self._external[column] = value
-            self._closed.append((column, t_ms, value))
+            if self._closed is not None:
+                self._closed.append((column, t_ms, value))
             history = self._history.get(column)
             if history is not None:
                 history.append((t_ms, None if value != value else value))
-            if not self._deferred:
-                self._flush()
-        if column in self.rules.tick_columns:
-            self.rules.tick(t_ms, self._forming_view, (column,))
 
     def values(self) -> dict[str, float]:
         """Return every metric output after the latest closed bars."""
         return {**dict(self._flatten(lambda node: node.values)), **self._external}
 
-    def forming_values(self) -> Mapping[str, float]:
+    def peek_values(self) -> Mapping[str, float]:
         """Return every metric output including the forming bars, as a live read-only view.
 
         Only metrics whose feeds changed since the last call are recomputed.
         """
-        out = self._forming
+        out = self._peeked
         for node in self.metrics.values():
             if node.dirty:
                 node.dirty = False
-                values = node.forming()
+                values = node.peek()
                 if len(values) == 1:
                     out[node.name] = values[0]
                 else:
                     for name, value in zip(node.outputs, values, strict=True):
                         out[name] = value
-        return self._forming_view
+        return self.peeked
 
     def _flatten(
         self, read: Callable[[MetricNode], tuple[float, ...]]
@@ -419,7 +288,7 @@ class Engine:
             yield from zip(node.outputs, read(node), strict=True)
 
     def _wire(self, name: str, config: MetricConfig) -> MetricNode:
-        indicator = make_indicator(config)
+        indicator = indicator_for(config)
         inputs = [self.source(series, config.timeframe) for series in config.inputs()]
         feeds = frozenset(self.settings.feeds_of(config.inputs()))
         outputs = output_columns(name, config)
@@ -461,20 +330,15 @@ class Engine:
 
     def _notify(self, node: MetricNode, time: int) -> None:
         node.time = time
+        closed = self._closed
         for column, value in zip(node.outputs, node.values, strict=True):
-            self._closed.append((column, time, value))
+            if closed is not None:
+                closed.append((column, time, value))
             history = self._history.get(column)
             if history is not None:
                 history.append((time, None if value != value else value))
         for listener in self._listeners:
             listener(node, time)
-
-    def _flush(self) -> None:
-        if not self._closed:
-            self.rules.settle()
-            return
-        updates, self._closed = self._closed, []
-        self.rules.close(updates, self.values())
 
     def _input_builders(self, node: MetricNode) -> tuple[BarBuilder, ...]:
         """Return the feeds' bar builders under a metric (a ratio's two legs)."""
@@ -484,18 +348,12 @@ class Engine:
             b for feed in feeds for b in self._builders[feed] if b.timeframe.name == timeframe
         )
 
-    def _awaits(self, column: str, moment: int) -> bool:
+    def awaits(self, column: str, moment: int) -> bool:
         """Return whether an input bar of the column's metric has ended by ``moment`` unclosed."""
         return any(
             b.time >= 0 and b.time + b.timeframe.ms <= moment
             for b in self._builders_of.get(column, ())
         )
-
-    def _tick(self, feed: str, t_ms: int) -> None:
-        nodes = [node for node in self._tick_nodes[feed] if node.dirty]
-        if nodes:
-            forming = self.forming_values()
-            self.rules.tick(t_ms, forming, (c for node in nodes for c in node.outputs))
 
 
 def _history_by_input(settings: Settings) -> dict[tuple[str, str], int]:

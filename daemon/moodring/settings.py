@@ -1,13 +1,22 @@
-"""Typed settings for the whole YAML file: one pydantic model per section."""
+"""Typed settings for the whole YAML file: one pydantic model per section.
+
+Models only: what higher packages define comes in through registries they fill when
+imported (the feed sources of ``moodring.feeds``, the metric types of ``moodring.metrics``,
+the template and schedule checks of ``moodring.rules`` and ``moodring.digest``);
+``moodring.configfile`` imports them all, and so must anything else that validates settings.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -15,31 +24,55 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     SecretStr,
-    SerializerFunctionWrapHandler,
+    SerializeAsAny,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
     field_validator,
-    model_serializer,
     model_validator,
 )
+from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from moodring.digest import wording
-from moodring.digest.schedule import check_schedule, check_timezone
 from moodring.market.timeframe import Timeframe
-from moodring.metrics.altseason import ALTSEASON_COLUMNS, ExclusionRules
-from moodring.metrics.divergence import Divergence
-from moodring.metrics.moving import MACross
-from moodring.rules.templates import TemplateError, check_template
+from moodring.operators import EDGES, LEVELS, OPERATORS, Band
+from moodring.registry import Registry
 from moodring.times import parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Severity = Literal["info", "warning", "critical"]
 
 DEFAULT_CONFIG = Path(__file__).with_name("defaults") / "moodring.yaml"
+
+# Checks of values whose rules live in higher packages; validators look them up when they
+# run. Each raises ValueError saying what is wrong:
+#   "template" (text, names=None): a rule template compiles (and names only ``names``)
+#   "digest template" (text, metric names): a digest template names only what it may
+#   "schedule" (cron expression), "timezone" (IANA name): the digest's schedule
+CHECKS: Registry[Callable[..., object]] = Registry(
+    "config check", "moodring.rules.templates and moodring.digest"
+)
+
+
+def check(name: str, *args: Any) -> None:
+    """Run the registered check ``name`` on ``args`` (ValueError when the value is bad)."""
+    CHECKS[name](*args)
+
+
+def _checked(name: str) -> Callable[[str], str]:
+    """Return a validator running the check ``name`` on a string value."""
+
+    def validate(value: str) -> str:
+        check(name, value)
+        return value
+
+    return validate
 
 
 class Model(BaseModel):
@@ -52,12 +85,14 @@ class Model(BaseModel):
 
 
 class FeedConfig(Model):
-    """One market data feed."""
+    """One market data feed: the keys of every source (each source's model adds its own).
+
+    A source (``moodring.feeds.<source>``) registers its model in ``FEED_SOURCES``;
+    ``feeds.<name>`` is validated by the model of its ``source`` (default ``ccxt``).
+    """
 
     symbol: str
-    source: Literal["ccxt", "yahoo", "alpaca", "finnhub"] = "ccxt"
-    exchange: str = "binance"
-    stream: Literal["trades", "ohlcv"] = "trades"
+    source: str = "ccxt"
     market: Literal["crypto", "equity"] = "crypto"
     # an equity market's sessions (default nyse); none: no calendar (bars at any time)
     calendar: Literal["nyse", "none"] | None = None
@@ -66,24 +101,11 @@ class FeedConfig(Model):
     stale_after: Duration | None = None
     ws_url: str | None = None
     rest_url: str | None = None
-    api_key: SecretStr | None = None  # keyed sources (alpaca, finnhub)
-    api_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _calendar_of_equity(self) -> FeedConfig:
         if self.market == "crypto" and self.calendar == "nyse":
             raise ValueError("calendar: a crypto market trades 24/7; calendars are for equity")
-        return self
-
-    @model_validator(mode="after")
-    def _keys_for_keyed_sources(self) -> FeedConfig:
-        needed = {"finnhub": ("api_key",), "alpaca": ("api_key", "api_secret")}
-        for key in needed.get(self.source, ()):
-            if getattr(self, key) is None:
-                raise ValueError(
-                    f"{key}: source {self.source} needs it ({key}, {key}_file or "
-                    f"{key}_credential; or MOODRING_FEEDS__<NAME>__{key.upper()})"
-                )
         return self
 
     @property
@@ -99,15 +121,64 @@ class FeedConfig(Model):
         return None
 
 
+# source name -> the model of its feeds; the sources register when moodring.feeds is imported
+FEED_SOURCES: Registry[type[FeedConfig]] = Registry("feed source", "moodring.feeds")
+
+
+def feed_config_model(source: object) -> type[FeedConfig]:
+    """Return the model of a source's feeds, or raise ValueError naming the known sources."""
+    if not FEED_SOURCES:
+        raise LookupError("no feed sources are registered: import moodring.feeds first")
+    if not isinstance(source, str) or source not in FEED_SOURCES:
+        known = ", ".join(sorted(FEED_SOURCES))
+        raise ValueError(f"source: unknown feed source {source!r} (known: {known})")
+    return FEED_SOURCES[source]
+
+
+def _feed_of_its_source(value: Any, handler: ValidatorFunctionWrapHandler) -> FeedConfig:
+    """Validate a feed with the model of its ``source``; a key of another source is named."""
+    if isinstance(value, FeedConfig):
+        return value
+    source = value.get("source", "ccxt") if isinstance(value, dict) else "ccxt"
+    model = feed_config_model(source)
+    if isinstance(value, dict):
+        for key in value:
+            if key in model.model_fields:
+                continue
+            owners = [name for name, m in sorted(FEED_SOURCES.items()) if key in m.model_fields]
+            if owners:
+                raise ValueError(
+                    f"{key}: not a key of {source} feeds (only of {', '.join(owners)} feeds)"
+                )
+    return model.model_validate(value)
+
+
+AnyFeedConfig = Annotated[SerializeAsAny[FeedConfig], WrapValidator(_feed_of_its_source)]
+
+
 class RatioConfig(Model):
     """A derived close-only series: the first series divided by the second."""
 
     ratio: tuple[str, str]
 
 
-class _MetricBase(Model):
+class MetricConfig(Model):
+    """The config of one metric; each metric type's model derives from it in its own module.
+
+    A metric type registers in ``METRICS`` (the modules of ``moodring.metrics`` do, when
+    imported): its config model, which names the series it reads and how many closed bars
+    it looks back over, and what builds its indicator. ``Settings.metrics`` takes any
+    registered type by its ``type`` key.
+    """
+
+    type: str
     timeframe: str = "1d"
     outputs: ClassVar[tuple[str, ...]] = ("value",)
+    # the keys that name the series the metric reads
+    input_keys: ClassVar[tuple[str, ...]] = ()
+    # what config errors call the metric, and whether it reads volume (a ratio has none)
+    label: ClassVar[str] = ""
+    needs_volume: ClassVar[bool] = False
 
     @field_validator("timeframe")
     @classmethod
@@ -116,141 +187,56 @@ class _MetricBase(Model):
 
     def inputs(self) -> tuple[str, ...]:
         """Return the names of the series this metric reads."""
-        raise NotImplementedError
+        return tuple(getattr(self, key) for key in self.input_keys)
 
     def history(self) -> int:
         """Return how many closed bars of each input the metric looks back over."""
         raise NotImplementedError
 
 
-class _Single(_MetricBase):
+class SingleInput(MetricConfig):
+    """A metric of one series."""
+
+    input_keys: ClassVar[tuple[str, ...]] = ("series",)
     series: str
 
-    def inputs(self) -> tuple[str, ...]:
-        """Return the names of the series this metric reads."""
-        return (self.series,)
 
+class PairInput(MetricConfig):
+    """A metric of two series, ``a`` and ``b``, on bars joined by open time."""
 
-class _Pair(_MetricBase):
+    input_keys: ClassVar[tuple[str, ...]] = ("a", "b")
     a: str
     b: str
 
-    def inputs(self) -> tuple[str, ...]:
-        """Return the names of the series this metric reads."""
-        return (self.a, self.b)
+
+@dataclass(frozen=True, slots=True)
+class MetricType:
+    """A kind of metric: its config model and what builds its indicator from such a config."""
+
+    config: type[MetricConfig]
+    build: Callable[[Any], object]
 
 
-class CorrelationConfig(_Pair):
-    """Pearson correlation of log returns of a and b on bars joined by open time."""
-
-    type: Literal["correlation"]
-    window: int = Field(30, ge=2)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.window + 1
+METRICS: Registry[MetricType] = Registry("metric type", "moodring.metrics")
 
 
-class DivergenceConfig(_Pair):
-    """Residual z-score, opposite moves and swing structure of a against b."""
+class _RegisteredMetrics:
+    """The discriminated union (on ``type``) of the registered config models.
 
-    type: Literal["divergence"]
-    outputs: ClassVar[tuple[str, ...]] = Divergence.outputs
-    window: int = Field(30, ge=2)
-    lookback: int = Field(20, ge=2)
-    threshold: float = Field(0.05, ge=0)
+    Built when ``Settings`` is first validated, so every metric module imported by then
+    counts, and settings imports none of them.
+    """
 
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return max(self.window + 1, 2 * self.lookback)
-
-
-class MFIConfig(_Single):
-    """TA-Lib's Money Flow Index."""
-
-    type: Literal["mfi"]
-    period: int = Field(14, ge=2)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.period + 1
-
-
-class BreakoutConfig(_Single):
-    """+1/-1 when the close leaves the previous ``lookback`` bars' range."""
-
-    type: Literal["breakout"]
-    lookback: int = Field(20, ge=1)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.lookback + 1
-
-
-class AverageConfig(_Single):
-    """A simple or exponential moving average of the close."""
-
-    type: Literal["sma", "ema"]
-    period: int = Field(ge=1)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.period
-
-
-class PctChangeConfig(_Single):
-    """Percent change of the close over ``lookback`` bars."""
-
-    type: Literal["pct_change"]
-    lookback: int = Field(ge=1)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.lookback + 1
-
-
-class ZScoreConfig(_Single):
-    """Z-score of the close over ``window`` bars."""
-
-    type: Literal["zscore"]
-    window: int = Field(ge=2)
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.window
-
-
-class MACrossConfig(_Single):
-    """Spread and position of a fast against a slow moving average."""
-
-    type: Literal["ma_cross"]
-    outputs: ClassVar[tuple[str, ...]] = MACross.outputs
-    fast: int = Field(ge=1)
-    slow: int = Field(ge=2)
-    kind: Literal["sma", "ema"] = "sma"
-
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> MACrossConfig:
-        if self.fast >= self.slow:
-            raise ValueError("fast must be shorter than slow")
-        return self
-
-    def history(self) -> int:
-        """Return the bars looked back over."""
-        return self.slow
-
-
-MetricConfig = Annotated[
-    CorrelationConfig
-    | DivergenceConfig
-    | MFIConfig
-    | BreakoutConfig
-    | AverageConfig
-    | PctChangeConfig
-    | ZScoreConfig
-    | MACrossConfig,
-    Field(discriminator="type"),
-]
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        models = tuple(dict.fromkeys(kind.config for kind in METRICS.values()))
+        if not models:
+            raise LookupError("no metric types are registered: import moodring.metrics first")
+        if len(models) == 1:
+            return handler.generate_schema(models[0])
+        union = functools.reduce(operator.or_, models)
+        return handler.generate_schema(Annotated[union, Field(discriminator="type")])
 
 
 def output_columns(name: str, metric: MetricConfig) -> tuple[str, ...]:
@@ -260,68 +246,23 @@ def output_columns(name: str, metric: MetricConfig) -> tuple[str, ...]:
     return tuple(f"{name}.{output}" for output in metric.outputs)
 
 
-Band = tuple[float, float]
 # A chart shows one panel per metric; a charted composite reads at most this many.
 MAX_CHART_PANELS = 6
-LEVELS = ("above", "below", "inside", "outside", "equals")
 GROUPS = ("all", "any")
 
 
-class BandEdge(Model):
-    """A band, and the side a value enters it from (``from``) or leaves it to (``to``)."""
+class _ItemModel(Model):
+    """One part of a composite condition: ``{metric, <level operator>}`` or a nested group.
 
-    band: Band
-    from_: Literal["below", "above"] | None = Field(None, alias="from")
-    to: Literal["below", "above"] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_band(cls, value: Any) -> Any:
-        return {"band": value} if isinstance(value, list | tuple) else value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> BandEdge:
-        if self.band[0] > self.band[1]:
-            raise ValueError("band: [lo, hi] needs lo <= hi")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        return data["band"] if self.side is None else data
-
-    @property
-    def side(self) -> str | None:
-        """Return the side named (``from`` or ``to``), if any."""
-        return self.from_ or self.to
-
-
-class Moving(Model):
-    """A move of at least ``pct`` percent (or ``by`` units) within ``bars`` bars."""
-
-    bars: int = Field(ge=1)
-    pct: float | None = Field(None, gt=0)
-    by: float | None = Field(None, gt=0)
-
-
-class Item(Model):
-    """One part of a composite condition: ``{metric, <level operator>}`` or a nested group."""
-
-    metric: str | None = None
-    above: float | None = None
-    below: float | None = None
-    inside: Band | None = None
-    outside: Band | None = None
-    equals: float | None = None
-    all: tuple[Item, ...] | None = None
-    any: tuple[Item, ...] | None = None
+    Its keys are ``metric``, one per level operator of ``moodring.operators`` and the groups.
+    """
 
     @model_validator(mode="before")
     @classmethod
     def _no_edges(cls, value: Any) -> Any:
         if isinstance(value, dict):
             for key in value:
-                if key in Condition.model_fields and key not in (*LEVELS, *GROUPS):
+                if key in EDGES:
                     raise ValueError(
                         f"{key}: an item takes a level operator ({', '.join(LEVELS)}); "
                         f"{key} fires on a change, so it cannot hold together with others"
@@ -329,11 +270,11 @@ class Item(Model):
         return value
 
     @model_validator(mode="after")
-    def _metric_and_one_level(self) -> Item:
+    def _metric_and_one_level(self) -> _ItemModel:
         levels = [name for name in LEVELS if getattr(self, name) is not None]
         groups = [name for name in GROUPS if getattr(self, name) is not None]
         if groups:
-            if self.metric is not None or levels or len(groups) > 1:
+            if getattr(self, "metric", None) is not None or levels or len(groups) > 1:
                 raise ValueError(
                     "an item is either {metric, <level operator>} or one group "
                     "({all: [...]} or {any: [...]})"
@@ -341,16 +282,14 @@ class Item(Model):
             if not getattr(self, groups[0]):
                 raise ValueError(f"{groups[0]}: give at least one item")
             return self
-        if self.metric is None:
+        if getattr(self, "metric", None) is None:
             raise ValueError("metric: missing (an item is {metric: NAME, <level operator>: ...})")
         if len(levels) != 1:
             raise ValueError(
                 f"give exactly one level operator (one of {', '.join(LEVELS)}); "
                 f"got {levels or 'none'}"
             )
-        operand = getattr(self, levels[0])
-        if isinstance(operand, tuple) and operand[0] > operand[1]:
-            raise ValueError(f"{levels[0]}: the band [lo, hi] needs lo <= hi")
+        OPERATORS[levels[0]].check(getattr(self, levels[0]))
         return self
 
     @property
@@ -384,48 +323,23 @@ def check_nesting(group: str, items: tuple[Item, ...]) -> None:
                 )
 
 
-class Condition(Model):
-    """Exactly one operator and its operand; ``all``/``any`` hold a composite's items."""
+class _ConditionModel(Model):
+    """Exactly one operator and its operand; ``all``/``any`` hold a composite's items.
 
-    above: float | None = None
-    below: float | None = None
-    inside: Band | None = None
-    outside: Band | None = None
-    equals: float | None = None
-    crosses_above: float | None = None
-    crosses_below: float | None = None
-    enters: BandEdge | None = None
-    exits: BandEdge | None = None
-    moving_up_pct: Moving | None = None
-    moving_down_pct: Moving | None = None
-    moving_up: Moving | None = None
-    moving_down: Moving | None = None
-    all: tuple[Item, ...] | None = None
-    any: tuple[Item, ...] | None = None
+    Its keys are the operators of ``moodring.operators``, then the groups.
+    """
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> Condition:
+    def _exactly_one(self) -> _ConditionModel:
         given = [name for name in type(self).model_fields if getattr(self, name) is not None]
         if len(given) != 1:
             names = ", ".join(type(self).model_fields)
             raise ValueError(f"give exactly one operator (one of {names}); got {given or 'none'}")
-        operand = getattr(self, given[0])
-        if isinstance(operand, tuple) and given[0] not in GROUPS and operand[0] > operand[1]:
-            raise ValueError(f"{given[0]}: the band [lo, hi] needs lo <= hi")
-        if isinstance(operand, Moving):
-            wanted = "pct" if given[0].endswith("_pct") else "by"
-            if getattr(operand, wanted) is None:
-                raise ValueError(f"{given[0]} needs {{{wanted}: ..., bars: ...}}")
-        if isinstance(operand, BandEdge):
-            wrong = "to" if given[0] == "enters" else "from"
-            right = "from" if given[0] == "enters" else "to"
-            if (operand.to if wrong == "to" else operand.from_) is not None:
-                raise ValueError(
-                    f"{given[0]}.{wrong}: {given[0]} takes {right}: below or above "
-                    f"(the side the value {'comes from' if right == 'from' else 'goes to'})"
-                )
-        if given[0] in GROUPS:
-            check_nesting(given[0], operand)
+        name, operand = given[0], getattr(self, given[0])
+        if name in GROUPS:
+            check_nesting(name, operand)
+        else:
+            OPERATORS[name].check(operand)
         return self
 
     @property
@@ -441,7 +355,7 @@ class Condition(Model):
     @property
     def is_edge(self) -> bool:
         """Return whether the operator fires on a change rather than holds as a level."""
-        return self.operator not in (*LEVELS, *GROUPS)
+        return self.operator in EDGES
 
     @property
     def is_group(self) -> bool:
@@ -469,6 +383,46 @@ class Condition(Model):
             return f"{kind}({','.join(str(p) for p in parts)})"
 
         return shape(self.operator, self.operand) if self.is_group else self.operator
+
+
+def _optional(kind: Any) -> Any:
+    """Return a field spec of an optional ``kind``, absent by default."""
+    return (kind | None, None)
+
+
+if TYPE_CHECKING:
+
+    class Item(_ItemModel):
+        """One part of a composite condition (see ``_ItemModel``)."""
+
+        metric: str | None
+        all: tuple[Item, ...] | None
+        any: tuple[Item, ...] | None
+
+    class Condition(_ConditionModel):
+        """One operator and its operand (see ``_ConditionModel``)."""
+
+        all: tuple[Item, ...] | None
+        any: tuple[Item, ...] | None
+
+else:
+    # the operator keys come from the table: a new operator is a new key here
+    Item = create_model(
+        "Item",
+        __base__=_ItemModel,
+        __module__=__name__,
+        metric=_optional(str),
+        **{name: _optional(OPERATORS[name].operand) for name in LEVELS},
+        **{group: _optional(tuple["Item", ...]) for group in GROUPS},
+    )
+    Item.model_rebuild()
+    Condition = create_model(
+        "Condition",
+        __base__=_ConditionModel,
+        __module__=__name__,
+        **{name: _optional(op.operand) for name, op in OPERATORS.items()},
+        **{group: _optional(tuple[Item, ...]) for group in GROUPS},
+    )
 
 
 class RuleConfig(Model):
@@ -528,8 +482,8 @@ class RuleConfig(Model):
             raise ValueError("for counts closed bars: it applies to on: close rules only")
         for field in ("title", "message"):
             try:
-                check_template(getattr(self, field))
-            except TemplateError as exc:
+                check("template", getattr(self, field))
+            except ValueError as exc:
                 raise ValueError(f"{field}: {exc}") from None
         return self
 
@@ -693,6 +647,27 @@ class HttpConfig(Model):
     port: int = Field(9701, ge=0, le=65535)
 
 
+# The altseason section's metric names rules may use: the index, and the universe size.
+ALTSEASON_COLUMNS = ("altseason_index", "altseason_members")
+
+
+@dataclass(frozen=True, slots=True)
+class ExclusionRules:
+    """Overrides of the default exclusions: ``exclude`` adds base assets, ``include`` keeps them.
+
+    ``include`` wins over the default lists and patterns but not over ``exclude``, and BTC
+    (the benchmark) cannot be included (see ``moodring.metrics.altseason.excluded``).
+    """
+
+    exclude: frozenset[str] = frozenset()
+    include: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, exclude: Iterable[str] = (), include: Iterable[str] = ()) -> ExclusionRules:
+        """Build rules from base asset names in any case."""
+        return cls(frozenset(s.upper() for s in exclude), frozenset(s.upper() for s in include))
+
+
 class AltseasonConfig(Model):
     """The Altcoin Season Index: the share of the top altcoins that beat BTC over ``days``.
 
@@ -732,6 +707,23 @@ class AltseasonConfig(Model):
         return ExclusionRules.of(self.exclude, self.include)
 
 
+DIGEST_TITLE = "moodring digest {{ date }}"
+
+DIGEST_MESSAGE = (
+    "ETH {{ correlation.trend }} small caps ({{ correlation.window }} corr "
+    "{{ num(correlation.value) }}, {{ correlation.move }} {{ num(correlation.week_ago) }} a week "
+    "ago; {{ correlation.long_window }} {{ num(correlation.long) }}) while ETH/BTC "
+    "{{ ratio.trend }} ({{ pct(ratio.change) }} in {{ ratio.period }}, "
+    "{{ pct(ratio.change_long) }} in {{ ratio.period_long }}; {{ ratio.breakout_state }}); "
+    "MFI {{ num(mfi.value, 0) }} — {{ mfi.band }}; Altcoin Season Index "
+    "{% if altseason.value is none %}n/a{% else %}{{ num(altseason.value, 0) }} "
+    "({{ altseason.label }}, {{ signed(altseason.change, 0) }} this week){% endif %}.\n"
+    "Divergence: {{ divergence.state }}.\n"
+    "Firing: {{ firing | join(', ') or 'none' }}."
+    "{% if recent %} Fired this week: {{ recent | join(', ') }}.{% endif %}"
+)
+
+
 class DigestConfig(Model):
     """The scheduled digest: when it is sent, its wording, and the metrics it reads.
 
@@ -739,10 +731,10 @@ class DigestConfig(Model):
     any other name must exist.
     """
 
-    schedule: Annotated[str, AfterValidator(check_schedule)] = "0 13 * * *"
-    timezone: Annotated[str, AfterValidator(check_timezone)] = "UTC"
-    title: str = wording.DEFAULT_TITLE
-    message: str = wording.DEFAULT_MESSAGE
+    schedule: Annotated[str, AfterValidator(_checked("schedule"))] = "0 13 * * *"
+    timezone: Annotated[str, AfterValidator(_checked("timezone"))] = "UTC"
+    title: str = DIGEST_TITLE
+    message: str = DIGEST_MESSAGE
     chart: bool = True
     severity: Severity = "info"
     correlation: tuple[str, ...] = Field(("eth_rut_corr", "eth_rut_corr_90"), max_length=2)
@@ -756,10 +748,7 @@ class DigestConfig(Model):
     @field_validator("title", "message")
     @classmethod
     def _template_compiles(cls, text: str) -> str:
-        try:
-            check_template(text)
-        except TemplateError as exc:
-            raise ValueError(str(exc)) from None
+        check("template", text)
         return text
 
     def metric_names(self) -> dict[str, str]:
@@ -782,8 +771,8 @@ class DigestConfig(Model):
                 )
         for field in ("title", "message"):
             try:
-                check_template(getattr(self, field), heads | wording.NAMES)
-            except TemplateError as exc:
+                check("digest template", getattr(self, field), heads)
+            except ValueError as exc:
                 raise ValueError(f"digest.{field}: {exc}") from None
 
     def _references(self) -> list[tuple[str, str, str | None]]:
@@ -808,11 +797,13 @@ class Settings(BaseSettings):
         env_prefix="MOODRING_",
         env_nested_delimiter="__",
         hide_input_in_errors=True,
+        # built at the first validation: by then the metric types have registered
+        defer_build=True,
     )
 
-    feeds: dict[str, FeedConfig]
+    feeds: dict[str, AnyFeedConfig]
     series: dict[str, RatioConfig] = {}
-    metrics: dict[str, MetricConfig] = {}
+    metrics: dict[str, Annotated[MetricConfig, _RegisteredMetrics()]] = {}
     rules: tuple[RuleConfig, ...] = ()
     notify: NotifyConfig = NotifyConfig()
     mqtt: MqttConfig = MqttConfig()
@@ -844,18 +835,17 @@ class Settings(BaseSettings):
                 if leg not in self.feeds:
                     raise ValueError(f"series.{name}.ratio.{i}: unknown feed {leg!r}")
         for name, metric in self.metrics.items():
-            fields = ("series",) if isinstance(metric, _Single) else ("a", "b")
-            for field in fields:
-                ref = getattr(metric, field)
+            for key in metric.input_keys:
+                ref = getattr(metric, key)
                 if ref not in names:
                     raise ValueError(
-                        f"metrics.{name}.{field}: unknown series {ref!r} "
+                        f"metrics.{name}.{key}: unknown series {ref!r} "
                         f"(known: {', '.join(sorted(names))})"
                     )
-            if isinstance(metric, MFIConfig) and metric.series in self.series:
-                raise ValueError(
-                    f"metrics.{name}.series: MFI needs volume, but {metric.series!r} is a ratio"
-                )
+                if metric.needs_volume and ref in self.series:
+                    raise ValueError(
+                        f"metrics.{name}.{key}: {metric.label} needs volume, but {ref!r} is a ratio"
+                    )
         columns = self.metric_columns()
         clash = sorted(set(columns) & set(self.altseason_columns()))
         if clash:
@@ -877,8 +867,8 @@ class Settings(BaseSettings):
             names = {column.partition(".")[0] for column in known}
             for field in ("title", "message"):
                 try:
-                    check_template(getattr(rule, field), names)
-                except TemplateError as exc:
+                    check("template", getattr(rule, field), names)
+                except ValueError as exc:
                     raise ValueError(f"rules.{i}.{field}: {exc}") from None
         if self.digest is not None:
             self.digest.check_references(known)

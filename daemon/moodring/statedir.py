@@ -9,13 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# sysexits.h: what the command line returns for these errors
-EX_CANTCREAT = 73
-EX_CONFIG = 78
+from moodring.errors import EX_CANTCREAT, EX_CONFIG, StateError
 
-
-class StateError(Exception):
-    """A directory or state file that cannot be used; the message names it and what is wrong."""
+__all__ = ["EX_CANTCREAT", "EX_CONFIG", "StateError", "check_dir", "scratch_dir", "state_file"]
 
 
 def check_dir(path: Path, what: str = "state directory") -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moodring.errors import MoodringError
 from moodring.market.frame import BarFrame
 
 __all__ = ["CsvError", "LoadedCsv", "load_csv"]
@@ -41,7 +42,7 @@ _DATE_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]
 _CLOCK_DIGITS = [11, 12, 14, 15, 17, 18]
 
 
-class CsvError(ValueError):
+class CsvError(MoodringError, ValueError):
     """A CSV file that cannot be read as bars; names the file and, when known, the line."""
 
     path: Path
@@ -136,6 +137,9 @@ def _read_lines(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CsvError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CsvError(path, None, f"cannot read it: {reason[:1].lower()}{reason[1:]}") from None
     return text.split("\n")
 
 

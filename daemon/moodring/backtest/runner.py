@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 
 from moodring.backtest.table import MetricTable
-from moodring.engine import Engine, MetricNode, join_cadence, make_indicator
+from moodring.engine import MetricNode, join_cadence
+from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame, join_frames, ratio_frame
 from moodring.market.jumps import Jump, jump_rows
@@ -18,9 +19,10 @@ from moodring.market.resample import infer_step, merge_rows, resample
 from moodring.market.sessions import Sessions, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import DAY_MS
-from moodring.metrics.base import PairIndicator
-from moodring.rules.alert import Alert
-from moodring.rules.book import FeedState, RuleBook
+from moodring.metrics.base import PairIndicator, indicator_for
+from moodring.pipeline import Pipeline
+from moodring.rules.alert import Alert, AlertState
+from moodring.rules.book import Rule, RuleBook
 from moodring.settings import Settings, output_columns
 
 
@@ -97,7 +99,7 @@ def run_batch(
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in metrics:
         config = settings.metrics[name]
-        indicator = make_indicator(config)
+        indicator = indicator_for(config)
         inputs = [frame(s, config.timeframe) for s in config.inputs()]
         if isinstance(indicator, PairIndicator):
             a, b = join_frames(inputs[0], inputs[1])
@@ -116,20 +118,20 @@ def run_streaming(
     history: Mapping[str, FeedHistory],
     metrics: list[str],
     alerts: list[Alert] | None = None,
-    published: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    externals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     on_jump: Callable[[Jump], None] | None = None,
 ) -> MetricTable:
     """Feed every history bar, in time order across feeds, through the daemon's engine.
 
     Bars of the same time are one moment for the rules; with ``alerts`` given, the
-    engine's rules run too and what they would have sent is appended to it. ``published``
-    daily values (the altseason columns: day open times, values) are published closed in
-    the moment their day's last data bar is fed, as the daemon publishes them once the
+    engine's rules run too and what they would have sent is appended to it. ``externals``
+    daily values (the altseason columns: day open times, values) are set closed in
+    the moment their day's last data bar is fed, as the daemon sets them once the
     day has closed. ``on_jump`` gets each bar the engine finds beyond its feed's
     ``max_jump``.
     """
     subset = _only(settings, metrics, with_rules=alerts is not None)
-    engine = Engine(subset)
+    engine = Pipeline(subset)
     if alerts is not None:
         engine.rules.subscribe(alerts.append)
     if on_jump is not None:
@@ -148,7 +150,7 @@ def run_streaming(
     engine.subscribe(record)
     moment: int | None = None
     stack = ExitStack()
-    for t, feed, item in _events(history, published or {}):
+    for t, feed, item in _events(history, externals or {}):
         if t != moment:
             stack.close()
             while feed_events and feed_events[0][0] <= t:
@@ -158,7 +160,7 @@ def run_streaming(
         if isinstance(item, Bar):
             engine.on_candle(feed, t, item, closed=True, length_ms=history[feed].step_ms)
         else:
-            engine.publish(feed, item[0], item[1], closed=True)
+            engine.set_external(feed, item[0], item[1], closed=True)
     stack.close()
     for event in feed_events:
         engine.rules.set_feed_state(*_feed_event(event))
@@ -208,8 +210,65 @@ def evaluate_rules(
     time of the data's last bar in it (close - the shortest data step). ``jumps``
     (``find_jumps``) mute the rules reading each suspect bar for that bar.
     """
+    return replay_rules(settings, RuleInputs.of(settings, table, history, jumps))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInputs:
+    """What the rules are replayed on: closed values by moment, feed health, suspect bars."""
+
+    moments: list[tuple[int, list[tuple[str, int, float]]]]
+    columns: tuple[str, ...]
+    history: Mapping[str, FeedHistory]
+    feed_events: list[tuple[int, str, FeedState]]
+    jumps: list[Jump]
+    step: int  # the shortest data step: a moment is seen at its close minus this
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        table: MetricTable,
+        history: Mapping[str, FeedHistory],
+        jumps: Sequence[Jump] = (),
+    ) -> RuleInputs:
+        """Collect the moments of every column of ``table``, in the order their bars closed."""
+        return cls(
+            list(closed_values(settings, table)),
+            tuple(table.columns),
+            history,
+            stale_events(settings, history),
+            sorted(jumps, key=lambda jump: jump.time),
+            min((h.step_ms for h in history.values()), default=0),
+        )
+
+
+class UntoldBook(RuleBook):
+    """A rule book whose alerts carry no rendered title or message: for counting them."""
+
+    def _alert(self, rule: Rule, state: AlertState, time: int, value: float, note: str) -> Alert:
+        config = rule.config
+        return Alert(config.name, state, time, rule.columns[0], value, config.severity, "", "")
+
+
+def replay_rules(
+    settings: Settings,
+    inputs: RuleInputs,
+    moments: Iterable[int] | None = None,
+    *,
+    judged: Container[int] | None = None,
+    render: bool = True,
+) -> list[Alert]:
+    """Run the rules of ``settings`` on ``inputs``; return every alert they would have sent.
+
+    ``moments`` (indices into ``inputs.moments``, ascending) limits the replay to those
+    moments; feed health and suspect bars still change in time order. With ``judged``,
+    the other moments only fill the rules' value histories (a window an edge reads).
+    Without ``render`` the alerts' texts are left empty.
+    """
     alerts: list[Alert] = []
     now = [0]
+    history = inputs.history
 
     def prices() -> dict[str, float]:
         """Return each feed's close of its latest bar at the row's time."""
@@ -220,14 +279,21 @@ def evaluate_rules(
                 out[feed] = float(h.bars.close[i])
         return out
 
-    book = RuleBook(_only(settings, None, with_rules=True), prices=prices)
+    book = (RuleBook if render else UntoldBook)(
+        _only(settings, None, with_rules=True), prices=prices
+    )
     book.subscribe(alerts.append)
-    feed_events = stale_events(settings, history)
-    step = min((h.step_ms for h in history.values()), default=0)
-    latest = {name: float("nan") for name in table.columns}
-    suspect = sorted(jumps, key=lambda jump: jump.time, reverse=True)
-    for moment, updates in closed_values(settings, table):
-        now[0] = t = moment - step
+    feed_events = list(inputs.feed_events)
+    suspect = inputs.jumps[::-1]
+    latest = dict.fromkeys(inputs.columns, float("nan"))
+    order = range(len(inputs.moments)) if moments is None else moments
+    for i in order:
+        moment, updates = inputs.moments[i]
+        if judged is not None and i not in judged:
+            through = max(time for _, time, _ in updates)
+            for rule in book.rules:
+                book.resume(rule.config.name, rule.status, through)
+        now[0] = t = moment - inputs.step
         while feed_events and feed_events[0][0] <= t:
             book.set_feed_state(*_feed_event(feed_events.pop(0)))
         while suspect and suspect[-1].time <= t:
@@ -235,7 +301,7 @@ def evaluate_rules(
             book.mute_bar(jump.feed, jump.timeframe, jump.time)
         for name, _, value in updates:
             latest[name] = value
-        book.close(updates, latest)
+        book.evaluate_close_rules(updates, latest)
     for event in feed_events:
         book.set_feed_state(*_feed_event(event))
     return alerts
@@ -307,13 +373,13 @@ def _only(settings: Settings, metrics: list[str] | None, *, with_rules: bool) ->
 
 
 def _events(
-    history: Mapping[str, FeedHistory], published: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    history: Mapping[str, FeedHistory], externals: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> Iterator[tuple[int, str, Bar | tuple[int, float]]]:
-    """Yield (moment, feed or column, bar or (day, value)): bars, then published values."""
+    """Yield (moment, feed or column, bar or (day, value)): bars, then external values."""
     step = min((h.step_ms for h in history.values()), default=DAY_MS)
     values = sorted(
         (t + DAY_MS - step, rank, column, (t, v))
-        for rank, (column, (times, column_values)) in enumerate(published.items())
+        for rank, (column, (times, column_values)) in enumerate(externals.items())
         for t, v in zip(times.tolist(), column_values.tolist(), strict=True)
     )
     bars = ((t, -1, feed, bar) for feed, t, bar in merged_bars(history))

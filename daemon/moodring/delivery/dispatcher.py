@@ -19,6 +19,7 @@ from typing import Literal
 
 from moodring.delivery.outbox import KEEP_DELIVERED, Delivery, Outbox
 from moodring.delivery.sender import Sender, alert_fields, mask_url, routed_targets, target_id
+from moodring.lifecycle import Component
 from moodring.rules.alert import Alert
 from moodring.settings import NotifyConfig
 from moodring.times import format_duration
@@ -67,7 +68,7 @@ class _Bucket:
         return (1.0 - self.tokens) / self.per_second
 
 
-class Dispatcher:
+class Dispatcher(Component):
     """Drain the outbox through apprise: per-target order, backoff, rate limit, charts.
 
     Per target, the oldest pending row (the head) holds back the rows behind it while it
@@ -79,9 +80,10 @@ class Dispatcher:
     ``notify.max_attempts`` attempts, or once ``notify.max_age`` has passed since it was
     queued.
 
-    Use from the event loop thread. Shut down with ``await drain(t)`` while ``run()`` is
-    still running, then cancel ``run()``: cancelling mid-send leaves that delivery pending,
-    so it is sent again on the next start (at least once, never silently dropped).
+    ``async with dispatcher:`` runs one worker per target (and the outbox checkpoints);
+    leaving the block gives queued alerts ``drain`` seconds, then cancels the workers:
+    cancelling mid-send leaves that delivery pending, so it is sent again on the next start
+    (at least once, never silently dropped). Use from the event loop thread.
     """
 
     def __init__(
@@ -95,7 +97,9 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         on_result: DeliveryListener | None = None,
         on_dead: DeadListener | None = None,
+        drain: float = 0.0,
     ) -> None:
+        self.drain_on_exit = drain
         self._outbox = outbox
         self._on_result = on_result
         self._on_dead = on_dead
@@ -169,22 +173,23 @@ class Dispatcher:
         for event in self._wake.values():
             event.set()
 
-    async def run(self) -> None:
-        """Deliver until cancelled: one worker per target."""
-        if self._running:
-            raise RuntimeError("Dispatcher.run() is already running")
+    async def _setup(self) -> None:
+        """Start one worker per target and the checkpoints."""
         self._prepare()
         self._running = True
-        workers = [asyncio.create_task(self._worker(tid)) for tid in self._urls]
-        workers.append(asyncio.create_task(self._checkpoints()))
-        try:
-            await asyncio.gather(*workers)
-            await asyncio.Event().wait()  # no targets: idle until cancelled
-        finally:
-            self._running = False
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+        for tid in self._urls:
+            self.spawn(self._worker(tid), name=f"delivery to {self._masked[tid]}")
+        self.spawn(self._checkpoints(), name="outbox checkpoints")
+
+    async def _wind_down(self) -> None:
+        """Give queued alerts ``drain_on_exit`` seconds (the rest stay queued)."""
+        if self.drain_on_exit > 0 and not await self.drain(self.drain_on_exit):
+            log.warning(
+                "%d alert(s) still queued; they go out after the next start", self._outbox.depth()
+            )
+
+    async def _teardown(self) -> None:
+        self._running = False
 
     async def _checkpoints(self, every: float = CHECKPOINT_EVERY) -> None:
         """Fold the outbox's WAL into its database now and then, off the event loop."""
@@ -218,7 +223,8 @@ class Dispatcher:
                 if self._outbox.depth() == 0 or remaining <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._progress.wait()
         finally:
             for worker in workers:
                 worker.cancel()
@@ -260,7 +266,8 @@ class Dispatcher:
             self._progress.set()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(wait, IDLE_POLL))
+                    async with asyncio.timeout(min(wait, IDLE_POLL)):
+                        await wake.wait()
 
     async def _step(self, tid: str) -> float:
         """Try the target's next due row if allowed; return 0 or the seconds to wait."""
@@ -399,7 +406,12 @@ class Dispatcher:
             return None
         task = self._charts.get(alert.key)
         if task is None:
-            task = asyncio.create_task(self._render(alert))
+            render = self._render(alert)
+            task = (
+                self.spawn(render)
+                if self._lifecycle_group is not None
+                else asyncio.create_task(render)
+            )
             self._charts[alert.key] = task
             while len(self._charts) > 256:
                 self._charts.popitem(last=False)
@@ -412,9 +424,8 @@ class Dispatcher:
             return path
         assert self._render_chart is not None and alert.chart is not None
         try:
-            data = await asyncio.wait_for(
-                self._render_chart(alert.chart), self._notify.timeout or None
-            )
+            async with asyncio.timeout(self._notify.timeout or None):
+                data = await self._render_chart(alert.chart)
         except Exception as exc:
             log.warning(
                 "chart for %s failed (%s: %s); sending without it",

@@ -35,7 +35,8 @@ from typing import Any
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from moodring.feeds.backoff import Backoff
+from moodring.backoff import Backoff
+from moodring.lifecycle import Component, first_completed
 from moodring.market.bar import Bar
 from moodring.rules.alert import Alert
 from moodring.settings import MqttConfig
@@ -86,11 +87,11 @@ def _dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
 
-def metric_payload(name: str, value: float, t_ms: int, *, forming: bool) -> str:
+def metric_payload(name: str, value: float, t_ms: int, *, closed: bool) -> str:
     """Return the JSON payload of a metric value."""
     t = int(t_ms)
     return _dumps(
-        {"name": name, "value": _number(value), "time": iso_time(t), "t": t, "forming": forming}
+        {"name": name, "value": _number(value), "time": iso_time(t), "t": t, "forming": not closed}
     )
 
 
@@ -126,10 +127,11 @@ def feed_payload(feed: str, state: str, t_ms: int) -> str:
     return _dumps({"feed": feed, "state": state, "t": t, "time": iso_time(t)})
 
 
-class MqttPublisher:
-    """Publishes to MQTT: synchronous never-failing producers, plus ``run()`` that sends.
+class MqttPublisher(Component):
+    """Publishes to MQTT: synchronous never-failing producers, and a connection that sends.
 
-    Producers must be called from the event loop thread that runs ``run()``.
+    ``async with publisher:`` runs the connection (``run()``); leaving the block publishes
+    ``offline`` and disconnects. Producers must be called from the event loop's thread.
     """
 
     def __init__(self, config: MqttConfig, *, backoff: Backoff | None = None) -> None:
@@ -150,20 +152,20 @@ class MqttPublisher:
 
     # -- producers: synchronous, O(1), never raise ------------------------------------------
 
-    def metric(self, name: str, value: float, t_ms: int, *, forming: bool) -> None:
-        """Publish a metric value; forming values at most once per ``forming_interval``."""
+    def metric(self, name: str, value: float, t_ms: int, *, closed: bool) -> None:
+        """Publish a metric value; a not closed one at most once per ``forming_interval``."""
         try:
-            if not forming:
+            if closed:
                 # a closed-bar value supersedes any forming value still held back
                 self._forming_held.pop(name, None)
-                self._put_metric(name, value, t_ms, forming=False)
+                self._put_metric(name, value, t_ms, closed=True)
                 return
             now = time.monotonic()
             due = self._forming_due.get(name, -math.inf)
             if now >= due:
                 self._forming_held.pop(name, None)
                 self._forming_due[name] = now + self.config.forming_interval
-                self._put_metric(name, value, t_ms, forming=True)
+                self._put_metric(name, value, t_ms, closed=False)
                 return
             self._forming_held[name] = (value, t_ms)
             if name not in self._forming_timers:
@@ -219,6 +221,9 @@ class MqttPublisher:
 
     # -- the connection -------------------------------------------------------------------
 
+    async def _setup(self) -> None:
+        self.spawn(self.run(), name="mqtt")
+
     async def run(self) -> None:
         """Connect, send everything pending as it comes, reconnect on errors; until cancelled."""
         if self.config.host is None:
@@ -270,16 +275,7 @@ class MqttPublisher:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Send until the connection drops (raising MqttError)."""
-        sender = asyncio.create_task(self._send_forever(client))
-        watcher = asyncio.create_task(self._watch(client))
-        try:
-            done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sender.cancel()
-            watcher.cancel()
-            await asyncio.gather(sender, watcher, return_exceptions=True)
-        for task in done:
-            task.result()
+        await first_completed(self._send_forever(client), self._watch(client))
         raise aiomqtt.MqttError("connection ended")
 
     async def _watch(self, client: aiomqtt.Client) -> None:
@@ -388,12 +384,12 @@ class MqttPublisher:
             self.stats.queued_alerts = len(self._events)
         self._wake.set()
 
-    def _put_metric(self, name: str, value: float, t_ms: int, *, forming: bool) -> None:
+    def _put_metric(self, name: str, value: float, t_ms: int, *, closed: bool) -> None:
         """Hold a metric value for sending."""
         topic = self._metric_topics.get(name)
         if topic is None:
             topic = self._metric_topics[name] = f"{self.prefix}/metrics/{_level(name)}"
-        self._put(_Message(topic, metric_payload(name, value, t_ms, forming=forming), 0, True))
+        self._put(_Message(topic, metric_payload(name, value, t_ms, closed=closed), 0, True))
 
     def _release(self, name: str) -> None:
         """Send the forming value held back for ``name`` once its interval has passed."""
@@ -403,7 +399,7 @@ class MqttPublisher:
             return
         try:
             self._forming_due[name] = time.monotonic() + self.config.forming_interval
-            self._put_metric(name, held[0], held[1], forming=True)
+            self._put_metric(name, held[0], held[1], closed=False)
         except Exception:
             self._failed("metric " + repr(name))
 

@@ -152,16 +152,14 @@ class Sender:
         if ap is None:
             return DeliveryError("apprise cannot parse the URL", permanent=True)
         try:
-            result = await asyncio.wait_for(
-                ap.async_notify(
+            async with asyncio.timeout(self._timeout):
+                result = await ap.async_notify(
                     body=alert.message,
                     title=alert.title,
                     notify_type=notify_type(alert),
                     body_format=self._formats.get(target_url, "text"),
                     attach=str(attachment) if attachment is not None else None,
-                ),
-                timeout=self._timeout,
-            )
+                )
         except TimeoutError:
             return DeliveryError(f"timed out after {self._timeout:g} s")
         except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -12,7 +13,7 @@ import numpy as np
 
 from moodring.backtest.runner import FeedHistory, merged_bars
 from moodring.digest.content import DIGEST_BARS, Digest, build_digest, digest_alert, digest_columns
-from moodring.engine import Engine
+from moodring.pipeline import Pipeline
 from moodring.settings import Settings
 
 # Seconds a chart may take besides notify.timeout per attempt before --send gives up.
@@ -25,12 +26,12 @@ def digest_from_history(
     settings: Settings,
     history: Mapping[str, FeedHistory],
     at_ms: int | None = None,
-    published: Columns | None = None,
+    externals: Columns | None = None,
 ) -> Digest:
     """Replay history through an engine and return the digest as of ``at_ms``.
 
     The engine sees the bars closed by ``at_ms`` (default: when the last bar of a 24/7 feed
-    closed) and the ``published`` columns (e.g. the Altcoin Season Index: open times and
+    closed) and the ``externals`` columns (e.g. the Altcoin Season Index: open times and
     values) of those days.
     """
     if at_ms is None:
@@ -40,13 +41,13 @@ def digest_from_history(
         at_ms = max(crypto or ends.values())
     seen = {feed: h.until(at_ms - h.step_ms + 1) for feed, h in history.items()}
     events: list[tuple[int, str, float]] = []
-    for column, (times, values) in (published or {}).items():
+    for column, (times, values) in (externals or {}).items():
         step = _step(times)
         for t, v in zip(times.tolist(), values.tolist(), strict=True):
             if t + step <= at_ms:
                 events.append((int(t), column, float(v)))
     pending = deque(sorted(events))
-    engine = Engine(settings)
+    engine = Pipeline(settings)
     engine.track(digest_columns(settings), DIGEST_BARS)
     moment: int | None = None
     with ExitStack() as stack:
@@ -57,10 +58,10 @@ def digest_from_history(
                 moment = t
             while pending and pending[0][0] <= t:
                 when, column, value = pending.popleft()
-                engine.publish(column, when, value, closed=True)
+                engine.set_external(column, when, value, closed=True)
             engine.on_candle(feed, t, bar, closed=True, length_ms=seen[feed].step_ms)
         for when, column, value in pending:
-            engine.publish(column, when, value, closed=True)
+            engine.set_external(column, when, value, closed=True)
     return build_digest(engine, settings, at_ms)
 
 
@@ -72,7 +73,7 @@ async def send_digest(
     It goes through the daemon's delivery path (outbox, dispatcher, chart in a worker
     thread) on a private outbox: a running daemon's outbox is neither raced nor pruned.
     """
-    from moodring.delivery.charts import render_with_budget
+    from moodring.charts.render import render_with_budget
     from moodring.delivery.dispatcher import Dispatcher
     from moodring.delivery.outbox import Outbox
     from moodring.delivery.sender import mask_url, routed_targets, target_id
@@ -102,14 +103,10 @@ async def send_digest(
             on_result=result,
         )
         dispatcher.enqueue(alert)
-        running = asyncio.create_task(dispatcher.run())
-        try:
-            await asyncio.wait_for(done.wait(), 2 * settings.notify.timeout + CHART_BUDGET_S)
-        except TimeoutError:
-            pass
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+        async with dispatcher:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * settings.notify.timeout + CHART_BUDGET_S):
+                    await done.wait()
     for tid, target in targets.items():
         ok = results.get(tid, False)
         say(f"{'OK    ' if ok else 'FAILED'}  {mask_url(target.url.get_secret_value())}")

@@ -10,19 +10,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from moodring.digest import wording
-from moodring.engine import Engine
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import ALT_SEASON, BITCOIN_SEASON
+from moodring.metrics.breakout import BreakoutConfig
+from moodring.metrics.correlation import CorrelationConfig
+from moodring.metrics.divergence import DivergenceConfig
+from moodring.metrics.moving import PctChangeConfig
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert, Severity
 from moodring.rules.templates import metric_namespace, render
-from moodring.settings import (
-    BreakoutConfig,
-    CorrelationConfig,
-    DigestConfig,
-    DivergenceConfig,
-    PctChangeConfig,
-    Settings,
-)
+from moodring.settings import DigestConfig, Settings
 from moodring.times import format_duration, iso_time
 
 # Closed values the engine keeps per digest column: 90 days of changes plus the chart.
@@ -59,7 +56,7 @@ def digest_columns(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def build_digest(engine: Engine, settings: Settings, at_ms: int) -> Digest:
+def build_digest(engine: Pipeline, settings: Settings, at_ms: int) -> Digest:
     """Read the engine's closed values, history and rules into a digest as of ``at_ms``."""
     config = digest_config(settings)
     reader = _Reader(engine, settings)
@@ -99,7 +96,7 @@ def digest_payload(digest: Digest) -> dict[str, Any]:
 class _Reader:
     """Finite closed values, week-ago values and spans of the engine's metrics by name."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Pipeline, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
         self.values = engine.values()
@@ -163,14 +160,12 @@ def _facts(reader: _Reader, config: DigestConfig, at_ms: int) -> dict[str, Any]:
     div_config = reader.config(div)
     div_lookback = div_config.lookback if isinstance(div_config, DivergenceConfig) else None
     alt, alt_ago = reader.now(config.altseason), reader.week_ago(config.altseason)
-    rules = reader.engine.rules.rules
-    firing = [r.config.name for r in rules if r.status.state == "firing"]
+    statuses = reader.engine.rules.statuses()
+    firing = [name for name, s in statuses.items() if s.state == "firing"]
     recent = [
-        r.config.name
-        for r in rules
-        if r.status.state != "firing"
-        and r.status.fired_at is not None
-        and at_ms - r.status.fired_at < WEEK_MS
+        name
+        for name, s in statuses.items()
+        if s.state != "firing" and s.fired_at is not None and at_ms - s.fired_at < WEEK_MS
     ]
     return {
         "t": at_ms,

@@ -13,6 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from moodring.lifecycle import Component
+from moodring.settings import CHECKS
+
 log = logging.getLogger("moodring.digest")
 
 # asyncio.sleep runs on a monotonic clock that stands still while the machine is suspended, so
@@ -58,6 +61,10 @@ def check_timezone(name: str) -> str:
     return name
 
 
+CHECKS.register("schedule", check_schedule)
+CHECKS.register("timezone", check_timezone)
+
+
 def next_fire(config: Schedule, after: datetime) -> datetime:
     """Return the first scheduled instant strictly after ``after``, in UTC.
 
@@ -101,3 +108,14 @@ async def run_schedule(
         except Exception:
             log.exception("digest for %s failed", due.isoformat())
         due = next_fire(config, due)
+
+
+class DigestSchedule(Component):
+    """``async with DigestSchedule(config, fire):`` calls ``fire`` at each scheduled instant."""
+
+    def __init__(self, config: Schedule, fire: Fire) -> None:
+        self.config = config
+        self.fire = fire
+
+    async def _setup(self) -> None:
+        self.spawn(run_schedule(self.config, self.fire), name="digest")

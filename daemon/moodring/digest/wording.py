@@ -1,24 +1,15 @@
-"""The digest's default wording and the names its templates may use (no moodring imports)."""
+"""The digest's wording: the names its templates may use and the helpers they call.
+
+The default title and message are ``DigestConfig``'s defaults (``moodring.settings``).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
-DEFAULT_TITLE = "moodring digest {{ date }}"
-
-DEFAULT_MESSAGE = (
-    "ETH {{ correlation.trend }} small caps ({{ correlation.window }} corr "
-    "{{ num(correlation.value) }}, {{ correlation.move }} {{ num(correlation.week_ago) }} a week "
-    "ago; {{ correlation.long_window }} {{ num(correlation.long) }}) while ETH/BTC "
-    "{{ ratio.trend }} ({{ pct(ratio.change) }} in {{ ratio.period }}, "
-    "{{ pct(ratio.change_long) }} in {{ ratio.period_long }}; {{ ratio.breakout_state }}); "
-    "MFI {{ num(mfi.value, 0) }} — {{ mfi.band }}; Altcoin Season Index "
-    "{% if altseason.value is none %}n/a{% else %}{{ num(altseason.value, 0) }} "
-    "({{ altseason.label }}, {{ signed(altseason.change, 0) }} this week){% endif %}.\n"
-    "Divergence: {{ divergence.state }}.\n"
-    "Firing: {{ firing | join(', ') or 'none' }}."
-    "{% if recent %} Fired this week: {{ recent | join(', ') }}.{% endif %}"
-)
+from moodring.rules.templates import check_template
+from moodring.settings import CHECKS
 
 # Variables of a digest template besides the metrics by name (see content.build_digest).
 NAMES = frozenset(
@@ -37,6 +28,14 @@ NAMES = frozenset(
         "signed",
     }
 )
+
+
+def check_digest_template(text: str, metrics: Iterable[str]) -> None:
+    """Raise TemplateError when a digest template names anything but metrics and ``NAMES``."""
+    check_template(text, {*metrics, *NAMES})
+
+
+CHECKS.register("digest template", check_digest_template)
 
 
 def num(value: object, digits: int = 2) -> str:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
+from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
-
-FeedState = Literal["ok", "stale", "closed"]
 
 
 class FeedSink(Protocol):

@@ -23,9 +23,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.http11 import USER_AGENT as WEBSOCKETS_USER_AGENT
 
-from moodring.feeds.backoff import Backoff
-from moodring.feeds.base import FeedSink, FeedState
-from moodring.feeds.health import trade_problem
+from moodring.backoff import Backoff
+from moodring.feeds.base import FeedSink
+from moodring.feeds.frames import trade_problem
+from moodring.feedstate import FeedState
+from moodring.lifecycle import Component
 
 REDACTED = "[REDACTED]"
 # query parameters whose values are credentials, whoever put them into a URL
@@ -128,8 +130,11 @@ class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         self.logger.log(level, "%s", self.scrub(text), **kwargs)
 
 
-class EquityStreamer:
-    """Streams one symbol's trades from a provider's websocket into a ``FeedSink``, reconnecting."""
+class EquityStreamer(Component):
+    """Streams one symbol's trades from a provider's websocket into a ``FeedSink``, reconnecting.
+
+    ``async with streamer:`` streams (``run()``) until the block ends.
+    """
 
     # subclasses set ``provider`` and implement ``_login`` and ``handle_frame``; they may
     # override ``_connect_url`` (a key in the URL), ``_tend`` (keep-alives) and ``user_agent``
@@ -190,6 +195,14 @@ class EquityStreamer:
         self._last_frame = -math.inf
         self._last_trade_ms = 0
         self._conn_ticks = 0
+
+    @property
+    def name(self) -> str:
+        """Return what the logs call the streamer."""
+        return f"{self.provider} {self.symbol}"
+
+    async def _setup(self) -> None:
+        self.spawn(self.run())
 
     def redact(self, text: str) -> str:
         """Return ``text`` with this feed's secrets (if it has any) blanked."""

@@ -10,7 +10,7 @@ from moodring.market.timeframe import Timeframe
 
 
 class Sessions(Protocol):
-    """The trading sessions of an exchange (``feeds.calendar.MarketCalendar`` fits)."""
+    """The trading sessions of an exchange (``market.calendar.MarketCalendar`` fits)."""
 
     def session_at(self, t_ms: int) -> tuple[int, int] | None:
         """Return the (open, close) of the session containing ``t_ms``, or None."""

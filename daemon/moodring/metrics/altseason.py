@@ -28,12 +28,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from moodring.settings import AltseasonConfig
+from moodring.settings import ALTSEASON_COLUMNS, AltseasonConfig, ExclusionRules
 
 __all__ = [
     "ALTSEASON_COLUMNS",
@@ -50,8 +48,6 @@ __all__ = [
 ]
 
 DAY_MS = 86_400_000
-# The metric names rules may use: the index, and the universe size.
-ALTSEASON_COLUMNS = ("altseason_index", "altseason_members")
 ALT_SEASON = 75.0
 BITCOIN_SEASON = 25.0
 
@@ -166,23 +162,6 @@ _UP_DOWN = re.compile(r"^(?P<rest>[A-Z0-9]+)(?:UP|DOWN)$")
 _BULL_BEAR = re.compile(r"^(?P<rest>[A-Z0-9]*)(?:BULL|BEAR)$")
 # ``BTC3L``, ``ETH5S``: the leveraged tokens of other exchanges (at least two letters first).
 _LEVERAGED_FACTOR = re.compile(r"^[A-Z0-9]{2,}[2-5][LS]$")
-
-
-@dataclass(frozen=True, slots=True)
-class ExclusionRules:
-    """Overrides of the default exclusions: ``exclude`` adds base assets, ``include`` keeps them.
-
-    ``include`` wins over the default lists and patterns but not over ``exclude``, and BTC
-    (the benchmark) cannot be included.
-    """
-
-    exclude: frozenset[str] = frozenset()
-    include: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, exclude: Iterable[str] = (), include: Iterable[str] = ()) -> ExclusionRules:
-        """Build rules from base asset names in any case."""
-        return cls(frozenset(s.upper() for s in exclude), frozenset(s.upper() for s in include))
 
 
 DEFAULT_RULES = ExclusionRules()

@@ -1,16 +1,25 @@
-"""What every indicator offers the engine: named outputs, closed-bar updates and peeks."""
+"""What every indicator offers the engine, and how a metric type registers.
+
+An indicator has named outputs, takes closed bars and peeks at the forming one. A metric
+type registers its config model (which says what it reads and looks back over) and what
+builds its indicator from a config; settings and the engine read the registry.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
+from moodring.settings import METRICS, MetricConfig, MetricType
 
 NAN = float("nan")
+
+C = TypeVar("C", bound=MetricConfig)
 
 
 class _Outputs(ABC):
@@ -70,3 +79,18 @@ class PairIndicator(_Outputs):
 
         ``after_gap`` (optional, one bool per row) marks the pairs that follow a data gap.
         """
+
+
+def register_metric(
+    name: str, config: type[C], build: Callable[[C], Indicator | PairIndicator]
+) -> None:
+    """Register the metric type ``name`` (the config's ``type``): its model and indicator."""
+    METRICS.register(name, MetricType(config, build))
+
+
+def indicator_for(config: MetricConfig) -> Indicator | PairIndicator:
+    """Return a fresh indicator for a metric's config, built as its type registered."""
+    indicator = METRICS[config.type].build(config)
+    if not isinstance(indicator, Indicator | PairIndicator):
+        raise TypeError(f"metric type {config.type!r} built a {type(indicator).__name__}")
+    return indicator

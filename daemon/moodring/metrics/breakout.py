@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import Field
 
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
 from moodring.market.ring import RingBuffer
-from moodring.metrics.base import NAN, Indicator
+from moodring.metrics.base import NAN, Indicator, register_metric
+from moodring.settings import SingleInput
 
 
 class Breakout(Indicator):
@@ -68,3 +72,17 @@ class Breakout(Indicator):
         close = bars.close[k:]
         out[k:, 0] = np.where(close > top, 1.0, np.where(close < bottom, -1.0, 0.0))
         return out
+
+
+class BreakoutConfig(SingleInput):
+    """+1/-1 when the close leaves the previous ``lookback`` bars' range."""
+
+    type: Literal["breakout"]
+    lookback: int = Field(20, ge=1)
+
+    def history(self) -> int:
+        """Return the bars looked back over."""
+        return self.lookback + 1
+
+
+register_metric("breakout", BreakoutConfig, lambda config: Breakout(config.lookback))

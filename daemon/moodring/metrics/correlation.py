@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, PairIndicator
+from moodring.metrics.base import NAN, PairIndicator, register_metric
 from moodring.metrics.moments import (
     PairMoments,
     correlation_of,
@@ -17,6 +19,7 @@ from moodring.metrics.moments import (
     rolling_moments,
     spoiled,
 )
+from moodring.settings import PairInput
 
 
 class Correlation(PairIndicator):
@@ -95,3 +98,17 @@ class Correlation(PairIndicator):
         r[spoiled(gaps, window)] = np.nan
         out[1:, 0] = r
         return out
+
+
+class CorrelationConfig(PairInput):
+    """Pearson correlation of log returns of a and b on bars joined by open time."""
+
+    type: Literal["correlation"]
+    window: int = Field(30, ge=2)
+
+    def history(self) -> int:
+        """Return the bars looked back over."""
+        return self.window + 1
+
+
+register_metric("correlation", CorrelationConfig, lambda config: Correlation(config.window))

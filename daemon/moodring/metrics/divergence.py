@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import Field
 
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
 from moodring.market.ring import RingBuffer
-from moodring.metrics.base import NAN, PairIndicator
+from moodring.metrics.base import NAN, PairIndicator, register_metric
 from moodring.metrics.moments import (
     PairMoments,
     covariances,
@@ -19,6 +20,7 @@ from moodring.metrics.moments import (
     rolling_moments,
     spoiled,
 )
+from moodring.settings import PairInput
 
 
 class Divergence(PairIndicator):
@@ -243,3 +245,24 @@ def swing_state(
     if bull and not bear:
         return -1.0
     return 0.0
+
+
+class DivergenceConfig(PairInput):
+    """Residual z-score, opposite moves and swing structure of a against b."""
+
+    type: Literal["divergence"]
+    outputs: ClassVar[tuple[str, ...]] = Divergence.outputs
+    window: int = Field(30, ge=2)
+    lookback: int = Field(20, ge=2)
+    threshold: float = Field(0.05, ge=0)
+
+    def history(self) -> int:
+        """Return the bars looked back over."""
+        return max(self.window + 1, 2 * self.lookback)
+
+
+register_metric(
+    "divergence",
+    DivergenceConfig,
+    lambda config: Divergence(config.window, config.lookback, config.threshold),
+)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import Field
 
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, Indicator
+from moodring.metrics.base import NAN, Indicator, register_metric
+from moodring.settings import SingleInput
 
 # TA-Lib's dead zone: a typical price that moved by no more than this share of the two
 # prices compared is "no movement" and carries no money flow (TA-Lib issue #107).
@@ -152,3 +155,19 @@ def _kernel(period: int) -> tuple[BarFn, BarFn, Callable[[], float]]:
         return value
 
     return update, peek, current
+
+
+class MFIConfig(SingleInput):
+    """TA-Lib's Money Flow Index."""
+
+    type: Literal["mfi"]
+    label: ClassVar[str] = "MFI"
+    needs_volume: ClassVar[bool] = True
+    period: int = Field(14, ge=2)
+
+    def history(self) -> int:
+        """Return the bars looked back over."""
+        return self.period + 1
+
+
+register_metric("mfi", MFIConfig, lambda config: MFI(config.period))

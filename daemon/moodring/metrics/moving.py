@@ -8,10 +8,12 @@ from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import Field, model_validator
 
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, Indicator
+from moodring.metrics.base import NAN, Indicator, register_metric
+from moodring.settings import SingleInput
 
 
 class _CloseIndicator(Indicator):
@@ -307,3 +309,65 @@ def _cross(fast: float, slow: float) -> tuple[float, float]:
     if abs(spread) <= _TIE * abs(slow):
         return (spread, 0.0)
     return (spread, 1.0 if spread > 0 else -1.0)
+
+
+class AverageConfig(SingleInput):
+    """A simple or exponential moving average of the close."""
+
+    type: Literal["sma", "ema"]
+    period: int = Field(ge=1)
+
+    def history(self) -> int:
+        """Return the bars looked back over."""
+        return self.period
+
+
+class PctChangeConfig(SingleInput):
+    """Percent change of the close over ``lookback`` bars."""
+
+    type: Literal["pct_change"]
+    lookback: int = Field(ge=1)
+
+    def history(self) -> int:
+        """Return the bars looked back over."""
+        return self.lookback + 1
+
+
+class ZScoreConfig(SingleInput):
+    """Z-score of the close over ``window`` bars."""
+
+    type: Literal["zscore"]
+    window: int = Field(ge=2)
+
+    def history(self) -> int:
+        """Return the bars looked back over."""
+        return self.window
+
+
+class MACrossConfig(SingleInput):
+    """Spread and position of a fast against a slow moving average."""
+
+    type: Literal["ma_cross"]
+    outputs: ClassVar[tuple[str, ...]] = MACross.outputs
+    fast: int = Field(ge=1)
+    slow: int = Field(ge=2)
+    kind: Literal["sma", "ema"] = "sma"
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> MACrossConfig:
+        if self.fast >= self.slow:
+            raise ValueError("fast must be shorter than slow")
+        return self
+
+    def history(self) -> int:
+        """Return the bars looked back over."""
+        return self.slow
+
+
+register_metric("sma", AverageConfig, lambda config: SMA(config.period))
+register_metric("ema", AverageConfig, lambda config: EMA(config.period))
+register_metric("pct_change", PctChangeConfig, lambda config: PctChange(config.lookback))
+register_metric("zscore", ZScoreConfig, lambda config: ZScore(config.window))
+register_metric(
+    "ma_cross", MACrossConfig, lambda config: MACross(config.fast, config.slow, config.kind)
+)

@@ -1,65 +1,35 @@
-"""Rule operators: levels that hold on a value, edges that fire on a change, composites."""
+"""Rule tests from the operator table: levels, edges, composites, and thresholds as shown."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from moodring.settings import BandEdge, Condition, Item
+from moodring.operators import OPERATORS, BandEdge, Edge, Level
+from moodring.settings import Condition, Item
 
-# A level test of one value, or an edge test of the value history (oldest first, latest last).
-Level = Callable[[float], bool]
-Edge = Callable[[Sequence[float]], bool]
+__all__ = ["Edge", "Level", "Verdict", "edge_test", "group_test", "level_test", "levels_of"]
+
 # A composite's test of each metric's latest value: None when an item's value is undefined.
 Verdict = Callable[[Mapping[str, float]], bool | None]
 
 
 def level_test(condition: Condition) -> Level:
     """Return the test of a level operator (above, below, inside, outside, equals)."""
-    op, x = condition.operator, condition.operand
-    match op:
-        case "above":
-            return lambda v: v > x
-        case "below":
-            return lambda v: v < x
-        case "inside":
-            lo, hi = x
-            return lambda v: lo <= v <= hi
-        case "outside":
-            lo, hi = x
-            return lambda v: v < lo or v > hi
-        case "equals":
-            return lambda v: v == x
-    raise ValueError(f"{op} is not a level operator")
+    op = OPERATORS.get(condition.operator)
+    if op is None or op.is_edge:
+        raise ValueError(f"{condition.operator} is not a level operator")
+    test: Level = op.test(condition.operand)
+    return test
 
 
 def edge_test(condition: Condition) -> tuple[Edge, int]:
     """Return the test of an edge operator and how many latest values it reads."""
-    op, x = condition.operator, condition.operand
-    match op:
-        case "crosses_above":
-            return _defined(lambda h: h[-2] <= x < h[-1]), 2
-        case "crosses_below":
-            return _defined(lambda h: h[-2] >= x > h[-1]), 2
-        case "enters":
-            inside, side = _band_sides(x)
-            came = side.get(x.from_, lambda v: not inside(v))
-            return _defined(lambda h: came(h[-2]) and inside(h[-1])), 2
-        case "exits":
-            inside, side = _band_sides(x)
-            went = side.get(x.to, lambda v: not inside(v))
-            return _defined(lambda h: inside(h[-2]) and went(h[-1])), 2
-        case "moving_up_pct" | "moving_down_pct" | "moving_up" | "moving_down":
-            moved = _move_test(op, x.bars, x.pct if op.endswith("_pct") else x.by)
-            # fires when the move first reaches the size, not on every bar it stays there
-            return (lambda h: moved(h, 0) and not moved(h, 1)), x.bars + 2
-    raise ValueError(f"{op} is not an edge operator")
-
-
-def _band_sides(edge: BandEdge) -> tuple[Level, dict[str | None, Level]]:
-    """Return the test of being inside the closed band, and of being below or above it."""
-    lo, hi = edge.band
-    return (lambda v: lo <= v <= hi), {"below": lambda v: v < lo, "above": lambda v: v > hi}
+    op = OPERATORS.get(condition.operator)
+    if op is None or not op.is_edge:
+        raise ValueError(f"{condition.operator} is not an edge operator")
+    test: Edge = op.test(condition.operand)
+    return test, op.reads(condition.operand)
 
 
 def group_test(condition: Condition) -> Verdict:
@@ -92,25 +62,6 @@ def _item(item: Item) -> Verdict:
     return verdict
 
 
-def _defined(test: Edge) -> Edge:
-    """Return ``test`` guarded so that an undefined (NaN) value never makes an edge."""
-    return lambda h: h[-2] == h[-2] and h[-1] == h[-1] and test(h)
-
-
-def _move_test(op: str, bars: int, size: float) -> Callable[[Sequence[float], int], bool]:
-    up = "_up" in op
-    pct = op.endswith("_pct")
-
-    def moved(h: Sequence[float], back: int) -> bool:
-        now, then = h[-1 - back], h[-1 - back - bars]
-        if math.isnan(now) or math.isnan(then) or (pct and then == 0.0):
-            return False
-        change = (now - then) / abs(then) * 100.0 if pct else now - then
-        return change >= size if up else change <= -size
-
-    return moved
-
-
 def threshold_of(condition: Condition) -> object:
     """Return the operand as templates see it: a number, a [lo, hi] list or a dict."""
     x = condition.operand
@@ -126,8 +77,4 @@ def threshold_of(condition: Condition) -> object:
 
 def levels_of(condition: Condition) -> list[float]:
     """Return the levels a chart draws for an operator: its number or its band's ends."""
-    x = condition.operand
-    if isinstance(x, BandEdge):
-        x = x.band
-    values = x if isinstance(x, tuple) else (x,)
-    return [float(v) for v in values if isinstance(v, int | float)]
+    return OPERATORS[condition.operator].levels(condition.operand)

@@ -11,6 +11,9 @@ from jinja2 import StrictUndefined, meta
 from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 
+from moodring.errors import MoodringError
+from moodring.settings import CHECKS
+
 log = logging.getLogger(__name__)
 
 # Placeholders every rule template may use, besides the metrics by name.
@@ -34,7 +37,7 @@ PLACEHOLDERS = frozenset(
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
-class TemplateError(ValueError):
+class TemplateError(MoodringError, ValueError):
     """A template that does not compile or names something that does not exist."""
 
 
@@ -88,3 +91,6 @@ def metric_namespace(values: Mapping[str, float]) -> dict[str, Any]:
 @lru_cache(maxsize=256)
 def _compiled(text: str) -> Any:
     return _ENV.from_string(text)
+
+
+CHECKS.register("template", check_template)

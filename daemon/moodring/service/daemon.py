@@ -1,4 +1,8 @@
-"""``moodring run``: feeds → engine → rules → delivery, until SIGTERM or SIGINT."""
+"""``moodring run``: feeds → engine → rules → delivery, until SIGTERM or SIGINT.
+
+The daemon is a Component made of components, entered in an ``AsyncExitStack``: the order
+of ``Daemon._open`` is the start order, its reverse the stop order.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,16 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Awaitable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moodring.charts.render import render_with_budget
 from moodring.configfile import ConfigError, load_settings
-from moodring.delivery.charts import render_with_budget
 from moodring.delivery.dispatcher import Dispatcher
+from moodring.delivery.intake import AlertIntake
 from moodring.delivery.outbox import Outbox
-from moodring.delivery.sink import AlertSink
 from moodring.digest.content import (
     DIGEST_BARS,
     build_digest,
@@ -27,23 +31,23 @@ from moodring.digest.content import (
     digest_columns,
     digest_payload,
 )
-from moodring.digest.schedule import run_schedule
-from moodring.engine import Engine, MetricNode
-from moodring.feeds.backoff import Backoff
-from moodring.feeds.calendar import MarketCalendar
-from moodring.feeds.ccxt_feed import KLINES_LIMIT, ExchangeFeeds
-from moodring.feeds.health import BadFrames
+from moodring.digest.schedule import DigestSchedule
+from moodring.engine import MetricNode
+from moodring.feeds.frames import BadFrames
+from moodring.feeds.source import FeedPart, FeedWiring, build_parts, warming
+from moodring.lifecycle import Component, Group, first_completed
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.jumps import Jump
 from moodring.market.timeframe import Timeframe
+from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.service.catchup import CatchUp
-from moodring.service.health import HealthServer, Telemetry, watch_loop_lag
+from moodring.service.clock import BarClock
 from moodring.service.notify import SdNotify, watchdog_loop
+from moodring.service.pipeline_sink import PipelineSink
 from moodring.service.recorder import BarRecorder
-from moodring.service.sink import EngineSink
 from moodring.service.snapshot import (
     EngineState,
     Snapshotter,
@@ -54,19 +58,21 @@ from moodring.service.snapshot import (
     resume_rules,
     rule_state_json,
 )
-from moodring.settings import FeedConfig, Settings
+from moodring.service.telemetry import HttpEndpoint, Telemetry, watch_loop_lag
+from moodring.settings import Settings
 from moodring.statedir import check_dir, state_file
 from moodring.times import iso_time
 
 if TYPE_CHECKING:
     from moodring.delivery.mqtt import MqttPublisher
+    from moodring.feeds.altseason_feed import AltseasonFeed
 
 log = logging.getLogger("moodring")
 
-# Trades may arrive this long after their bar ended and still count.
-CLOSE_GRACE_MS = 2_000
-# Shutdown budget (systemd gives 5 s): feeds close, then queued alerts get a last try.
-STOP_FEEDS_SECONDS = 1.5
+# Exit code when a part of the daemon failed unexpectedly (sysexits.h EX_SOFTWARE).
+EX_SOFTWARE = 70
+# Shutdown budget (systemd gives 5 s): feeds close (each part within lifecycle.STOP_TIMEOUT,
+# all at once), then queued alerts get a last try.
 DRAIN_SECONDS = 2.5
 # READY=1 at the latest this long after start, warmed up or not: without network the feeds
 # keep retrying (and say so in STATUS=) instead of systemd killing a start that never ends.
@@ -78,26 +84,20 @@ CLOCK_STALL = 5.0
 # after 7 days too). Rule states also go to the outbox with each alert.
 SNAPSHOT_EVERY = 60.0
 SNAPSHOT_MAX_AGE = 7 * 86_400.0
-# A restored series is continued by fetching the bars since its last one, up to this many.
-CATCH_UP_BARS = KLINES_LIMIT - 2
+# A restored series is continued by fetching the bars since its last one, up to this many
+# (one REST call of klines, Binance's cap, less the forming bar and one to overlap).
+CATCH_UP_BARS = 1000 - 2
 TOO_LATE = "closed while moodring was down, older than notify.late_max_age: not sent"
-YAHOO_STREAMER = "wss://streamer.finance.yahoo.com/?version=2"
-YAHOO_CHART = "https://query2.finance.yahoo.com"
-# moodring timeframe -> Yahoo chart interval and a range that covers the windows
-YAHOO_INTERVALS = {
-    "1m": ("1m", "5d"),
-    "5m": ("5m", "1mo"),
-    "15m": ("15m", "1mo"),
-    "1h": ("60m", "3mo"),
-    "1d": ("1d", "2y"),
-    "1w": ("1wk", "5y"),
-}
 
 
-class Daemon:
+class Daemon(Component):
     """The running service: one engine, its feeds, the outbox and the dispatcher.
 
-    ``config_path`` is the file SIGHUP re-reads (None: the built-in default).
+    ``async with Daemon(settings) as daemon:`` starts it (the HTTP endpoint, MQTT, delivery,
+    snapshots, the digest, the feeds, the bar clock, in that order) and stops it in reverse
+    order when the block ends; ``run()`` does so until SIGTERM or SIGINT, reloading on SIGHUP.
+    Use it once, from one task. ``config_path`` is the file SIGHUP re-reads (None: the
+    built-in default).
     """
 
     def __init__(
@@ -122,13 +122,15 @@ class Daemon:
             alert_counts=self._alert_counts,
         )
         self.dispatcher = self._dispatcher(settings)
-        self.alerts = AlertSink(self.dispatcher, self.silences)
+        self.alerts = AlertIntake(self.dispatcher, self.silences)
         self.recorder = BarRecorder(record) if record is not None else None
-        self.snapshots = Snapshotter(lambda: self.engine, state / "snapshot.npz")
+        self.snapshots = Snapshotter(
+            lambda: self.engine, state / "snapshot.npz", every=SNAPSHOT_EVERY
+        )
         saved = load(self.snapshots.path, settings, max_age_s=SNAPSHOT_MAX_AGE)
         fresh = _fresh(saved) if saved else None
-        self.engine, _ = self._engine(settings, fresh, forming=False)
-        self.sink = EngineSink(
+        self.engine, _ = self._engine(settings, fresh, forming_bars=False)
+        self.sink = PipelineSink(
             self.engine,
             self.bad_frames,
             on_tick=self.telemetry.tick,
@@ -140,15 +142,18 @@ class Daemon:
             # a rule whose alert was saved after the snapshot continues from that state
             resume_rules(self.engine, self.outbox.rule_states(), fresh.taken_ms)
             self.catch_up = self.sink.catch_up = _catch_up(self.engine, settings)
-        self.exchanges = self._exchange_feeds()
         self.stopping = asyncio.Event()
-        self._feed_tasks: list[asyncio.Task[None]] = []
-        self._warming: set[str] = set()
-        self._clock_beat = time.monotonic()
+        self._reload_wanted = asyncio.Event()
+        # the parts each start and stop as one, and are swapped as one by a reload
+        self.parts, others = self._feed_parts(settings)
+        self.feeds = Group([*self.parts, *others], name="feeds")
+        self.delivery = Group([self.dispatcher], name="delivery")
+        self.publishing = Group([self.mqtt] if self.mqtt else [], name="mqtt")
+        self.digest = Group(self._digest(settings), name="digest")
+        self.clock = BarClock(lambda: self.engine, lambda: self.parts, self._on_round)
+        self.http = HttpEndpoint(settings.http, self.telemetry)
+        self._stack: contextlib.AsyncExitStack | None = None
         self._status = ""
-        self._delivery: asyncio.Task[None] | None = None
-        self._mqtt_task: asyncio.Task[None] | None = None
-        self._digest_task: asyncio.Task[None] | None = None
 
     def _dispatcher(self, settings: Settings) -> Dispatcher:
         def counted(target: str, ok: bool) -> None:
@@ -161,22 +166,23 @@ class Daemon:
             chart_dir=self.state_dir / "charts",
             on_result=counted,
             on_dead=self.telemetry.alert_dead,
+            drain=DRAIN_SECONDS,
         )
 
     def _engine(
-        self, settings: Settings, state: EngineState | None = None, *, forming: bool = True
-    ) -> tuple[Engine, bool]:
+        self, settings: Settings, state: EngineState | None = None, *, forming_bars: bool = True
+    ) -> tuple[Pipeline, bool]:
         """Build an engine for ``settings`` (holding ``state``), wired to the outputs.
 
         Also return whether some series has no bars from ``state`` (it needs a warm-up).
         """
-        engine = Engine(settings)
+        engine = Pipeline(settings)
         if settings.digest is not None:  # before the restore: its replay fills the history
             engine.track(digest_columns(settings), DIGEST_BARS)
         cold = True
         if state is not None:
             # restored before the wiring: the replay reaches no output
-            cold = bool(restore(engine, state, forming=forming).warm_up())
+            cold = bool(restore(engine, state, forming_bars=forming_bars).warm_up())
         else:
             attach(engine)
         engine.rules.subscribe(functools.partial(self._on_alert, engine))
@@ -189,6 +195,19 @@ class Daemon:
                 builder.subscribe(functools.partial(self._on_bar, feed, builder.timeframe.name))
         return engine, cold
 
+    def _feed_parts(self, settings: Settings) -> tuple[list[FeedPart], list[Component]]:
+        """Build the parts streaming the feeds, and the others (the altseason feed)."""
+        wiring = FeedWiring(self.sink, self._builders, self.telemetry.reconnect)
+        others: list[Component] = []
+        if settings.altseason is not None:  # hundreds of REST calls: READY does not wait
+            others.append(_altseason(settings, self._on_external))
+        return build_parts(settings.feeds, wiring), others
+
+    def _digest(self, settings: Settings) -> list[Component]:
+        if settings.digest is None:
+            return []
+        return [DigestSchedule(settings.digest, self.send_digest)]
+
     def _builders(self, feed: str) -> list[BarBuilder]:
         """Return the current engine's builders of a feed (the engine changes on reload)."""
         return self.engine.builders(feed)
@@ -197,7 +216,7 @@ class Daemon:
         log.warning("%s", jump.describe())
         self.telemetry.suspect_bar(jump.feed)
 
-    def _on_alert(self, engine: Engine, alert: Alert) -> None:
+    def _on_alert(self, engine: Pipeline, alert: Alert) -> None:
         rule = engine.rules.rule(alert.rule)
         state = rule_state_json(rule) if rule is not None else None
         catch_up = self.sink.catch_up
@@ -218,7 +237,7 @@ class Daemon:
     def _on_metric(self, node: MetricNode, time_ms: int) -> None:
         if self.mqtt is not None:
             for column, value in zip(node.outputs, node.values, strict=True):
-                self.mqtt.metric(column, value, time_ms, forming=False)
+                self.mqtt.metric(column, value, time_ms, closed=True)
 
     def _on_bar(self, feed: str, timeframe: str, bar: Bar) -> None:
         if self.mqtt is not None:
@@ -228,12 +247,10 @@ class Daemon:
         if self.mqtt is not None:
             self.mqtt.feed_state(feed, state, t_ms)
 
-    def _start_digest(self) -> asyncio.Task[None] | None:
-        if self.settings.digest is None:
-            return None
-        return asyncio.create_task(
-            run_schedule(self.settings.digest, self.send_digest), name="digest"
-        )
+    def _on_round(self, engine: Pipeline, now_ms: int) -> None:
+        if self.mqtt is not None:  # values with the forming bars: the publisher throttles them
+            for column, value in engine.peek_values().items():
+                self.mqtt.metric(column, value, now_ms, closed=False)
 
     def send_digest(self, at: datetime) -> None:
         """Send the digest of the moment ``at``: outbox (apprise, its chart) and MQTT."""
@@ -242,12 +259,6 @@ class Daemon:
         self.alerts(digest_alert(digest))  # silences apply: `moodring silence digest`
         if self.mqtt is not None:
             self.mqtt.publish("digest", digest_payload(digest), retain=True, qos=1)
-
-    def _start_mqtt(self) -> asyncio.Task[None] | None:
-        if self.mqtt is None:
-            return None
-        self.mqtt.announce(self.settings.metric_columns())
-        return asyncio.create_task(self.mqtt.run(), name="mqtt")
 
     def feed_states(self) -> dict[str, str]:
         """Return every configured feed's state (``ok`` until it reports otherwise)."""
@@ -273,10 +284,10 @@ class Daemon:
         }
 
     def healthy(self) -> bool:
-        """Return whether the loop runs, the bar clock ticks and no feed task has died."""
-        if time.monotonic() - self._clock_beat > CLOCK_STALL:
+        """Return whether the loop runs, the bar clock ticks and every feed part runs."""
+        if time.monotonic() - self.clock.beat > CLOCK_STALL:
             return False
-        return not any(task.done() for task in self._feed_tasks)
+        return all(part.running for part in self.parts)
 
     async def run(self) -> int:
         """Run until asked to stop; return the exit code."""
@@ -284,64 +295,90 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        reloads: list[asyncio.Task[bool]] = []
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(
-                signal.SIGHUP,
-                lambda: reloads.append(loop.create_task(self.reload(), name="reload")),
-            )
-        http = self.settings.http
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                await stack.enter_async_context(HealthServer(http, self.telemetry))
-            except OSError as exc:
-                raise ConfigError(
-                    f"http: cannot listen on {http.host}:{http.port}: {exc.strerror or exc} "
-                    "(set http.port, or http.enabled: false)"
-                ) from None
-            background = [
-                asyncio.create_task(self._clock(), name="clock"),
-                asyncio.create_task(watch_loop_lag(self.telemetry), name="loop lag"),
-                asyncio.create_task(watchdog_loop(self.notify, self.healthy), name="watchdog"),
-                asyncio.create_task(self._ready(), name="ready"),
-                asyncio.create_task(self.snapshots.run(SNAPSHOT_EVERY), name="snapshots"),
-                asyncio.create_task(self.alerts.retry(), name="outbox retry"),
-            ]
-            self._digest_task = self._start_digest()
-            self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
-            self._mqtt_task = self._start_mqtt()
-            self._start_feeds()
-            log.info(
-                "moodring running: %d feed(s), %d rule(s)",
-                len(self.settings.feeds),
-                len(self.settings.rules),
-            )
-            await self.stopping.wait()
-            log.info("stopping")
-            self.notify.stopping()
-            for task in [*background, *reloads, self._digest_task]:
-                if task is not None:
-                    task.cancel()
-            await self._stop_feeds()
-            if not self.alerts.flush():
-                held, problem = self.alerts.held, self.alerts.problem()
-                log.error("%d alert(s) LOST: still held in memory at exit (%s)", held, problem)
-            self.snapshots.save_now()
-            await self._stop_delivery(DRAIN_SECONDS)
-            await self._stop_mqtt()
-        self.outbox.close()
-        if self.recorder is not None:
-            self.recorder.close()
-        self.notify.close()
+            loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
+        code = 0
+        try:
+            async with self:
+                await self._serve()
+        except ExceptionGroup as failed:  # a task failed: its TaskGroup stopped the daemon
+            for error in _leaves(failed):
+                log.critical(
+                    "stopped by an unexpected error: %s: %s",
+                    type(error).__name__,
+                    error,
+                    exc_info=error,
+                )
+            code = EX_SOFTWARE
         log.info("stopped")
-        return 0
+        return code
+
+    async def _serve(self) -> None:
+        """Wait until asked to stop, reloading the config each time SIGHUP asks."""
+        while not self.stopping.is_set():
+            await first_completed(self.stopping.wait(), self._reload_wanted.wait())
+            if self._reload_wanted.is_set() and not self.stopping.is_set():
+                self._reload_wanted.clear()
+                await self.reload()
 
     def stop(self) -> None:
         """Ask the daemon to stop (signal handlers call this)."""
         self.stopping.set()
 
+    async def _setup(self) -> None:
+        """Start the parts in order; the ones a later part relies on first."""
+        stack = self._stack = contextlib.AsyncExitStack()
+        stack.callback(self._release)  # last: after every part has stopped
+        http = self.http.config
+        try:
+            await stack.enter_async_context(self.http)
+        except OSError as exc:
+            raise ConfigError(
+                f"http: cannot listen on {http.host}:{http.port}: {exc.strerror or exc} "
+                "(set http.port, or http.enabled: false)"
+            ) from None
+        if self.mqtt is not None:
+            self.mqtt.announce(self.settings.metric_columns())
+        # MQTT says offline after the last alert went out; delivery drains once the alerts
+        # held in memory are written; the snapshot is taken once the feeds have stopped
+        await stack.enter_async_context(self.publishing)
+        await stack.enter_async_context(self.delivery)
+        await stack.enter_async_context(self.snapshots)
+        await stack.enter_async_context(self.alerts)
+        await stack.enter_async_context(self.digest)
+        await stack.enter_async_context(self.feeds)
+        # stops first: no bar is closed by the clock once the feeds are stopping
+        await stack.enter_async_context(self.clock)
+        self.spawn(watch_loop_lag(self.telemetry), name="loop lag")
+        self.spawn(watchdog_loop(self.notify, self.healthy), name="watchdog")
+        self.spawn(self._ready(), name="ready")
+        log.info(
+            "moodring running: %d feed(s), %d rule(s)",
+            len(self.settings.feeds),
+            len(self.settings.rules),
+        )
+
+    async def _wind_down(self) -> None:
+        log.info("stopping")
+        self.notify.stopping()
+
+    async def _teardown(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _release(self) -> None:
+        """Close what the daemon holds open once every part has stopped."""
+        self.outbox.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        self.notify.close()
+
     async def reload(self) -> bool:
-        """Re-read the config; apply it if valid, else keep running the old one."""
+        """Re-read the config; apply it if valid, else keep running the old one.
+
+        Call it from the task that runs the daemon (``run()`` does, on SIGHUP).
+        """
         started = time.monotonic()
         self.notify.reloading()
         try:
@@ -355,29 +392,29 @@ class Daemon:
         self.sink.catch_up = None  # a restart of the feeds now warms up quietly, as before
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
-            # a new engine holding the old one's bars, rule states and published values
+            # a new engine holding the old one's bars, rule states and external values
             engine, cold = self._engine(settings, capture(self.engine))
             self.engine = self.sink.engine = engine
             # series the old bars do not cover (a new one, a longer window) need a warm-up
             restart = restart or cold
-            for exchange in self.exchanges if not restart else ():
-                exchange.resync()  # bars held in the old engine's builders: repair them anew
+            for part in self.parts if not restart else ():
+                part.resync()  # bars held in the old engine's builders: repair them anew
         if restart:
-            await self._stop_feeds()
-            self.exchanges = self._exchange_feeds()
-            self._start_feeds()
+            parts, others = self._feed_parts(settings)
+            self.parts = []  # while they are swapped, the clock and the watchdog skip them
+            await self.feeds.replace([*parts, *others])
+            self.parts = parts
         if settings.notify != old.notify:
-            await self._stop_delivery(0.0)
+            self.dispatcher.drain_on_exit = 0.0  # the new one takes the queue over at once
             self.dispatcher = self.alerts.dispatcher = self._dispatcher(settings)
-            self._delivery = asyncio.create_task(self.dispatcher.run(), name="delivery")
+            await self.delivery.replace([self.dispatcher])
         if settings.mqtt != old.mqtt:
-            await self._stop_mqtt()
             self.mqtt = _publisher(settings)
-            self._mqtt_task = self._start_mqtt()
+            if self.mqtt is not None:
+                self.mqtt.announce(settings.metric_columns())
+            await self.publishing.replace([self.mqtt] if self.mqtt else [])
         if settings.digest != old.digest:
-            if self._digest_task is not None:
-                self._digest_task.cancel()
-            self._digest_task = self._start_digest()
+            await self.digest.replace(self._digest(settings))
         if settings.http != old.http:
             log.warning("http: changes take effect at the next restart")
         self.telemetry.reload(True)
@@ -389,92 +426,16 @@ class Daemon:
         )
         return True
 
-    async def _stop_delivery(self, drain: float) -> None:
-        """Give queued alerts ``drain`` seconds, then stop the dispatcher (rows stay queued)."""
-        delivered = await self.dispatcher.drain(drain) if drain else False
-        if self._delivery is not None:
-            self._delivery.cancel()
-            await asyncio.gather(self._delivery, return_exceptions=True)
-        if drain and not delivered:
-            log.warning(
-                "%d alert(s) still queued; they go out after the next start", self.outbox.depth()
-            )
-
-    async def _stop_mqtt(self) -> None:
-        """Stop the publisher: it says ``offline`` and disconnects."""
-        if self._mqtt_task is not None:
-            self._mqtt_task.cancel()
-            await asyncio.gather(self._mqtt_task, return_exceptions=True)
-            self._mqtt_task = None
-
-    def _start_feeds(self) -> None:
-        """Start a task per exchange and per Yahoo feed, each warming up first."""
-        tasks = []
-        for exchange in self.exchanges:
-            tasks.append(asyncio.create_task(self._exchange(exchange), name=exchange.exchange))
-        for name, feed in self.settings.feeds.items():
-            if feed.source != "ccxt":
-                tasks.append(asyncio.create_task(self._equity(name, feed), name=f"feed {name}"))
-        self._warming = {t.get_name() for t in tasks}
-        if self.settings.altseason is not None:  # hundreds of REST calls: READY does not wait
-            tasks.append(asyncio.create_task(self._altseason(), name="altseason"))
-        self._feed_tasks = tasks
-
-    async def _stop_feeds(self) -> None:
-        for task in self._feed_tasks:
-            task.cancel()
-        if self._feed_tasks:
-            _, stuck = await asyncio.wait(self._feed_tasks, timeout=STOP_FEEDS_SECONDS)
-            for task in stuck:
-                log.warning("%s did not stop in time; left behind", task.get_name())
-        self._feed_tasks = []
-
-    def _exchange_feeds(self) -> list[ExchangeFeeds]:
-        groups: dict[tuple[str, str | None, str | None], dict] = {}
-        for name, feed in self.settings.feeds.items():
-            if feed.source != "ccxt":
-                continue
-            groups.setdefault((feed.exchange, feed.ws_url, feed.rest_url), {})[name] = feed
-        return [
-            ExchangeFeeds(
-                exchange,
-                feeds,
-                self.sink,
-                self._builders,
-                on_reconnect=self.telemetry.reconnect,
-            )
-            for (exchange, _, _), feeds in groups.items()
-        ]
-
-    async def _exchange(self, exchange: ExchangeFeeds) -> None:
-        await self._warmed(exchange.run(), exchange.warmed.wait(), exchange.exchange)
-
-    async def _warmed(self, run: Awaitable[None], warm: Awaitable[object], name: str) -> None:
-        """Run a feed; note when its warm-up is done."""
-
-        async def note() -> None:
-            await warm
-            self._warming.discard(name)
-
-        noted = asyncio.ensure_future(note())
-        try:
-            await run
-        finally:
-            noted.cancel()
-
     async def _ready(self) -> None:
         """Say READY=1 once every feed is warmed up (or after READY_AFTER); keep STATUS= fresh."""
         deadline = time.monotonic() + READY_AFTER
-        while self._warming and time.monotonic() < deadline:
+        while warming(self.parts) and time.monotonic() < deadline:
             self._set_status()
             await asyncio.sleep(0.2)
         self.telemetry.mark_ready()
         self.notify.ready(self._status_line())
-        if self._warming:
-            log.warning(
-                "ready before warm-up finished; still waiting for %s",
-                ", ".join(sorted(self._warming)),
-            )
+        if waiting := warming(self.parts):
+            log.warning("ready before warm-up finished; still waiting for %s", ", ".join(waiting))
         else:
             log.info("warmed up: ready")
         await self.snapshots.save_soon()  # a crash from now on resumes from here
@@ -487,8 +448,8 @@ class Daemon:
         for name, state in self.feed_states().items():
             by_state.setdefault(state, []).append(name)
         parts = [f"{state}: {', '.join(names)}" for state, names in sorted(by_state.items())]
-        if self._warming:
-            parts.insert(0, f"warming up {', '.join(sorted(self._warming))}")
+        if waiting := warming(self.parts):
+            parts.insert(0, f"warming up {', '.join(sorted(waiting))}")
         parts.extend(self.problems().values())
         try:
             parts.append(f"{self.outbox.depth()} alert(s) queued")
@@ -502,127 +463,11 @@ class Daemon:
             self._status = status
             self.notify.status(status)
 
-    async def _equity(self, name: str, feed: FeedConfig) -> None:
-        """Warm an equity feed up from Yahoo's chart history, then stream it from its source."""
-        # imported here: a daemon without equity feeds does not carry them
-        from moodring.feeds.alpaca import ALPACA_URL, AlpacaStreamer
-        from moodring.feeds.finnhub import FINNHUB_URL, FinnhubStreamer
-        from moodring.feeds.yahoo import YahooStreamer
-
-        common = {"calendar": MarketCalendar(), "stale_after": feed.stale_after}
-        streamer: YahooStreamer | FinnhubStreamer | AlpacaStreamer
-        if feed.source == "finnhub":
-            streamer = FinnhubStreamer(
-                name,
-                feed.symbol,
-                self.sink,
-                url=feed.ws_url or FINNHUB_URL,
-                api_key=feed.api_key,
-                **common,
-            )
-        elif feed.source == "alpaca":
-            streamer = AlpacaStreamer(
-                name,
-                feed.symbol,
-                self.sink,
-                url=feed.ws_url or ALPACA_URL,
-                api_key=feed.api_key,
-                api_secret=feed.api_secret,
-                **common,
-            )
-        else:
-            streamer = YahooStreamer(
-                name, feed.symbol, self.sink, url=feed.ws_url or YAHOO_STREAMER, **common
-            )
-        warm = asyncio.create_task(self._yahoo_history(name, feed))
-        try:
-            await self._warmed(streamer.run(), asyncio.shield(warm), f"feed {name}")
-        finally:
-            warm.cancel()
-
-    async def _altseason(self) -> None:
-        """Keep the Altcoin Season Index current from its exchange."""
-        from moodring.feeds.altseason import AltseasonFeed
-
-        assert self.settings.altseason is not None
-        await AltseasonFeed(self.settings.altseason, self._publish).run()
-
-    def _publish(self, column: str, t_ms: int, value: float, closed: bool) -> None:
+    def _on_external(self, column: str, t_ms: int, value: float, closed: bool) -> None:
         """Pass a value computed outside the bars (the altseason index) to engine and MQTT."""
-        self.engine.publish(column, t_ms, value, closed=closed)
+        self.engine.set_external(column, t_ms, value, closed=closed)
         if self.mqtt is not None:
-            self.mqtt.metric(column, value, t_ms, forming=not closed)
-
-    async def _yahoo_history(self, name: str, feed: FeedConfig) -> None:
-        from moodring.feeds.yahoo import HistoryError, fetch_history
-
-        backoff = Backoff(2.0, 300.0)
-        for builder in self._builders(name):
-            interval, span = YAHOO_INTERVALS.get(builder.timeframe.name, ("1d", "2y"))
-            while True:
-                try:
-                    # keyed sources have no free history: Yahoo's serves them too
-                    own = feed.rest_url if feed.source == "yahoo" else None
-                    frame = await fetch_history(
-                        feed.symbol, interval, span, base_url=own or YAHOO_CHART
-                    )
-                    break
-                except (HistoryError, OSError) as exc:
-                    delay = backoff.next()
-                    log.warning(
-                        "%s: history: %s; retrying in %.0f s",
-                        name,
-                        exc,
-                        delay,
-                        extra={"feed": name},
-                    )
-                    await asyncio.sleep(delay)
-            tf = builder.timeframe.ms
-            now = int(time.time() * 1000)
-            bars = [
-                Bar(*row)
-                for row in zip(
-                    *(
-                        c.tolist()
-                        for c in (
-                            frame.time,
-                            frame.open,
-                            frame.high,
-                            frame.low,
-                            frame.close,
-                            frame.volume,
-                        )
-                    ),
-                    strict=True,
-                )
-            ]
-            closed = [bar for bar in bars if bar.time + tf <= now]
-            self.sink.history(name, closed, length_ms=tf)
-            log.info(
-                "%s: warmed up %d %s bars",
-                name,
-                len(closed),
-                builder.timeframe,
-                extra={"feed": name},
-            )
-
-    async def _clock(self) -> None:
-        """Close bars whose interval has ended even when no trade comes to close them."""
-        while True:
-            await asyncio.sleep(1.0)
-            self._clock_beat = time.monotonic()
-            for exchange in self.exchanges:
-                with self.engine.deferred():  # each feed by its own stream's clock, one moment
-                    for feed in exchange.feeds:
-                        self.engine.advance(exchange.clock_ms(feed) - CLOSE_GRACE_MS, (feed,))
-                exchange.on_clock()
-            now = int(time.time() * 1000)
-            wall_clocked = [n for n, f in self.settings.feeds.items() if f.source != "ccxt"]
-            if wall_clocked:
-                self.engine.advance(now - CLOSE_GRACE_MS, wall_clocked)
-            if self.mqtt is not None:  # forming values: the publisher throttles them
-                for column, value in self.engine.forming_values().items():
-                    self.mqtt.metric(column, value, now, forming=True)
+            self.mqtt.metric(column, value, t_ms, closed=closed)
 
 
 def _publisher(settings: Settings) -> MqttPublisher | None:
@@ -632,6 +477,24 @@ def _publisher(settings: Settings) -> MqttPublisher | None:
     from moodring.delivery.mqtt import MqttPublisher
 
     return MqttPublisher(settings.mqtt)
+
+
+def _altseason(
+    settings: Settings, on_value: Callable[[str, int, float, bool], None]
+) -> AltseasonFeed:
+    """Return the altseason feed of ``settings`` (ccxt.pro is imported only then)."""
+    from moodring.feeds.altseason_feed import AltseasonFeed
+
+    assert settings.altseason is not None
+    return AltseasonFeed(settings.altseason, on_value)
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    """Return the errors of a (nested) exception group."""
+    found: list[Exception] = []
+    for error in group.exceptions:
+        found.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return found
 
 
 def _engine_part(settings: Settings) -> tuple[object, ...]:
@@ -657,7 +520,7 @@ def _fresh(state: EngineState) -> EngineState:
     return dataclasses.replace(state, series=kept)
 
 
-def _catch_up(engine: Engine, settings: Settings) -> CatchUp:
+def _catch_up(engine: Pipeline, settings: Settings) -> CatchUp:
     """Return the judge of the warm-up's alerts for an engine restored from a snapshot."""
     judged, timeframes = {}, {}
     for rule in engine.rules.rules:

@@ -44,10 +44,12 @@ from typing import Any, Literal
 import numpy as np
 
 from moodring.delivery.outbox import SavedRuleState
-from moodring.engine import Engine, Published
+from moodring.engine import External
+from moodring.lifecycle import Component
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.ring import BarRing
+from moodring.pipeline import Pipeline
 from moodring.rules.book import Rule, RuleStatus
 from moodring.settings import FeedConfig, Settings
 from moodring.times import format_duration, iso_time
@@ -61,7 +63,7 @@ _COLUMNS = ("open", "high", "low", "close", "volume")
 _STATES = ("inactive", "pending", "firing")
 _TOLD = ("firing", "resolved")
 
-_journals: weakref.WeakKeyDictionary[Engine, dict[int, BarRing]] = weakref.WeakKeyDictionary()
+_journals: weakref.WeakKeyDictionary[Pipeline, dict[int, BarRing]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -92,14 +94,14 @@ class RuleState:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class EngineState:
-    """Everything a restore needs: bars, rule statuses and published (altseason) values."""
+    """Everything a restore needs: bars, rule statuses and external (altseason) values."""
 
     taken_ms: int
     fingerprint: str
     series: tuple[SeriesState, ...]
     rules: dict[str, RuleState]
     version: int = SNAPSHOT_VERSION
-    published: dict[str, Published] = dataclasses.field(default_factory=dict)
+    externals: dict[str, External] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +143,9 @@ class RestoreReport:
 
 def feed_identity(feed: FeedConfig) -> str:
     """Return a hash of what makes a feed's bars the same bars (not its health settings)."""
+    # the hash of when every source had an exchange (binance unless set): snapshots match
     keys = ("symbol", "source", "exchange", "market", "ws_url", "rest_url")
-    return _digest({key: getattr(feed, key) for key in keys})
+    return _digest({key: getattr(feed, key, "binance") for key in keys})
 
 
 def fingerprint(settings: Settings) -> str:
@@ -155,7 +158,7 @@ def fingerprint(settings: Settings) -> str:
     )
 
 
-def attach(engine: Engine, *, keep_bars: int = KEEP_BARS) -> None:
+def attach(engine: Pipeline, *, keep_bars: int = KEEP_BARS) -> None:
     """Start journalling the engine's closed bars for snapshots (call before any bar)."""
     if engine in _journals:
         return
@@ -169,7 +172,7 @@ def attach(engine: Engine, *, keep_bars: int = KEEP_BARS) -> None:
     _journals[engine] = journal
 
 
-def capture(engine: Engine) -> EngineState:
+def capture(engine: Pipeline) -> EngineState:
     """Return the engine's state (copies: safe to save from another thread)."""
     journal = _journals.get(engine, {})
     settings = engine.settings
@@ -195,12 +198,12 @@ def capture(engine: Engine) -> EngineState:
         fingerprint(settings),
         tuple(series),
         rules,
-        published=engine.published(),
+        externals=engine.externals(),
     )
 
 
-def restore(engine: Engine, state: EngineState, *, forming: bool = True) -> RestoreReport:
-    """Put ``state`` into a fresh engine quietly (``forming=False`` at a start); report gaps."""
+def restore(engine: Pipeline, state: EngineState, *, forming_bars: bool = True) -> RestoreReport:
+    """Put ``state`` into a fresh engine quietly (no forming bars at a start); report gaps."""
     if any(b.time >= 0 or b.last_time >= 0 for b in _builders(engine)):
         raise ValueError("restore needs a fresh engine")
     attach(engine)
@@ -218,7 +221,7 @@ def restore(engine: Engine, state: EngineState, *, forming: bool = True) -> Rest
             continue
         replay.append((builder, old))
         last = int(old.time[-1])
-        bar = old.forming if forming else None
+        bar = old.forming if forming_bars else None
         if bar is not None and bar["time"] > last:
             resume.append((builder, bar))
         resumed = bool(resume) and resume[-1][0] is builder
@@ -231,7 +234,7 @@ def restore(engine: Engine, state: EngineState, *, forming: bool = True) -> Rest
     for node in engine.metrics.values():
         node.dirty = True
     rules = _restore_rules(engine, state.rules)
-    engine.adopt(state.published)
+    engine.adopt_externals(state.externals)
     _log_restore(state, reports, rules)
     return RestoreReport(tuple(reports), rules)
 
@@ -247,7 +250,7 @@ def rule_state_json(rule: Rule) -> str:
     return json.dumps(_rule_data(rule_state(rule)), separators=(",", ":"))
 
 
-def resume_rules(engine: Engine, saved: Iterable[SavedRuleState], taken_ms: int) -> list[str]:
+def resume_rules(engine: Pipeline, saved: Iterable[SavedRuleState], taken_ms: int) -> list[str]:
     """Resume rules from states the outbox saved after the snapshot taken at ``taken_ms``.
 
     Such a state is the newer one: the rule continues from it and skips the closed bars
@@ -293,7 +296,7 @@ def save(path: Path, state: EngineState) -> None:
             for s in state.series
         ],
         "rules": {name: _rule_data(r) for name, r in state.rules.items()},
-        "published": state.published,
+        "published": state.externals,
     }
     times = [s.time for s in state.series]
     values = [s.ohlcv for s in state.series]
@@ -368,16 +371,20 @@ def load(
     return state
 
 
-class Snapshotter:
+class Snapshotter(Component):
     """Saves the current engine's state to one file, periodically and on demand.
 
-    A write that fails (a full disk, an I/O error) is logged when writes start failing
+    ``async with snapshotter:`` saves every ``every`` seconds; leaving the block saves once
+    more. A write that fails (a full disk, an I/O error) is logged when writes start failing
     and when they work again; meanwhile ``problem()`` says why and the daemon runs on.
     """
 
-    def __init__(self, engine_of: Callable[[], Engine], path: Path) -> None:
+    def __init__(
+        self, engine_of: Callable[[], Pipeline], path: Path, *, every: float = 60.0
+    ) -> None:
         self.engine_of = engine_of
         self.path = path
+        self.every = every
         self._lock = threading.Lock()
         self._taken = 0
         self._written = 0
@@ -397,6 +404,12 @@ class Snapshotter:
     async def save_soon(self) -> bool:
         """Capture the state now and write it in a thread; return whether it was written."""
         return await asyncio.to_thread(self._write, *self._capture())
+
+    async def _setup(self) -> None:
+        self.spawn(self.run(self.every), name="snapshots")
+
+    async def _teardown(self) -> None:
+        self.save_now()
 
     async def run(self, interval_s: float) -> None:
         """Save every ``interval_s`` until cancelled: capture on the loop, write in a thread."""
@@ -459,13 +472,13 @@ def _series_keys(settings: Settings) -> set[tuple[str, str]]:
     }
 
 
-def _feed_builders(engine: Engine) -> Iterator[tuple[str, BarBuilder]]:
+def _feed_builders(engine: Pipeline) -> Iterator[tuple[str, BarBuilder]]:
     for feed in engine.settings.feeds:
         for builder in engine.builders(feed):
             yield feed, builder
 
 
-def _builders(engine: Engine) -> Iterator[BarBuilder]:
+def _builders(engine: Pipeline) -> Iterator[BarBuilder]:
     return (builder for _, builder in _feed_builders(engine))
 
 
@@ -518,7 +531,7 @@ def _rule_data(state: RuleState) -> dict[str, Any]:
     }
 
 
-def _restore_rules(engine: Engine, saved: dict[str, RuleState]) -> dict[str, str]:
+def _restore_rules(engine: Pipeline, saved: dict[str, RuleState]) -> dict[str, str]:
     """Put saved statuses back where the rule still judges the same thing; say which."""
     outcome = {}
     for rule in engine.rules.rules:
@@ -591,20 +604,20 @@ def _read(data: bytes) -> EngineState:
     if start != len(times):
         raise ValueError("bars left over after the last series")
     rules = {_str(name): _rule(r) for name, r in meta["rules"].items()}
-    published = {
+    externals = {
         _str(column): (
             float(closed),
-            float(forming),
+            float(latest),
             [(_int(t), None if v is None else float(v)) for t, v in history],
         )
-        for column, (closed, forming, history) in meta.get("published", {}).items()
+        for column, (closed, latest, history) in meta.get("published", {}).items()
     }
     return EngineState(
         _int(meta["taken_ms"]),
         _str(meta["fingerprint"]),
         tuple(series),
         rules,
-        published=published,
+        externals=externals,
     )
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from moodring.backtest.csvfile import CsvError, load_csv
-from moodring.feeds.calendar import MarketCalendar
+from moodring.market.calendar import MarketCalendar
 from moodring.market.frame import BarFrame
 from moodring.market.timeframe import Timeframe
 from moodring.times import iso_time

@@ -74,8 +74,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from moodring.backtest.csvfile import CsvError, load_csv
-from moodring.feeds.calendar import MarketCalendar
-from moodring.feeds.yahoo import (
+from moodring.feeds.yahoo.stream import (
     PRICING_FIELDS,
     QUOTE_EQUITY,
     QUOTE_ETF,
@@ -83,6 +82,7 @@ from moodring.feeds.yahoo import (
     QUOTE_INDEX,
     REGULAR_MARKET,
 )
+from moodring.market.calendar import MarketCalendar
 from moodring.market.frame import BarFrame
 from moodring.testing.equity_bars import bar_length_ms
 

@@ -1,0 +1,742 @@
+"""Crypto feeds through ccxt.pro: one client per exchange, trades or candles in, REST repairs."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import ccxt.pro as ccxtpro
+from ccxt.base.errors import BaseError, NetworkError
+
+from moodring.backoff import Backoff
+from moodring.feeds.base import FeedSink
+from moodring.feeds.ccxt import CcxtFeedConfig
+from moodring.feeds.ccxt.patch import guarded
+from moodring.feeds.clock import EARLY_MS, FUTURE_MS, StreamClock
+from moodring.feeds.frames import trade_problem
+from moodring.feeds.source import Clock, FeedPart
+from moodring.lifecycle import first_completed
+from moodring.market.bar import Bar
+from moodring.market.builder import HOLD_ALL, BarBuilder
+from moodring.market.timeframe import Timeframe
+from moodring.times import iso_time
+
+log = logging.getLogger("moodring.feeds.ccxt")
+
+# Reconnect before exchanges drop a stream themselves (Binance: after 24 h).
+RECONNECT_EVERY = 23 * 3600.0
+# Seconds a client may take to close its sockets.
+CLOSE_TIMEOUT = 1.0
+# ccxt's own caches stay small: trades and candles are taken as ccxt parses them (never read
+# back from its caches), and moodring's ring buffers are the source of truth.
+CACHE_LIMIT = 10
+# The most klines one REST call asks for (Binance's cap).
+KLINES_LIMIT = 1000
+# Where a frame names its stream (Binance ``stream``, Bybit ``topic``, a Binance event's
+# symbol ``s``); read from the text, so a frame that does not parse still says which.
+_STREAM_NAME = re.compile(r'"(?:stream|topic|s)"\s*:\s*"([^"]{1,200})"')
+# The parts of a stream name or ccxt message hash: ``ethusdt@trade``, ``trade::ETH/USDT``.
+_STREAM_PARTS = re.compile(r"[@:.|\s]+")
+
+
+@dataclass(slots=True)
+class _Repair:
+    """A builder's gap: held bars waiting for the exchange's klines."""
+
+    builder: BarBuilder
+    feed: str
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class _Candle:
+    """The latest candle of one (symbol, timeframe) stream, and whether it was closed."""
+
+    bar: Bar
+    closed: bool
+
+
+# an item's take (with whether its bars must be repaired) and skip
+_Take = Callable[[bool], None]
+_Skip = Callable[[], None]
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A stream's items stamped too far ahead, waiting for its next frame to confirm them."""
+
+    frame: int
+    first_ms: int
+    items: list[tuple[int, _Take, _Skip]] = field(default_factory=list)
+
+
+@dataclass
+class ExchangeStats:
+    """Counters of one exchange connection."""
+
+    trades: int = 0
+    candles: int = 0
+    missed: int = 0
+    reconnects: int = 0
+    repairs: int = 0
+    last_frame: float = 0.0
+    per_feed: dict[str, int] = field(default_factory=dict)
+
+
+class ExchangeFeeds(FeedPart):
+    """All feeds of one exchange on one ccxt.pro client.
+
+    ``async with feeds:`` connects, warms every feed up from the exchange's REST klines
+    (``warmed`` is set then) and streams until the block ends, which closes the client.
+
+    Feeds with ``stream: trades`` watch trades (``watch_trades_for_symbols`` where the
+    exchange has it), feeds with ``stream: ohlcv`` watch the exchange's candles
+    (``watch_ohlcv_for_symbols`` likewise); each watch is bounded by a timeout. On a network
+    error, a silent socket or the daily forced reconnect it reconnects with capped backoff.
+    The bars a disconnection overlapped are held back in the bar builders and settled from
+    the exchange's REST klines once the first bar seen whole since has closed, so closed
+    bars equal an unbroken stream.
+
+    Each stream (a symbol's trades, a symbol's candles of one timeframe) has its own clock,
+    which closes its feeds' bars and judges its timestamps, and which no single frame can
+    move: a frame stamped far ahead waits for the stream's next frame to confirm it, and the
+    bars one stamped a little ahead closes are held until the clock has passed them (and
+    repaired from REST if an item came late for them).
+    """
+
+    def __init__(
+        self,
+        exchange: str,
+        feeds: Mapping[str, CcxtFeedConfig],
+        sink: FeedSink,
+        builders: Callable[[str], list[BarBuilder]],
+        *,
+        timeout: float = 30.0,
+        reconnect_every: float = RECONNECT_EVERY,
+        client_factory: Callable[[], Any] | None = None,
+        on_reconnect: Callable[[str], None] | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.feeds: dict[str, CcxtFeedConfig] = dict(feeds)
+        self.sink = sink
+        self._builders = builders
+        self.timeout = timeout
+        self.reconnect_every = reconnect_every
+        self.stats = ExchangeStats()
+        self._factory = client_factory or self._make_client
+        self._on_reconnect = on_reconnect
+        self._client = self._factory()
+        self._by_market: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
+        self._stream_of: dict[str, Hashable] = {}  # feed -> its stream: symbol or (symbol, tf)
+        self._trade_feeds: dict[str, list[str]] = {}  # symbol -> feeds
+        self._candle_feeds: dict[tuple[str, str], list[str]] = {}  # (symbol, tf) -> feeds
+        self._candle_ms: dict[tuple[str, str], int] = {}
+        self._candles: dict[tuple[str, str], _Candle] = {}
+        offered = _timeframes(getattr(self._client, "timeframes", None))
+        for name, feed in self.feeds.items():
+            self._by_market.setdefault(_market_key(feed.symbol), []).append(name)
+            if feed.stream == "ohlcv":
+                tf = candle_timeframe([b.timeframe for b in builders(name)], offered)
+                if tf is not None:
+                    key = (feed.symbol, tf.name)
+                    self._candle_feeds.setdefault(key, []).append(name)
+                    self._candle_ms[key] = tf.ms
+                    self._stream_of[name] = key
+                    continue
+                log.warning(
+                    "%s: %s has no candles its timeframes fold from; watching trades",
+                    name,
+                    exchange,
+                )
+            self._trade_feeds.setdefault(feed.symbol, []).append(name)
+            self._stream_of[name] = feed.symbol
+        self._offset_ms = 0
+        self._clocks = {key: StreamClock() for key in self._stream_of.values()}
+        self._waiting: dict[Hashable, _Waiting] = {}
+        self._frame = 0  # websocket frames received: items of one frame share its number
+        self._repairs: dict[int, _Repair] = {}
+        # builder -> its first held bar that an item stamped ahead may only have closed early:
+        # such bars are released as built once over, unless an item came late for them
+        self._early_from: dict[int, int] = {}
+        self._last_id: dict[str, int] = {}
+        self._heard: dict[str, float] = {}  # feed -> monotonic time of its latest trade/candle
+        self._stale: set[str] = set()
+        self._started = time.monotonic()
+        limits = [f.stale_after for f in self.feeds.values() if f.stale_after]
+        # a socket silent for this long (all its symbols at once) is reconnected
+        self._silence = min([timeout, *limits])
+        self._awaiting_first: set[str] = set()
+        self.warmed = asyncio.Event()
+
+    clock: ClassVar[Clock] = "stream"
+
+    @property
+    def name(self) -> str:
+        """Return the exchange's name (what the status line calls the part)."""
+        return self.exchange
+
+    async def _setup(self) -> None:
+        self.spawn(self.run(), name=self.exchange)
+
+    @property
+    def candle_streams(self) -> list[tuple[str, str]]:
+        """Return the (symbol, exchange timeframe) candle streams the client watches."""
+        return list(self._candle_feeds)
+
+    def _make_client(self) -> Any:
+        cls = getattr(ccxtpro, self.exchange, None)
+        if cls is None:
+            raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
+        client = guarded(cls, self._bad_frame, self._on_trade, self._on_candle, self._on_frame)(
+            {"enableRateLimit": True, "newUpdates": True}
+        )
+        client.options["tradesLimit"] = CACHE_LIMIT
+        client.options["OHLCVLimit"] = CACHE_LIMIT
+        first = next(iter(self.feeds.values()))
+        if first.ws_url or first.rest_url:
+            configure_urls(client, first.ws_url, first.rest_url)
+        return client
+
+    def now_ms(self) -> int:
+        """Return the exchange's clock (local time corrected by the measured offset)."""
+        return int(time.time() * 1000) + self._offset_ms
+
+    def clock_ms(self, feed: str) -> int:
+        """Return the clock of a feed's stream (the exchange's, or the stream's running ahead).
+
+        The bar-closing timer uses this: no single frame moves it, and it never runs ahead
+        of the stream (a replay faster than real time only makes it lag; trades close bars).
+        """
+        return self._clocks[self._stream_of[feed]].read(self.now_ms())
+
+    async def run(self) -> None:
+        """Stream until cancelled, reconnecting as needed (the task of ``async with``)."""
+        backoff = Backoff(1.0, 60.0)
+        first = True
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    if first:
+                        await self._warm_up()
+                        first = False
+                        self.warmed.set()
+                        self._gap_begins()  # the forming bar came from REST: repair it too
+                    backoff.reset()
+                    await self._stream()
+                except (BaseError, TimeoutError, OSError) as exc:
+                    self.stats.reconnects += 1
+                    if self._on_reconnect is not None:
+                        for name in self.feeds:
+                            self._on_reconnect(name)
+                    self._gap_begins()
+                    delay = backoff.next()
+                    log.warning(
+                        "%s: %s: %s; reconnecting in %.1f s",
+                        self.exchange,
+                        type(exc).__name__,
+                        str(exc)[:200],
+                        delay,
+                    )
+                    await self._close_sockets()
+                    await asyncio.sleep(delay)
+        finally:
+            await self._close_quietly(self._client)
+
+    async def _connect(self) -> None:
+        client = self._client
+        async with asyncio.timeout(self.timeout):
+            await client.load_markets()
+        try:
+            async with asyncio.timeout(self.timeout):
+                server = await client.fetch_time()
+            self._offset_ms = int(server) - int(time.time() * 1000)
+        except (BaseError, TimeoutError, TypeError):
+            self._offset_ms = 0  # not every exchange tells its time
+        symbols = {feed.symbol for feed in self.feeds.values()}
+        log.info("%s: connected (%d symbols)", self.exchange, len(symbols))
+
+    async def _warm_up(self) -> None:
+        """Fill every builder with closed history bars, so metrics are valid from the start.
+
+        A builder holding restored bars gets every bar since its last one (at most
+        ``KLINES_LIMIT``): the bars that closed while moodring was down, in order.
+        """
+        for name, feed in self.feeds.items():
+            for builder in self._builders(name):
+                tf = builder.timeframe.ms
+                since, limit = None, 0
+                if builder.last_time >= 0:  # restored: from the first bar closed since
+                    since = builder.last_time + tf
+                    limit = (self.now_ms() - since) // tf + 2
+                bars = await self._klines(feed.symbol, builder, since, limit)
+                now = self.now_ms()
+                closed = [bar for bar in bars if bar.time + tf <= now]
+                self.sink.history(name, closed, length_ms=tf)
+                for bar in bars[len(closed) :]:
+                    self.sink.candle(name, bar, closed=False, length_ms=tf)
+                log.info(
+                    "%s: warmed up %d %s bars",
+                    name,
+                    len(closed),
+                    builder.timeframe,
+                    extra={"feed": name},
+                )
+
+    async def _klines(
+        self, symbol: str, builder: BarBuilder, since: int | None, limit: int = 0
+    ) -> list[Bar]:
+        tf = builder.timeframe
+        limit = max(limit, builder.bars.time.capacity + 1)
+        if since is None:
+            since = self.now_ms() - limit * tf.ms
+        async with asyncio.timeout(self.timeout):
+            rows = await self._client.fetch_ohlcv(
+                symbol, tf.name, since=since, limit=min(limit, KLINES_LIMIT)
+            )
+        return [
+            Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5] or 0.0))
+            for r in rows
+        ]
+
+    async def _stream(self) -> None:
+        """Run the trade and candle watches side by side; return by raising, as they do."""
+        # the watches keep the subscriptions and tell a silent socket; the trades and candles
+        # themselves already went to _on_trade/_on_candle as ccxt parsed them
+        watches = []
+        if self._trade_feeds:
+            watches.append(self._keep(self._watch_trades))
+        if self._candle_feeds:
+            watches.append(self._keep(self._watch_candles))
+        # the watches only end by failing (the caller reconnects); else the day is over
+        await first_completed(*watches, asyncio.sleep(self.reconnect_every))
+        log.info("%s: daily reconnect", self.exchange)
+        raise NetworkError("scheduled reconnect")
+
+    async def _keep(self, watch: Callable[[], Awaitable[object]]) -> None:
+        """Call a watch again and again; raise when it fails or stays silent too long."""
+        while True:
+            async with asyncio.timeout(self._silence):
+                await watch()
+            self.stats.last_frame = time.monotonic()
+
+    def _watch_trades(self) -> Awaitable[object]:
+        client = self._client
+        symbols = list(self._trade_feeds)
+        if client.has.get("watchTradesForSymbols") and len(symbols) > 1:
+            return client.watch_trades_for_symbols(symbols)
+        return first_completed(*(client.watch_trades(s) for s in symbols))
+
+    def _watch_candles(self) -> Awaitable[object]:
+        client = self._client
+        pairs = [[symbol, tf] for symbol, tf in self._candle_feeds]
+        if client.has.get("watchOHLCVForSymbols"):
+            return client.watch_ohlcv_for_symbols(pairs)
+        return first_completed(*(client.watch_ohlcv(symbol, tf) for symbol, tf in pairs))
+
+    def _hear(self, name: str, t_ms: int) -> None:
+        """Note that a feed spoke: it is no longer stale; count it."""
+        self._heard[name] = time.monotonic()
+        if name in self._stale:
+            self._stale.discard(name)
+            self.sink.state(name, "ok", t_ms)
+        self.stats.per_feed[name] = self.stats.per_feed.get(name, 0) + 1
+
+    def _first_since_gap(self, name: str, t_ms: int) -> None:
+        """Hold the feed's bars through the one at ``t_ms``: it may lack what the gap took."""
+        if name in self._awaiting_first:
+            self._awaiting_first.discard(name)
+            for builder in self._builders(name):
+                self._early_from.pop(id(builder), None)
+                builder.hold(builder.timeframe.floor(t_ms))
+
+    def _on_frame(self) -> None:
+        self._frame += 1
+
+    def _on_trade(self, trade: dict[str, Any]) -> None:
+        symbol = trade.get("symbol") or ""
+        names = self._trade_feeds.get(symbol)
+        if not names:
+            return
+        t, price, amount = trade.get("timestamp"), trade.get("price"), trade.get("amount")
+        # the stream's clock runs ahead with it: a stale clock offset (or a fast replay)
+        # must not make good trades look like they come from the future
+        reference = self._clocks[symbol].read(self.now_ms())
+        problem = trade_problem(t, price, amount, reference)
+        seq = sequence_number(trade.get("id"))
+        if problem is None and seq is None and names[0] in self._last_id:
+            problem = "bad trade id"  # the feed's trades are numbered: so must this one be
+        if problem is not None:
+            self._skip_trade(names, trade, problem)
+            return
+        repair = self._admit(symbol, t, reference)
+        if repair is None:
+            take = functools.partial(self._take_trade, names, trade, seq)
+            skip = functools.partial(self._skip_trade, names, trade, "timestamp in the future")
+            self._wait(symbol, t, take, skip)
+        else:
+            self._take_trade(names, trade, seq, repair)
+
+    def _take_trade(
+        self, names: list[str], trade: dict[str, Any], seq: int | None, repair: bool
+    ) -> None:
+        t, price, amount = trade["timestamp"], trade["price"], trade["amount"]
+        trade_id = trade.get("id")
+        for name in names:
+            self.stats.trades += 1
+            self._hear(name, t)
+            self._first_since_gap(name, t)
+            if self._early_from:
+                self._check_late(name, t)
+            if repair:
+                self._hold_early(name, t)
+            if seq is not None:
+                self._check_sequence(name, seq, t)
+            self.sink.trade(name, t, price, amount, trade_id)
+            for builder in self._builders(name):
+                self._maybe_repair(name, builder)
+
+    def _skip_trade(self, names: list[str], trade: dict[str, Any], reason: str) -> None:
+        for name in names:
+            self.sink.bad_frame(name, reason, repr(trade.get("info"))[:200])
+
+    def _admit(self, stream: Hashable, t_ms: int, reference: int) -> bool | None:
+        """Judge an item's time by its stream's clock (``reference``): None if it must wait.
+
+        Otherwise return whether the bars it closes must be repaired: an item stamped a
+        little ahead may have closed its bar early. One stamped further ahead waits: a later
+        frame at least as late confirms the jump (a fast replay, a stream back after a pause)
+        and both go on; an earlier one shows it stamped wrong, and it is skipped.
+        """
+        clock = self._clocks[stream]
+        frame = self._frame
+        waiting = self._waiting.get(stream)
+        confirmed = False
+        if waiting is not None and waiting.frame != frame:
+            del self._waiting[stream]
+            confirmed = t_ms >= waiting.first_ms - EARLY_MS
+            self._settle(clock, waiting, take=confirmed, repair=False)
+        if not confirmed and t_ms > reference + FUTURE_MS:
+            return None
+        clock.note(t_ms, frame)
+        return not confirmed and t_ms > reference + EARLY_MS
+
+    def _wait(self, stream: Hashable, t_ms: int, take: _Take, skip: _Skip) -> None:
+        """Keep an item stamped far ahead until its stream's next frame says if it is right."""
+        waiting = self._waiting.get(stream)
+        if waiting is None:
+            waiting = self._waiting[stream] = _Waiting(self._frame, t_ms)
+        waiting.first_ms = min(waiting.first_ms, t_ms)
+        waiting.items.append((t_ms, take, skip))
+
+    @staticmethod
+    def _settle(clock: StreamClock, waiting: _Waiting, *, take: bool, repair: bool) -> None:
+        """Pass waiting items on (their bars repaired or not), or skip them."""
+        for t_ms, take_item, skip_item in waiting.items:
+            if take:
+                clock.note(t_ms, waiting.frame)
+                take_item(repair)
+            else:
+                skip_item()
+
+    def _hold_early(self, name: str, t_ms: int) -> None:
+        """Hold the bars an item stamped ahead closes, and its own, until the clock passes them."""
+        for builder in self._builders(name):
+            tf = builder.timeframe
+            start = tf.floor(t_ms)
+            if builder.time >= 0:
+                closes = start > builder.time
+            else:  # the clock closed the last bar: bars between it and this one are filled
+                closes = 0 <= builder.last_time < start - tf.ms
+            if closes and builder.hold_through < start:
+                held = builder.hold_through  # bars a gap holds up to here need REST anyway
+                self._early_from.setdefault(id(builder), held + tf.ms if held >= 0 else 0)
+                builder.hold(start)
+
+    def _check_late(self, name: str, t_ms: int) -> None:
+        """Note an item whose bar already closed: bars held as maybe early need REST now."""
+        for builder in self._builders(name):
+            if builder.timeframe.floor(t_ms) <= builder.last_time:
+                self._early_from.pop(id(builder), None)
+
+    def _on_candle(self, symbol: str, timeframe: str, row: Any, raw: object) -> None:
+        """Pass one candle update on; close the previous candle once a later one opens.
+
+        Binance's kline events say when a candle is final (``x``): it is closed at once.
+        Elsewhere a candle is closed by the first update of a later candle.
+        """
+        key = (symbol, timeframe)
+        names = self._candle_feeds.get(key)
+        if not names:
+            return
+        shown = raw if raw is not None else row
+        reference = self._clocks[key].read(self.now_ms())
+        problem = candle_problem(row, reference)
+        if problem is not None:
+            self._skip_candle(names, shown, problem)
+            return
+        bar = Bar(
+            int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5])
+        )
+        final, event_ms = kline_flags(raw, bar.time)
+        stamp = event_ms if event_ms is not None and event_ms >= bar.time else bar.time
+        repair = self._admit(key, stamp, reference)
+        if repair is None:
+            take = functools.partial(self._take_candle, key, bar, final, stamp)
+            skip = functools.partial(self._skip_candle, names, shown, "timestamp in the future")
+            self._wait(key, stamp, take, skip)
+        else:
+            self._take_candle(key, bar, final, stamp, repair)
+
+    def _skip_candle(self, names: list[str], shown: object, reason: str) -> None:
+        for name in names:
+            self.sink.bad_frame(name, reason, repr(shown)[:200])
+
+    def _take_candle(
+        self, key: tuple[str, str], bar: Bar, final: bool, stamp: int, repair: bool
+    ) -> None:
+        prev = self._candles.get(key)
+        if prev is not None and (
+            bar.time < prev.bar.time or (bar.time == prev.bar.time and prev.closed)
+        ):
+            for name in self._candle_feeds[key] if self._early_from else ():
+                self._check_late(name, bar.time)
+            return  # an update of a candle already closed here
+        self.stats.candles += 1
+        length = self._candle_ms[key]
+        self._candles[key] = _Candle(bar, final)
+        for name in self._candle_feeds[key]:
+            self._hear(name, stamp)
+            self._first_since_gap(name, bar.time)
+            if repair:
+                self._hold_early(name, bar.time)
+            if prev is not None and not prev.closed and bar.time > prev.bar.time:
+                self.sink.candle(name, prev.bar, closed=True, length_ms=length)
+            self.sink.candle(name, bar, closed=final, length_ms=length)
+            for builder in self._builders(name):
+                self._maybe_repair(name, builder)
+
+    def _bad_frame(self, reason: str, frame: object) -> None:
+        """Count a frame ccxt could not take against the feed its stream names (or the exchange)."""
+        names = self._feeds_named(stream_name(frame))
+        self.sink.bad_frame(names[0] if names else self.exchange, reason, repr(frame)[:200])
+
+    def _feeds_named(self, stream: str | None) -> list[str]:
+        """Return the feeds of the market a stream name or ccxt message hash names."""
+        for part in _STREAM_PARTS.split(stream or ""):
+            names = self._by_market.get(_market_key(part))
+            if names:
+                return names
+        return []
+
+    def _check_sequence(self, feed: str, seq: int, t: int) -> None:
+        """Treat a jump in consecutive trade ids (Binance's) as a gap to repair."""
+        last = self._last_id.get(feed)
+        if last is not None and seq > last + 1:
+            self.stats.missed += seq - last - 1
+            log.warning(
+                "%s: %d trade(s) missed between ids %d and %d; repairing from REST",
+                feed,
+                seq - last - 1,
+                last,
+                seq,
+            )
+            for builder in self._builders(feed):
+                self._early_from.pop(id(builder), None)
+                builder.hold(max(builder.hold_through, builder.timeframe.floor(t)))
+        if last is None or seq > last:
+            self._last_id[feed] = seq
+
+    def resync(self) -> None:
+        """Repair every feed's current bars from REST (the builders were replaced)."""
+        self._gap_begins()
+
+    def _gap_begins(self) -> None:
+        """Hold every builder's closed bars until the gap is repaired."""
+        self._early_from.clear()  # every held bar is repaired from REST now
+        for name in self.feeds:
+            self._awaiting_first.add(name)
+            for builder in self._builders(name):
+                builder.hold(HOLD_ALL)
+
+    def on_clock(self) -> None:
+        """Once a second: report feeds silent past ``stale_after``; repair closed held bars."""
+        now = time.monotonic()
+        for name, feed in self.feeds.items():
+            limit = feed.stale_after
+            heard = self._heard.get(name, self._started)
+            if limit and name not in self._stale and now - heard > limit:
+                self._stale.add(name)
+                log.warning("%s: nothing heard for %.0f s", name, now - heard)
+                self.sink.state(name, "stale", self.clock_ms(name))
+            for builder in self._builders(name):
+                self._maybe_repair(name, builder)
+        for stream, waiting in list(self._waiting.items()):
+            clock = self._clocks[stream]
+            if waiting.first_ms <= clock.read(self.now_ms()) + FUTURE_MS:
+                # the clock caught up: no longer from the future, but maybe a bar too early
+                del self._waiting[stream]
+                self._settle(clock, waiting, take=True, repair=True)
+
+    def _maybe_repair(self, feed: str, builder: BarBuilder) -> None:
+        if not builder.holding:
+            return
+        if builder.held_until + builder.timeframe.ms > self.clock_ms(feed):
+            return  # not over at the exchange yet (a bar closed early waits for its end)
+        key = id(builder)
+        early = self._early_from.get(key)
+        if early is not None and builder.held_from >= early:
+            builder.settle((), builder.held_until)  # nothing came late for them: they were whole
+            if builder.hold_through < 0:
+                del self._early_from[key]
+            return
+        repair = self._repairs.get(key)
+        if repair is not None and repair.task is not None and not repair.task.done():
+            return
+        repair = self._repairs[key] = _Repair(builder, feed)
+        repair.task = self.spawn(self._repair(repair), name=f"{feed} repair")
+
+    async def _repair(self, repair: _Repair) -> None:
+        """Settle the held bars, all closed at the exchange, with its own klines."""
+        builder, feed = repair.builder, repair.feed
+        symbol = self.feeds[feed].symbol
+        since, through = builder.held_from, builder.held_until
+        step = builder.timeframe.ms
+        early = self._early_from.get(id(builder))
+        if early is not None:
+            through = min(through, early - step)  # the bars after need no REST
+        last = builder.bars.last()
+        if last is not None:
+            # bars that never formed here (candles are not filled in) sit before the held ones
+            since = min(since, last.time + step)
+        count = (through - since) // step + 1
+        backoff = Backoff(1.0, 30.0)
+        for _ in range(8):
+            try:
+                bars = await self._klines(symbol, builder, since, count)
+            except (BaseError, TimeoutError, OSError) as exc:
+                log.warning("%s: gap repair failed (%s); retrying", feed, type(exc).__name__)
+                await asyncio.sleep(backoff.next())
+                continue
+            builder.settle(bars, through)
+            self.stats.repairs += 1
+            log.info(
+                "%s: %s bars from %s to %s repaired from REST",
+                feed,
+                builder.timeframe,
+                iso_time(since),
+                iso_time(through),
+            )
+            return
+        log.error("%s: gap repair gave up; releasing the bars as received", feed)
+        builder.settle((), through)
+
+    async def _close_sockets(self) -> None:
+        """Close the client's sockets; a closed ccxt client is spent, so make a new one."""
+        await self._close_quietly(self._client)
+        self._client = self._factory()
+
+    async def _close_quietly(self, client: Any) -> None:
+        """Close a client within a bound; a socket half-way through a drop may never answer."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await client.close()
+        except (Exception, TimeoutError) as exc:  # closing a broken client must not stop us
+            log.debug("%s: close: %s", self.exchange, exc)
+
+
+def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:
+    """Point a ccxt.pro Binance-like client at other endpoints (testnet, proxy, fake)."""
+    if ws_url:
+        client.urls["api"]["ws"]["spot"] = ws_url
+    if rest_url:
+        client.urls["api"]["public"] = rest_url
+        client.options["fetchMarkets"] = {"types": ["spot"]}
+        client.options["defaultType"] = "spot"
+
+
+def sequence_number(trade_id: object) -> int | None:
+    """Return a trade id as a sequence number, or None if it is not a plain number."""
+    if isinstance(trade_id, int) and not isinstance(trade_id, bool):
+        return trade_id
+    if isinstance(trade_id, str) and trade_id.isascii() and trade_id.isdigit():
+        return int(trade_id)
+    return None
+
+
+def stream_name(frame: object) -> str | None:
+    """Return the stream (or topic, or symbol) a websocket frame names, parsed or not."""
+    if isinstance(frame, dict):
+        for key in ("stream", "topic", "s"):
+            value = frame.get(key)
+            if isinstance(value, str):
+                return value
+        return None
+    if isinstance(frame, bytes | bytearray):
+        frame = frame[:4096].decode("utf-8", "replace")
+    if isinstance(frame, str):
+        found = _STREAM_NAME.search(frame, 0, 4096)
+        return found.group(1) if found else None
+    return None
+
+
+def _market_key(text: str) -> str:
+    """Return a market symbol or id folded for comparing (``ETH/USDT``, ``ETH-USDT``: ethusdt)."""
+    return text.replace("/", "").replace("-", "").replace("_", "").lower()
+
+
+def _timeframes(offered: object) -> list[Timeframe]:
+    """Return the exchange's candle timeframes that moodring can align (not months)."""
+    found = []
+    for name in offered if isinstance(offered, dict) else ():
+        try:
+            found.append(Timeframe.parse(str(name)))
+        except ValueError:
+            continue
+    return found
+
+
+def candle_timeframe(wanted: list[Timeframe], offered: list[Timeframe]) -> Timeframe | None:
+    """Return the longest offered candle every wanted timeframe folds from (None if none).
+
+    Every candle goes to every bar builder of its feed, so one stream serves them all: its
+    candles must tile each wanted bar exactly (length divides it, open times aligned).
+    """
+    wanted = wanted or [Timeframe.parse("1m")]
+    step = math.gcd(*(tf.ms for tf in wanted))
+    fits = [
+        tf
+        for tf in offered or wanted
+        if step % tf.ms == 0 and all((w.offset_ms - tf.offset_ms) % tf.ms == 0 for w in wanted)
+    ]
+    return max(fits, key=lambda tf: tf.ms, default=None)
+
+
+def candle_problem(row: Any, now_ms: int) -> str | None:
+    """Return why a unified candle ``[t, o, h, l, c, v]`` cannot be used, or None."""
+    if not isinstance(row, list | tuple) or len(row) < 6:
+        return "missing field"
+    for price in row[1:5]:
+        problem = trade_problem(row[0], price, row[5], now_ms)
+        if problem is not None:
+            return problem
+    return None
+
+
+def kline_flags(raw: object, open_ms: int) -> tuple[bool, int | None]:
+    """Return a Binance kline event's closed flag and event time if it is of ``open_ms``."""
+    if not isinstance(raw, dict):
+        return False, None
+    kline = raw.get("k")
+    if not isinstance(kline, dict) or kline.get("t") != open_ms:
+        return False, None
+    event = raw.get("E")
+    event_ms = event if isinstance(event, int) and not isinstance(event, bool) else None
+    return kline.get("x") is True, event_ms

@@ -1,0 +1,54 @@
+"""Yahoo Finance: the keyless streamer of one symbol's ticks, warmed up from its chart API.
+
+``ws_url`` points at another streamer, ``rest_url`` at another chart API (the fake Yahoo).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import ClassVar, Literal
+
+from moodring.feeds.source import Clock, FeedPart, FeedWiring, register
+from moodring.settings import FeedConfig
+
+
+class YahooFeedConfig(FeedConfig):
+    """A feed of Yahoo's streamer (``^RUT``, ``IWM``, ``RTY=F``)."""
+
+    source: Literal["yahoo"] = "yahoo"
+
+
+class YahooSource:
+    """Feeds of Yahoo's streamer; their bars close by the local clock."""
+
+    name: ClassVar[str] = "yahoo"
+    config: ClassVar[type[FeedConfig]] = YahooFeedConfig
+    clock: ClassVar[Clock] = "wall"
+
+    def build(self, feeds: Mapping[str, FeedConfig], wiring: FeedWiring) -> list[FeedPart]:
+        """Return one streamer per feed, warmed up from the chart API at ``rest_url``."""
+        from moodring.feeds.equity import EquityFeed, streamer_options
+        from moodring.feeds.yahoo.history import CHART_BASE_URL, warm_up
+        from moodring.feeds.yahoo.stream import STREAMER_URL, YahooStreamer
+
+        return [
+            EquityFeed(
+                name,
+                feed,
+                YahooStreamer(
+                    name,
+                    feed.symbol,
+                    wiring.sink,
+                    url=feed.ws_url or STREAMER_URL,
+                    **streamer_options(feed),
+                ),
+                functools.partial(
+                    warm_up, name, feed.symbol, wiring, base_url=feed.rest_url or CHART_BASE_URL
+                ),
+            )
+            for name, feed in feeds.items()
+        ]
+
+
+register(YahooSource())

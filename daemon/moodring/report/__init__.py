@@ -1,0 +1,1 @@
+"""The backtest report: one self-contained HTML page (needs the ``report`` extra: bokeh)."""
