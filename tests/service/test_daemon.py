@@ -203,7 +203,7 @@ async def test_a_restart_restores_state_and_sends_nothing_twice(
     second = Daemon(settings)
     if keep_snapshot:  # restored before the first tick: the values and the rule's state
         assert second.engine.values() == pytest.approx(values, nan_ok=True)
-        assert second.engine.rules.status("decoupling").state == "firing"
+        assert second.engine.rules.status("mfi-tick").state == "firing"
     async with second:
         stats = second.parts[0].stats
         await until(lambda: stats.trades > 2000, timeout=90)
