@@ -350,7 +350,9 @@ def apprise_configs(
     Errors (ConfigError) name the entry's key path, never a URL's secrets.
     """
     notify = values.get("notify")
-    entries = notify.get("config") if isinstance(notify, dict) else None
+    if not isinstance(notify, dict):
+        return values
+    entries = notify.get("config")
     if not isinstance(entries, list | tuple) or not entries:
         return values
     origins = origins or ConfigOrigins(base / CONFIG_NAME, None, {})
@@ -548,8 +550,12 @@ def _at(values: Any, loc: Loc) -> Any:
 
 def _put(values: Any, loc: Loc, value: Any) -> None:
     parent = _at(values, loc[:-1])
-    if isinstance(parent, dict | list):
-        parent[loc[-1]] = value
+    key = loc[-1]
+    if isinstance(parent, list):
+        if isinstance(key, int):
+            parent[key] = value
+    elif isinstance(parent, dict):
+        parent[key] = value
 
 
 def format_errors(
