@@ -83,7 +83,7 @@ def test_crossings_per_threshold_match_pandas(config: Path, mfi: pd.Series) -> N
     for row in rows:
         x = row["value"]
         fired = mfi.index[((mfi.shift(1) >= x) & (mfi < x)).to_numpy()]
-        gaps = np.diff(fired.to_numpy()) / np.timedelta64(1, "D")
+        gaps = np.asarray((fired[1:] - fired[:-1]) / pd.Timedelta(days=1))
         assert row["rule"] == "mfi-falls" and row["path"] == "condition.crosses_below"
         assert row["alerts"] == row["firing"] == len(fired) > 0, x
         assert row["flip_flops"] == int((gaps <= 5).sum()), x
