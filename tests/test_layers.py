@@ -48,7 +48,8 @@ ALLOWED: dict[str, set[str]] = {
         "settings",
     },
     "report": {"backtest", "rules", "market", "settings"},
-    "configfile": {"digest", "feeds", "rules", "metrics", "market", "settings"},
+    "expansion": {"market", "settings"},
+    "configfile": {"expansion", "digest", "feeds", "rules", "metrics", "market", "settings"},
     "testing": {"feeds", "backtest", "market", "settings"},
     "service": {
         "configfile",
@@ -66,6 +67,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {
         "service",
         "configfile",
+        "expansion",
         "digest",
         "backtest",
         "report",

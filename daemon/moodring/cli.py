@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +22,14 @@ if TYPE_CHECKING:  # the commands import these themselves: --help and --version 
     import numpy as np
 
     from moodring.backtest.runner import CleanHistory, FeedHistory
+    from moodring.backtest.watchlist import MembershipLog
     from moodring.configfile import LoadedConfig
     from moodring.delivery.outbox import Delivery
     from moodring.market.jumps import Jump
     from moodring.metrics.altseason import AltseasonSeries
     from moodring.report.tuning import Tuning
     from moodring.rules.alert import Alert
-    from moodring.settings import Settings
+    from moodring.settings import Member, Settings
 
 log = logging.getLogger("moodring")
 DEFAULTS = Path(__file__).with_name("defaults")
@@ -218,7 +220,17 @@ def _parser() -> argparse.ArgumentParser:
 
     silence = command("silence", "mute a rule for a while, list or clear silences")
     silence.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
-    silence.add_argument("rule", nargs="?", help="the rule to silence (or to --clear)")
+    silence.add_argument(
+        "rule",
+        nargs="?",
+        help="the rule to silence (or to --clear): a name, a wildcard pattern ('*-decoupling') "
+        "or a watchlist's rule template as written ('{base}-decoupling')",
+    )
+    silence.add_argument(
+        "--template",
+        action="store_true",
+        help="silence the whole template RULE was expanded from (every member of its watchlist)",
+    )
     silence.add_argument("--for", dest="duration", help="how long, e.g. 2h, 30m, 1d, 1h30m")
     silence.add_argument("--reason", default="", help="why (shown in --list and in the log)")
     silence.add_argument("--list", action="store_true", help="show the silences in force")
@@ -265,6 +277,11 @@ def _parser() -> argparse.ArgumentParser:
         "show-config", "print the effective config (defaults, file, environment, secret files)"
     )
     show.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    show.add_argument(
+        "--expanded",
+        action="store_true",
+        help="show every for_each template as the entries it expands to, one per member",
+    )
     show.set_defaults(handler=_show_config)
 
     init = command("init", "write a commented starter config that extends the shipped one")
@@ -320,17 +337,27 @@ def _check_config(args: argparse.Namespace) -> int:
     path, settings = _settings(args)
     problems = render_problems(settings)
     if problems:
-        raise config_error(path, problems)
+        raise config_error(path, problems, settings)
     counts = (len(settings.feeds), len(settings.metrics), len(settings.rules))
     print(f"{path}: ok ({counts[0]} feeds, {counts[1]} metrics, {counts[2]} rules)")
+    for name in _unranked(settings):
+        print(
+            f"watchlist {name} is dynamic: its members are ranked at run time (in a backtest "
+            "from --universe); its templates were checked with a stand-in member"
+        )
     return 0
+
+
+def _unranked(settings: Settings) -> list[str]:
+    """Return the dynamic watchlists not ranked yet (their templates have no members)."""
+    return [n for n, w in settings.watchlists.items() if w.dynamic and not settings.members(n)]
 
 
 def _show_config(args: argparse.Namespace) -> int:
     from moodring.configfile import show_config
 
     loaded = _load(args)
-    print(show_config(loaded.settings, loaded.written), end="")
+    print(show_config(loaded.settings, loaded.written, expanded=args.expanded), end="")
     return 0
 
 
@@ -497,12 +524,29 @@ def _data_paths(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
-    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
+    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed.
+
+    A watchlist member's feed without ``--data`` reads its ``<BASE><QUOTE>_1d.csv`` of
+    ``--universe``.
+    """
     from moodring.backtest.csvfile import load_csv
     from moodring.backtest.runner import clean_history
+    from moodring.backtest.watchlist import member_files
     from moodring.market.calendar import calendar_named
 
     paths = _data_paths(args)
+    members = member_files(settings, _universe_paths(args)) if settings.expansion.names else {}
+    for feed, path in members.items():
+        paths.setdefault(feed, path)
+    lacking = [
+        feed for feed in settings.feeds if settings.origin("feeds", feed) and feed not in paths
+    ]
+    if lacking:
+        log.warning(
+            "no history for watchlist member feed(s) %s: give --universe DIR with their "
+            "<BASE><QUOTE>_1d.csv files (or --data FEED=PATH)",
+            ", ".join(lacking),
+        )
     if not paths:
         raise UsageError("no history given: use --data FEED=PATH (or --sample)")
     unknown = sorted(set(paths) - set(settings.feeds))
@@ -585,11 +629,15 @@ def _backtest(args: argparse.Namespace) -> int:
     for flag, path in (("--metrics-out", args.metrics_out), ("--report", args.report)):
         if path is not None:
             output_file(flag, path)
-    tuning = _tuning(args, settings, config_path)
     start_ms, end_ms = _window(args)
+    settings, memberships = _ranked(args, settings, span=(start_ms, end_ms))
+    tuning = _tuning(args, settings, config_path)
+    configured = settings
+    if memberships is not None:  # the members' rules are followed to tell what a daemon would
+        settings = memberships.followed(settings)
     history = _in_window(args, _history(args, settings), start_ms, end_ms)
 
-    altseason = _altseason(settings, args.universe, history) if args.universe else None
+    altseason = _altseason(settings, args.universe, history) if _has_index(args, settings) else None
     metrics, missing = runnable_metrics(settings, set(history))
     if missing:
         log.warning("no data for the inputs of %s: skipped", ", ".join(missing))
@@ -597,7 +645,7 @@ def _backtest(args: argparse.Namespace) -> int:
     jumps = find_jumps(settings, history, metrics)
     if not metrics and altseason is None:
         raise DataError("none of the configured metrics has data for all its feeds")
-    if args.streaming:  # the altseason columns are externals into the engine day by day
+    if args.streaming:  # the altseason columns are set into the engine day by day
         externals = altseason.columns() if altseason is not None else None
         full = run_streaming(settings, history, metrics, alerts, externals, on_jump=_report_jump)
     else:
@@ -610,6 +658,9 @@ def _backtest(args: argparse.Namespace) -> int:
         full = MetricTable.from_series(full.series() | altseason.columns())
     if not args.streaming:  # the rules read every column, the altseason index's too
         alerts = evaluate_rules(settings, full, history, jumps)
+    if memberships is not None:
+        alerts = memberships.told(alerts, configured)
+        settings = configured
     table = full.between(start_ms, end_ms)
     if not len(table.time):
         raise DataError(f"no bars {_window_text(args)}: {_data_span(history)}")
@@ -722,6 +773,73 @@ def _report_jump(jump: Jump) -> None:
     log.warning("%s", jump.describe())
 
 
+def _universe_paths(args: argparse.Namespace) -> list[Path]:
+    """Return the ``--universe`` folders and files, each checked to exist."""
+    for path in args.universe:
+        if not path.exists():
+            raise UsageError(f"--universe {path}: no such folder or file")
+    return list(args.universe)
+
+
+def _has_index(args: argparse.Namespace, settings: Settings) -> bool:
+    """Return whether ``--universe`` adds the Altcoin Season Index (not only members' history)."""
+    return bool(args.universe) and (settings.altseason is not None or not settings.watchlists)
+
+
+def _ranked(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    span: tuple[int | None, int | None] = (None, None),
+    moment: bool = False,
+    at_ms: int | None = None,
+) -> tuple[Settings, MembershipLog | None]:
+    """Rank the dynamic watchlists from ``--universe`` and expand their templates.
+
+    For a backtest (``span``): every coin that was a member in the span, and when; for one
+    ``moment`` (the digest's): the members of the last ranking closed by ``at_ms`` (default:
+    the universe's last day).
+    """
+    from moodring.backtest.universe import load_universe
+    from moodring.backtest.watchlist import Membership, MembershipLog, ranked_members, ranking
+    from moodring.configfile import with_members
+    from moodring.expansion import SECTIONS
+
+    used = {w for section in SECTIONS for w in settings.expansion.templates(section).values()}
+    dynamic = {n: w for n, w in settings.watchlists.items() if w.dynamic and n in used}
+    if not dynamic:
+        return settings, None
+    if not args.universe:
+        name = next(iter(dynamic))
+        raise UsageError(
+            f"watchlist {name} is dynamic (top {dynamic[name].top}): give --universe DIR "
+            f"with <BASE>{dynamic[name].quote}_1d.csv files to rank its members"
+        )
+    paths = _universe_paths(args)
+    members: dict[str, tuple[Member, ...]] = {}
+    lists: dict[str, Membership] = {}
+    for name, config in dynamic.items():
+        rank = ranking(load_universe(paths, config.quote), config)
+        if moment:
+            last = int(rank.days[-1]) + 86_400_000 if rank.days.size else 0
+            at = at_ms if at_ms is not None else last
+            members[name] = ranked_members(rank, at, config.quote)
+        else:
+            lists[name] = Membership.of(name, config, rank, *span)
+            members[name] = lists[name].members()
+        shown = ", ".join(m.base for m in members[name][:10])
+        more = f" and {len(members[name]) - 10} more" if len(members[name]) > 10 else ""
+        log.info(
+            "watchlist %s: %d member(s) ranked from --universe: %s%s",
+            name,
+            len(members[name]),
+            shown,
+            more,
+        )
+    settings = with_members(settings, members)
+    return settings, MembershipLog(lists) if lists else None
+
+
 def _altseason(
     settings: Settings, paths: list[Path], history: dict[str, FeedHistory]
 ) -> AltseasonSeries:
@@ -771,31 +889,74 @@ def _silence(args: argparse.Namespace) -> int:
             active = silences.active()
         for s in active:
             left = format_duration(s.until - time.time())
-            print(f"{s.rule}  until {iso_time(int(s.until * 1000))} ({left} left)  {s.reason}")
+            covered = _covered(settings, s.rule)
+            rule = s.rule if covered is None else f"{s.rule} ({len(covered)} rule(s) now)"
+            print(f"{rule}  until {iso_time(int(s.until * 1000))} ({left} left)  {s.reason}")
         if not active:
             print("no silences")
         return 0
+    target = _silenced_name(settings, args.rule, args.template) if args.rule else None
     if args.clear:
         check_dir(path.parent)
         with state_file(path, "silences"):
-            print(f"cleared {silences.clear(args.rule)} silence(s)")
+            print(f"cleared {silences.clear(target)} silence(s)")
         return 0
-    if not args.rule or not args.duration:
+    if not target or not args.duration:
         raise UsageError("silence takes RULE --for DURATION (or --list, or --clear [RULE])")
-    names = {rule.name for rule in settings.rules} | {f"stale.{f}" for f in settings.feeds}
-    if settings.digest is not None:
-        names.add("digest")  # the scheduled digest goes out as the rule "digest"
-    if args.rule not in names:
-        raise UsageError(f"no rule named {args.rule!r}; rules: {', '.join(sorted(names))}")
     try:
         seconds = parse_duration(args.duration)
     except ValueError as exc:
         raise UsageError(f"--for: {exc}") from None
     check_dir(path.parent)
     with state_file(path, "silences"):
-        s = silences.add(args.rule, seconds, args.reason)
-    print(f"silenced {s.rule} until {iso_time(int(s.until * 1000))}")
+        s = silences.add(target, seconds, args.reason)
+    covered = _covered(settings, s.rule)
+    what = s.rule if covered is None else f"{s.rule} ({', '.join(covered) or 'no rule yet'})"
+    print(f"silenced {what} until {iso_time(int(s.until * 1000))}")
     return 0
+
+
+def _silenced_name(settings: Settings, rule: str, template: bool) -> str:
+    """Return what ``moodring silence RULE [--template]`` silences; UsageError if nothing."""
+    from moodring.rules.silences import is_pattern, is_template
+
+    names = {r.name for r in settings.rules} | {f"stale.{f}" for f in settings.feeds}
+    if settings.digest is not None:
+        names.add("digest")  # the scheduled digest goes out as the rule "digest"
+    templates = set(settings.expansion.templates("rules"))
+    if template:
+        if rule in templates:
+            return rule
+        found = settings.template_of(rule)
+        if found is None:
+            raise UsageError(
+                f"--template: {rule!r} is not a rule of a watchlist's template "
+                f"(templates: {', '.join(sorted(templates)) or 'none'})"
+            )
+        return found
+    if is_template(rule):
+        if rule not in templates:
+            raise UsageError(
+                f"no rule template {rule!r}; templates: {', '.join(sorted(templates)) or 'none'}"
+            )
+        return rule
+    if is_pattern(rule):
+        if not any(fnmatchcase(name, rule) for name in names | templates):
+            raise UsageError(f"{rule!r} matches no rule; rules: {', '.join(sorted(names))}")
+        return rule
+    if rule not in names:
+        raise UsageError(f"no rule named {rule!r}; rules: {', '.join(sorted(names))}")
+    return rule
+
+
+def _covered(settings: Settings, silenced: str) -> list[str] | None:
+    """Return the rules a pattern's or template's silence mutes now (None: a plain name)."""
+    from moodring.rules.silences import covers, is_pattern, is_template
+
+    if not is_pattern(silenced) and not is_template(silenced):
+        return None
+    names = [r.name for r in settings.rules] + [f"stale.{f}" for f in settings.feeds]
+    return [n for n in names if covers(silenced, n, settings.template_of(n))]
 
 
 def _outbox(args: argparse.Namespace) -> int:
@@ -964,9 +1125,10 @@ def _digest(args: argparse.Namespace) -> int:
         raise DataError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
+    settings, _ = _ranked(args, settings, moment=True, at_ms=_ms(args.at))
     history = _history(args, settings)
     externals = None
-    if args.universe:
+    if _has_index(args, settings):
         index = _altseason(settings, args.universe, history).columns()["altseason_index"]
         externals = {"altseason_index": index}
     _check_at(args, history)

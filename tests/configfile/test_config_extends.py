@@ -248,7 +248,8 @@ def test_show_config_prints_durations_as_written_and_the_state_dir(
     notify = shown["notify"]
     assert (notify["timeout"], notify["max_age"], notify["retry_initial"]) == ("45s", "1d", "2s")
     assert notify["late_max_age"] == "6h" and shown["mqtt"]["keepalive"] == "1m"
-    assert shown["state_dir"] == str(tmp_path / "state" / "moodring")
+    assert "state_dir" not in shown  # not set: a comment says which directory is used
+    assert out.endswith(f"\n# state_dir is not set: {tmp_path / 'state' / 'moodring'} is used\n")
     assert "604800" not in out and "5400.0" not in out
 
 

@@ -152,6 +152,33 @@ def _load_capture(path_text: str, mtime_ns: int, size: int) -> tuple[CaptureFram
     return tuple(frames)
 
 
+def relabelled(
+    captures: Sequence[Sequence[CaptureFrame]], relabel: Mapping[str, str]
+) -> list[CaptureFrame]:
+    """Return the trade frames of captured symbols again, each under the new symbols mapped to it.
+
+    ``relabel`` maps a new Binance symbol (``SOLUSDT``) to a captured one (``ETHUSDT``); the
+    copies keep every field but the symbol, so a market replays another's real trades.
+    """
+    by_symbol: dict[str, list[CaptureFrame]] = {}
+    for frames in captures:
+        for frame in frames:
+            if frame.data is not None:
+                by_symbol.setdefault(frame.symbol, []).append(frame)
+    copies: list[CaptureFrame] = []
+    for new, old in relabel.items():
+        source = by_symbol.get(old.lower())
+        if not source:
+            known = ", ".join(sorted(s.upper() for s in by_symbol)) or "none"
+            raise ValueError(f"relabel {new}={old}: the captures hold no {old} trades ({known})")
+        stream = f"{new.lower()}@trade"
+        for frame in source:
+            data = {**(frame.data or {}), "s": new.upper()}
+            raw = DUMPS({"stream": stream, "data": data})
+            copies.append(CaptureFrame(frame.recv_ns, raw, stream, data))
+    return copies
+
+
 class Bar:
     """One candle being built from trades (Binance kline fields, decimals kept exact)."""
 
@@ -454,7 +481,9 @@ class FakeExchange:
         today: int | str | None = None,
         extra_markets: bool = True,
         restricted: bool = False,
+        relabel: Mapping[str, str] | None = None,
     ) -> None:
+        """Serve ``captures``; ``relabel``: new market (``SOLUSDT``) -> captured symbol."""
         from moodring.testing.fake_exchange.protocols import PROTOCOLS
 
         if not captures and not universe:
@@ -472,7 +501,10 @@ class FakeExchange:
         self.loop = loop
         self.autostart = autostart
         self.burst = 8  # at speed 0, frames delivered between two yields to the event loop
-        self._frames = self._merge([load_capture(Path(p)) for p in captures])
+        loaded = [load_capture(Path(p)) for p in captures]
+        if relabel:
+            loaded.append(relabelled(loaded, relabel))
+        self._frames = self._merge(loaded)
         self._markets: dict[str, Market] = {}  # by the exchange's market id
         self._by_capture: dict[str, Market] = {}  # by the capture's lower-case symbol
         self._aliases: dict[str, Market] = {}
