@@ -14,6 +14,15 @@ from moodring.logs import HANDLER_NAME
 from tests.support.paths import DATA
 from tests.support.receiver import Receiver
 
+# the most pytest-xdist workers `-n auto` (pyproject addopts) starts: each runs daemons and
+# fake exchanges of its own, and more than this only makes them compete for the cores
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Start one worker per core (two on CI), at most ``MAX_WORKERS``."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -64,7 +64,9 @@ ALLOWED: dict[str, set[str]] = {
         "market",
         "settings",
     },
+    "demo": {"service", "configfile", "backtest", "rules", "charts", "settings", "testing"},
     "cli": {
+        "demo",
         "service",
         "configfile",
         "expansion",

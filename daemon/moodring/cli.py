@@ -174,11 +174,19 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     demo = command(
-        "demo", "run the daemon offline on a bundled fake exchange; alerts to the console"
+        "demo",
+        "offline, no keys: replay bundled ETH/BTC/Russell 2000 history, then run live "
+        "on a fake Binance; alerts and chart paths to the console",
     )
     demo.add_argument("--speed", type=float, default=10.0, help="replay speed (x real time)")
     demo.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
     demo.add_argument("--record", type=Path, metavar="DIR", help="append closed bars to DIR")
+    demo.add_argument(
+        "--charts", type=Path, metavar="DIR", help="save the charts here (default: a new temp dir)"
+    )
+    demo.add_argument(
+        "--verbose", action="store_true", help="log everything, the fake exchange's too"
+    )
     demo.set_defaults(handler=_demo)
 
     history = _history_options()
@@ -483,35 +491,25 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
-    from moodring.configfile import load_settings
-    from moodring.service.daemon import Daemon
-    from moodring.statedir import check_dir, scratch_dir
-    from moodring.testing.fake_exchange import FakeExchange
+    from moodring.demo import run_demo
+    from moodring.statedir import check_dir
 
-    base = load_settings(DEFAULTS / "demo.yaml")
     if args.record is not None:
         check_dir(args.record, "--record directory")
-
-    async def main() -> int:
-        captures = [SAMPLES / "ethusdt_trades.gz", SAMPLES / "btcusdt_trades.gz"]
-        fake = FakeExchange(captures, speed=args.speed, loop=True)
-        await fake.start()
-        log.info("fake exchange on %s replays real Binance trades at %gx", fake.ws_url, args.speed)
-        feeds = {
-            name: feed.model_copy(update={"ws_url": fake.ws_url, "rest_url": fake.rest_url})
-            for name, feed in base.feeds.items()
-        }
-        with scratch_dir() as state:
-            settings = base.model_copy(update={"feeds": feeds, "state_dir": state})
-            daemon = Daemon(settings, record=args.record)
-            if args.duration:
-                asyncio.get_running_loop().call_later(args.duration, daemon.stop)
-            try:
-                return await daemon.run()
-            finally:
-                await fake.stop()
-
-    return asyncio.run(main())
+    if args.charts is not None:
+        check_dir(args.charts, "--charts directory")
+    try:
+        return asyncio.run(
+            run_demo(
+                speed=args.speed,
+                duration=args.duration,
+                record=args.record,
+                charts=args.charts,
+                verbose=args.verbose,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
 
 
 def _data_paths(args: argparse.Namespace) -> dict[str, Path]:

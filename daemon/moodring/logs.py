@@ -134,7 +134,7 @@ class RedactFilter(logging.Filter):
         return True
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """A stream handler that writes to whatever ``sys.stderr`` is when each record comes."""
 
     def emit(self, record: logging.LogRecord) -> None:

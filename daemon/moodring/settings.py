@@ -586,7 +586,7 @@ class NotifyTarget(Model):
         return url
 
 
-DEFAULT_ROUTES: dict[str, tuple[str, ...]] = {
+DEFAULT_ROUTES: dict[Severity, tuple[str, ...]] = {
     "info": ("info",),
     "warning": ("warning",),
     "critical": ("critical",),
@@ -997,9 +997,9 @@ class Settings(BaseSettings):
                         f"metrics.{name}.{key}: {metric.label} needs volume, but {ref!r} is a ratio"
                     )
         columns = self.metric_columns()
-        clash = sorted(set(columns) & set(self.altseason_columns()))
-        if clash:
-            raise ValueError(f"metrics: {', '.join(clash)} is the altseason section's name")
+        taken = sorted(set(columns) & set(self.altseason_columns()))
+        if taken:
+            raise ValueError(f"metrics: {', '.join(taken)} is the altseason section's name")
         known = [*columns, *self.altseason_columns()]
         seen: set[str] = set()
         for i, rule in enumerate(self.rules):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from moodring.cli import main
 from moodring.feeds.ccxt import exchange
 from moodring.service.daemon import Daemon
 from moodring.testing.fake_exchange import FakeExchange
@@ -149,22 +147,3 @@ async def test_a_silent_but_connected_socket_is_stale_and_reconnected(tmp_path) 
             assert ("stale.eth", "firing") in stale and ("stale.eth", "resolved") in stale
     finally:
         await fake.stop()
-
-
-def test_demo_runs_offline_and_alerts(caplog, capsys) -> None:
-    caplog.set_level(logging.INFO)
-    assert main(["--log-format", "json", "demo", "--for", "20", "--speed", "30"]) == 0
-    alerts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT ")]
-    assert alerts, "the demo should alert within its first replayed minutes"
-    assert any("ethbtc-breakout" in a for a in alerts)
-    # --log-format json: every line of stderr is an object; alerts carry their rule and key
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
-    logged = [line for line in lines if line["message"].startswith("ALERT ")]
-    assert [line["message"] for line in logged] == alerts
-    assert all(
-        line["level"] == "INFO" and line["alert_key"].startswith(line["rule"] + "|")
-        for line in logged
-    )
-    queued = [line for line in lines if line["message"].startswith("alert ")]
-    assert queued and all(line["alert_key"].startswith(line["rule"] + "|") for line in queued)

@@ -250,7 +250,7 @@ def test_a_numbered_feed_refuses_a_garbled_id_and_unnumbered_ones_are_not_checke
     assert f.ids() == ["100", "101"]
     assert f.sink.bad == [("eth", "bad trade id")] * 2
     assert f.ids("btc") == ["5f0c-uuid", "77aa-uuid"]
-    assert f.feeds.stats.missed == 0 and f.feeds.stats.repairs == 0
+    assert f.feeds.stats.missed == 0
 
 
 async def test_a_bar_closed_by_a_trade_a_little_ahead_is_released_once_its_minute_is_over() -> None:

@@ -1,15 +1,16 @@
 """A real headless Chromium for page tests: Debian's package, driven by playwright.
 
-Installed with apt-get (as root) when missing, once per session, like tests/support/mosquitto.py
-installs Mosquitto; ``playwright install`` is never run (it downloads a browser).
+Installed with apt-get (as root) when missing, once for all pytest workers (tests/support/apt.py),
+like Mosquitto; ``playwright install`` is never run (it downloads a browser).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
+
+from tests.support.apt import apt_install
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -22,15 +23,8 @@ def ensure_chromium() -> tuple[Path | None, str]:
         return None, "no apt-get on this machine to install Debian's chromium package"
     if os.geteuid() != 0:
         return None, "installing Debian's chromium package needs root (apt-get)"
-    done = subprocess.run(
-        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium",
-        shell=True,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if CHROMIUM.is_file():
+    done = apt_install("chromium", CHROMIUM.is_file, timeout=900)
+    if done is None or CHROMIUM.is_file():
         return CHROMIUM, ""
     tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
     return None, f"apt-get could not install chromium (exit {done.returncode}): {' | '.join(tail)}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+
+from tests.support.apt import apt_install
 
 SBIN = Path("/usr/sbin")
 
@@ -32,25 +36,35 @@ def find_tool(name: str) -> str | None:
 
 def ensure_mosquitto() -> tuple[str, str]:
     """Return the paths of mosquitto and mosquitto_passwd, installing the package if needed."""
-    if find_tool("mosquitto") is None or find_tool("mosquitto_passwd") is None:
-        subprocess.run(
-            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto",
-            shell=True,
-            check=False,
-            capture_output=True,
-            timeout=600,
-        )
+    apt_install(
+        "mosquitto",
+        lambda: find_tool("mosquitto") is not None and find_tool("mosquitto_passwd") is not None,
+        timeout=600,
+    )
     broker, passwd = find_tool("mosquitto"), find_tool("mosquitto_passwd")
     assert broker is not None, "mosquitto is not installed and apt-get could not install it"
     assert passwd is not None, "mosquitto_passwd is missing after installing mosquitto"
     return broker, passwd
 
 
+# Ports below the kernel's ephemeral range (32768 up), so that no outgoing connection takes
+# one between free_port() and the broker's bind; each xdist worker draws from its own slice.
+PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """Return a TCP port on 127.0.0.1 that nothing is bound to right now."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    ports = PORTS[worker :: int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))]
+    start = random.randrange(len(ports))
+    for port in (*ports[start:], *ports[:start]):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 def port_accepts(port: int) -> bool:

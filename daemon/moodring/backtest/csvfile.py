@@ -327,7 +327,7 @@ def _parse_times(texts: Sequence[str]) -> np.ndarray:
         ms, ok = vectorised(texts)
     except (ValueError, OverflowError):
         ms, ok = np.zeros(len(texts), np.int64), np.zeros(len(texts), bool)
-    for index in np.flatnonzero(~ok):
+    for index in np.flatnonzero(~ok).tolist():
         ms[index] = _parse_time(texts[index])
     return ms
 

@@ -73,7 +73,8 @@ def clean_history(bars: BarFrame, calendar: Sessions | None = None) -> CleanHist
 
 def runnable_metrics(settings: Settings, feeds: set[str]) -> tuple[list[str], list[str]]:
     """Split the configured metrics into those the given feeds can compute and the rest."""
-    ok, missing = [], []
+    ok: list[str] = []
+    missing: list[str] = []
     for name, config in settings.metrics.items():
         (ok if set(settings.feeds_of(config.inputs())) <= feeds else missing).append(name)
     return ok, missing
@@ -329,8 +330,8 @@ def closed_values(
     order = np.lexsort((ranked, end))
     moment: int | None = None
     updates: list[tuple[str, int, float]] = []
-    rows = (end[order].tolist(), ranked[order].tolist(), opened[order].tolist())
-    for close, r, t, v in zip(*rows, value[order].tolist(), strict=True):
+    in_order = (end[order].tolist(), ranked[order].tolist(), opened[order].tolist())
+    for close, r, t, v in zip(*in_order, value[order].tolist(), strict=True):
         if close != moment:
             if updates:
                 yield int(moment or 0), updates

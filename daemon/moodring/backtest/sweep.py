@@ -298,9 +298,9 @@ def _fires(condition: Condition, v: np.ndarray) -> tuple[np.ndarray, int] | None
             lo, hi = x.band
             inside_now, inside_before = (lo <= v) & (v <= hi), (lo <= prev) & (prev <= hi)
             if op == "enters":
-                side = {"below": prev < lo, "above": prev > hi}.get(x.from_, ~inside_before)
+                side = {None: ~inside_before, "below": prev < lo, "above": prev > hi}[x.from_]
                 return defined & side & inside_now, 2
-            went = {"below": v < lo, "above": v > hi}.get(x.to, ~inside_now)
+            went = {None: ~inside_now, "below": v < lo, "above": v > hi}[x.to]
             return defined & inside_before & went, 2
         if isinstance(x, Moving) and op.startswith("moving_"):
             pct = op.endswith("_pct")

@@ -1,1 +1,1 @@
-"""Delivery: the durable outbox, apprise senders and alert charts."""
+"""Delivery: the alert intake (silences), the durable outbox, apprise senders and MQTT."""

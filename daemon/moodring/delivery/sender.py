@@ -135,14 +135,14 @@ class Sender:
             return self._apprise[url]
         import apprise
 
-        ap: apprise.Apprise | None = apprise.Apprise()
+        ap = apprise.Apprise()
         with _apprise_quiet():
             ok = ap.add(url)
         if not ok:
             log.error("notify URL %s cannot be parsed by apprise", mask_url(url))
-            ap = None
-        self._apprise[url] = ap
-        return ap
+        loaded = ap if ok else None
+        self._apprise[url] = loaded
+        return loaded
 
     async def deliver(
         self, target_url: str, alert: Alert, attachment: Path | None

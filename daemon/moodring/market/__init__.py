@@ -1,1 +1,1 @@
-"""Market data: timeframes, ring buffers, bar builders and derived series."""
+"""Market data: bars, timeframes, ring buffers, bar builders, derived series, sessions."""

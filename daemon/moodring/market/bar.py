@@ -1,8 +1,11 @@
-"""The bar record passed between layers."""
+"""The bar record passed between layers, and the value of what is not known yet."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+# a value not known yet: a bar before its first trade, a metric before its window fills
+NAN = float("nan")
 
 
 class Bar(NamedTuple):

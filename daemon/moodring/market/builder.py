@@ -6,12 +6,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.ring import BarRing
 from moodring.market.timeframe import Timeframe
 
 BarListener = Callable[[Bar], None]
-_NAN = float("nan")
 # hold() without a bound: hold everything until told how far the gap reaches
 HOLD_ALL = 2**62
 
@@ -63,10 +62,10 @@ class BarBuilder:
         self.fill_gaps = fill_gaps
         self.bars = BarRing(capacity)
         self.time = -1
-        self.open = self.high = self.low = self.close = _NAN
+        self.open = self.high = self.low = self.close = NAN
         self.volume = 0.0
         self.last_time = -1
-        self.last_close = _NAN
+        self.last_close = NAN
         self.duplicates = 0
         self.late = 0
         self._listeners: list[BarListener] = []

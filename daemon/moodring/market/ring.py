@@ -20,7 +20,7 @@ class RingBuffer:
         if capacity <= 0:
             raise ValueError("capacity must be positive")
         self._capacity = capacity
-        self._buf = np.zeros(2 * capacity, dtype=dtype)
+        self._buf: np.ndarray = np.zeros(2 * capacity, dtype=dtype)
         self._next = 0
         self._size = 0
 
@@ -56,7 +56,8 @@ class RingBuffer:
         """Return the value ``back`` pushes ago (0 is the latest)."""
         if not 0 <= back < self._size:
             raise IndexError(f"no value {back} pushes back in a ring of {self._size}")
-        return self._buf[self._next + self._capacity - 1 - back].item()
+        value: float = self._buf[self._next + self._capacity - 1 - back].item()
+        return value
 
 
 class BarRing:

@@ -448,7 +448,7 @@ class AltseasonIndex:
             coin = self._coins.get(symbol)
             now = today.get(symbol)
             then = coin.closes.get(start) if coin is not None else None
-            if now is None or then is None:
+            if coin is None or now is None or then is None:
                 seen = now is not None or (
                     coin is not None and bool(coin.closes) and next(reversed(coin.closes)) >= start
                 )

@@ -17,17 +17,23 @@ from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
 from moodring.settings import METRICS, MetricConfig, MetricType
 
-NAN = float("nan")
-
 C = TypeVar("C", bound=MetricConfig)
 
 
-class _Outputs(ABC):
-    """Named outputs; a single-output indicator keeps its one value in ``value``."""
+class _Outputs:
+    """Named outputs; a single-output indicator keeps its one value in ``value``.
+
+    ``value`` is read-only here: an indicator keeps it in a slot (and declares it so) or
+    computes it in a property of its own.
+    """
 
     __slots__ = ()
     outputs: ClassVar[tuple[str, ...]] = ("value",)
-    value: float
+
+    @property
+    def value(self) -> float:
+        """Return the single output after the latest closed bar."""
+        raise NotImplementedError
 
     @property
     def values(self) -> tuple[float, ...]:
@@ -35,7 +41,7 @@ class _Outputs(ABC):
         return (self.value,)
 
 
-class Indicator(_Outputs):
+class Indicator(_Outputs, ABC):
     """A one-input indicator: ``update_bar`` on each closed bar, ``peek_bar`` with the forming one.
 
     ``batch`` computes the same outputs for a whole history at once, for backtests.
@@ -56,7 +62,7 @@ class Indicator(_Outputs):
         """Return an (n, len(outputs)) array of the outputs after each closed bar."""
 
 
-class PairIndicator(_Outputs):
+class PairIndicator(_Outputs, ABC):
     """A two-input indicator fed with pairs of bars joined on open time.
 
     ``after_gap`` marks a pair that opens later than the markets' calendars allow after the

@@ -8,10 +8,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
 from moodring.market.ring import RingBuffer
-from moodring.metrics.base import NAN, Indicator, register_metric
+from moodring.metrics.base import Indicator, register_metric
 from moodring.settings import SingleInput
 
 
@@ -22,6 +22,7 @@ class Breakout(Indicator):
     """
 
     __slots__ = ("_bottom", "_highs", "_lows", "_top", "lookback", "value")
+    value: float
 
     def __init__(self, lookback: int) -> None:
         if lookback < 1:

@@ -8,9 +8,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, PairIndicator, register_metric
+from moodring.metrics.base import PairIndicator, register_metric
 from moodring.metrics.moments import (
     PairMoments,
     correlation_of,
@@ -30,6 +30,7 @@ class Correlation(PairIndicator):
     """
 
     __slots__ = ("_moments", "_prev_a", "_prev_b", "value")
+    value: float
 
     def __init__(self, window: int) -> None:
         self._moments = PairMoments(window)

@@ -9,10 +9,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
 from moodring.market.ring import RingBuffer
-from moodring.metrics.base import NAN, PairIndicator, register_metric
+from moodring.metrics.base import PairIndicator, register_metric
 from moodring.metrics.moments import (
     PairMoments,
     covariances,
@@ -200,7 +200,8 @@ class Divergence(PairIndicator):
             def recent_vs_prior(v: np.ndarray, highest: bool) -> np.ndarray:
                 w = sliding_window_view(v, k)
                 ext = w.max(axis=1) if highest else w.min(axis=1)
-                return ext[k:] > ext[:-k] if highest else ext[k:] < ext[:-k]
+                newer: np.ndarray = ext[k:] > ext[:-k] if highest else ext[k:] < ext[:-k]
+                return newer
 
             b_hh = recent_vs_prior(b.high, True)
             a_ll = recent_vs_prior(a.low, False)

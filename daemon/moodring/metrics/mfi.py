@@ -9,16 +9,17 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, Indicator, register_metric
+from moodring.metrics.base import Indicator, register_metric
 from moodring.settings import SingleInput
 
 # TA-Lib's dead zone: a typical price that moved by no more than this share of the two
 # prices compared is "no movement" and carries no money flow (TA-Lib issue #107).
 _DEAD_ZONE = 1e-14
 
-BarFn = Callable[[float, float, float, float], float | None]
+Update = Callable[[float, float, float, float], None]
+Peek = Callable[[float, float, float, float], float]
 
 
 class MFI(Indicator):
@@ -71,7 +72,7 @@ class MFI(Indicator):
         return out
 
 
-def _kernel(period: int) -> tuple[BarFn, BarFn, Callable[[], float]]:
+def _kernel(period: int) -> tuple[Update, Peek, Callable[[], float]]:
     """Return (update, peek, value) sharing the MFI state in closure cells.
 
     On CPython a closure cell is cheaper to read and write than a slot attribute, and

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-NAN = float("nan")
+from moodring.market.bar import NAN
 
 
 class PairMoments:

@@ -10,9 +10,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, model_validator
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, Indicator, register_metric
+from moodring.metrics.base import Indicator, register_metric
 from moodring.settings import SingleInput
 
 
@@ -50,6 +50,7 @@ class SMA(_CloseIndicator):
     """Simple moving average of the last ``period`` closes."""
 
     __slots__ = ("_count", "_i", "_ring", "_sum", "period", "value")
+    value: float
 
     def __init__(self, period: int) -> None:
         if period < 1:
@@ -96,6 +97,7 @@ class EMA(_CloseIndicator):
     """Exponential moving average seeded, like TA-Lib, with the SMA of the first ``period``."""
 
     __slots__ = ("_count", "_k", "_sum", "period", "value")
+    value: float
 
     def __init__(self, period: int) -> None:
         if period < 1:
@@ -144,6 +146,7 @@ class PctChange(_CloseIndicator):
     """Percent change of the close over the last ``lookback`` bars."""
 
     __slots__ = ("_count", "_i", "_ring", "lookback", "value")
+    value: float
 
     def __init__(self, lookback: int) -> None:
         if lookback < 1:
@@ -181,6 +184,7 @@ class ZScore(_CloseIndicator):
     """
 
     __slots__ = ("_anchor", "_count", "_flat", "_i", "_ring", "_s1", "_s2", "value", "window")
+    value: float
 
     def __init__(self, window: int) -> None:
         if window < 2:

@@ -7,9 +7,9 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from moodring.market.bar import Bar
+from moodring.market.bar import NAN, Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.base import NAN, Indicator, register_metric
+from moodring.metrics.base import Indicator, register_metric
 from moodring.settings import SingleInput
 
 
@@ -25,6 +25,7 @@ class RSI(Indicator):
     """
 
     __slots__ = ("_changes", "_gain", "_loss", "_per", "_prev", "period", "value")
+    value: float
 
     def __init__(self, period: int = 14) -> None:
         if period < 2:

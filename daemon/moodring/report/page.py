@@ -22,18 +22,22 @@ from bokeh.document import Document
 from bokeh.embed import components
 from bokeh.embed.bundle import bundle_for_objs_and_resources
 from bokeh.layouts import column, gridplot, row
+from bokeh.model import Model
 from bokeh.models import (
     ColumnDataSource,
     CustomJS,
     DataRange1d,
+    FactorRange,
     HoverTool,
     LayoutDOM,
-    Legend,
-    LegendItem,
     NumeralTickFormatter,
     Range1d,
-    Select,
 )
+from bokeh.models.annotations.labels import Title
+from bokeh.models.annotations.legends import Legend, LegendItem
+from bokeh.models.renderers.glyph_renderer import GlyphRenderer
+from bokeh.models.renderers.renderer import DataRenderer
+from bokeh.models.widgets.inputs import Select
 from bokeh.palettes import Blues256
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
@@ -96,7 +100,7 @@ def write_report(path: Path, data: ReportData) -> int:
 def render_report(data: ReportData) -> str:
     """Return the report as one HTML page with every script and style inline."""
     charts = _Charts(data)
-    roots: dict[str, LayoutDOM] = {}
+    roots: dict[str, Model] = {}
     for rule in data.settings.rules:
         chart = charts.rule_chart(rule)
         if chart is not None:
@@ -135,6 +139,11 @@ def render_report(data: ReportData) -> str:
         bokeh_script=script,
         bokeh_resources=bundle.scripts(),
     )
+
+
+def _legend_item(label: str, *renderers: GlyphRenderer[Any]) -> LegendItem:
+    """Return a legend entry that shows or hides ``renderers``."""
+    return LegendItem(label=value(label), renderers=list(renderers))
 
 
 def _inside(t: int, span: tuple[int, int]) -> bool:
@@ -470,7 +479,8 @@ class _Charts:
         overlay = self._overlay(rule, transitions, stats, panels)
         start, end = self.x_bounds
         pad = (end - start) * 0.01
-        x_range = Range1d(start - pad, end + pad, bounds=(start - 20 * pad, end + 20 * pad))
+        bounds = (start - 20 * pad, end + 20 * pad)
+        x_range = Range1d(start=start - pad, end=end + pad, bounds=bounds)
         span_source = ColumnDataSource(overlay["spans"])
         marker_sources = {
             k: ColumnDataSource(v, name=f"markers:{rule.name}:{k}")
@@ -482,7 +492,7 @@ class _Charts:
         for i, panel in enumerate(panels):
             price, name = panel.price, panel.name
             fig = figure(
-                title=panel.title,
+                title=Title(text=panel.title, text_font_size="12px", text_font_style="normal"),
                 x_axis_type="datetime",
                 x_range=x_range,
                 height=PRICE_HEIGHT if price else METRIC_HEIGHT,
@@ -491,8 +501,6 @@ class _Charts:
                 active_drag="xpan",
                 toolbar_location="right",
             )
-            fig.title.text_font_size = "12px"
-            fig.title.text_font_style = "normal"
             fig.yaxis.formatter = NumeralTickFormatter(format="0,0.[0000]")
             fig.vstrip(
                 x0="x0",
@@ -513,8 +521,8 @@ class _Charts:
                     mode="vline",
                 )
             )
-            ranged = [line]
-            items = [LegendItem(label=value(name if not price else "close"), renderers=[line])]
+            ranged: list[Model] = [line]
+            items = [_legend_item(name if not price else "close", line)]
             for key, level_source in line_sources.items():
                 if not key.startswith(f"l{i}_"):
                     continue
@@ -528,7 +536,7 @@ class _Charts:
                     line_width=1.5,
                 )
                 ranged.append(span)
-                item = LegendItem(label=value(label), renderers=[span])
+                item = _legend_item(label, span)
                 legend_items[key] = item
                 items.append(item)
             fig.y_range = DataRange1d(renderers=ranged, range_padding=0.08)
@@ -558,7 +566,7 @@ class _Charts:
                     label_text_font_size="11px",
                     border_line_alpha=0,
                     spacing=14,
-                    padding=0,
+                    padding=0,  # type: ignore[arg-type]  # bokeh's stub types it as a Property
                     margin=2,
                 )
                 fig.add_layout(legend, "above")
@@ -598,7 +606,9 @@ class _Charts:
         given = [s.show(configured(settings, s)) for s in sweeps]
         selects = []
         for n, sweep in enumerate(sweeps):
-            options = list(dict.fromkeys(sweep.show(v) for v in sweep.values))
+            options: list[str | tuple[Any, str]] = list(
+                dict.fromkeys(sweep.show(v) for v in sweep.values)
+            )
             chosen = given[n] if given[n] in options else options[0]
             selects.append(
                 Select(title=f"{sweep.label} =", options=options, value=chosen, width=260)
@@ -644,7 +654,10 @@ for (const [k, item] of Object.entries(items)) { item.label = {value: o.labels[k
             return self._grid_chart()
         first = sweeps[0]
         fig = figure(
-            title=f"{first.rule}: alerts and flip-flops against {first.path}",
+            title=Title(
+                text=f"{first.rule}: alerts and flip-flops against {first.path}",
+                text_font_size="13px",
+            ),
             height=300,
             sizing_mode="stretch_width",
             tools="pan,box_zoom,reset,save",
@@ -652,11 +665,10 @@ for (const [k, item] of Object.entries(items)) { item.label = {value: o.labels[k
         )
         fig.xaxis.axis_label = first.label
         fig.yaxis.axis_label = "alerts over the span"
-        fig.title.text_font_size = "13px"
         groups: dict[str, list[SweepPoint]] = {"": list(points)}
         palette = ["#1565c0", "#6a1b9a", "#00838f", "#558b2f", "#ad1457", "#4e342e", "#283593"]
         items = []
-        hover = []
+        hover: list[DataRenderer] = []
         for n, (label, group) in enumerate(groups.items()):
             color = palette[n % len(palette)]
             source = ColumnDataSource(
@@ -688,8 +700,8 @@ for (const [k, item] of Object.entries(items)) { item.label = {value: o.labels[k
             )
             hover += [dots, flip_dots]
             name = f" ({label})" if label else ""
-            items.append(LegendItem(label=value(f"alerts{name}"), renderers=[line, dots]))
-            items.append(LegendItem(label=value(f"flip-flops{name}"), renderers=[flips, flip_dots]))
+            items.append(_legend_item(f"alerts{name}", line, dots))
+            items.append(_legend_item(f"flip-flops{name}", flips, flip_dots))
         given = configured(self.settings, first)
         fig.vspan(x=[float(given)], line_color="#616161", line_dash="dotted", line_width=2)
         fig.add_tools(
@@ -731,18 +743,18 @@ for (const [k, item] of Object.entries(items)) { item.label = {value: o.labels[k
             }
         )
         fig = figure(
-            title=(
-                f"{first.rule}: alerts for each {first.path} and {second.path} "
-                "(flip-flops in brackets; the configured pair outlined)"
+            title=Title(
+                text=f"{first.rule}: alerts for each {first.path} and {second.path} "
+                "(flip-flops in brackets; the configured pair outlined)",
+                text_font_size="13px",
             ),
-            x_range=xs,
-            y_range=ys,
+            x_range=FactorRange(factors=xs),
+            y_range=FactorRange(factors=ys),
             height=min(640, 90 + 26 * len(ys)),
             sizing_mode="stretch_width",
             tools="save",
             toolbar_location="right",
         )
-        fig.title.text_font_size = "13px"
         fig.xaxis.axis_label = first.label
         fig.yaxis.axis_label = second.label
         cells = fig.rect(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from moodring.feedstate import FeedState
+from moodring.market.bar import NAN
 from moodring.market.timeframe import Timeframe
 from moodring.rules.alert import Alert, AlertState
 from moodring.rules.conditions import (
@@ -30,7 +31,6 @@ ChartSource = Callable[[RuleConfig, int], dict[str, Any] | None]
 # Whether a metric output still has a bar to close by a moment (its inputs' bars have ended
 # but not closed yet): a composite reading it waits for it.
 Awaits = Callable[[str, int], bool]
-_NAN = float("nan")
 # suspect bars remembered for muting (the oldest are forgotten first)
 _SUSPECT_KEPT = 1024
 
@@ -239,7 +239,7 @@ class RuleBook:
             target = self._tick if rule.config.on == "tick" else self._close
             target.setdefault(column, []).append(rule)
             depth[column] = max(depth.get(column, 2), rule.reads)
-        self._history = {column: deque([_NAN] * n, maxlen=n) for column, n in depth.items()}
+        self._history = {column: deque([NAN] * n, maxlen=n) for column, n in depth.items()}
         self._latest = {column: history[-1] for column, history in self._history.items()}
         self._values: Mapping[str, float] = {}
         columns = [*settings.metric_columns(), *settings.altseason_columns()]
@@ -308,7 +308,7 @@ class RuleBook:
             if history is None:
                 continue
             if self._suspect and self._reads_suspect(column, time):
-                value = _NAN  # rules take a suspect bar's value as undefined
+                value = NAN  # rules take a suspect bar's value as undefined
             history.append(value)
             self._latest[column] = value
             for rule in self._close.get(column, ()):
@@ -434,7 +434,7 @@ class RuleBook:
         config = rule.config
         metric = rule.columns[0]
         history = self._history[metric]
-        previous = history[-2] if len(history) >= 2 else _NAN
+        previous = history[-2] if len(history) >= 2 else NAN
         values = self._values
         items = self._items(rule, value, previous)
         context = {
@@ -533,4 +533,4 @@ def _item(
 def _feed_alert(feed: str, state: AlertState, time: int, title: str, message: str) -> Alert:
     """Return the alert of a feed going stale (firing) or coming back (resolved)."""
     name = f"stale.{feed}"
-    return Alert(name, state, time, name, _NAN, "warning", title, message)
+    return Alert(name, state, time, name, NAN, "warning", title, message)

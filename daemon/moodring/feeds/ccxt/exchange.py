@@ -85,9 +85,6 @@ class ExchangeStats:
     candles: int = 0
     missed: int = 0
     reconnects: int = 0
-    repairs: int = 0
-    last_frame: float = 0.0
-    per_feed: dict[str, int] = field(default_factory=dict)
 
 
 class ExchangeFeeds(FeedPart):
@@ -325,7 +322,6 @@ class ExchangeFeeds(FeedPart):
         while True:
             async with asyncio.timeout(self._silence):
                 await watch()
-            self.stats.last_frame = time.monotonic()
 
     def _watch_trades(self) -> Awaitable[object]:
         client = self._client
@@ -342,12 +338,11 @@ class ExchangeFeeds(FeedPart):
         return first_completed(*(client.watch_ohlcv(symbol, tf) for symbol, tf in pairs))
 
     def _hear(self, name: str, t_ms: int) -> None:
-        """Note that a feed spoke: it is no longer stale; count it."""
+        """Note that a feed spoke: it is no longer stale."""
         self._heard[name] = time.monotonic()
         if name in self._stale:
             self._stale.discard(name)
             self.sink.state(name, "ok", t_ms)
-        self.stats.per_feed[name] = self.stats.per_feed.get(name, 0) + 1
 
     def _first_since_gap(self, name: str, t_ms: int) -> None:
         """Hold the feed's bars through the one at ``t_ms``: it may lack what the gap took."""
@@ -376,6 +371,7 @@ class ExchangeFeeds(FeedPart):
         if problem is not None:
             self._skip_trade(names, trade, problem)
             return
+        assert isinstance(t, int)  # trade_problem checked it
         repair = self._admit(symbol, t, reference)
         if repair is None:
             take = functools.partial(self._take_trade, names, trade, seq)
@@ -626,7 +622,6 @@ class ExchangeFeeds(FeedPart):
                 await asyncio.sleep(backoff.next())
                 continue
             builder.settle(bars, through)
-            self.stats.repairs += 1
             log.info(
                 "%s: %s bars from %s to %s repaired from REST",
                 feed,

@@ -45,9 +45,9 @@ def guarded(
     called as each websocket frame arrives, before its trades and candles.
     """
 
-    class Guarded(cls):  # type: ignore[misc, valid-type]
+    class Guarded(cls):
         @property
-        def trades(self) -> dict[str, Any]:
+        def trades(self) -> dict[str, Any] | None:
             return self.__dict__.get("_moodring_trades")
 
         @trades.setter
@@ -57,7 +57,7 @@ def guarded(
             self._moodring_trades = caches
 
         @property
-        def ohlcvs(self) -> dict[str, Any]:
+        def ohlcvs(self) -> dict[str, Any] | None:
             return self.__dict__.get("_moodring_ohlcvs")
 
         @ohlcvs.setter
@@ -131,12 +131,15 @@ def _tapped_class(cls: type) -> type:
     """Return a subclass of a ccxt cache class whose ``append`` calls its tap."""
     if cls not in _TAPPED:
 
-        def append(self: Any, item: Any) -> None:
-            super(tapped, self).append(item)
-            self._moodring_tap(item)
+        class Tapped(cls):
+            _moodring_tapped = True
 
-        tapped = type(cls.__name__, (cls,), {"append": append, "_moodring_tapped": True})
-        _TAPPED[cls] = tapped
+            def append(self, item: Any) -> None:
+                super().append(item)
+                self._moodring_tap(item)
+
+        Tapped.__name__ = Tapped.__qualname__ = cls.__name__
+        _TAPPED[cls] = Tapped
     return _TAPPED[cls]
 
 

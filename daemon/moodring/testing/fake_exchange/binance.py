@@ -183,10 +183,10 @@ class BinanceProtocol(Protocol):
     @staticmethod
     def configure_ccxt(exchange: Any, ws_url: str, rest_url: str) -> None:
         """Point a ``ccxt.pro.binance``/``binanceus`` client at the fake (spot markets only)."""
-        exchange.urls["api"]["ws"]["spot"] = ws_url
-        exchange.urls["api"]["public"] = rest_url
-        exchange.options["fetchMarkets"] = {"types": ["spot"]}
-        exchange.options["defaultType"] = "spot"
+        # as a feed does; imported here: a client exists, ccxt.pro is loaded already
+        from moodring.feeds.ccxt.exchange import configure_urls
+
+        configure_urls(exchange, ws_url, rest_url)
 
     # ------------------------------------------------------------------ frames
 

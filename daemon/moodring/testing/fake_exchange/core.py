@@ -23,6 +23,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -96,6 +97,16 @@ def iso_time(ms: int, places: int = 6, *, strip: bool = False) -> str:
     if strip:
         fraction = fraction.rstrip("0")
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
+
+
+def instant_ms(value: int | str) -> int:
+    """Return epoch ms of epoch ms or an ISO date/time (naive = UTC)."""
+    if isinstance(value, int):
+        return value
+    moment = datetime.fromisoformat(value.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def decimals(text: str) -> int:
@@ -482,8 +493,14 @@ class FakeExchange:
         extra_markets: bool = True,
         restricted: bool = False,
         relabel: Mapping[str, str] | None = None,
+        start: int | str | None = None,
     ) -> None:
-        """Serve ``captures``; ``relabel``: new market (``SOLUSDT``) -> captured symbol."""
+        """Serve ``captures``; ``relabel``: new market (``SOLUSDT``) -> captured symbol.
+
+        ``start`` (epoch ms or ISO time, naive = UTC): the trades before it are history,
+        replayed into the candles at once, unseen, so REST serves them as klines; the
+        stream begins with the first trade at or after ``start``.
+        """
         from moodring.testing.fake_exchange.protocols import PROTOCOLS
 
         if not captures and not universe:
@@ -551,6 +568,9 @@ class FakeExchange:
         if self._universe:
             last = max(int(x.time[-1]) for x in self._universe.values() if x.time.size)
             self.set_day(last if today is None else today)
+        self._first_live = 0  # the frames before it are history (``start``)
+        if start is not None:
+            self._replay_history(instant_ms(start))
 
     # ------------------------------------------------------------------ loading
 
@@ -604,6 +624,15 @@ class FakeExchange:
             market.id_span = market.trades[-1]["t"] - market.trades[0]["t"] + 1
             for alias in self.protocol.aliases(market):
                 self._aliases.setdefault(alias.upper(), market)
+
+    def _replay_history(self, start_ms: int) -> None:
+        """Replay the frames before ``start_ms`` into the markets' state at once, unseen."""
+        for index, frame in enumerate(self._frames):
+            if frame.event_ms is not None and frame.event_ms >= start_ms:
+                break
+            self._emit(frame, self._next_trade_ms[index], 0)
+            self._first_live = index + 1
+        self._clock_ms = max(self._clock_ms, start_ms - 1)
 
     # ------------------------------------------------------------------ public API
 
@@ -882,7 +911,8 @@ class FakeExchange:
                 shift_ms = self.passes * self._loop_shift_ms
                 anchor: tuple[float, int] | None = None
                 burst = 0
-                for index, frame in enumerate(self._frames):
+                first = self._first_live if self.passes == 0 else 0
+                for index, frame in enumerate(self._frames[first:], first):
                     while True:
                         if not self._running.is_set():
                             await self._running.wait()
