@@ -105,6 +105,9 @@ class Engine:
         }
         self._peeked: dict[str, float] = dict(self._flatten(lambda node: node.values))
         self._external: dict[str, float] = {}  # closed values of columns fed by ``set_external``
+        # every output's latest closed value, kept as bars close (``values`` copies it)
+        self._closed_values: dict[str, float] = dict(self._peeked)
+        self.closed_view: Mapping[str, float] = MappingProxyType(self._closed_values)
         # every output's latest value with the forming bars, as of the last ``peek_values``
         self.peeked = MappingProxyType(self._peeked)
         self._history: dict[str, deque[tuple[int, float | None]]] = {}
@@ -261,6 +264,7 @@ class Engine:
         """Take external values from a replaced engine or a snapshot (no rule sees them)."""
         for column, (closed, latest, history) in externals.items():
             self._external[column] = closed
+            self._closed_values[column] = closed
             self._peeked[column] = latest
             kept = self._history.get(column)
             if kept is not None:
@@ -275,6 +279,7 @@ class Engine:
         self._peeked[column] = value
         if closed:
             self._external[column] = value
+            self._closed_values[column] = value
             if self._closed is not None:
                 self._closed.append((column, t_ms, value))
             history = self._history.get(column)
@@ -282,8 +287,8 @@ class Engine:
                 history.append((t_ms, None if value != value else value))
 
     def values(self) -> dict[str, float]:
-        """Return every metric output after the latest closed bars."""
-        return {**dict(self._flatten(lambda node: node.values)), **self._external}
+        """Return every metric output after the latest closed bars (``closed_view``, copied)."""
+        return dict(self._closed_values)
 
     def peek_values(self) -> Mapping[str, float]:
         """Return every metric output including the forming bars, as a live read-only view.
@@ -355,6 +360,8 @@ class Engine:
         node.time = time
         closed = self._closed
         for column, value in zip(node.outputs, node.values, strict=True):
+            if column not in self._external:
+                self._closed_values[column] = value
             if closed is not None:
                 closed.append((column, time, value))
             history = self._history.get(column)

@@ -177,7 +177,7 @@ class Pipeline(Engine):
             return
         updates = self._moment.copy()
         self._moment.clear()
-        self.rules.evaluate_close_rules(updates, self.values())
+        self.rules.evaluate_close_rules(updates, self.closed_view)
 
     def _tick(self, feed: str, t_ms: int) -> None:
         nodes = [node for node in self._tick_nodes[feed] if node.dirty]

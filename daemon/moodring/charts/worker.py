@@ -87,8 +87,9 @@ class ChartWorker:
         """Send one chart (JSON) and return the worker's reply; blocks until it comes.
 
         Raises AbandonedError if ``cancel`` was set before the worker took the chart, WorkerError
-        if the worker dies (or is killed by ``abandon``) before it answers. A worker found
-        dead before the chart is sent (it exited, or was killed while idle) is replaced.
+        if the worker dies (or is killed by ``abandon``) before it answers. A worker that dies
+        before it answers (a kill while idle shows only once the chart is sent) is replaced
+        and the chart sent again, once.
         """
         with self._lock:
             self._stop_timer()
@@ -113,6 +114,8 @@ class ChartWorker:
                             return _KINDS[head], _read_frame(proc.stdout)
                         except (OSError, EOFError, KeyError, struct.error):
                             self._discard(proc)
+                            if attempt == 1 and not cancel.is_set():
+                                continue  # a render is idempotent: a fresh worker tries once
                             raise WorkerError(
                                 f"the chart worker exited ({_exit_status(proc)})"
                             ) from None

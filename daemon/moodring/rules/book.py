@@ -22,7 +22,7 @@ from moodring.rules.conditions import (
     level_test,
     threshold_of,
 )
-from moodring.rules.templates import metric_namespace, prepare, render
+from moodring.rules.templates import metric_namespace, names_in, prepare, render
 from moodring.settings import Condition, RuleConfig, Settings
 from moodring.times import format_duration, iso_time
 
@@ -437,8 +437,11 @@ class RuleBook:
         previous = history[-2] if len(history) >= 2 else NAN
         values = self._values
         items = self._items(rule, value, previous)
+        # only what the texts read: a watchlist's hundreds of metrics and feeds would
+        # otherwise be copied into every alert's context
+        wanted = names_in(config.title) | names_in(config.message)
         context = {
-            **metric_namespace(values),
+            **metric_namespace(values, wanted),
             "rule": config.name,
             "metric": metric,
             "value": value,
@@ -448,10 +451,12 @@ class RuleBook:
             "severity": config.severity,
             "state": state,
             "time": iso_time(time),
-            "feeds": dict(self._prices()),
-            "metrics": dict(values),
             "note": note,
         }
+        if "feeds" in wanted:
+            context["feeds"] = dict(self._prices())
+        if "metrics" in wanted:
+            context["metrics"] = dict(values)
         title = render(config.title, context)
         message = render(config.message, context)
         if state == "resolved":

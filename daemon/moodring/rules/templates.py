@@ -35,6 +35,9 @@ PLACEHOLDERS = frozenset(
 )
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_ALL = "*"  # in a set of names: every name (a template that does not compile)
+# compiled texts kept: the config's, which a watchlist expands per member (a text each)
+_CACHED = 8192
 
 
 class TemplateError(MoodringError, ValueError):
@@ -76,8 +79,35 @@ def render(text: str, context: Mapping[str, Any]) -> str:
         return f"{text} [template error: {exc}]"
 
 
-def metric_namespace(values: Mapping[str, float]) -> dict[str, Any]:
-    """Return template variables for metric outputs: ``eth_mfi`` and ``div.residual_z`` alike."""
+def names_in(text: str) -> frozenset[str]:
+    """Return the variables a template reads (every name, if it does not compile)."""
+    try:
+        return _names_in(text)
+    except JinjaError:
+        return frozenset(PLACEHOLDERS) | {_ALL}
+
+
+@lru_cache(maxsize=_CACHED)
+def _names_in(text: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(_ENV.parse(text)))
+
+
+def metric_namespace(
+    values: Mapping[str, float], wanted: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Return template variables for metric outputs: ``eth_mfi`` and ``div.residual_z`` alike.
+
+    With ``wanted``, only the variables of those names (a template's ``names_in``).
+    """
+    if wanted is not None and _ALL not in wanted:
+        chosen: dict[str, float] = {}
+        for name in wanted:
+            if name in values:
+                chosen[name] = values[name]
+            elif name not in PLACEHOLDERS:  # a multi-output metric's outputs, by prefix
+                prefix = name + "."
+                chosen.update((c, v) for c, v in values.items() if c.startswith(prefix))
+        values = chosen
     names: dict[str, Any] = {}
     for column, value in values.items():
         head, dot, tail = column.partition(".")
@@ -88,7 +118,7 @@ def metric_namespace(values: Mapping[str, float]) -> dict[str, Any]:
     return names
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=_CACHED)
 def _compiled(text: str) -> Any:
     return _ENV.from_string(text)
 

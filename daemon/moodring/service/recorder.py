@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -11,6 +12,7 @@ from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.times import iso_time
 
+TAIL_BYTES = 4096  # read from a record file's end to find its last bar
 HEADER = ("timestamp", "open", "high", "low", "close", "volume")
 
 log = logging.getLogger("moodring.recorder")
@@ -32,10 +34,11 @@ class BarRecorder:
         out = self._files.get(str(path))  # a builder replaced on reload keeps the file
         if out is None:
             new = not path.exists() or path.stat().st_size == 0
+            # a restart appends after the bars the run before wrote (its warm-up replays them)
+            self._last[str(path)] = -1 if new else last_recorded(path)
             out = self._files[str(path)] = path.open("a", newline="", buffering=1)
             if new:
                 csv.writer(out).writerow(HEADER)
-            self._last[str(path)] = -1
         writer = csv.writer(out)
         last = self._last
         key = str(path)
@@ -62,3 +65,19 @@ class BarRecorder:
         for out in self._files.values():
             out.close()
         self._files.clear()
+
+
+def last_recorded(path: Path) -> int:
+    """Return the open time of the last bar in a record file (-1 if none can be read)."""
+    with path.open("rb") as f:
+        f.seek(max(0, f.seek(0, 2) - TAIL_BYTES))
+        tail = f.read().decode("utf-8", "replace")
+    for line in reversed(tail.splitlines()):
+        try:
+            moment = datetime.fromisoformat(line.split(",", 1)[0])
+        except ValueError:
+            continue  # the header, or a line cut short
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    return -1

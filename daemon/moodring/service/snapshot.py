@@ -63,7 +63,68 @@ _COLUMNS = ("open", "high", "low", "close", "volume")
 _STATES = ("inactive", "pending", "firing")
 _TOLD = ("firing", "resolved")
 
-_journals: weakref.WeakKeyDictionary[Pipeline, dict[int, BarRing]] = weakref.WeakKeyDictionary()
+# Bars a journal has room for at first; it doubles as bars come, up to its capacity.
+JOURNAL_START = 64
+
+
+class _Column:
+    """One column of a journal: a circular buffer, stored once, grown as bars come."""
+
+    __slots__ = ("_buf", "_capacity", "_next", "_size")
+
+    def __init__(self, capacity: int, dtype: type) -> None:
+        self._capacity = capacity
+        self._buf: np.ndarray = np.zeros(min(capacity, JOURNAL_START), dtype=dtype)
+        self._next = 0
+        self._size = 0
+
+    def push(self, value: float) -> None:
+        """Append a value, evicting the oldest once the capacity is reached."""
+        buf = self._buf
+        if self._size == len(buf) < self._capacity:  # full, never wrapped: grow
+            self._next = len(buf)
+            more = np.zeros(min(len(buf), self._capacity - len(buf)), dtype=buf.dtype)
+            buf = self._buf = np.concatenate([buf, more])
+        buf[self._next] = value
+        self._next = (self._next + 1) % len(buf)
+        self._size = min(self._size + 1, len(buf))
+
+    def window(self) -> np.ndarray:
+        """Return the values, oldest first."""
+        buf, size = self._buf, self._size
+        if size < len(buf):
+            return buf[:size]
+        return np.concatenate([buf[self._next :], buf[: self._next]])
+
+
+class _Journal:
+    """The closed bars a builder delivered, up to ``capacity``, as ``BarRing``-like columns.
+
+    Unlike a ring it is read only when a snapshot is taken, so it stores each value once
+    and grows with the bars: a watchlist of hundreds of series pays for what it has seen.
+    """
+
+    __slots__ = ("close", "high", "low", "open", "time", "volume")
+
+    def __init__(self, capacity: int) -> None:
+        self.time = _Column(capacity, np.int64)
+        self.open = _Column(capacity, np.float64)
+        self.high = _Column(capacity, np.float64)
+        self.low = _Column(capacity, np.float64)
+        self.close = _Column(capacity, np.float64)
+        self.volume = _Column(capacity, np.float64)
+
+    def push(self, bar: Bar) -> None:
+        """Append a closed bar."""
+        self.time.push(bar.time)
+        self.open.push(bar.open)
+        self.high.push(bar.high)
+        self.low.push(bar.low)
+        self.close.push(bar.close)
+        self.volume.push(bar.volume)
+
+
+_journals: weakref.WeakKeyDictionary[Pipeline, dict[int, _Journal]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -162,9 +223,9 @@ def attach(engine: Pipeline, *, keep_bars: int = KEEP_BARS) -> None:
     """Start journalling the engine's closed bars for snapshots (call before any bar)."""
     if engine in _journals:
         return
-    journal: dict[int, BarRing] = {}
+    journal: dict[int, _Journal] = {}
     for builder in _builders(engine):
-        ring = BarRing(max(keep_bars, builder.bars.time.capacity))
+        ring = _Journal(max(keep_bars, builder.bars.time.capacity))
         for bar in _bars_of(builder.bars):
             ring.push(bar)
         builder.subscribe(ring.push)
@@ -178,7 +239,7 @@ def capture(engine: Pipeline) -> EngineState:
     settings = engine.settings
     series = []
     for feed, builder in _feed_builders(engine):
-        ring = journal.get(id(builder), builder.bars)
+        ring: _Journal | BarRing = journal.get(id(builder), builder.bars)
         ohlcv = np.column_stack([getattr(ring, c).window() for c in _COLUMNS])
         series.append(
             SeriesState(

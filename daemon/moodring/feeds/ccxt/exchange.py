@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -32,6 +33,10 @@ log = logging.getLogger("moodring.feeds.ccxt")
 
 # Reconnect before exchanges drop a stream themselves (Binance: after 24 h).
 RECONNECT_EVERY = 23 * 3600.0
+# Seconds between two calls of a watch (each races a future per symbol; see ``_keep``).
+WATCH_EVERY = 1.0
+# The most symbols ccxt.pro takes in one watch_trades_for_symbols call (Binance's 200).
+SYMBOLS_PER_WATCH = 200
 # Seconds a client may take to close its sockets.
 CLOSE_TIMEOUT = 1.0
 # ccxt's own caches stay small: trades and candles are taken as ccxt parses them (never read
@@ -170,6 +175,8 @@ class ExchangeFeeds(FeedPart):
         # a socket silent for this long (all its symbols at once) is reconnected
         self._silence = min([timeout, *limits])
         self._awaiting_first: set[str] = set()
+        self._lost = asyncio.Event()  # a websocket connection of the client failed or closed
+        self._lost_reason = ""
         self.warmed = asyncio.Event()
 
     clock: ClassVar[Clock] = "stream"
@@ -191,9 +198,9 @@ class ExchangeFeeds(FeedPart):
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
             raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
-        client = guarded(cls, self._bad_frame, self._on_trade, self._on_candle, self._on_frame)(
-            {"enableRateLimit": True, "newUpdates": True}
-        )
+        client = guarded(
+            cls, self._bad_frame, self._on_trade, self._on_candle, self._on_frame, self._on_lost
+        )({"enableRateLimit": True, "newUpdates": True})
         client.options["tradesLimit"] = CACHE_LIMIT
         client.options["OHLCVLimit"] = CACHE_LIMIT
         first = next(iter(self.feeds.values()))
@@ -248,6 +255,7 @@ class ExchangeFeeds(FeedPart):
             await self._close_quietly(self._client)
 
     async def _connect(self) -> None:
+        self._lost.clear()
         client = self._client
         async with asyncio.timeout(self.timeout):
             await client.load_markets()
@@ -318,16 +326,36 @@ class ExchangeFeeds(FeedPart):
         raise NetworkError("scheduled reconnect")
 
     async def _keep(self, watch: Callable[[], Awaitable[object]]) -> None:
-        """Call a watch again and again; raise when it fails or stays silent too long."""
+        """Call a watch again and again; raise when it fails or stays silent too long.
+
+        The updates themselves reach the taps as ccxt parses them; a watch only says the
+        stream lives. Each call races a future per symbol (work in proportion to the
+        symbols), so it is called once per ``WATCH_EVERY`` at most, not once per update;
+        a connection lost in between is told by ``_on_lost``.
+        """
         while True:
             async with asyncio.timeout(self._silence):
                 await watch()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_EVERY):
+                    await self._lost.wait()
+            if self._lost.is_set():
+                raise NetworkError(f"connection lost: {self._lost_reason}")
+
+    def _on_lost(self, client: Any, error: BaseException) -> None:
+        """Note that a websocket connection of the current client failed or closed."""
+        if client is self._client and not self._lost.is_set():
+            self._lost_reason = f"{type(error).__name__}: {error}"[:200]
+            self._lost.set()
 
     def _watch_trades(self) -> Awaitable[object]:
         client = self._client
         symbols = list(self._trade_feeds)
         if client.has.get("watchTradesForSymbols") and len(symbols) > 1:
-            return client.watch_trades_for_symbols(symbols)
+            # ccxt takes so many symbols per call (Binance: each call its own connection)
+            step = SYMBOLS_PER_WATCH
+            chunks = [symbols[i : i + step] for i in range(0, len(symbols), step)]
+            return first_completed(*(client.watch_trades_for_symbols(c) for c in chunks))
         return first_completed(*(client.watch_trades(s) for s in symbols))
 
     def _watch_candles(self) -> Awaitable[object]:

@@ -30,6 +30,7 @@ def guarded(
     on_trade: TradeCallback | None = None,
     on_candle: CandleCallback | None = None,
     on_frame: Callable[[], None] | None = None,
+    on_lost: Callable[[Any, BaseException], None] | None = None,
 ) -> type:
     """Return ``cls`` (a ccxt.pro exchange) whose websocket frames cannot break it.
 
@@ -42,7 +43,9 @@ def guarded(
     answers, and whatever it evicted before being read would be lost. ``on_candle`` gets
     every candle update the same way, with the raw message ccxt's ``handle_ohlcv`` parsed
     it from (unified candles drop fields such as Binance's closed flag). ``on_frame`` is
-    called as each websocket frame arrives, before its trades and candles.
+    called as each websocket frame arrives, before its trades and candles. ``on_lost(exchange,
+    error)`` is called when one of its websocket connections fails or is closed (ccxt then
+    rejects the pending watches; a watch not pending at that moment would never hear of it).
     """
 
     class Guarded(cls):
@@ -93,6 +96,18 @@ def guarded(
                         on_bad(f"unreadable frame ({type(exc).__name__})", data)
 
                 ws.handle_text_or_binary_message = guard
+                if on_lost is not None:
+                    failed, closed = ws.on_error, ws.on_close
+
+                    def on_error(error: Any) -> None:
+                        on_lost(self, error)
+                        failed(error)
+
+                    def on_close(code: Any) -> None:
+                        on_lost(self, ConnectionError(f"websocket closed ({code})"))
+                        closed(code)
+
+                    ws.on_error, ws.on_close = on_error, on_close
                 ws._moodring_guarded = True
             return ws
 

@@ -21,7 +21,10 @@ HTTP 451). ``fuzz_frames`` makes malformed trade frames in each exchange's shape
 Run it: ``python -m moodring.testing.fake_exchange --capture FILE [--capture FILE]
 [--exchange NAME] [--quote CCY] [--universe DIR_OR_FILE ...] [--today YYYY-MM-DD]
 [--port N] [--speed X] [--drop-every S] [--start-paused] [--start-now] [--loop]
-[--restricted]``.
+[--restricted] [--relabel NEW=CAPTURED ...] [--relabel-thin K] [--kline-every SECONDS]
+[--weight-limit N] [--lead SECONDS]`` (the last five serve ``benchmarks/scale.py``: many
+markets replaying a capture's trades, candles as often as Binance sends them, its REST
+request-weight limit, history before the first subscriber).
 The first stdout line is the port, the second ``ws_url=URL rest_url=URL`` (the two values a
 feed of that exchange sets); logs go to stderr. SIGUSR1 pauses the stream (sockets stay
 open), SIGUSR2 resumes it.

@@ -30,6 +30,8 @@ from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+from websockets.http11 import Response
+
 from moodring.testing.fake_exchange.core import (
     DUMPS,
     INTERVALS_MS,
@@ -40,11 +42,22 @@ from moodring.testing.fake_exchange.core import (
     Protocol,
     RestError,
     fmt8,
+    json_response,
     split_symbol,
 )
 from moodring.testing.fake_exchange.universe import TICKER_KINDS, Listing
 
 _NOT_JSON = {"code": 3, "msg": "Invalid JSON: expected value", "id": None}
+# REST request weights (Binance spot API docs, "General API Information" and each endpoint)
+_WEIGHTS = {
+    "/api/v3/ping": 1,
+    "/api/v3/time": 1,
+    "/api/v3/exchangeInfo": 20,
+    "/api/v3/klines": 2,
+    "/api/v3/uiKlines": 2,
+    "/api/v3/trades": 25,
+    "/api/v3/aggTrades": 4,
+}
 
 
 def stream_name(name: Any) -> str | None:
@@ -312,6 +325,31 @@ class BinanceProtocol(Protocol):
                 self.fake.subscribe(conn, name)
 
     # ------------------------------------------------------------------ REST
+
+    def rest_weight(self, path: str, query: dict[str, str]) -> int:
+        """Return Binance's request weight of a GET (its spot API docs' table)."""
+        if path == "/api/v3/ticker/24hr":
+            if "symbol" in query:
+                return 2
+            try:
+                count = len(json.loads(query["symbols"]))
+            except (KeyError, ValueError, TypeError):
+                return 80  # every symbol
+            return 2 if count <= 20 else 40 if count <= 100 else 80
+        return _WEIGHTS.get(path, 1)
+
+    def rate_limited(self, used: int, limit: int, retry_after: int) -> Response:
+        """Return Binance's 429: code -1003, ``Retry-After`` and the weight used."""
+        msg = (
+            f"Too much request weight used; current limit is {limit} request weight per 1 "
+            "MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."
+        )
+        headers = [("Retry-After", str(retry_after)), *self.weight_headers(used)]
+        return json_response(429, {"code": -1003, "msg": msg}, headers)
+
+    def weight_headers(self, used: int) -> list[tuple[str, str]]:
+        """Return ``X-MBX-USED-WEIGHT-1M``, the weight used this minute."""
+        return [("X-MBX-USED-WEIGHT-1M", str(used))]
 
     def rest(self, path: str, query: dict[str, str]) -> Any:
         """Route ``/api/v3/...``."""

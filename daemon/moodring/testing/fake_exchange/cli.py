@@ -31,6 +31,34 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "SOLUSDT=ETHUSDT (repeatable)",
     )
     parser.add_argument(
+        "--relabel-thin",
+        type=int,
+        default=1,
+        metavar="K",
+        help="a relabelled market's trade stream carries one in every K of its trades",
+    )
+    parser.add_argument(
+        "--kline-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send each market's candle updates at most every SECONDS (Binance: 2)",
+    )
+    parser.add_argument(
+        "--weight-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer REST past N request weight a minute with HTTP 429 (Binance: 6000)",
+    )
+    parser.add_argument(
+        "--lead",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="replay the capture's first SECONDS at once (history for REST klines)",
+    )
+    parser.add_argument(
         "--exchange",
         choices=list(PROTOCOLS),
         default="binance",
@@ -77,6 +105,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         new, sep, old = item.partition("=")
         if not sep or not new.isalnum() or not old.isalnum():
             parser.error(f"--relabel takes NEW=CAPTURED symbols like SOLUSDT=ETHUSDT, not {item!r}")
+    if args.relabel_thin < 1:
+        parser.error(f"--relabel-thin must be at least 1, not {args.relabel_thin}")
+    if args.kline_every is not None and args.kline_every <= 0:
+        parser.error(f"--kline-every must be positive, not {args.kline_every:g}")
+    if args.weight_limit is not None and args.weight_limit < 1:
+        parser.error(f"--weight-limit must be at least 1, not {args.weight_limit}")
+    if args.lead < 0:
+        parser.error(f"--lead must not be negative, not {args.lead:g}")
     if args.quote is not None and not args.quote.isalnum():
         parser.error(f"--quote must be a currency code like USD, not {args.quote!r}")
     return args
@@ -97,6 +133,10 @@ def _fake(args: argparse.Namespace) -> FakeExchange:
         today=args.today,
         restricted=args.restricted,
         relabel=dict(item.split("=", 1) for item in args.relabel),
+        relabel_thin=args.relabel_thin,
+        kline_every=args.kline_every,
+        weight_limit=args.weight_limit,
+        lead=args.lead,
     )
 
 

@@ -163,33 +163,6 @@ def _load_capture(path_text: str, mtime_ns: int, size: int) -> tuple[CaptureFram
     return tuple(frames)
 
 
-def relabelled(
-    captures: Sequence[Sequence[CaptureFrame]], relabel: Mapping[str, str]
-) -> list[CaptureFrame]:
-    """Return the trade frames of captured symbols again, each under the new symbols mapped to it.
-
-    ``relabel`` maps a new Binance symbol (``SOLUSDT``) to a captured one (``ETHUSDT``); the
-    copies keep every field but the symbol, so a market replays another's real trades.
-    """
-    by_symbol: dict[str, list[CaptureFrame]] = {}
-    for frames in captures:
-        for frame in frames:
-            if frame.data is not None:
-                by_symbol.setdefault(frame.symbol, []).append(frame)
-    copies: list[CaptureFrame] = []
-    for new, old in relabel.items():
-        source = by_symbol.get(old.lower())
-        if not source:
-            known = ", ".join(sorted(s.upper() for s in by_symbol)) or "none"
-            raise ValueError(f"relabel {new}={old}: the captures hold no {old} trades ({known})")
-        stream = f"{new.lower()}@trade"
-        for frame in source:
-            data = {**(frame.data or {}), "s": new.upper()}
-            raw = DUMPS({"stream": stream, "data": data})
-            copies.append(CaptureFrame(frame.recv_ns, raw, stream, data))
-    return copies
-
-
 class Bar:
     """One candle being built from trades (Binance kline fields, decimals kept exact)."""
 
@@ -320,6 +293,20 @@ class Market:
         self.price_decimals = 2
         self.qty_decimals = 0
         self.id_span = 1
+        # relabelled markets replaying this one's trades (``relabel=``), and for a follower:
+        # its place among them, its trades' next id, and when each candle topic last went out
+        self.followers: list[Market] = []
+        self.phase = 0
+        self.next_id = 1
+        self.candle_slot: dict[str, int] = {}
+
+    def follower(self, base: str, phase: int) -> Market:
+        """Return a market replaying this one's trades under another base (bars shared)."""
+        market = Market(self.capture, base, self.quote)
+        market.trades, market.replayed, market.builders = self.trades, self.replayed, self.builders
+        market.price_decimals, market.qty_decimals = self.price_decimals, self.qty_decimals
+        market.id_span, market.phase = self.id_span, phase
+        return market
 
     def builder(self, interval: str) -> BarBuilder:
         """Return the bar builder of ``interval``, catching it up with the replayed trades."""
@@ -374,7 +361,7 @@ class RestError(Exception):
         self.payload = payload
 
 
-def json_response(status: int, payload: Any) -> Response:
+def json_response(status: int, payload: Any, extra: Sequence[tuple[str, str]] = ()) -> Response:
     """Build an HTTP response with a JSON body (an HTML one for a string payload)."""
     html = isinstance(payload, str)
     body = payload.encode() if html else DUMPS(payload).encode()
@@ -386,6 +373,7 @@ def json_response(status: int, payload: Any) -> Response:
             ("Connection", "close"),
             ("Content-Type", kind),
             ("Content-Length", str(len(body))),
+            *extra,
         ]
     )
     return Response(code.value, code.phrase, headers, body)
@@ -439,6 +427,18 @@ class Protocol:
     def rest(self, path: str, query: dict[str, str]) -> Any:
         """Answer one REST GET (raise ``RestError`` for anything but 200)."""
         raise NotImplementedError
+
+    def rest_weight(self, path: str, query: dict[str, str]) -> int:
+        """Return the request weight a REST GET counts against ``weight_limit``."""
+        return 1
+
+    def rate_limited(self, used: int, limit: int, retry_after: int) -> Response:
+        """Return the answer to a request over the weight limit (HTTP 429)."""
+        return json_response(429, {"error": "rate limited"}, [("Retry-After", str(retry_after))])
+
+    def weight_headers(self, used: int) -> list[tuple[str, str]]:
+        """Return the headers telling a client the weight used this minute."""
+        return []
 
     # websocket
     def on_connect(self, conn: Conn) -> None:
@@ -494,12 +494,27 @@ class FakeExchange:
         restricted: bool = False,
         relabel: Mapping[str, str] | None = None,
         start: int | str | None = None,
+        relabel_thin: int = 1,
+        kline_every: float | None = None,
+        weight_limit: int | None = None,
+        lead: float = 0.0,
     ) -> None:
-        """Serve ``captures``; ``relabel``: new market (``SOLUSDT``) -> captured symbol.
+        """Serve ``captures`` (the scale options below are off by default).
 
         ``start`` (epoch ms or ISO time, naive = UTC): the trades before it are history,
         replayed into the candles at once, unseen, so REST serves them as klines; the
         stream begins with the first trade at or after ``start``.
+
+        ``relabel`` maps a new market (``SOLUSDT``) to a captured symbol (``ETHUSDT``) whose
+        trades it replays too, under its own name, with the captured market's bars (REST and
+        candles); with ``relabel_thin`` k > 1 its trade stream carries one in every k of
+        them (ids renumbered consecutively), so many relabelled markets keep a realistic
+        aggregate trade rate. ``kline_every`` (seconds of exchange time; Binance: 2) sends a
+        market's candle updates at most that often, spread over the markets, and always the
+        closing one. ``weight_limit`` (Binance: 6000) answers requests past that REST request
+        weight in a minute of wall time with HTTP 429 and ``Retry-After``, as the exchange
+        does. ``lead`` replays the capture's first seconds at once when the replay starts:
+        they are history for REST klines before any subscriber.
         """
         from moodring.testing.fake_exchange.protocols import PROTOCOLS
 
@@ -519,8 +534,12 @@ class FakeExchange:
         self.autostart = autostart
         self.burst = 8  # at speed 0, frames delivered between two yields to the event loop
         loaded = [load_capture(Path(p)) for p in captures]
-        if relabel:
-            loaded.append(relabelled(loaded, relabel))
+        if relabel_thin < 1:
+            raise ValueError("relabel_thin must be at least 1")
+        self.relabel_thin = relabel_thin
+        self.kline_every_ms = round(kline_every * 1000) if kline_every else 0
+        self.weight_limit = weight_limit
+        self.lead_ms = round(lead * 1000)
         self._frames = self._merge(loaded)
         self._markets: dict[str, Market] = {}  # by the exchange's market id
         self._by_capture: dict[str, Market] = {}  # by the capture's lower-case symbol
@@ -528,6 +547,7 @@ class FakeExchange:
         self._index_markets()
         if captures and not self._markets:
             raise ValueError("the captures hold no @trade frames")
+        self._relabel(relabel or {})
         self._universe = self._load_universe(universe or {}, extra_markets)
         first_event = next((f.event_ms for f in self._frames if f.event_ms is not None), 0)
         last_event = max((f.event_ms for f in self._frames if f.event_ms is not None), default=0)
@@ -563,6 +583,9 @@ class FakeExchange:
         self.passes = 0
         self.drops = 0
         self.rest_requests: list[str] = []
+        self.rate_limited = 0  # REST requests answered 429 (over ``weight_limit``)
+        self._weight_minute = 0
+        self._weight_used = 0
         self._day_ms = 0
         self._time_of_day_ms = 0
         if self._universe:
@@ -633,6 +656,24 @@ class FakeExchange:
             self._emit(frame, self._next_trade_ms[index], 0)
             self._first_live = index + 1
         self._clock_ms = max(self._clock_ms, start_ms - 1)
+
+    def _relabel(self, relabel: Mapping[str, str]) -> None:
+        """Add a follower market for each new symbol, replaying a captured market's trades."""
+        by_capture = {m.capture: m for m in self._markets.values()}
+        for new, old in relabel.items():
+            source = by_capture.get(old.upper())
+            if source is None:
+                known = ", ".join(sorted(by_capture)) or "none"
+                raise ValueError(
+                    f"relabel {new}={old}: the captures hold no {old} trades ({known})"
+                )
+            base, _ = split_symbol(new.upper())
+            market = source.follower(base, len(source.followers))
+            market.id = self.protocol.market_id(market)
+            source.followers.append(market)
+            self._markets[market.id] = market
+            for alias in self.protocol.aliases(market):
+                self._aliases.setdefault(alias.upper(), market)
 
     # ------------------------------------------------------------------ public API
 
@@ -912,12 +953,13 @@ class FakeExchange:
                 anchor: tuple[float, int] | None = None
                 burst = 0
                 first = self._first_live if self.passes == 0 else 0
+                lead_ns = 0 if self.passes else self._frames[0].recv_ns + self.lead_ms * 1_000_000
                 for index, frame in enumerate(self._frames[first:], first):
                     while True:
                         if not self._running.is_set():
                             await self._running.wait()
                             anchor = None
-                        if fast:
+                        if fast or frame.recv_ns < lead_ns:
                             break
                         if anchor is None:
                             anchor = (loop.time(), frame.recv_ns)
@@ -930,7 +972,9 @@ class FakeExchange:
                     self.position = index + 1
                     if self._emit(frame, self._next_trade_ms[index], shift_ms) and fast:
                         burst += 1
-                    if fast and (burst >= self.burst or index % 512 == 0):
+                    if frame.recv_ns < lead_ns and index % 512 == 0:
+                        await asyncio.sleep(0)  # history replayed at once: let others run
+                    elif fast and (burst >= self.burst or index % 512 == 0):
                         burst = 0
                         await self._backpressure()
                 self.passes += 1
@@ -971,16 +1015,41 @@ class FakeExchange:
             next_ms += shift_ms
         elif self.loop:
             next_ms = market.trades[0]["T"] + shift_ms + self._loop_shift_ms
+        index = len(market.replayed)
         market.replayed.append(data)
         sent = deliver and self.protocol.emit_trade(market, data, raw)
-        for interval, builder in market.builders.items():
-            bar = builder.add(data)
-            if deliver:
-                topic = market.candle_topics.get(interval)
-                if topic is not None and topic in self._subs:
-                    closed = builder.closes_bar(data["T"], next_ms)
-                    sent |= self.protocol.emit_candle(market, interval, bar, closed, data)
+        bars = [(interval, builder.add(data)) for interval, builder in market.builders.items()]
+        if not deliver:
+            return sent
+        for follower in market.followers:
+            if (index + follower.phase) % self.relabel_thin == 0:
+                copy = {**data, "s": follower.id, "t": follower.next_id}
+                follower.next_id += 1
+                sent |= self.protocol.emit_trade(follower, copy, None)
+        for interval, bar in bars:
+            closed = market.builders[interval].closes_bar(data["T"], next_ms)
+            for each in (market, *market.followers):
+                sent |= self._emit_candle(each, interval, bar, closed, data)
         return sent
+
+    def _emit_candle(
+        self, market: Market, interval: str, bar: Bar, closed: bool, trade: dict[str, Any]
+    ) -> bool:
+        """Send a candle update unless ``kline_every`` says this market's is not due yet."""
+        topic = market.candle_topics.get(interval)
+        if topic is None or topic not in self._subs:
+            return False
+        every = self.kline_every_ms
+        if every and not closed:
+            # the markets' update times are spread over the interval, as an exchange's are
+            spread = len(self._markets) or 1
+            slot = (trade["E"] + market.phase * every // spread) // every
+            if market.candle_slot.get(interval) == slot:
+                return False
+            market.candle_slot[interval] = slot
+        if market.id != trade["s"]:
+            trade = {**trade, "s": market.id}
+        return self.protocol.emit_candle(market, interval, bar, closed, trade)
 
     async def _drop_loop(self, every: float) -> None:
         """Close every connection every ``every`` seconds of wall time."""
@@ -1048,6 +1117,21 @@ class FakeExchange:
 
     # ------------------------------------------------------------------ REST side
 
+    @property
+    def weight_used(self) -> int:
+        """Return the REST request weight used in the current minute of wall time."""
+        return self._weight_used if self._weight_minute == int(time.time() // 60) else 0
+
+    def _weigh(self, weight: int) -> int | None:
+        """Count a request's weight in this minute; None if it would pass ``weight_limit``."""
+        minute = int(time.time() // 60)
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight_used = minute, 0
+        if self.weight_limit is not None and self._weight_used + weight > self.weight_limit:
+            return None
+        self._weight_used += weight
+        return self._weight_used
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP GETs (REST); let websocket upgrades through."""
         upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
@@ -1059,13 +1143,23 @@ class FakeExchange:
         if upgrade:
             return None
         parts = urlsplit(request.path)
+        path = parts.path.rstrip("/")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.rest_requests.append(request.path)
         log.debug("GET %s", request.path)
+        protocol = self.protocol
+        used = self._weigh(protocol.rest_weight(path, query))
+        if used is None:
+            self.rate_limited += 1
+            assert self.weight_limit is not None
+            retry_after = max(1, math.ceil(60 - time.time() % 60))
+            log.info("GET %s: over the weight limit, retry after %d s", request.path, retry_after)
+            return protocol.rate_limited(self._weight_used, self.weight_limit, retry_after)
+        headers = protocol.weight_headers(used)
         try:
-            return json_response(200, self.protocol.rest(parts.path.rstrip("/"), query))
+            return json_response(200, protocol.rest(path, query), headers)
         except RestError as exc:
-            return json_response(exc.status, exc.payload)
+            return json_response(exc.status, exc.payload, headers)
         except Exception:  # a fake must answer whatever it is asked: say so, keep serving
             log.exception("REST %s failed", request.path)
             return json_response(500, {"error": f"the fake failed on {request.path}"})
