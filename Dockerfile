@@ -1,12 +1,13 @@
 # moodring in a container: `docker build -t moodring .`, then
-#   docker run -d --name moodring \
+#   docker run -d --name moodring -p 9701:9701 \
 #     -v "$PWD/moodring.yaml:/etc/moodring/moodring.yaml:ro" -v moodring-state:/var/lib/moodring \
 #     moodring
 # With no config mounted, `moodring run` finds none and uses the built-in one. Another file:
 # `moodring run -c PATH` as the command, or MOODRING_CONFIG=PATH. Settings also come from
 # MOODRING_* variables (MOODRING_NOTIFY__URLS='["tgram://..."]'). /healthz and /metrics
-# listen on 127.0.0.1:9701 inside the container; to scrape them from outside, set
-# MOODRING_HTTP__HOST=0.0.0.0 and publish the port (-p 9701:9701).
+# listen on 0.0.0.0:9701 inside the container (MOODRING_HTTP__HOST), so -p publishes them;
+# `moodring healthcheck` asks /healthz on the configured port. docker-compose.yml adds
+# Prometheus, Grafana and Mosquitto.
 
 # Build stage: every dependency ships wheels, so no compiler is needed here either.
 FROM python:3.11-slim-bookworm AS build
@@ -28,15 +29,25 @@ RUN groupadd --system --gid 999 moodring \
     && mkdir -p /etc/moodring /var/lib/moodring \
     && chown moodring:moodring /var/lib/moodring
 COPY --from=build /opt/moodring /opt/moodring
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="moodring" \
+    org.opencontainers.image.description="Streaming alert daemon for cross-market divergence (ETH vs the Russell 2000, ETH/BTC, MFI)" \
+    org.opencontainers.image.version="${VERSION}" \
+    org.opencontainers.image.licenses="MIT" \
+    org.opencontainers.image.source="https://github.com/moodring/moodring" \
+    org.opencontainers.image.documentation="https://github.com/moodring/moodring#readme" \
+    org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
+# listen on every interface inside the container: a published port reaches it
 ENV PATH=/opt/moodring/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    MOODRING_STATE_DIR=/var/lib/moodring
+    MOODRING_STATE_DIR=/var/lib/moodring \
+    MOODRING_HTTP__HOST=0.0.0.0
 USER 999:999
 WORKDIR /var/lib/moodring
 VOLUME ["/etc/moodring", "/var/lib/moodring"]
 EXPOSE 9701
-# python's urllib, as the slim image has no curl; an HTTP error or no answer exits non-zero
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9701/healthz', timeout=3).status==200 else 1)"]
+# asks /healthz on the port the config (and MOODRING_HTTP__PORT) gives; one line, exit 0 or 1
+HEALTHCHECK --interval=30s --timeout=10s --start-period=90s --retries=3 \
+    CMD ["moodring", "healthcheck"]
 ENTRYPOINT ["moodring"]
 CMD ["run"]

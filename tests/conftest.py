@@ -41,13 +41,14 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """Run in an empty directory with no user, system or environment config around."""
+    """Run in an empty directory with no user, system or environment config; state in tmp."""
     for name in list(os.environ):
         if name.upper().startswith("MOODRING_"):
             monkeypatch.delenv(name)
-    for name in ("CREDENTIALS_DIRECTORY", "JOURNAL_STREAM"):
+    for name in ("CREDENTIALS_DIRECTORY", "JOURNAL_STREAM", "STATE_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setattr(moodring.configfile, "SYSTEM_CONFIG", tmp_path / "etc" / "moodring.yaml")
     work = tmp_path / "work"
     work.mkdir()

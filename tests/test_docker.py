@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 from tests.support.paths import ROOT
@@ -89,7 +90,8 @@ def test_the_runtime_stage_is_slim_healthy_and_not_root() -> None:
     assert users, "the runtime stage sets USER"
     assert users[-1].split(":")[0] not in ("root", "0")
     health = [rest for word, rest in final if word == "HEALTHCHECK"]
-    assert len(health) == 1 and "http://127.0.0.1:9701/healthz" in health[0]
+    assert len(health) == 1 and health[0].endswith('CMD ["moodring", "healthcheck"]')
+    assert "MOODRING_HTTP__HOST=0.0.0.0" in text  # a published port reaches the endpoint
     assert ("ENTRYPOINT", '["moodring"]') in final
     assert ("CMD", '["run"]') in final
     assert ("EXPOSE", "9701") in final
@@ -137,3 +139,14 @@ def test_the_build_context_holds_what_pip_install_needs() -> None:
         assert _ignored(path, patterns), f".dockerignore sends {path}"
     copied = [rest for word, rest in _instructions(DOCKERFILE.read_text()) if word == "COPY"]
     assert "config/ config/" in copied
+
+
+def test_the_image_carries_oci_labels() -> None:
+    labels = " ".join(rest for word, rest in _stages()[-1] if word == "LABEL")
+    found = dict(re.findall(r'(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"', labels))
+    for key in ("title", "description", "version", "licenses", "source", "documentation"):
+        assert found.get(f"org.opencontainers.image.{key}"), key
+    assert found["org.opencontainers.image.licenses"] == "MIT"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert found["org.opencontainers.image.source"] == project["urls"]["Source"]
+    assert project["license"] == "MIT"

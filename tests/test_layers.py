@@ -83,6 +83,7 @@ ALLOWED: dict[str, set[str]] = {
         "settings",
         "testing",
     },
+    "__main__": {"cli"},  # python -m moodring
 }
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,74 +15,116 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from moodring import __version__
-from moodring.backtest.csvfile import load_csv
-from moodring.backtest.runner import (
-    CleanHistory,
-    FeedHistory,
-    clean_history,
-    evaluate_rules,
-    find_jumps,
-    merged_bars,
-    run_batch,
-    run_streaming,
-    runnable_metrics,
-)
-from moodring.backtest.table import MetricTable
-from moodring.backtest.universe import load_universe
-from moodring.backtest.watchlist import (
-    Membership,
-    MembershipLog,
-    member_files,
-    ranked_members,
-    ranking,
-)
-from moodring.configfile import (
-    config_error,
-    find_config,
-    load_settings,
-    show_config,
-    with_members,
-)
-from moodring.delivery.outbox import Delivery, Outbox
-from moodring.errors import MoodringError, StateError, UsageError
-from moodring.expansion import SECTIONS
-from moodring.logs import redact, setup_logging
-from moodring.market.calendar import calendar_named
-from moodring.market.jumps import Jump
-from moodring.market.resample import resample
-from moodring.market.timeframe import Timeframe
-from moodring.metrics.altseason import AltseasonSeries, altseason_series
-from moodring.pipeline import Pipeline
-from moodring.rules.alert import Alert
-from moodring.rules.silences import Silences, covers, is_pattern, is_template
-from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, Member, RuleConfig, Settings
-from moodring.statedir import check_dir, scratch_dir, state_file
-from moodring.times import format_duration, iso_time, parse_duration
+from moodring.errors import DataError, MoodringError, UsageError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the commands import these themselves: --help and --version stay fast
+    import numpy as np
+
+    from moodring.backtest.runner import CleanHistory, FeedHistory
+    from moodring.backtest.watchlist import MembershipLog
+    from moodring.configfile import LoadedConfig
+    from moodring.delivery.outbox import Delivery
+    from moodring.market.jumps import Jump
+    from moodring.metrics.altseason import AltseasonSeries
     from moodring.report.tuning import Tuning
+    from moodring.rules.alert import Alert
+    from moodring.settings import Member, Settings
 
 log = logging.getLogger("moodring")
-SAMPLES = DEFAULT_CONFIG.parent / "samples"
+DEFAULTS = Path(__file__).with_name("defaults")
+SAMPLES = DEFAULTS / "samples"
 CONFIG_HELP = (
     "YAML config (default: $MOODRING_CONFIG, ./moodring.yaml, "
     "$XDG_CONFIG_HOME/moodring/moodring.yaml, /etc/moodring/moodring.yaml, else built-in)"
 )
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+LOG_LEVEL_VARIABLE = "MOODRING_LOG_LEVEL"
+LOG_FORMAT_VARIABLE = "MOODRING_LOG_FORMAT"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``moodring`` command; return the process exit code."""
+    """Run the ``moodring`` command; return the process exit code.
+
+    Exit codes: 0 done, 1 the data cannot give what was asked, 2 an argument cannot be used,
+    73 an unusable state directory or output file, 78 an invalid config.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    level, style = _log_options(parser, args)
+    from moodring.logs import redact, setup_logging
+
+    setup_logging(level, fmt=style)
     try:
         return int(args.handler(args))
     except MoodringError as exc:
         print(f"moodring: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
+
+
+def _log_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, str]:
+    """Return the log level and format: the option, else the environment, else INFO, text."""
+    chosen = []
+    for name, variable, choices, default in (
+        ("log_level", LOG_LEVEL_VARIABLE, LOG_LEVELS, "INFO"),
+        ("log_format", LOG_FORMAT_VARIABLE, LOG_FORMATS, "text"),
+    ):
+        value = getattr(args, name, None)
+        if value is None:
+            given = os.environ.get(variable, "").strip()
+            value = given.upper() if name == "log_level" else given.lower()
+            if given and value not in choices:
+                parser.error(f"${variable}={given!r}: expected one of {', '.join(choices)}")
+        chosen.append(value or default)
+    return chosen[0], chosen[1]
+
+
+def input_file(given: str, path: Path) -> Path:
+    """Return ``path``, a file the command reads; UsageError naming the argument (``given``)."""
+    if path.is_dir():
+        raise UsageError(f"{given}: is a folder, not a file")
+    if not path.exists():
+        raise UsageError(f"{given}: no such file")
+    return path
+
+
+def output_file(flag: str, path: Path) -> Path:
+    """Return ``path``, a file the command will write; UsageError naming ``flag`` if it cannot.
+
+    Checked before any work is done: the folder must exist and ``path`` must not be one.
+    """
+    folder = path.parent
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name in it")
+    if not folder.exists():
+        raise UsageError(f"{flag} {path}: no folder {folder} (create it first)")
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: folder {folder} is not writable")
+    return path
+
+
+def _log_flags(default: Any) -> argparse.ArgumentParser:
+    """Return the logging options, taken before the command and after it."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=default,
+        help=f"least severe log records shown (default: ${LOG_LEVEL_VARIABLE}, else INFO)",
+    )
+    options.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        default=default,
+        help=f"text lines, or JSON lines for log collectors (default: ${LOG_FORMAT_VARIABLE}, "
+        "else text)",
+    )
+    return options
 
 
 def _history_options() -> argparse.ArgumentParser:
@@ -113,28 +155,27 @@ def _history_options() -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="moodring", description="Streaming alerts for cross-market divergence."
+        prog="moodring",
+        description="Streaming alerts for cross-market divergence.",
+        parents=[_log_flags(None)],
     )
     parser.add_argument("--version", action="version", version=f"moodring {__version__}")
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        default="INFO",
-        help="least severe log records shown (default: INFO)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    logging_flags = _log_flags(argparse.SUPPRESS)  # after the command: set only when given
 
-    run = commands.add_parser("run", help="run the daemon: live feeds, rules and alerts")
+    def command(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[*parents, logging_flags])
+
+    run = command("run", "run the daemon: live feeds, rules and alerts")
     run.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     run.add_argument(
         "--record", type=Path, metavar="DIR", help="append closed bars to DIR/<feed>_<tf>.csv"
     )
     run.set_defaults(handler=_run)
 
-    demo = commands.add_parser(
+    demo = command(
         "demo",
-        help="offline, no keys: replay bundled ETH/BTC/Russell 2000 history, then run live "
+        "offline, no keys: replay bundled ETH/BTC/Russell 2000 history, then run live "
         "on a fake Binance; alerts and chart paths to the console",
     )
     demo.add_argument("--speed", type=float, default=10.0, help="replay speed (x real time)")
@@ -149,10 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     history = _history_options()
-    backtest = commands.add_parser(
-        "backtest",
-        parents=[history],
-        help="replay history CSVs through the engine and write metric values",
+    backtest = command(
+        "backtest", "replay history CSVs through the engine and write metric values", history
     )
     backtest.add_argument("--from", dest="start", type=_date, help="first bar date (UTC)")
     backtest.add_argument("--to", dest="end", type=_date, help="last bar date (UTC, inclusive)")
@@ -187,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     backtest.set_defaults(handler=_backtest)
 
-    silence = commands.add_parser("silence", help="mute a rule for a while, list or clear silences")
+    silence = command("silence", "mute a rule for a while, list or clear silences")
     silence.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     silence.add_argument(
         "rule",
@@ -200,15 +239,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="silence the whole template RULE was expanded from (every member of its watchlist)",
     )
-    silence.add_argument("--for", dest="duration", help="how long, e.g. 2h, 30m, 1d")
+    silence.add_argument("--for", dest="duration", help="how long, e.g. 2h, 30m, 1d, 1h30m")
     silence.add_argument("--reason", default="", help="why (shown in --list and in the log)")
     silence.add_argument("--list", action="store_true", help="show the silences in force")
     silence.add_argument("--clear", action="store_true", help="remove RULE's silence (or all)")
     silence.set_defaults(handler=_silence)
 
-    outbox = commands.add_parser(
-        "outbox", help="list undelivered alerts (pending and dead); requeue or drop them"
-    )
+    outbox = command("outbox", "list undelivered alerts (pending and dead); requeue or drop them")
     outbox.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     action = outbox.add_mutually_exclusive_group()
     action.add_argument(
@@ -218,16 +255,14 @@ def _parser() -> argparse.ArgumentParser:
     action.add_argument("--drop", metavar="ID", help="delete delivery ID: it is never sent")
     outbox.set_defaults(handler=_outbox)
 
-    test_alert = commands.add_parser(
-        "test-alert", help="send a test message with a chart to every configured URL"
-    )
+    test_alert = command("test-alert", "send a test message with a chart to every configured URL")
     test_alert.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     test_alert.set_defaults(handler=_test_alert)
 
-    digest = commands.add_parser(
+    digest = command(
         "digest",
-        parents=[history],
-        help="print the digest (ETH vs small caps, ETH/BTC, MFI, altseason) from history",
+        "print the digest (ETH vs small caps, ETH/BTC, MFI, altseason) from history",
+        history,
     )
     digest.add_argument(
         "--at",
@@ -242,14 +277,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     digest.set_defaults(handler=_digest)
 
-    check = commands.add_parser(
-        "check-config", help="validate the config (templates and references too) and exit"
-    )
+    check = command("check-config", "validate the config (templates and references too) and exit")
     check.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     check.set_defaults(handler=_check_config)
 
-    show = commands.add_parser(
-        "show-config", help="print the effective config (file, environment, secret files)"
+    show = command(
+        "show-config", "print the effective config (defaults, file, environment, secret files)"
     )
     show.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     show.add_argument(
@@ -258,17 +291,55 @@ def _parser() -> argparse.ArgumentParser:
         help="show every for_each template as the entries it expands to, one per member",
     )
     show.set_defaults(handler=_show_config)
+
+    init = command("init", "write a commented starter config that extends the shipped one")
+    init.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        metavar="PATH",
+        help="where (default: $XDG_CONFIG_HOME/moodring/moodring.yaml)",
+    )
+    init.add_argument(
+        "--system", action="store_true", help="write /etc/moodring/moodring.yaml instead"
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.set_defaults(handler=_init)
+
+    health = command(
+        "healthcheck", "ask the running daemon's /healthz (the configured port): exit 0 or 1"
+    )
+    health.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    health.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
+    )
+    health.set_defaults(handler=_healthcheck)
+
+    completion = command("completion", "print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
+    completion.set_defaults(handler=_completion, parser=parser)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> tuple[Path, Settings]:
     """Return the config file chosen by ``-c`` or discovery, and its settings."""
+    loaded = _load(args)
+    return loaded.file, loaded.settings
+
+
+def _load(args: argparse.Namespace, quiet: bool = False) -> LoadedConfig:
+    """Return the loaded config chosen by ``-c`` or discovery (quiet: without a log line)."""
+    from moodring.configfile import find_config, load_config
+    from moodring.settings import DEFAULT_CONFIG
+
     path = find_config(args.config)
-    log.info("config: %s%s", path, " (built-in default)" if path == DEFAULT_CONFIG else "")
-    return path, load_settings(path)
+    if not quiet:
+        log.info("config: %s%s", path, " (built-in default)" if path == DEFAULT_CONFIG else "")
+    return load_config(path)
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from moodring.configfile import config_error
     from moodring.rules.preview import render_problems
 
     path, settings = _settings(args)
@@ -291,9 +362,99 @@ def _unranked(settings: Settings) -> list[str]:
 
 
 def _show_config(args: argparse.Namespace) -> int:
-    _, settings = _settings(args)
-    print(show_config(settings, expanded=args.expanded), end="")
+    from moodring.configfile import show_config
+
+    loaded = _load(args)
+    print(show_config(loaded.settings, loaded.written, expanded=args.expanded), end="")
     return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from moodring.configfile import SYSTEM_CONFIG, config_candidates
+    from moodring.errors import StateError
+
+    if args.system and args.path is not None:
+        raise UsageError(f"init takes PATH or --system, not both (PATH {args.path})")
+    path = SYSTEM_CONFIG if args.system else args.path or config_candidates()[1]
+    path = path.expanduser()
+    if path.is_dir():
+        raise UsageError(f"init {path}: is a folder; give the file to write")
+    if path.exists() and not args.force:
+        raise DataError(f"init {path}: the file exists; --force replaces it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # URLs hold tokens
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write((DEFAULTS / "starter.yaml").read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise StateError(f"init {path}: cannot write it: {exc.strerror or exc}") from None
+    found = path.resolve() in {p.resolve() for p in config_candidates()}
+    use = "" if found else f" -c {path}"
+    print(f"wrote {path}: it extends the shipped config and holds only what you change.")
+    print(
+        "Next: put your alert URL under notify.urls (or set MOODRING_NOTIFY__URLS), then run "
+        f"`moodring check-config{use}`, `moodring test-alert{use}` and `moodring run{use}`."
+    )
+    return 0
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """Print one line on the daemon's health (its /healthz); 0 healthy, 1 not."""
+    import urllib.error
+    import urllib.request
+
+    http = _load(args, quiet=True).settings.http
+    if not http.enabled:
+        print("unhealthy: http.enabled is false, so there is no /healthz to ask")
+        return 1
+    if http.port == 0:
+        print("unhealthy: http.port is 0 (any free port): set a fixed port to check health")
+        return 1
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(http.host, http.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{http.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as answer:
+            status, body = answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"unhealthy: nothing answers at {url} ({reason})")
+        return 1
+    try:
+        health = json.loads(body)
+    except ValueError:
+        health = {}
+    health = health if isinstance(health, dict) else {}
+    parts = [str(health["status"])] if health.get("status") else []
+    feeds = health.get("feeds") or {}
+    parts += [", ".join(f"{feed} {state}" for feed, state in feeds.items())] if feeds else []
+    parts += [f"{what}: {why}" for what, why in (health.get("problems") or {}).items()]
+    detail = "; ".join(parts)
+    verdict = "healthy" if status == 200 else "unhealthy"
+    print(f"{verdict}: {url} answered {status}{f' ({detail})' if detail else ''}")
+    return 0 if status == 200 else 1
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    for action in _actions(args.parser):
+        if action.type is Path:
+            action.complete = shtab.DIRECTORY if action.metavar == "DIR" else shtab.FILE  # type: ignore[attr-defined]
+    print(shtab.complete(args.parser, shell=args.shell), end="")
+    return 0
+
+
+def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Return every option and argument of a parser and its subcommands."""
+    found = []
+    for action in parser._actions:
+        found.append(action)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += _actions(sub)
+    return found
 
 
 def _date(text: str) -> datetime:
@@ -304,8 +465,18 @@ def _date(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def _shown(moment: datetime) -> str:
+    """Return a --from/--to/--at moment as given: a date, or an ISO time."""
+    if moment.utcoffset() == timedelta(0) and moment.time() == datetime.min.time():
+        return moment.date().isoformat()
+    return moment.isoformat()
+
+
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from moodring.service.daemon import Daemon  # ccxt is heavy: only the daemon pays for it
+    from moodring.statedir import check_dir
 
     path, settings = _settings(args)
     if args.record is not None:
@@ -318,7 +489,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from moodring.demo import run_demo
+    from moodring.statedir import check_dir
 
     if args.record is not None:
         check_dir(args.record, "--record directory")
@@ -353,6 +527,11 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
     A watchlist member's feed without ``--data`` reads its ``<BASE><QUOTE>_1d.csv`` of
     ``--universe``.
     """
+    from moodring.backtest.csvfile import load_csv
+    from moodring.backtest.runner import clean_history
+    from moodring.backtest.watchlist import member_files
+    from moodring.market.calendar import calendar_named
+
     paths = _data_paths(args)
     members = member_files(settings, _universe_paths(args)) if settings.expansion.names else {}
     for feed, path in members.items():
@@ -374,6 +553,8 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
             f"--data names unknown feed(s) {unknown}; config has {sorted(settings.feeds)}"
         )
     history: dict[str, FeedHistory] = {}
+    for feed, path in paths.items():
+        input_file(f"--data {feed}={path}", path)
     for feed in (f for f in settings.feeds if f in paths):
         loaded = load_csv(paths[feed])
         for line, reason in loaded.skipped:
@@ -382,7 +563,7 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
         try:
             clean = clean_history(loaded.bars, calendar_named(calendar) if calendar else None)
         except ValueError as exc:
-            raise UsageError(f"--data {feed}={paths[feed]}: {exc}") from None
+            raise DataError(f"--data {feed}={paths[feed]}: {exc}") from None
         _report_cleaning(feed, paths[feed], calendar, clean)
         history[feed] = clean.history
         log.info("%s: %d bars from %s", feed, len(history[feed].bars), paths[feed])
@@ -391,6 +572,8 @@ def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHist
 
 def _report_cleaning(feed: str, path: Path, calendar: str | None, clean: CleanHistory) -> None:
     """Log, one line each, the rows merged into shared bars and the closed-market rows dropped."""
+    from moodring.market.timeframe import Timeframe
+
     step = clean.history.step_ms
     if clean.merged_rows:
         bars = _first_times(clean.merged_bars, step)
@@ -418,6 +601,8 @@ def _report_cleaning(feed: str, path: Path, calendar: str | None, clean: CleanHi
 
 def _first_times(times: np.ndarray, step_ms: int, shown: int = 5) -> str:
     """Return the first ``shown`` bar times for a log line (dates for daily bars)."""
+    from moodring.times import iso_time
+
     texts = [iso_time(t) for t in times[:shown].tolist()]
     if step_ms % 86_400_000 == 0:
         texts = [text[:10] for text in texts]
@@ -426,18 +611,29 @@ def _first_times(times: np.ndarray, step_ms: int, shown: int = 5) -> str:
 
 
 def _backtest(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from moodring.backtest.runner import (
+        evaluate_rules,
+        find_jumps,
+        run_batch,
+        run_streaming,
+        runnable_metrics,
+    )
+    from moodring.backtest.table import MetricTable
+    from moodring.times import iso_time
+
     config_path, settings = _settings(args)
-    start_ms = _ms(args.start)
-    end_ms = None
-    if args.end is not None:
-        whole_day = args.end.time() == datetime.min.time()
-        end_ms = _ms(args.end + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
+    for flag, path in (("--metrics-out", args.metrics_out), ("--report", args.report)):
+        if path is not None:
+            output_file(flag, path)
+    start_ms, end_ms = _window(args)
     settings, memberships = _ranked(args, settings, span=(start_ms, end_ms))
     tuning = _tuning(args, settings, config_path)
     configured = settings
     if memberships is not None:  # the members' rules are followed to tell what a daemon would
         settings = memberships.followed(settings)
-    history = {feed: h.until(end_ms) for feed, h in _history(args, settings).items()}
+    history = _in_window(args, _history(args, settings), start_ms, end_ms)
 
     altseason = _altseason(settings, args.universe, history) if _has_index(args, settings) else None
     metrics, missing = runnable_metrics(settings, set(history))
@@ -446,7 +642,7 @@ def _backtest(args: argparse.Namespace) -> int:
     alerts: list[Alert] = []
     jumps = find_jumps(settings, history, metrics)
     if not metrics and altseason is None:
-        raise UsageError("none of the configured metrics has data for all its feeds")
+        raise DataError("none of the configured metrics has data for all its feeds")
     if args.streaming:  # the altseason columns are set into the engine day by day
         externals = altseason.columns() if altseason is not None else None
         full = run_streaming(settings, history, metrics, alerts, externals, on_jump=_report_jump)
@@ -464,6 +660,8 @@ def _backtest(args: argparse.Namespace) -> int:
         alerts = memberships.told(alerts, configured)
         settings = configured
     table = full.between(start_ms, end_ms)
+    if not len(table.time):
+        raise DataError(f"no bars {_window_text(args)}: {_data_span(history)}")
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
     step = min(h.step_ms for h in history.values())
     span = (int(table.time[0]), int(table.time[-1]) + step) if len(table.time) else (0, 0)
@@ -476,9 +674,11 @@ def _backtest(args: argparse.Namespace) -> int:
 
         try:
             tuning.run(full, history, jumps, shown, span, args.format)
-        except SweepError as exc:
-            raise UsageError(str(exc)) from None
+        except SweepError as exc:  # raised here only when the data cannot serve the sweep
+            raise DataError(str(exc)) from None
     if args.metrics_out is not None:
+        from moodring.statedir import state_file
+
         with state_file(args.metrics_out, "--metrics-out"):
             table.write_csv(args.metrics_out)
         log.info("wrote %d rows to %s", len(table.time), args.metrics_out)
@@ -488,6 +688,70 @@ def _backtest(args: argparse.Namespace) -> int:
             at = int(table.time[filled[-1]])
             log.info("last %s = %.6g at %s", name, column[filled[-1]], iso_time(at))
     return 0
+
+
+def _window(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """Return ``--from`` and ``--to`` as epoch ms [start, end); a whole-day --to includes it."""
+    if args.start is not None and args.end is not None and args.start > args.end:
+        raise UsageError(f"--from {_shown(args.start)} is later than --to {_shown(args.end)}")
+    end_ms = None
+    if args.end is not None:
+        whole_day = args.end.time() == datetime.min.time()
+        end_ms = _ms(args.end + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
+    return _ms(args.start), end_ms
+
+
+def _in_window(
+    args: argparse.Namespace,
+    history: dict[str, FeedHistory],
+    start_ms: int | None,
+    end_ms: int | None,
+) -> dict[str, FeedHistory]:
+    """Return the history up to ``--to``; DataError when the window misses the data."""
+    from moodring.times import iso_time
+
+    span = _data_span(history)
+    firsts = [int(h.bars.time[0]) for h in history.values() if len(h.bars)]
+    ends = [int(h.bars.time[-1]) + h.step_ms for h in history.values() if len(h.bars)]
+    if end_ms is not None and firsts and end_ms <= min(firsts):
+        raise DataError(f"--to {_shown(args.end)} is before the data: {span}")
+    if start_ms is not None and ends and start_ms >= max(ends):
+        raise DataError(f"--from {_shown(args.start)} is after the data: {span}")
+    cut = {}
+    for feed, h in history.items():
+        cut[feed] = h.until(end_ms)
+        if not len(cut[feed].bars):
+            first = iso_time(int(h.bars.time[0]))[:10] if len(h.bars) else "-"
+            log.warning(
+                "%s: no bars before --to %s (its data starts %s): left out",
+                feed,
+                _shown(args.end),
+                first,
+            )
+            del cut[feed]
+    return cut
+
+
+def _data_span(history: dict[str, FeedHistory]) -> str:
+    """Return where the data lies, for an error: ``the data runs from A to B``."""
+    from moodring.times import iso_time
+
+    firsts = [int(h.bars.time[0]) for h in history.values() if len(h.bars)]
+    lasts = [int(h.bars.time[-1]) for h in history.values() if len(h.bars)]
+    if not firsts:
+        return "there are no bars"
+    daily = all(h.step_ms % 86_400_000 == 0 for h in history.values())
+    first, last = iso_time(min(firsts)), iso_time(max(lasts))
+    if daily:
+        first, last = first[:10], last[:10]
+    return f"the data runs from {first} to {last}"
+
+
+def _window_text(args: argparse.Namespace) -> str:
+    """Return the window asked for, as given: ``in --from 2025-01-01 --to 2025-02-01``."""
+    bounds = (("--from", args.start), ("--to", args.end))
+    given = " ".join(f"{flag} {_shown(value)}" for flag, value in bounds if value is not None)
+    return f"in {given}" if given else "at all"
 
 
 def _tuning(args: argparse.Namespace, settings: Settings, config: Path) -> Tuning | None:
@@ -534,6 +798,11 @@ def _ranked(
     ``moment`` (the digest's): the members of the last ranking closed by ``at_ms`` (default:
     the universe's last day).
     """
+    from moodring.backtest.universe import load_universe
+    from moodring.backtest.watchlist import Membership, MembershipLog, ranked_members, ranking
+    from moodring.configfile import with_members
+    from moodring.expansion import SECTIONS
+
     used = {w for section in SECTIONS for w in settings.expansion.templates(section).values()}
     dynamic = {n: w for n, w in settings.watchlists.items() if w.dynamic and n in used}
     if not dynamic:
@@ -573,6 +842,12 @@ def _altseason(
     settings: Settings, paths: list[Path], history: dict[str, FeedHistory]
 ) -> AltseasonSeries:
     """Compute the Altcoin Season Index per BTC day from universe files and BTC's history."""
+    from moodring.backtest.universe import load_universe
+    from moodring.market.resample import resample
+    from moodring.market.timeframe import Timeframe
+    from moodring.metrics.altseason import altseason_series
+    from moodring.settings import AltseasonConfig
+
     config = settings.altseason or AltseasonConfig()
     names = [config.btc] if config.btc in settings.feeds else []
     names += [n for n, f in settings.feeds.items() if f.symbol.upper() == config.btc.upper()]
@@ -600,6 +875,10 @@ def _altseason(
 
 
 def _silence(args: argparse.Namespace) -> int:
+    from moodring.rules.silences import Silences
+    from moodring.statedir import check_dir, state_file
+    from moodring.times import format_duration, iso_time, parse_duration
+
     _, settings = _settings(args)
     path = settings.resolved_state_dir() / "silences.json"
     silences = Silences(path)
@@ -625,7 +904,7 @@ def _silence(args: argparse.Namespace) -> int:
     try:
         seconds = parse_duration(args.duration)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--for: {exc}") from None
     check_dir(path.parent)
     with state_file(path, "silences"):
         s = silences.add(target, seconds, args.reason)
@@ -637,7 +916,11 @@ def _silence(args: argparse.Namespace) -> int:
 
 def _silenced_name(settings: Settings, rule: str, template: bool) -> str:
     """Return what ``moodring silence RULE [--template]`` silences; UsageError if nothing."""
+    from moodring.rules.silences import is_pattern, is_template
+
     names = {r.name for r in settings.rules} | {f"stale.{f}" for f in settings.feeds}
+    if settings.digest is not None:
+        names.add("digest")  # the scheduled digest goes out as the rule "digest"
     templates = set(settings.expansion.templates("rules"))
     if template:
         if rule in templates:
@@ -666,6 +949,8 @@ def _silenced_name(settings: Settings, rule: str, template: bool) -> str:
 
 def _covered(settings: Settings, silenced: str) -> list[str] | None:
     """Return the rules a pattern's or template's silence mutes now (None: a plain name)."""
+    from moodring.rules.silences import covers, is_pattern, is_template
+
     if not is_pattern(silenced) and not is_template(silenced):
         return None
     names = [r.name for r in settings.rules] + [f"stale.{f}" for f in settings.feeds]
@@ -673,7 +958,10 @@ def _covered(settings: Settings, silenced: str) -> list[str] | None:
 
 
 def _outbox(args: argparse.Namespace) -> int:
+    from moodring.delivery.outbox import Outbox
     from moodring.delivery.sender import mask_url, target_id
+    from moodring.errors import StateError
+    from moodring.statedir import state_file
 
     _, settings = _settings(args)
     state = settings.resolved_state_dir()
@@ -684,7 +972,7 @@ def _outbox(args: argparse.Namespace) -> int:
     number = _delivery_id(flag, text) if text is not None else None
     if not path.is_file():
         if number is not None:
-            raise UsageError(f"{flag} {number}: there is no outbox at {path}")
+            raise DataError(f"{flag} {number}: there is no outbox at {path}")
         print(f"no outbox at {path}: nothing pending or dead")
         return 0
     names: dict[str, str] = {}
@@ -699,7 +987,7 @@ def _outbox(args: argparse.Namespace) -> int:
             row = outbox.get(number)
             change = outbox.requeue if flag == "--retry" else outbox.remove
             if row is None or not change(number):
-                raise UsageError(f"{flag} {number}: no pending or dead delivery has this id")
+                raise DataError(f"{flag} {number}: no pending or dead delivery has this id")
             requeued = int(flag == "--retry")
             where = names.get(row.target, f"target {row.target} (no longer configured)")
             done = "requeued" if requeued else "dropped"
@@ -723,6 +1011,9 @@ def _delivery_id(flag: str, text: str) -> int:
 
 def _print_outbox(rows: list[Delivery], names: dict[str, str]) -> None:
     """Print undelivered rows as an aligned table, secrets masked; then the counts."""
+    from moodring.logs import redact
+    from moodring.times import format_duration, iso_time
+
     now = time.time()
     header = ("id", "target", "rule", "state", "bar time", "attempts", "age", "last error")
     cells = [header]
@@ -751,15 +1042,19 @@ def _print_outbox(rows: list[Delivery], names: dict[str, str]) -> None:
 def _test_alert(args: argparse.Namespace) -> int:
     _, settings = _settings(args)
     if not settings.notify.urls:
-        raise UsageError(
+        raise DataError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
+    import asyncio
+
     return asyncio.run(_send_test_alerts(settings))
 
 
 async def _send_test_alerts(settings: Settings) -> int:
     from moodring.charts.render import render_with_budget
     from moodring.delivery.sender import Sender, mask_url
+    from moodring.rules.alert import Alert
+    from moodring.statedir import scratch_dir
 
     chart = sample_chart()
     png = await render_with_budget(chart) if chart else None
@@ -791,6 +1086,12 @@ async def _send_test_alerts(settings: Settings) -> int:
 
 def sample_chart() -> dict[str, Any] | None:
     """Return the chart of a correlation alert on the bundled sample history."""
+    from moodring.backtest.csvfile import load_csv
+    from moodring.backtest.runner import FeedHistory, merged_bars
+    from moodring.configfile import load_settings
+    from moodring.pipeline import Pipeline
+    from moodring.settings import RuleConfig
+
     base = load_settings()
     rule = RuleConfig(
         name="sample",
@@ -816,8 +1117,10 @@ def _digest(args: argparse.Namespace) -> int:
     from moodring.digest.command import digest_from_history, send_digest
 
     _, settings = _settings(args)
+    if args.chart is not None:
+        output_file("--chart", args.chart)
     if args.send and not settings.notify.urls:
-        raise UsageError(
+        raise DataError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
     settings, _ = _ranked(args, settings, moment=True, at_ms=_ms(args.at))
@@ -826,6 +1129,7 @@ def _digest(args: argparse.Namespace) -> int:
     if _has_index(args, settings):
         index = _altseason(settings, args.universe, history).columns()["altseason_index"]
         externals = {"altseason_index": index}
+    _check_at(args, history)
     digest = digest_from_history(settings, history, _ms(args.at), externals)
     print(digest.title)
     print(digest.message)
@@ -835,16 +1139,29 @@ def _digest(args: argparse.Namespace) -> int:
         if digest.chart is None:
             log.warning("digest.chart is off in the config: no chart written")
         else:
+            from moodring.statedir import state_file
+
             png = render_png(digest.chart)
             with state_file(args.chart, "--chart"):
                 args.chart.write_bytes(png)
     if args.send:
+        import asyncio
+
         return asyncio.run(send_digest(settings, digest))
     return 0
 
 
+def _check_at(args: argparse.Namespace, history: dict[str, FeedHistory]) -> None:
+    """Raise DataError when ``--at`` comes before the first bar of the history closed."""
+    closes = [int(h.bars.time[0]) + h.step_ms for h in history.values() if len(h.bars)]
+    if args.at is not None and closes and _ms(args.at) < min(closes):  # type: ignore[operator]
+        raise DataError(f"--at {_shown(args.at)} is before the data: {_data_span(history)}")
+
+
 def print_alerts(alerts: list[Alert], style: str) -> None:
     """Print alerts as JSON lines, or as an aligned table for people."""
+    from moodring.times import iso_time
+
     rows = [
         {
             "time": iso_time(a.time),
@@ -873,6 +1190,8 @@ def print_alerts(alerts: list[Alert], style: str) -> None:
 
 def print_summary(alerts: list[Alert], rules: list[str], span: tuple[int, int]) -> None:
     """Print how many alerts each rule sent (firing, resolved) and how many a month."""
+    from moodring.times import iso_time
+
     counts = {rule: [0, 0] for rule in rules}
     for alert in alerts:
         counts.setdefault(alert.rule, [0, 0])[alert.state == "resolved"] += 1

@@ -1,4 +1,4 @@
-"""The config file: where it is found, environment overrides, secrets, readable errors."""
+"""The config file: discovery, extending the defaults, overrides, secrets, readable errors."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource, SettingsError
 
 from moodring import feeds, metrics
@@ -21,6 +23,7 @@ from moodring.expansion import PLACEHOLDERS, SECTIONS, Result, expand
 from moodring.logs import MASK, looks_secret, redact, register_secrets
 from moodring.rules import templates
 from moodring.settings import DEFAULT_CONFIG, FOR_EACH, METRICS, Expanded, Member, Settings
+from moodring.times import parse_duration, write_duration
 
 # Importing these registers what settings validates with: the feed sources, the metric
 # types, the template check, and the digest's template, schedule and time zone checks.
@@ -38,6 +41,10 @@ SECRETS = frozenset({"url", "urls", "password", "api_key", "api_secret"})
 SECRET_SOURCES = ("", "_file", "_credential")
 # a systemd credential of this name adds its apprise URLs (one a line) to notify.urls
 NOTIFY_CREDENTIAL = "notify_urls"
+# ``extends: default`` builds a file on the shipped config; a rule given by name with
+# ``remove: true`` leaves that shipped rule out
+EXTENDS = "extends"
+REMOVE = "remove"
 
 # the keys of a dynamic watchlist (top: N) that show-config leaves out of an explicit one
 DYNAMIC_KEYS = ("top", "volume_days", "exclude", "include", "refresh")
@@ -73,27 +80,43 @@ def find_config(explicit: Path | None = None) -> Path:
     return next((p for p in config_candidates() if p.is_file()), DEFAULT_CONFIG)
 
 
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A loaded config: the file, its settings and its values as written (secrets not read)."""
+
+    file: Path
+    settings: Settings
+    written: dict[str, Any]
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Load a YAML config (None: built-in), apply MOODRING_* variables and secret files.
 
     Raises ConfigError, whose message is the whole error block; safe to call again on reload
     (files, credentials and the environment are read afresh each time).
 
-    Order of precedence: a ``MOODRING_SECTION__KEY`` variable over the YAML file, merged key
-    by key (``MOODRING_MQTT__HOST`` keeps the file's ``mqtt.prefix``); JSON for lists and
-    mappings (``MOODRING_NOTIFY__URLS='["tgram://..."]'``). Secrets are resolved by
-    ``resolve_secrets`` after merging, so a variable may also name a secret file.
+    A file starting with ``extends: default`` builds on the shipped config (``overlay``):
+    it holds only what it changes. Order of precedence: a ``MOODRING_SECTION__KEY``
+    variable over the YAML file, merged key by key (``MOODRING_MQTT__HOST`` keeps the file's
+    ``mqtt.prefix``); JSON for lists and mappings
+    (``MOODRING_NOTIFY__URLS='["tgram://..."]'``). Secrets are resolved by
+    ``resolve_secrets`` after merging, so a variable may also name a secret file; then
+    ``notify.config`` (apprise config files or URLs) adds its URLs to ``notify.urls``.
     """
+    return load_config(path).settings
+
+
+def load_config(path: str | Path | None = None) -> LoadedConfig:
+    """Load a config as ``load_settings`` does; keep the values as written beside it."""
     file = Path(path).expanduser() if path is not None else DEFAULT_CONFIG
-    text, raw = _read_yaml(file)
-    env, names = environment_overrides()
-    origins = ConfigOrigins(file, text, names)
+    raw, own, origins = _read_layers(file)
+    env, origins.env = environment_overrides()
     # variables naming an entry the file lacks (``feeds.sol``: a member's) apply after expansion
     written, late = _merge(raw, _early(raw, env, early=True)), _early(raw, env, early=False)
     settings = _expanded_settings(written, late, file.parent, origins)
-    _warn_if_exposed(file, raw)
+    _warn_if_exposed(file, own)
     register_secrets(settings)
-    return settings
+    return LoadedConfig(file, settings, written)
 
 
 def with_members(settings: Settings, members: Mapping[str, Sequence[Member]]) -> Settings:
@@ -151,9 +174,17 @@ def _validated(
     }
     values = resolve_secrets(_merge(result.values, late), base, origins)
     try:
-        return Settings(**values)
+        return Settings(**apprise_configs(values, base, origins))
     except ValidationError as exc:
-        raise ConfigError(format_errors(origins.file, exc, origins)) from exc
+        problems = _problems(exc, origins)
+        if origins.base is None and "feeds" not in values:  # changes that forgot to say so
+            problems = [
+                (loc, f"{text} (a file holding only changes starts with `extends: default`)")
+                if loc == ("feeds",)
+                else (loc, text)
+                for loc, text in problems
+            ]
+        raise ConfigError(format_errors(origins.file, problems, origins)) from exc
 
 
 def _member_note(origin: Expanded, stand_in: bool) -> str:
@@ -187,11 +218,10 @@ def config_error(
     With ``settings``, a problem of an expanded rule names its template and member.
     """
     try:
-        text: str | None = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        text = None
-    _, names = environment_overrides()
-    origins = ConfigOrigins(file, text, names)
+        _, _, origins = _read_layers(file)
+    except ConfigError:
+        origins = ConfigOrigins(file, None, {})
+    _, origins.env = environment_overrides()
     if settings is not None:
         origins.expanded = _rule_templates(settings)
     return ConfigError(format_errors(file, problems, origins))
@@ -211,6 +241,137 @@ def _rule_templates(settings: Settings) -> dict[Loc, tuple[Loc, str]]:
         if origin is not None and origin.template in index:
             found[("rules", i)] = (("rules", index[origin.template]), _member_note(origin, False))
     return found
+
+
+def _read_layers(file: Path) -> tuple[dict[str, Any], dict[str, Any], ConfigOrigins]:
+    """Return a file's values (on the shipped ones if it extends them), its own, their origins."""
+    text, raw = _read_yaml(file)
+    origins = ConfigOrigins(file, text, {})
+    if EXTENDS not in raw:
+        return raw, raw, origins
+    own = {key: value for key, value in raw.items() if key != EXTENDS}
+    if raw[EXTENDS] != "default":
+        raise ConfigError(
+            format_errors(
+                file,
+                [((EXTENDS,), "only the shipped config can be extended: extends: default")],
+                origins,
+            )
+        )
+    base_text, base = _read_yaml(DEFAULT_CONFIG)
+    merged, rules, problems = overlay(base, own)
+    if problems:
+        raise ConfigError(format_errors(file, problems, origins))
+    origins.base = ConfigOrigins(DEFAULT_CONFIG, base_text, {})
+    origins.rules = rules
+    return merged, own, origins
+
+
+RuleOrigin = tuple[int | None, int | None]  # a merged rule's index in the shipped list, the file's
+
+
+def overlay(
+    base: dict[str, Any], top: dict[str, Any]
+) -> tuple[dict[str, Any], list[RuleOrigin], list[tuple[Loc, str]]]:
+    """Return ``top`` laid over ``base``, where each merged rule came from, and any problems.
+
+    Mappings merge key by key, a key set to null drops the base's (``digest: null``: no
+    digest); a metric of another ``type`` replaces the base's whole. Lists are replaced, but
+    ``rules``: a rule named as a base rule replaces the keys it gives (``metric``/
+    ``condition`` and ``all``/``any`` replace each other; null drops a key) and keeps its
+    place, or with ``remove: true`` leaves it out; other rules are added at the end.
+    """
+    merged = _overlay(base, {k: v for k, v in top.items() if k != "rules"}, ())
+    base_rules, top_rules = base.get("rules"), top.get("rules")
+    shipped = base_rules if isinstance(base_rules, list) else []
+    if "rules" not in top:
+        return merged, [(i, None) for i in range(len(shipped))], []
+    if isinstance(base_rules, list) and isinstance(top_rules, list):
+        merged["rules"], sources, problems = _overlay_rules(base_rules, top_rules)
+        return merged, sources, problems
+    merged.pop("rules", None)
+    if top_rules is not None:
+        merged["rules"] = top_rules
+    count = len(top_rules) if isinstance(top_rules, list) else 0
+    return merged, [(None, j) for j in range(count)], []
+
+
+def _overlay(base: Any, top: Any, loc: Loc) -> Any:
+    if not isinstance(base, dict) or not isinstance(top, dict):
+        return top
+    if (
+        len(loc) == 2
+        and loc[0] == "metrics"
+        and top.get("type", base.get("type")) != base.get("type")
+    ):
+        return top  # another kind of metric: none of the base's parameters apply
+    merged = dict(base)
+    for key, value in top.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _overlay(merged.get(key), value, (*loc, key))
+    return merged
+
+
+_SINGLE_KEYS = ("metric", "condition")
+_GROUP_KEYS = ("all", "any")
+
+
+def _overlay_rules(
+    base: list[Any], top: list[Any]
+) -> tuple[list[Any], list[RuleOrigin], list[tuple[Loc, str]]]:
+    """Lay the file's rules over the shipped ones by name (see ``overlay``)."""
+    index = {r["name"]: i for i, r in enumerate(base) if isinstance(r, dict) and "name" in r}
+    rules: list[Any] = list(base)
+    sources: list[RuleOrigin] = [(i, None) for i in range(len(base))]
+    removed: set[int] = set()
+    problems: list[tuple[Loc, str]] = []
+    named: set[str] = set()
+    for j, rule in enumerate(top):
+        rule = dict(rule) if isinstance(rule, dict) else rule
+        name = rule.get("name") if isinstance(rule, dict) else None
+        remove = rule.pop(REMOVE, False) if isinstance(rule, dict) else False
+        if remove not in (True, False):
+            problems.append((("rules", j, REMOVE), "remove takes true (or false)"))
+            continue
+        if isinstance(name, str) and name in named:
+            problems.append((("rules", j, "name"), f"{name!r} is given twice"))
+            continue
+        if not isinstance(name, str) or name not in index:
+            if remove:
+                problems.append(
+                    (("rules", j, REMOVE), f"no shipped rule is named {name!r} to remove")
+                )
+            rules.append(rule)
+            sources.append((None, j))
+            continue
+        named.add(name)
+        i = index[name]
+        if remove:
+            extra = sorted(set(rule) - {"name"})
+            if extra:
+                problems.append(
+                    (("rules", j, REMOVE), f"a removed rule takes no other keys ({extra})")
+                )
+            removed.add(i)
+            continue
+        changed = dict(rules[i])
+        if any(key in rule for key in _GROUP_KEYS):  # a composite now: all or any, alone
+            replaced: tuple[str, ...] = (*_SINGLE_KEYS, *_GROUP_KEYS)
+        else:
+            replaced = _GROUP_KEYS if any(key in rule for key in _SINGLE_KEYS) else ()
+        for key in replaced:
+            changed.pop(key, None)
+        for key, value in rule.items():
+            if value is None:
+                changed.pop(key, None)
+            else:
+                changed[key] = value
+        rules[i] = changed
+        sources[i] = (i, j)
+    kept = [n for n in range(len(rules)) if n not in removed]
+    return [rules[n] for n in kept], [sources[n] for n in kept], problems
 
 
 def environment_overrides() -> tuple[dict[str, Any], dict[Loc, str]]:
@@ -285,6 +446,70 @@ def resolve_secrets(
     if problems:
         raise ConfigError(format_errors(origins.file, problems, origins))
     return values
+
+
+def apprise_configs(
+    values: dict[str, Any], base: Path, origins: ConfigOrigins | None = None
+) -> dict[str, Any]:
+    """Return config values with the URLs of ``notify.config``'s apprise configs in notify.urls.
+
+    Each entry is an apprise config file (TEXT or YAML; a relative path is relative to the
+    config file's directory) or a config URL (``http://``, ``https://``), read through
+    apprise's ``AppriseConfig``; each URL found is added with the tags apprise gives it.
+    Errors (ConfigError) name the entry's key path, never a URL's secrets.
+    """
+    notify = values.get("notify")
+    if not isinstance(notify, dict):
+        return values
+    entries = notify.get("config")
+    if not isinstance(entries, list | tuple) or not entries:
+        return values
+    origins = origins or ConfigOrigins(base / CONFIG_NAME, None, {})
+    urls = list(notify.get("urls") or [])
+    problems: list[tuple[Loc, str]] = []
+    for i, entry in enumerate(entries):
+        loc = ("notify", "config", i)
+        if not isinstance(entry, str) or not entry.strip():
+            problems.append((loc, "expected the path or URL of an apprise config"))
+            continue
+        try:
+            found = _apprise_config_urls(entry.strip(), base)
+        except ValueError as exc:
+            problems.append((loc, str(exc)))
+            continue
+        for url, tags in found:
+            origins.derived[("notify", "urls", len(urls))] = (loc, "from its apprise config")
+            urls.append({"url": url, "tags": sorted(tags)})
+    if problems:
+        raise ConfigError(format_errors(origins.file, problems, origins))
+    return {**values, "notify": {**notify, "urls": urls}}
+
+
+def _apprise_config_urls(entry: str, base: Path) -> list[tuple[str, set[str]]]:
+    """Return the URLs (and their tags) of one apprise config file or URL; ValueError if none."""
+    import apprise
+
+    source = entry
+    if "://" not in entry:
+        path = Path(entry).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ValueError(f"no apprise config file at {path}")
+        source = str(path)
+    quiet = logging.getLogger("apprise")
+    was, quiet.disabled = quiet.disabled, True  # apprise logs what it cannot read, secrets too
+    try:
+        config = apprise.AppriseConfig.instantiate(source, recursion=1)
+        services = config.services() if config is not None else []
+    finally:
+        quiet.disabled = was
+    shown = redact(entry)
+    if config is None:
+        raise ValueError(f"apprise cannot use {shown} as a config file or URL")
+    if not services:
+        raise ValueError(f"apprise found no notification URL in {shown}")
+    # apprise 2.3 wraps tags in AppriseTag, whose str() is the bare name
+    return [(service.url(privacy=False), {str(t) for t in service.tags}) for service in services]
 
 
 class _SecretReader:
@@ -369,13 +594,23 @@ class _SecretReader:
         return text, how
 
 
-def show_config(settings: Settings, *, expanded: bool = False) -> str:
+def show_config(
+    settings: Settings, written: dict[str, Any] | None = None, *, expanded: bool = False
+) -> str:
     """Return the effective settings as YAML, every secret as ``***`` and URL tokens masked.
 
+    Durations are shown as ``written`` has them (the values a config was loaded from), else
+    in their shortest exact form (``7d``, ``1h30m``); a last comment names the state directory
+    in use when ``state_dir`` is not set.
+    The URLs ``notify.config`` brought are left out, as the key itself is shown.
     ``for_each`` templates are shown as written, or with ``expanded`` as the entries they
     expanded to (a dynamic watchlist's: for the members it was last ranked with).
     """
     plain = _plain(settings.model_dump(by_alias=True, exclude_none=True))
+    for loc, seconds in _durations(settings, ()):
+        given = _at(written, loc)
+        shown = given if isinstance(given, str) and _seconds(given) == seconds else None
+        _put(plain, loc, shown or write_duration(seconds))
     plain["metrics"] = {name: {"type": m.pop("type"), **m} for name, m in plain["metrics"].items()}
     if not plain["watchlists"]:
         del plain["watchlists"]
@@ -387,7 +622,66 @@ def show_config(settings: Settings, *, expanded: bool = False) -> str:
         }
     if settings.watchlists and not expanded:
         _unexpand(plain, settings)
-    return redact(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=100))
+    own_urls = _at(written, ("notify", "urls"))
+    if settings.notify.config and isinstance(own_urls, list):
+        plain["notify"]["urls"] = plain["notify"]["urls"][: len(own_urls)]
+    text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=100)
+    if settings.state_dir is None:  # a comment: loading the output back changes nothing
+        text += f"# state_dir is not set: {settings.resolved_state_dir()} is used\n"
+    return redact(text)
+
+
+def _durations(model: BaseModel, loc: Loc) -> Iterator[tuple[Loc, float]]:
+    """Yield the key path and seconds of every duration set in ``model`` and its sections."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        here = (*loc, field.alias or name)
+        if isinstance(value, float) and _is_duration(field):
+            yield here, value
+        elif isinstance(value, BaseModel):
+            yield from _durations(value, here)
+        elif isinstance(value, dict | tuple):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(item, BaseModel):
+                    yield from _durations(item, (*here, key))
+
+
+def _is_duration(field: FieldInfo) -> bool:
+    """Return whether a field's value is parsed by ``parse_duration`` (also inside ``| None``)."""
+    found = list(field.metadata)
+    for arg in get_args(field.annotation):
+        found += getattr(arg, "__metadata__", ())
+    return any(isinstance(m, BeforeValidator) and m.func is parse_duration for m in found)
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return None
+
+
+def _at(values: Any, loc: Loc) -> Any:
+    """Return the value at a key path of nested mappings and lists, or None."""
+    for part in loc:
+        if isinstance(values, dict):
+            values = values.get(part)
+        elif isinstance(values, list) and isinstance(part, int) and 0 <= part < len(values):
+            values = values[part]
+        else:
+            return None
+    return values
+
+
+def _put(values: Any, loc: Loc, value: Any) -> None:
+    parent = _at(values, loc[:-1])
+    key = loc[-1]
+    if isinstance(parent, list):
+        if isinstance(key, int):
+            parent[key] = value
+    elif isinstance(parent, dict):
+        parent[key] = value
 
 
 def _unexpand(plain: dict[str, Any], settings: Settings) -> None:
@@ -451,11 +745,17 @@ def format_errors(
 
 
 class ConfigOrigins:
-    """Where each value of a loaded config came from: a YAML line, a variable, a file."""
+    """Where each value of a loaded config came from: a YAML line, a variable, a file.
+
+    For a file that extends the shipped config, ``base`` holds the shipped file's origins
+    and ``rules`` where each merged rule came from (its index there, and in the file).
+    """
 
     def __init__(self, file: Path, text: str | None, env: dict[Loc, str]) -> None:
         self.file, self.text, self.env = file, text, env
         self.derived: dict[Loc, tuple[Loc, str]] = {}  # secret -> (key it came by, how)
+        self.base: ConfigOrigins | None = None
+        self.rules: list[RuleOrigin] = []
         # an expanded entry's key path -> its for_each template's, and which member it is
         self.expanded: dict[Loc, tuple[Loc, str]] = {}
         self._notes: dict[Loc, str] = {}
@@ -502,21 +802,49 @@ class ConfigOrigins:
                 var = self._env_var(key)
                 if var is not None:
                     return f"{how}, via {var} from environment"
-                line, _ = self._line(key)
-                at = f" at line {line}" if line else ""
+                where = self._where(key)
+                at = f" at {where}" if where else ""
                 return f"{how}, via {'.'.join(map(str, key))}{at}"
         return self._setting(loc)
 
     def knows(self, loc: Loc) -> bool:
-        """Return whether ``loc`` itself was set by the YAML file or a variable."""
-        return self._env_var(loc) is not None or self._line(self.translate(loc)[0])[1]
+        """Return whether ``loc`` itself was set by the YAML file(s) or a variable."""
+        if self._env_var(loc) is not None:
+            return True
+        return any(layer._line(at)[1] for layer, at in self._layers(self.translate(loc)[0]))
 
     def _setting(self, loc: Loc) -> str:
         var = self._env_var(loc)
         if var is not None:
             return f"{var} from environment"
-        line, _ = self._line(loc)
-        return f"line {line}" if line else ""
+        return self._where(loc)
+
+    def _where(self, loc: Loc) -> str:
+        """Return ``line N`` of the key in the file, or ``line N of <shipped config>``.
+
+        The file's own key wins, then the shipped one's; failing both, the nearest parent.
+        """
+        found = [(layer, *layer._line(at)) for layer, at in self._layers(loc)]
+        best = next((f for f in found if f[2]), None) or next((f for f in found if f[1]), None)
+        if best is None:
+            return ""
+        layer, line, _ = best
+        return f"line {line}" if layer is self else f"line {line} of {layer.file}"
+
+    def _layers(self, loc: Loc) -> Iterator[tuple[ConfigOrigins, Loc]]:
+        """Yield the file (then the shipped config it extends) with ``loc`` as each has it."""
+        if self.base is None or loc[:1] != ("rules",) or len(loc) < 2:
+            yield self, loc
+            if self.base is not None:
+                yield self.base, loc
+            return
+        index = loc[1]
+        if isinstance(index, int) and 0 <= index < len(self.rules):
+            shipped, own = self.rules[index]
+            if own is not None:
+                yield self, ("rules", own, *loc[2:])
+            if shipped is not None:
+                yield self.base, ("rules", shipped, *loc[2:])
 
     def _env_var(self, loc: Loc) -> str | None:
         lowered = tuple(str(part).lower() for part in loc)

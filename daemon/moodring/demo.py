@@ -199,9 +199,10 @@ async def run_demo(
     record: Path | None = None,
     charts: Path | None = None,
     verbose: bool = False,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
     """Tell the story on the bundled history, then run live until Ctrl-C or ``duration``."""
+    out = out if out is not None else sys.stdout  # the stdout of the call, not of the import
     folder = charts if charts is not None else Path(tempfile.mkdtemp(prefix="moodring-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     shown = Shown(folder, out)

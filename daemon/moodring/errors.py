@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-# sysexits.h: what the command line returns for these errors
+# what the command line returns for these errors: 2 as argparse (and most tools) for an
+# argument, 1 for data, sysexits.h for a state directory or file (73) and the config (78)
+EX_DATA = 1
+EX_USAGE = 2
 EX_CANTCREAT = 73
 EX_CONFIG = 78
 
@@ -18,7 +21,7 @@ EX_CONFIG = 78
 class MoodringError(Exception):
     """An error the user can act on; its message is one sentence naming what is wrong."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: ClassVar[int] = EX_DATA
 
 
 class ConfigError(MoodringError):
@@ -34,4 +37,10 @@ class StateError(MoodringError):
 
 
 class UsageError(MoodringError):
-    """Command-line arguments that are well-formed but cannot be acted on."""
+    """An argument that cannot be used; the message names the argument and its value."""
+
+    exit_code = EX_USAGE
+
+
+class DataError(MoodringError):
+    """Data that cannot give what was asked, e.g. an empty window; the message says why."""

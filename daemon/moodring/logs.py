@@ -1,17 +1,22 @@
 """Logging for the daemon and the CLI: one line per event on stderr, secrets redacted.
 
-Under systemd with ``StandardError=journal``, journald stamps each line itself, so the
-timestamp is left out; anywhere else each line starts with an ISO-8601 local time.
+Text lines (the default): under systemd with ``StandardError=journal``, journald stamps each
+line itself, so the timestamp is left out; anywhere else each line starts with an ISO-8601
+local time. JSON lines (``--log-format json``, ``MOODRING_LOG_FORMAT=json``): one object per
+record with ``time``, ``level``, ``logger``, ``message``, the record's structured fields
+(``extra=``: ``feed``, ``rule``, ``alert_key`` …) and ``exception`` when there is one.
 
 Redaction happens on the final text of every record that reaches the handler (message with
 its arguments, exception and stack text): each registered secret (``register_secrets``, called
 by ``load_settings`` for every ``SecretStr`` of the settings) becomes ``***``, and so do the
 credentials and token-like parts of anything that looks like a URL (``user:pass@``, a
 Telegram bot token, long mixed letter-and-digit path segments, ``?token=`` style values).
+A JSON line's structured fields are redacted the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -29,6 +34,11 @@ NOISY = ("apprise", "urllib3")  # at DEBUG they log whole URLs, tokens included
 
 JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMATS = ("text", "json")
+# what every LogRecord has; anything else on a record came by ``extra=``
+_RECORD_FIELDS = frozenset(
+    (*vars(logging.LogRecord("", 0, "", 0, "", (), None)), "message", "asctime", "taskName")
+)
 
 _secrets: set[str] = set()
 
@@ -41,9 +51,16 @@ _SECRET_QUERY = re.compile(
 _SEGMENT = re.compile(r"[^/:?&=#,;@.]+")
 
 
-def setup_logging(level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
-    """Log to stderr (or ``stream``) one line per record, redacted; replaces an earlier setup."""
+def setup_logging(
+    level: int | str = logging.INFO, stream: TextIO | None = None, fmt: str = "text"
+) -> None:
+    """Log to stderr (or ``stream``) one line per record, redacted; replaces an earlier setup.
+
+    ``fmt`` is ``text`` (a line for people) or ``json`` (an object per line for collectors).
+    """
     numeric = _level(level)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown log format {fmt!r}")
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.get_name() == HANDLER_NAME:
@@ -51,7 +68,10 @@ def setup_logging(level: int | str = logging.INFO, stream: TextIO | None = None)
     new = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     new.set_name(HANDLER_NAME)
     journald = connected_to_journal(stream if stream is not None else sys.stderr)
-    new.setFormatter(_Formatter(JOURNAL_FORMAT if journald else PLAIN_FORMAT))
+    if fmt == "json":
+        new.setFormatter(JsonFormatter())
+    else:
+        new.setFormatter(_Formatter(JOURNAL_FORMAT if journald else PLAIN_FORMAT))
     new.addFilter(RedactFilter())
     root.addHandler(new)
     root.setLevel(numeric)
@@ -130,6 +150,42 @@ class _Formatter(logging.Formatter):
         """Return the record's time as ISO-8601 with milliseconds and UTC offset."""
         moment = datetime.fromtimestamp(record.created).astimezone()
         return moment.isoformat(timespec="milliseconds")
+
+
+class JsonFormatter(_Formatter):
+    """Format a record as one JSON object: time, level, logger, message, its fields, redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as a JSON line (no newline)."""
+        line: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and not key.startswith("_") and key not in line:
+                line[key] = _redacted(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(self.formatException(record.exc_info))
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def _redacted(value: Any) -> Any:
+    """Return a structured field with secrets masked in its text, kept as JSON types."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(v) for v in value]
+    return redact(str(value))
 
 
 def _level(level: int | str) -> int:

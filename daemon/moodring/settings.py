@@ -597,6 +597,9 @@ class NotifyConfig(Model):
     """Where alerts go and how delivery retries."""
 
     urls: tuple[NotifyTarget, ...] = ()
+    # apprise config files (relative to the config's folder) or config URLs: their URLs,
+    # with their tags, are added to urls when the config is loaded
+    config: tuple[str, ...] = ()
     # severity -> tags; a target with tags gets an alert when they meet; no tags: every alert
     routes: dict[Severity, tuple[str, ...]] = DEFAULT_ROUTES
     rate_per_minute: int = Field(20, ge=1)

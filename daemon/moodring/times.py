@@ -1,24 +1,41 @@
-"""Durations (``90s``, ``30m``, ``2h``, ``1d``, ``1w``) and UTC timestamps for people."""
+"""Durations (``90s``, ``30m``, ``2h``, ``1d``, ``1w``, ``1h30m``, ``500ms``) and UTC times."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
 
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = r"(\d+(?:\.\d+)?)\s*(ms|[smhdw])"
+_PATTERN = re.compile(rf"^\s*(?:{_PART}\s*)+$")
+# the units a duration is written back in: weeks are shown as days (``7d``)
+_WRITTEN = (("d", 86400_000), ("h", 3600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
 
 
 def parse_duration(text: str | float) -> float:
-    """Return a duration in seconds; a bare number is seconds."""
+    """Return a duration in seconds; a bare number is seconds, parts add up (``1h30m``)."""
     if isinstance(text, int | float):
         if text < 0:
             raise ValueError("a duration cannot be negative")
         return float(text)
-    match = _PATTERN.match(text)
-    if match is None:
-        raise ValueError(f"invalid duration {text!r}: expected e.g. 90s, 30m, 2h, 1d, 1w")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    if not isinstance(text, str) or _PATTERN.match(text) is None:
+        raise ValueError(
+            f"invalid duration {text!r}: expected e.g. 90s, 30m, 2h, 1d, 1w, 1h30m, 500ms"
+        )
+    return sum(float(n) * _UNIT_S[unit] for n, unit in re.findall(_PART, text))
+
+
+def write_duration(seconds: float) -> str:
+    """Return a duration exactly, as one would write it: ``7d``, ``1h30m``, ``500ms``."""
+    ms = seconds * 1000
+    if ms != round(ms):
+        return f"{seconds:g}s"
+    left, parts = round(ms), []
+    for unit, size in _WRITTEN:
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
 
 
 def format_duration(seconds: float) -> str:

@@ -83,7 +83,7 @@ def test_crossings_per_threshold_match_pandas(config: Path, mfi: pd.Series) -> N
     for row in rows:
         x = row["value"]
         fired = mfi.index[((mfi.shift(1) >= x) & (mfi < x)).to_numpy()]
-        gaps = np.diff(fired.to_numpy()) / np.timedelta64(1, "D")
+        gaps = np.asarray((fired[1:] - fired[:-1]) / pd.Timedelta(days=1))
         assert row["rule"] == "mfi-falls" and row["path"] == "condition.crosses_below"
         assert row["alerts"] == row["firing"] == len(fired) > 0, x
         assert row["flip_flops"] == int((gaps <= 5).sum()), x
@@ -285,7 +285,7 @@ def test_edge_rules_replayed_around_their_edges_equal_a_full_replay(spec: str, h
 )
 def test_a_bad_sweep_is_one_sentence_naming_it(spec: str, says: str) -> None:
     code, out, err = run("--log-level=WARNING", "backtest", "--sample", "--sweep", spec)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith("moodring: --sweep ") and spec in err and says in err, err
     assert "Traceback" not in err and err.count("\n") == 1
 
@@ -305,14 +305,14 @@ def test_a_bad_sweep_is_one_sentence_naming_it(spec: str, says: str) -> None:
 def test_sweeps_make_a_line_or_a_grid_of_one_rule(specs: list[str], says: str) -> None:
     args = [a for spec in specs for a in ("--sweep", spec)]
     code, out, err = run("--log-level=WARNING", "backtest", "--sample", *args)
-    assert code == 1 and out == "" and says in err and err.count("\n") == 1, err
+    assert code == 2 and out == "" and says in err and err.count("\n") == 1, err
 
 
 def test_report_without_bokeh_says_what_to_install(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "bokeh", None)  # as if the report extra were missing
     page = tmp_path / "r.html"
     code, out, err = run("--log-level=WARNING", "backtest", "--sample", "--report", str(page))
-    assert code == 1 and out == "" and not page.exists()
+    assert code == 2 and out == "" and not page.exists()
     assert err == (
         f"moodring: --report {page}: the report needs bokeh, which a plain install leaves "
         "out: pip install 'moodring[report]'\n"
@@ -322,7 +322,8 @@ def test_report_without_bokeh_says_what_to_install(tmp_path, monkeypatch) -> Non
 def test_report_into_a_missing_directory_is_named(tmp_path) -> None:
     page = tmp_path / "nope" / "r.html"
     code, _, err = run("--log-level=WARNING", "backtest", "--sample", "--report", str(page))
-    assert code == 1 and err == f"moodring: --report {page}: no such directory {page.parent}\n"
+    assert code == 2
+    assert err == f"moodring: --report {page}: no folder {page.parent} (create it first)\n"
 
 
 def test_a_grid_report_has_a_heat_map_and_a_chooser_per_swept_path(tmp_path) -> None:

@@ -90,16 +90,18 @@ def test_bad_csv_row_names_file_and_line(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "code", "message"),
     [
-        (["--data", "sol=x.csv"], "unknown feed"),
-        (["--data", "eth"], "FEED=PATH"),
-        ([], "no history given"),
-        (["--data", "btc=" + str(BTC_1D)], "none of the configured metrics"),
+        (["--data", "sol=x.csv"], 2, "unknown feed"),
+        (["--data", "eth"], 2, "FEED=PATH"),
+        ([], 2, "no history given"),
+        (["--data", "btc=" + str(BTC_1D)], 1, "none of the configured metrics"),
     ],
 )
-def test_usage_errors_exit_1_with_a_message(args: list[str], message: str, capsys) -> None:
-    assert main(["backtest", *args]) == 1
+def test_usage_errors_exit_2_data_errors_1(
+    args: list[str], code: int, message: str, capsys
+) -> None:
+    assert main(["backtest", *args]) == code
     assert message in capsys.readouterr().err
 
 

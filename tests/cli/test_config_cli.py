@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import re
@@ -276,3 +278,28 @@ def test_cli_process_under_journald_hides_secrets(secrets, tmp_path: Path) -> No
     assert yaml.safe_load(out)["mqtt"]["password"] == "***"
     for secret in hidden:
         assert secret not in out and secret not in err
+
+
+def test_json_lines_carry_their_fields_with_secrets_hidden(capsys, secrets) -> None:
+    path, hidden = secrets
+    assert run(capsys, "check-config", "-c", str(path))[0] == 0  # registers the secrets
+    stream = io.StringIO()
+    setup_logging("INFO", stream=stream, fmt="json")
+    log = logging.getLogger("moodring.x")
+    fields = {"rule": "up", "alert_key": "up|firing|1", "target": TG_URL, "tries": [3, TG_URL]}
+    log.warning("send to %s failed", TG_URL, extra=fields)
+    try:
+        raise RuntimeError("broker said no to password hunter2-S1")
+    except RuntimeError:
+        log.exception("mqtt failed", extra={"feed": "eth"})
+    log.debug("hidden")
+    text = stream.getvalue()
+    for secret in hidden:
+        assert secret not in text
+    first, second = (json.loads(line) for line in text.splitlines())
+    assert re.fullmatch(ISO, first["time"]) and first["level"] == "WARNING"
+    assert first["logger"] == "moodring.x" and "failed" in first["message"]
+    assert (first["rule"], first["alert_key"], first["tries"][0]) == ("up", "up|firing|1", 3)
+    assert first["target"] != TG_URL and first["tries"][1] != TG_URL
+    assert second["feed"] == "eth" and second["message"] == "mqtt failed"
+    assert "RuntimeError: broker said no to password ***" in second["exception"]

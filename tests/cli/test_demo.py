@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -65,3 +66,21 @@ def test_demo_tells_the_story_then_alerts_live_until_ctrl_c(tmp_path: Path) -> N
         f"chart(s) saved in {tmp_path / 'charts'}"
     ), text
     assert demo.returncode == 0
+
+
+def test_demo_logs_json_lines_with_the_alerts_fields(capsys) -> None:
+    from moodring.cli import main
+
+    argv = ["--log-format", "json", "demo", "--verbose", "--for", "20", "--speed", "30"]
+    assert main(argv) == 0
+    # --log-format json: every line of stderr is an object; alerts carry their rule and key
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    logged = [line for line in lines if line["message"].startswith("ALERT ")]
+    assert logged, "the daemon logs each alert with its rendered message"
+    assert all(
+        line["level"] == "INFO" and line["alert_key"].startswith(line["rule"] + "|")
+        for line in logged
+    )
+    queued = [line for line in lines if line["message"].startswith("alert ")]
+    assert queued and all(line["alert_key"].startswith(line["rule"] + "|") for line in queued)

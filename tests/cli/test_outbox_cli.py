@@ -112,23 +112,28 @@ def test_all_dead_and_drop(capsys, tmp_path: Path, receiver: Receiver) -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "exit_code", "message"),
     [
         (
             ["--retry", "abc"],
+            2,
             "--retry takes a delivery id (a number from moodring outbox), not 'abc'",
         ),
-        (["--drop", "-1"], "--drop takes a delivery id (a number from moodring outbox), not '-1'"),
-        (["--retry", "99"], "--retry 99: no pending or dead delivery has this id"),
-        (["--drop", "99"], "--drop 99: no pending or dead delivery has this id"),
+        (
+            ["--drop", "-1"],
+            2,
+            "--drop takes a delivery id (a number from moodring outbox), not '-1'",
+        ),
+        (["--retry", "99"], 1, "--retry 99: no pending or dead delivery has this id"),
+        (["--drop", "99"], 1, "--drop 99: no pending or dead delivery has this id"),
     ],
 )
 def test_bad_ids_are_one_line(
-    capsys, tmp_path: Path, receiver: Receiver, argv: list[str], message: str
+    capsys, tmp_path: Path, receiver: Receiver, argv: list[str], exit_code: int, message: str
 ) -> None:
     config, _, _ = setup(tmp_path, receiver)
     code, out, err = run(capsys, "outbox", "-c", str(config), *argv)
-    assert (code, out) == (1, "")
+    assert (code, out) == (exit_code, "")
     assert err.splitlines()[-1] == f"moodring: {message}"
     assert "Traceback" not in err
 

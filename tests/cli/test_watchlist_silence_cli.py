@@ -33,12 +33,12 @@ def test_moodring_silence_takes_patterns_and_templates(
     code, out = silence("--list")
     assert "{base}-decoupling (3 rule(s) now)" in out and "*-decoupling (3 rule(s) now)" in out
     assert silence("nope-*", "--for", "1h") == (
-        1,
+        2,
         "moodring: 'nope-*' matches no rule; rules: bnb-decoupling, sol-and-btc, "
         "sol-decoupling, stale.bnb, stale.btc, stale.rut, stale.sol, stale.xrp, "
         "xrp-decoupling\n",
     )
     code, out = silence("--template", "sol-and-btc", "--for", "1h")
-    assert code == 1 and "'sol-and-btc' is not a rule of a watchlist's template" in out
+    assert code == 2 and "'sol-and-btc' is not a rule of a watchlist's template" in out
     code, out = silence("--clear", "--template", "xrp-decoupling")
     assert out == "cleared 1 silence(s)\n"

@@ -8,6 +8,7 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterator, Iterator
+from importlib import metadata
 from pathlib import Path
 
 import jinja2
@@ -423,6 +424,19 @@ HA_KEYS = {
 }
 
 
+def installed_origin() -> dict[str, str]:
+    """Return the origin an installed moodring sends: its homepage when its metadata has one."""
+    found = {"name": "moodring", "sw_version": moodring.__version__}
+    urls = metadata.metadata("moodring").get_all("Project-URL") or []
+    homepage = [url.split(", ", 1)[1] for url in urls if url.startswith("Homepage, ")]
+    if homepage:
+        found["support_url"] = homepage[0]
+    return found
+
+
+ORIGIN = installed_origin()
+
+
 def check_entity(topic: str, entity: dict) -> str:
     """Assert ``entity`` is a discovery config Home Assistant accepts; return its component."""
     found = HA_TOPIC.match(topic)
@@ -430,7 +444,7 @@ def check_entity(topic: str, entity: dict) -> str:
     component, object_id = found.groups()
     assert set(entity) <= HA_KEYS, set(entity) - HA_KEYS
     assert entity["unique_id"] == object_id
-    assert entity["origin"] == {"name": "moodring", "sw_version": moodring.__version__}
+    assert entity["origin"] == ORIGIN
     assert entity["device"] == {
         "identifiers": ["moodring"],
         "name": "moodring",

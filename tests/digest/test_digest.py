@@ -438,7 +438,7 @@ def test_digest_send_reports_a_failing_url(tmp_path: Path, receiver: Receiver, c
 
 
 def test_digest_command_usage_errors(tmp_path: Path, capsys) -> None:
-    assert main(["digest"]) == 1
+    assert main(["digest"]) == 2
     assert "no history given" in capsys.readouterr().err
     assert main(["digest", "--sample", "--send"]) == 1
     assert "no notify.urls" in capsys.readouterr().err

@@ -566,5 +566,5 @@ def test_cli_universe_usage_errors(
 ) -> None:
     config = write_config(tmp_path, section)
     universe = [] if "--universe" in extra else ["--universe", str(ALTS)]
-    assert main(["backtest", "-c", str(config), *universe, *extra]) == 1
+    assert main(["backtest", "-c", str(config), *universe, *extra]) == 2
     assert message in capsys.readouterr().err

@@ -276,7 +276,7 @@ def test_silence_cli(tmp_path: Path, monkeypatch, capsys) -> None:
     assert main(["silence", "--list"]) == 0
     out = capsys.readouterr().out
     assert "eth-rut-decoupling" in out and "FOMC" in out
-    assert main(["silence", "no-such-rule", "--for", "1h"]) == 1
+    assert main(["silence", "no-such-rule", "--for", "1h"]) == 2
     assert main(["silence", "--clear"]) == 0
     assert Silences(tmp_path / "silences.json").active() == []
 

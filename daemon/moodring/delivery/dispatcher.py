@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from moodring.delivery.outbox import KEEP_DELIVERED, Delivery, Outbox
-from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
+from moodring.delivery.sender import Sender, alert_fields, mask_url, routed_targets, target_id
 from moodring.lifecycle import Component
 from moodring.rules.alert import Alert
 from moodring.settings import NotifyConfig
@@ -317,6 +317,7 @@ class Dispatcher(Component):
                     row.alert.key,
                     self._masked[tid],
                     format_duration(self._clock() - since),
+                    extra=alert_fields(row.alert, tid),
                 )
             return 0.0
 
@@ -351,6 +352,7 @@ class Dispatcher(Component):
                 self._masked[tid],
                 attempt,
                 UNRECORDED if wait else "",
+                extra=alert_fields(row.alert, tid),
             )
             return "sent"
         self._failed += 1
@@ -370,6 +372,7 @@ class Dispatcher(Component):
             attempt,
             "tried past the failing head" if probe else f"retry in {delay:.2f} s",
             error,
+            extra=alert_fields(row.alert, tid),
         )
         return "failed"
 
@@ -388,6 +391,7 @@ class Dispatcher(Component):
             self._masked[tid],
             reason,
             row.id,
+            extra=alert_fields(row.alert, tid),
         )
 
     def _backoff(self, attempt: int) -> float:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from moodring.delivery.dispatcher import Dispatcher
+from moodring.delivery.sender import alert_fields
 from moodring.lifecycle import Component
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silence, Silences
@@ -94,6 +95,7 @@ class AlertIntake(Component):
                 iso_time(alert.time),
                 iso_time(int(silence.until * 1000)),
                 silence.reason or "-",
+                extra=alert_fields(alert),
             )
             if rule_state is not None:
                 self._keep(_Held(alert, rule_state, send=False))
@@ -147,6 +149,7 @@ class AlertIntake(Component):
                 gone.alert.key,
                 self._capacity,
                 self.lost,
+                extra=alert_fields(gone.alert),
             )
         held.append(item)
         if not self.flush() and item.send:
@@ -154,13 +157,20 @@ class AlertIntake(Component):
                 "alert %s held in memory (%d held): the outbox cannot be written",
                 item.alert.key,
                 len(held),
+                extra=alert_fields(item.alert),
             )
 
     def _write(self, item: _Held) -> None:
         alert = item.alert
         if item.send:
             if self.dispatcher.enqueue(alert, item.rule_state):
-                log.info("alert %s %s at %s queued", alert.rule, alert.state, iso_time(alert.time))
+                log.info(
+                    "alert %s %s at %s queued",
+                    alert.rule,
+                    alert.state,
+                    iso_time(alert.time),
+                    extra=alert_fields(alert),
+                )
         elif item.rule_state is not None:
             self.dispatcher.outbox.save_rule_state(alert.rule, alert.time, item.rule_state)
 

@@ -67,6 +67,14 @@ def _apprise_quiet() -> Iterator[None]:
         _QUIET.local.quiet = False
 
 
+def alert_fields(alert: Alert, target: str | None = None) -> dict[str, str]:
+    """Return the structured log fields of an alert (and a target id): ``extra=`` of a record."""
+    fields = {"rule": alert.rule, "alert_key": alert.key}
+    if target is not None:
+        fields["target"] = target
+    return fields
+
+
 def target_id(url: str) -> str:
     """Return a stable id of a URL that does not reveal it (16 hex chars of its sha256)."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -168,7 +176,13 @@ class Sender:
         except Exception as exc:
             error = f"{type(exc).__name__}"
         if error is not None:
-            log.warning("send %s to %s failed: %s", alert.key, mask_url(target_url), error)
+            log.warning(
+                "send %s to %s failed: %s",
+                alert.key,
+                mask_url(target_url),
+                error,
+                extra=alert_fields(alert, target_id(target_url)),
+            )
         return error is None
 
 

@@ -142,7 +142,13 @@ class EquityFeed(FeedPart, Group):
             tf = builder.timeframe.ms
             closed = [bar for bar in _bars(frame) if bar.time + tf <= now]
             self._wiring.sink.history(self.feed, closed, length_ms=tf)
-            log.info("%s: warmed up %d %s bars", self.feed, len(closed), builder.timeframe)
+            log.info(
+                "%s: warmed up %d %s bars",
+                self.feed,
+                len(closed),
+                builder.timeframe,
+                extra={"feed": self.feed},
+            )
         waiting, self._warming = self._warming or (), None
         self._gap_begins()
         for t_ms, price, amount, trade_id in waiting:
@@ -157,7 +163,13 @@ class EquityFeed(FeedPart, Group):
                 return await self._history(timeframe)
             except (OSError, RuntimeError) as exc:  # HistoryError is a RuntimeError
                 delay = backoff.next()
-                log.warning("%s: history: %s; retrying in %.0f s", self.feed, exc, delay)
+                log.warning(
+                    "%s: history: %s; retrying in %.0f s",
+                    self.feed,
+                    exc,
+                    delay,
+                    extra={"feed": self.feed},
+                )
                 await asyncio.sleep(delay)
 
     def _gap_begins(self) -> None:

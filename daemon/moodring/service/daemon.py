@@ -618,4 +618,5 @@ def _log_alert(alert: Alert, note: str = "") -> None:
         alert.title,
         alert.message,
         f" ({note})" if note else "",
+        extra={"rule": alert.rule, "alert_key": alert.key, "state": alert.state},
     )

@@ -78,7 +78,7 @@ class PipelineSink:
         if self.states.get(feed) == state:
             return
         self.states[feed] = state
-        log.info("%s: feed %s at %s", feed, state, iso_time(t_ms))
+        log.info("%s: feed %s at %s", feed, state, iso_time(t_ms), extra={"feed": feed})
         self.engine.rules.set_feed_state(feed, state, t_ms)
         if self._on_state is not None:
             self._on_state(feed, state, t_ms)

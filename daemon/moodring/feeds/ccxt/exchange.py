@@ -287,7 +287,13 @@ class ExchangeFeeds(FeedPart):
                 self.sink.history(name, closed, length_ms=tf)
                 for bar in bars[len(closed) :]:
                     self.sink.candle(name, bar, closed=False, length_ms=tf)
-                log.info("%s: warmed up %d %s bars", name, len(closed), builder.timeframe)
+                log.info(
+                    "%s: warmed up %d %s bars",
+                    name,
+                    len(closed),
+                    builder.timeframe,
+                    extra={"feed": name},
+                )
 
     async def _klines(
         self, symbol: str, builder: BarBuilder, since: int | None, limit: int = 0
