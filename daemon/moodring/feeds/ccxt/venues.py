@@ -113,14 +113,16 @@ class Venue:
         status = int(found.group(1))
         return status if status == 451 or _REFUSED_WORDS.search(text) else None
 
-    def refusal_advice(self, status: int) -> str:
+    def refusal_advice(self, status: int, *, retrying: bool = True) -> str:
         """Return the one sentence a user reads when this venue refuses their location."""
         others = [f"`exchange: {name}`" for name in ALTERNATIVES if name != self.name]
-        return (
+        advice = (
             f"{self.name} refuses connections from this location (HTTP {status}, restricted "
-            f"location); choose another exchange: {', '.join(others[:-1])} or {others[-1]} "
-            "(`moodring check-feeds` tries a config); retrying slowly"
+            f"location); choose another exchange: {', '.join(others[:-1])} or {others[-1]}"
         )
+        if retrying:
+            advice += " (`moodring check-feeds` tries a config); retrying slowly"
+        return advice
 
 
 def _set(node: dict[str, Any], keys: tuple[str, ...], value: str) -> None:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from moodring.feeds.source import Clock, FeedPart, FeedWiring, register
 from moodring.settings import FeedConfig
+
+if TYPE_CHECKING:
+    from moodring.feeds.check import FeedCheck
 
 
 class YahooFeedConfig(FeedConfig):
@@ -49,6 +52,12 @@ class YahooSource:
             )
             for name, feed in feeds.items()
         ]
+
+    async def check(self, name: str, feed: FeedConfig, timeout: float) -> FeedCheck:
+        """Try the feed's REST API and websocket once (``moodring check-feeds``)."""
+        from moodring.feeds.yahoo.check import check
+
+        return await check(name, feed, timeout)
 
 
 register(YahooSource())
