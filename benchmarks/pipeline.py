@@ -1,14 +1,19 @@
 """Benchmark the live pipeline on the fake exchange replaying a real Binance capture.
 
-Run: python benchmarks/pipeline.py
+Run: python benchmarks/pipeline.py [--exchange NAME]
 (a) a bare ccxt.pro trade-watching loop's frames/s; (b) moodring's daemon on the same
 replay; (c) peak RSS of the daemon against a bare `import ccxt.pro` process; (d) latency
 from the frame that closes a bar to apprise's POST arriving at a local json:// receiver.
 The last line printed is one JSON object with the headline figures.
+
+``--exchange binanceus|coinbase|kraken|bybit`` measures (a) and (b) only, with the fake
+speaking that exchange (the same capture re-encoded): the daemon's frames/s relative to a
+bare ccxt.pro loop of that exchange.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -35,26 +40,46 @@ CAPTURES = [
     DATA / "ws/hftbacktest_binance_spot/btcusdt_20240808.gz",
 ]
 SYMBOLS = ["ETH/USDT", "BTC/USDT"]
+QUOTE = {"coinbase": "USD", "kraken": "USD"}
 
 
-def total_trades(fake: FakeExchange) -> int:
+def symbols(exchange: str) -> list[str]:
+    """Return the ETH and BTC markets the fake lists when it speaks ``exchange``."""
+    quote = QUOTE.get(exchange, "USDT")
+    return [f"ETH/{quote}", f"BTC/{quote}"]
+
+
+def total_trades(fake: FakeExchange, exchange: str = "binance") -> int:
     """Return the number of trade frames in the captures."""
-    return sum(len(fake.trades(s)) for s in SYMBOLS)
+    return sum(len(fake.trades(s)) for s in symbols(exchange))
 
 
-async def bare_ccxt() -> float:
-    """Frames/s of a plain ccxt.pro watch_trades_for_symbols loop, the replay at full speed."""
-    fake = FakeExchange(CAPTURES, speed=0.0)
+async def _watch(ex: Any, markets: list[str]) -> list[Any]:
+    """One watch of both markets: for-symbols where ccxt has it, else whichever answers first."""
+    if ex.has.get("watchTradesForSymbols"):
+        return await ex.watch_trades_for_symbols(markets)
+    tasks = [asyncio.ensure_future(ex.watch_trades(s)) for s in markets]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return [t for task in done for t in task.result()]
+
+
+async def bare_ccxt(exchange: str = "binance") -> float:
+    """Frames/s of a plain ccxt.pro trade-watching loop, the replay at full speed."""
+    fake = FakeExchange(CAPTURES, exchange=exchange, speed=0.0)
     await fake.start()
-    ex = ccxtpro.binance({"newUpdates": True})
+    ex = getattr(ccxtpro, exchange)({"newUpdates": True})
     configure_ccxt(ex, fake.ws_url, fake.rest_url)
     ex.options["tradesLimit"] = 5000
     await ex.load_markets()
-    want, got = total_trades(fake), 0
+    markets = symbols(exchange)
+    want, got = total_trades(fake, exchange), 0
     start = last = 0.0
     while got < want:
         try:
-            trades = await asyncio.wait_for(ex.watch_trades_for_symbols(SYMBOLS), 2.0)
+            trades = await asyncio.wait_for(_watch(ex, markets), 2.0)
         except TimeoutError:
             break  # the last frames stay in ccxt's cache until another arrives
         last = time.perf_counter()
@@ -66,9 +91,12 @@ async def bare_ccxt() -> float:
     return got / elapsed
 
 
-def settings_for(fake: Any, state: Path, receiver: str | None = None) -> Settings:
+def settings_for(
+    fake: Any, state: Path, receiver: str | None = None, exchange: str = "binance"
+) -> Settings:
     """Daemon settings on the fake exchange: the shipped metric kinds on 1-minute bars."""
-    urls = {"ws_url": fake.ws_url, "rest_url": fake.rest_url}
+    urls = {"ws_url": fake.ws_url, "rest_url": fake.rest_url, "exchange": exchange}
+    eth, btc = symbols(exchange)
     rules = []
     if receiver:
         rules = [
@@ -82,7 +110,7 @@ def settings_for(fake: Any, state: Path, receiver: str | None = None) -> Setting
             for f in ("eth", "btc")
         ]
     return Settings(
-        feeds={"eth": {"symbol": "ETH/USDT", **urls}, "btc": {"symbol": "BTC/USDT", **urls}},
+        feeds={"eth": {"symbol": eth, **urls}, "btc": {"symbol": btc, **urls}},
         series={"ethbtc": {"ratio": ["eth", "btc"]}},
         metrics={
             "eth_mfi": {"type": "mfi", "series": "eth", "timeframe": "1m", "period": 3},
@@ -106,14 +134,14 @@ def settings_for(fake: Any, state: Path, receiver: str | None = None) -> Setting
     )
 
 
-async def daemon_rate() -> float:
+async def daemon_rate(exchange: str = "binance") -> float:
     """Frames/s through moodring's daemon (ccxt, checks, bars, metrics, rules) at full speed."""
-    fake = FakeExchange(CAPTURES, speed=0.0)
+    fake = FakeExchange(CAPTURES, exchange=exchange, speed=0.0)
     await fake.start()
     with tempfile.TemporaryDirectory() as state:
-        async with Daemon(settings_for(fake, Path(state))) as daemon:
+        async with Daemon(settings_for(fake, Path(state), exchange=exchange)) as daemon:
             stats = daemon.parts[0].stats
-            want = total_trades(fake)
+            want = total_trades(fake, exchange)
             while stats.trades == 0:
                 await asyncio.sleep(0.001)
             start, first = time.perf_counter(), stats.trades
@@ -278,8 +306,28 @@ def settings_for_yaml(urls: dict[str, str], tmp: Path) -> Path:
     return path
 
 
-def main() -> int:
+def exchange_rates(exchange: str) -> int:
+    """Measure one exchange: the daemon's frames/s against a bare ccxt.pro loop's."""
+    bare = max(asyncio.run(bare_ccxt(exchange)) for _ in range(3))
+    ours = max(asyncio.run(daemon_rate(exchange)) for _ in range(3))
+    print(f"{'bare ccxt.pro trade loop (' + exchange + ')':<42} {bare:,.0f} frames/s")
+    print(f"{'moodring daemon (same replay)':<42} {ours:,.0f} frames/s")
+    print(json.dumps({"exchange": exchange, "pipeline_vs_bare_ccxt": round(ours / bare, 3)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     """Run every measurement, print a table and the JSON summary line."""
+    parser = argparse.ArgumentParser(description="Benchmark the live pipeline on the fake.")
+    parser.add_argument(
+        "--exchange",
+        choices=["binance", "binanceus", "coinbase", "kraken", "bybit"],
+        default=None,
+        help="only the frames/s figures, the fake speaking this exchange",
+    )
+    args = parser.parse_args(argv)
+    if args.exchange is not None:
+        return exchange_rates(args.exchange)
     bare = max(asyncio.run(bare_ccxt()) for _ in range(3))
     ours = max(asyncio.run(daemon_rate()) for _ in range(3))
     bare_rss = peak_rss_mb([sys.executable, "-c", "import ccxt.pro"])
