@@ -63,6 +63,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "cli": {
         "service",
+        "feeds",
         "configfile",
         "digest",
         "backtest",

@@ -146,7 +146,8 @@ class ExchangeFeeds(FeedPart):
         self._factory = client_factory or self._make_client
         self._on_reconnect = on_reconnect
         self._client = self._factory()  # the websocket side: a new one for each connection
-        self._rest = self._factory()  # REST: warm-up, repairs, markets; kept across reconnects
+        # REST (warm-up, repairs, markets, the clock): one client kept across reconnects
+        self._rest = client_factory() if client_factory else self._make_client(rest=True)
         self._offset_at = -math.inf  # when the clock offset was measured (monotonic)
         self._by_market: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
         self._stream_of: dict[str, Hashable] = {}  # feed -> its stream: symbol or (symbol, tf)
@@ -206,7 +207,12 @@ class ExchangeFeeds(FeedPart):
     async def _setup(self) -> None:
         self.spawn(self.run(), name=self.exchange)
 
-    def _make_client(self) -> Any:
+    def _make_client(self, *, rest: bool = False) -> Any:
+        """Return a client of the exchange for REST calls, or for its websocket streams.
+
+        Only the REST client is rate-limited: ccxt throttles websocket messages by the REST
+        limit too (Kraken: one a second), which would hold a second subscription back.
+        """
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
             raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
@@ -217,7 +223,7 @@ class ExchangeFeeds(FeedPart):
             self._on_candle,
             self._on_frame,
             self._after_frame,
-        )({"enableRateLimit": True, "newUpdates": True})
+        )({"enableRateLimit": rest, "newUpdates": True})
         client.options["tradesLimit"] = CACHE_LIMIT
         client.options["OHLCVLimit"] = CACHE_LIMIT
         client_setup(self.exchange, client)
