@@ -81,7 +81,7 @@ def bench_ticks(settings: Settings, trades: list, days: int = 20) -> dict[str, l
     assert rut_last is not None
     costs: dict[str, list[float]] = {"eth": [], "btc": []}
     clock = time.perf_counter_ns
-    on_trade, forming = engine.on_trade, engine.forming_values
+    on_trade, peek = engine.on_trade, engine.peek_values
     for d in range(days, 0, -1):
         shift = -d * DAY
         day = day0 + shift
@@ -90,7 +90,7 @@ def bench_ticks(settings: Settings, trades: list, days: int = 20) -> dict[str, l
         for feed, t, price, amount, trade_id in trades:
             start = clock()
             on_trade(feed, t + shift, price, amount, (trade_id, d))
-            forming()
+            peek()
             costs[feed].append((clock() - start) / 1000)
     return costs
 

@@ -94,7 +94,7 @@ async def main() -> None:
             started = time.perf_counter()
             state = load(snap, daemon.settings, max_age_s=3600)
             assert state is not None
-            restore(Pipeline(daemon.settings), state, forming=False)
+            restore(Pipeline(daemon.settings), state, forming_bars=False)
             restore_ms.append((time.perf_counter() - started) * 1000)
         daemon.outbox.close()
 

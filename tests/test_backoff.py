@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from moodring.feeds.backoff import Backoff
+from moodring.backoff import Backoff
 
 
 def test_delays_double_up_to_the_cap_with_jitter() -> None:

@@ -24,20 +24,21 @@ import yaml
 from moodring.backtest.csvfile import load_csv
 from moodring.cli import main
 from moodring.configfile import load_settings
-from moodring.feeds.calendar import MarketCalendar
 from moodring.market.bar import Bar
+from moodring.market.calendar import MarketCalendar
 from moodring.market.jumps import Jump
 from moodring.market.sessions import Cadence, meets_session
 from moodring.market.timeframe import Timeframe
 from moodring.pipeline import Pipeline
-from moodring.service.health import Telemetry
-from tests import oracles
-from tests.oracles import DATA, read_ohlcv
+from moodring.service.telemetry import Telemetry
+from tests.support import oracles
+from tests.support.oracles import read_ohlcv
+from tests.support.paths import DATA, TEST_DATA
 
 ETH_1D = DATA / "daily/binance_yanniedog/ETHUSDT_1d.csv"
 RUT_1D = DATA / "daily/yahoo_alitalbi/RUT.csv"
 ETH_5M = DATA / "intraday/binance_5m_gapless/binance_spot_ETHUSDT-5m_20230320-20230328_v2.10.0.csv"
-RTY_F = Path(__file__).parent / "data/yahoo_rty_f/RTY=F.csv"
+RTY_F = TEST_DATA / "yahoo_rty_f/RTY=F.csv"
 DAY = 86_400_000
 HOUR = 3_600_000
 MODES = [pytest.param([], id="batch"), pytest.param(["--streaming"], id="streaming")]
@@ -180,7 +181,7 @@ def test_the_live_engine_peeks_no_value_across_a_gap(tmp_path: Path) -> None:
                     engine.on_candle("rut", t, rut[t], closed=True, length_ms=DAY)
         engine.on_candle("eth", after, eth[after], closed=False, length_ms=DAY)
         engine.on_candle("rut", after, rut[after], closed=False, length_ms=DAY)
-        forming = engine.forming_values()
+        forming = engine.peek_values()
         peeked = (forming["corr"], forming["div.residual_z"], forming["div.beta"])
         assert all(math.isnan(v) for v in peeked) == with_gap, peeked
         engine.on_candle("eth", after, eth[after], closed=True, length_ms=DAY)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from pathlib import Path
 
@@ -16,21 +14,7 @@ from moodring.configfile import load_settings
 from moodring.engine import Engine
 from moodring.market.frame import BarFrame
 from moodring.pipeline import Pipeline
-from tests.oracles import DATA
-
-CAPTURES = DATA / "ws/hftbacktest_binance_spot"
-
-
-def trades() -> list[tuple[str, int, float, float, int]]:
-    """Real ETH and BTC trade frames of the Binance capture, in time order."""
-    out = []
-    for feed in ("eth", "btc"):
-        with gzip.open(CAPTURES / f"{feed}usdt_20240808.gz", "rt") as lines:
-            for line in lines:
-                if "@trade" in line:
-                    d = json.loads(line.split(" ", 1)[1])["data"]
-                    out.append((feed, d["T"], float(d["p"]), float(d["q"]), d["t"]))
-    return sorted(out, key=lambda trade: trade[1])
+from tests.support.captures import capture_trades
 
 
 def config(tmp_path: Path, timeframe: str = "1m") -> Path:
@@ -69,7 +53,7 @@ def test_trades_to_metrics_equal_the_backtest_of_the_same_bars(tmp_path: Path) -
     engine = Engine(settings)
     closed: dict[str, dict[int, float]] = {name: {} for name in settings.metrics}
     engine.subscribe(lambda node, t: closed[node.name].__setitem__(t, node.values[0]))
-    capture = trades()
+    capture = capture_trades()
     for feed, t, price, amount, trade_id in capture:
         engine.on_trade(feed, t, price, amount, trade_id)
     engine.advance(capture[-1][1] + 60_000)  # the clock closes the last minute
@@ -107,14 +91,14 @@ def test_trades_to_metrics_equal_the_backtest_of_the_same_bars(tmp_path: Path) -
             assert math.isclose(v, expected[t], rel_tol=1e-9, abs_tol=1e-9), (name, t)
 
 
-def test_forming_values_become_the_closed_values(tmp_path: Path) -> None:
+def test_peek_values_become_the_closed_values(tmp_path: Path) -> None:
     """Right before a bar closes, its forming values are what the closed bar gives."""
     engine = Engine(load_settings(config(tmp_path, "1m")))
-    capture = trades()
+    capture = capture_trades()
     compared = 0
     for i, (feed, t, price, amount, trade_id) in enumerate(capture):
         engine.on_trade(feed, t, price, amount, trade_id)
-        forming = dict(engine.forming_values())
+        forming = dict(engine.peek_values())
         following = capture[i + 1][1] if i + 1 < len(capture) else None
         if following is not None and following // 60_000 != t // 60_000:
             engine.advance(following // 60_000 * 60_000)  # the minute ends before the next trade
@@ -127,15 +111,15 @@ def test_forming_values_become_the_closed_values(tmp_path: Path) -> None:
 
 def test_only_metrics_of_the_ticked_feed_are_recomputed(tmp_path: Path) -> None:
     engine = Engine(load_settings(config(tmp_path, "1m")))
-    capture = trades()
+    capture = capture_trades()
     for feed, t, price, amount, trade_id in capture[:2000]:
         engine.on_trade(feed, t, price, amount, trade_id)
-    engine.forming_values()
+    engine.peek_values()
     assert not any(node.dirty for node in engine.metrics.values())
     _, t, _, amount, _ = capture[2000]
     engine.on_trade("btc", t, 99_999.0, amount, "x")
     assert {n.name for n in engine.metrics.values() if n.dirty} == {"corr", "brk", "z"}
-    engine.forming_values()
+    engine.peek_values()
     engine.on_trade("eth", t, 3_000.0, amount, "y")
     assert {n.name for n in engine.metrics.values() if n.dirty} == {"corr", "mfi", "brk"}
 
@@ -143,7 +127,8 @@ def test_only_metrics_of_the_ticked_feed_are_recomputed(tmp_path: Path) -> None:
 def test_default_engine_keeps_bounded_history() -> None:
     engine = Pipeline(load_settings())
     capacities = {
-        (name, tf): source.bars.time.capacity for (name, tf), source in engine._sources.items()
+        (name, "1d"): engine.source(name, "1d").bars.time.capacity
+        for name in ("eth", "btc", "rut", "ethbtc")
     }
     # the largest window a metric needs (divergence 2 x lookback 20), or what a chart
     # shows (2 x 120 bars for the charted eth_rut_corr rule)
@@ -162,10 +147,10 @@ def test_published_values_carry_over_to_the_engine_a_reload_builds() -> None:
         engine.track(["altseason_index"], 10)
     day = 86_400_000
     for i, value in enumerate((31.0, 33.0, 35.0)):
-        old.publish("altseason_index", i * day, value, closed=True)
-    old.publish("altseason_index", 3 * day, 36.5, closed=False)
+        old.set_external("altseason_index", i * day, value, closed=True)
+    old.set_external("altseason_index", 3 * day, 36.5, closed=False)
     assert "altseason_index" not in new.values()
-    new.adopt(old.published())
+    new.adopt_externals(old.externals())
     assert new.values()["altseason_index"] == 35.0
-    assert new.forming_values()["altseason_index"] == 36.5
+    assert new.peek_values()["altseason_index"] == 36.5
     assert new.history("altseason_index") == [(0, 31.0), (day, 33.0), (2 * day, 35.0)]

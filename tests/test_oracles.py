@@ -11,8 +11,9 @@ import talib
 import yaml
 
 from moodring.cli import main
-from tests import oracles
-from tests.oracles import DATA, read_ohlcv
+from tests.support import oracles
+from tests.support.oracles import read_ohlcv
+from tests.support.paths import DATA
 
 ETH_1D = DATA / "daily/binance_yanniedog/ETHUSDT_1d.csv"
 BTC_1D = DATA / "daily/binance_yanniedog/BTCUSDT_1d.csv"

@@ -12,8 +12,8 @@ import moodring.configfile
 from moodring.configfile import ConfigError, find_config, load_settings, show_config
 from moodring.metrics.divergence import DivergenceConfig
 from moodring.settings import DEFAULT_CONFIG
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TG_TOKEN = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 TG_URL = f"tgram://123456789:{TG_TOKEN}/12345"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 UNIT = ROOT / "systemd" / "moodring.service"
 INSTALLED_BINARY = "/opt/moodring/bin/moodring"

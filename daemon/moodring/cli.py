@@ -427,9 +427,9 @@ def _backtest(args: argparse.Namespace) -> int:
     jumps = find_jumps(settings, history, metrics)
     if not metrics and altseason is None:
         raise UsageError("none of the configured metrics has data for all its feeds")
-    if args.streaming:  # the altseason columns are published into the engine day by day
-        published = altseason.columns() if altseason is not None else None
-        full = run_streaming(settings, history, metrics, alerts, published, on_jump=_report_jump)
+    if args.streaming:  # the altseason columns are set into the engine day by day
+        externals = altseason.columns() if altseason is not None else None
+        full = run_streaming(settings, history, metrics, alerts, externals, on_jump=_report_jump)
     else:
         full = (
             run_batch(settings, history, metrics) if metrics else MetricTable(np.empty(0, np.int64))
@@ -697,11 +697,11 @@ def _digest(args: argparse.Namespace) -> int:
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
     history = _history(args, settings)
-    published = None
+    externals = None
     if args.universe:
         index = _altseason(settings, args.universe, history).columns()["altseason_index"]
-        published = {"altseason_index": index}
-    digest = digest_from_history(settings, history, _ms(args.at), published)
+        externals = {"altseason_index": index}
+    digest = digest_from_history(settings, history, _ms(args.at), externals)
     print(digest.title)
     print(digest.message)
     if args.chart is not None:

@@ -13,16 +13,16 @@ import yaml
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import EnvSettingsSource, SettingsError
 
-from moodring import metrics
+from moodring import feeds, metrics
 from moodring.digest import schedule, wording
 from moodring.errors import ConfigError
 from moodring.logs import MASK, looks_secret, redact, register_secrets
 from moodring.rules import templates
 from moodring.settings import DEFAULT_CONFIG, METRICS, Settings
 
-# Importing these registers what settings validates with: the metric types, the template
-# check, and the digest's template, schedule and time zone checks.
-REGISTERING = (metrics, schedule, templates, wording)
+# Importing these registers what settings validates with: the feed sources, the metric
+# types, the template check, and the digest's template, schedule and time zone checks.
+REGISTERING = (feeds, metrics, schedule, templates, wording)
 
 Loc = tuple[str | int, ...]
 

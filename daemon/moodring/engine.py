@@ -50,14 +50,14 @@ def join_cadence(settings: Settings, config: MetricConfig) -> Cadence | None:
 
 @dataclass(slots=True, eq=False)
 class MetricNode:
-    """One configured metric: its indicator and where its closed and forming bars come from."""
+    """One configured metric: its indicator, its outputs, and how to peek with the forming bars."""
 
     name: str
     config: MetricConfig
     indicator: Indicator | PairIndicator
     outputs: tuple[str, ...]
     feeds: frozenset[str]
-    forming: Callable[[], tuple[float, ...]]
+    peek: Callable[[], tuple[float, ...]]
     time: int = -1
     dirty: bool = True
 
@@ -67,15 +67,15 @@ class MetricNode:
         return self.indicator.values
 
 
-# a published column's closed value, forming value and tracked (bar time, value) history
-Published = tuple[float, float, list[tuple[int, float | None]]]
+# an external column's closed value, latest value and tracked (bar time, value) history
+External = tuple[float, float, list[tuple[int, float | None]]]
 
 
 class Engine:
     """Turns trades and candles into bars and metric values, per the settings.
 
     ``bars`` asks for more closed bars of some (series, timeframe) than the metrics need.
-    Each closed value (a metric's or a published one) is appended to ``closed``, if given,
+    Each closed value (a metric's or an external one) is appended to ``closed``, if given,
     in the order it closed: its owner takes them from there.
     """
 
@@ -103,10 +103,10 @@ class Engine:
             feed: tuple(n for n in self.metrics.values() if feed in n.feeds)
             for feed in settings.feeds
         }
-        self._forming: dict[str, float] = dict(self._flatten(lambda node: node.values))
-        self._external: dict[str, float] = {}  # columns fed by ``publish``
-        # every output's latest value with the forming bars, as of the last recompute
-        self.forming_view = MappingProxyType(self._forming)
+        self._peeked: dict[str, float] = dict(self._flatten(lambda node: node.values))
+        self._external: dict[str, float] = {}  # closed values of columns fed by ``set_external``
+        # every output's latest value with the forming bars, as of the last ``peek_values``
+        self.peeked = MappingProxyType(self._peeked)
         self._history: dict[str, deque[tuple[int, float | None]]] = {}
         self._builders_of = {
             column: self._input_builders(node)
@@ -229,29 +229,29 @@ class Engine:
         """Return the tracked closed values of an output as (bar time, value or None)."""
         return list(self._history.get(column, ()))
 
-    def published(self) -> dict[str, Published]:
-        """Return what ``publish`` gave: per column its closed and forming values, history."""
+    def externals(self) -> dict[str, External]:
+        """Return what ``set_external`` gave: per column its closed and latest values, history."""
         return {
-            column: (value, self._forming.get(column, value), self.history(column))
+            column: (value, self._peeked.get(column, value), self.history(column))
             for column, value in self._external.items()
         }
 
-    def adopt(self, published: Mapping[str, Published]) -> None:
-        """Take published values from a replaced engine or a snapshot (no rule sees them)."""
-        for column, (closed, forming, history) in published.items():
+    def adopt_externals(self, externals: Mapping[str, External]) -> None:
+        """Take external values from a replaced engine or a snapshot (no rule sees them)."""
+        for column, (closed, latest, history) in externals.items():
             self._external[column] = closed
-            self._forming[column] = forming
+            self._peeked[column] = latest
             kept = self._history.get(column)
             if kept is not None:
                 kept.extend(history)
 
-    def publish(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
+    def set_external(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
         """Take a value computed outside the bar pipeline (e.g. the Altcoin Season Index).
 
         A closed value counts like a metric's closed bar (``values``, ``history``); any
-        value is the column's forming value.
+        value is the column's latest value in ``peek_values``.
         """
-        self._forming[column] = value
+        self._peeked[column] = value
         if closed:
             self._external[column] = value
             if self._closed is not None:
@@ -264,22 +264,22 @@ class Engine:
         """Return every metric output after the latest closed bars."""
         return {**dict(self._flatten(lambda node: node.values)), **self._external}
 
-    def forming_values(self) -> Mapping[str, float]:
+    def peek_values(self) -> Mapping[str, float]:
         """Return every metric output including the forming bars, as a live read-only view.
 
         Only metrics whose feeds changed since the last call are recomputed.
         """
-        out = self._forming
+        out = self._peeked
         for node in self.metrics.values():
             if node.dirty:
                 node.dirty = False
-                values = node.forming()
+                values = node.peek()
                 if len(values) == 1:
                     out[node.name] = values[0]
                 else:
                     for name, value in zip(node.outputs, values, strict=True):
                         out[name] = value
-        return self.forming_view
+        return self.peeked
 
     def _flatten(
         self, read: Callable[[MetricNode], tuple[float, ...]]

@@ -3,7 +3,7 @@
 The engine turns trades and candles into bars and metric values and knows nothing of
 rules; the rule book judges values and knows nothing of bars. The pipeline is an engine
 that hands each closed value to the rules when its moment ends (the bars fed in one
-``deferred`` block are one moment), the forming values of the metrics whose feed ticked
+``deferred`` block are one moment), the peeked values of the metrics whose feed ticked
 to the tick rules, and each bar beyond its feed's ``max_jump`` to the rules reading it;
 an alert's chart is drawn from the engine's histories.
 """
@@ -26,7 +26,7 @@ CHART_BARS = 120
 
 
 class Pipeline(Engine):
-    """An engine whose closed and forming values go to the rules of the settings."""
+    """An engine whose closed and peeked values go to the rules of the settings."""
 
     def __init__(self, settings: Settings) -> None:
         # the closed values of the moment, in the order they closed
@@ -75,17 +75,17 @@ class Pipeline(Engine):
         if not self._deferred and (self._moment or self.rules.waiting):
             self._flush()
 
-    def publish(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
+    def set_external(self, column: str, t_ms: int, value: float, *, closed: bool) -> None:
         """Take a value computed outside the bar pipeline (e.g. the Altcoin Season Index).
 
         A closed value is evaluated by close rules like a metric's closed bar; any value is
-        the column's forming value for tick rules and ``forming_values``.
+        the column's latest value for tick rules and ``peek_values``.
         """
-        Engine.publish(self, column, t_ms, value, closed=closed)
+        Engine.set_external(self, column, t_ms, value, closed=closed)
         if closed and not self._deferred:
             self._flush()
         if column in self.rules.tick_columns:
-            self.rules.tick(t_ms, self.forming_view, (column,))
+            self.rules.evaluate_tick_rules(t_ms, self.peeked, (column,))
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -171,13 +171,15 @@ class Pipeline(Engine):
             return
         updates = self._moment.copy()
         self._moment.clear()
-        self.rules.close(updates, self.values())
+        self.rules.evaluate_close_rules(updates, self.values())
 
     def _tick(self, feed: str, t_ms: int) -> None:
         nodes = [node for node in self._tick_nodes[feed] if node.dirty]
         if nodes:
-            forming = self.forming_values()
-            self.rules.tick(t_ms, forming, (c for node in nodes for c in node.outputs))
+            peeked = self.peek_values()
+            self.rules.evaluate_tick_rules(
+                t_ms, peeked, (c for node in nodes for c in node.outputs)
+            )
 
 
 def _charted_inputs(settings: Settings) -> dict[tuple[str, str], int]:

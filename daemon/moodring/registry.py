@@ -1,8 +1,10 @@
 """A small registry: named parts of one kind, registered by the modules that define them.
 
-A leaf module. A lower layer owns a registry and reads it; the higher modules that define
-the parts register them when imported (settings reads the metric types that the modules of
-``moodring.metrics`` register), so the lower layer never imports the higher one.
+A leaf module. A lower layer owns a registry and reads it; the higher packages that define
+the parts register them when imported (settings reads the metric types of
+``moodring.metrics`` and the feed sources of ``moodring.feeds``), so the lower layer never
+imports the higher one. Whoever loads settings imports those packages first
+(``moodring.configfile`` does).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._parts[name] = part
         return part
+
+    def unregister(self, name: str) -> None:
+        """Remove the part named ``name`` (a test's own part, once the test is done)."""
+        del self._parts[name]
 
     def __getitem__(self, name: str) -> T:
         """Return the part named ``name``; LookupError naming the registered ones if none."""

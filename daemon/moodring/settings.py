@@ -1,14 +1,14 @@
 """Typed settings for the whole YAML file: one pydantic model per section.
 
 Models only: what higher packages define comes in through registries they fill when
-imported (the metric types of ``moodring.metrics``, the template and schedule checks of
-``moodring.rules`` and ``moodring.digest``); ``moodring.configfile`` imports them all.
+imported (the feed sources of ``moodring.feeds``, the metric types of ``moodring.metrics``,
+the template and schedule checks of ``moodring.rules`` and ``moodring.digest``);
+``moodring.configfile`` imports them all, and so must anything else that validates settings.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import math
 import operator
@@ -87,7 +87,7 @@ class Model(BaseModel):
 class FeedConfig(Model):
     """One market data feed: the keys of every source (each source's model adds its own).
 
-    A source (``moodring.feeds.<source>``) registers its model with ``register_feed_config``;
+    A source (``moodring.feeds.<source>``) registers its model in ``FEED_SOURCES``;
     ``feeds.<name>`` is validated by the model of its ``source`` (default ``ccxt``).
     """
 
@@ -121,26 +121,18 @@ class FeedConfig(Model):
         return None
 
 
-# source name -> the model of its feeds; the built-in sources register when moodring.feeds
-# is imported
-FEED_CONFIGS: dict[str, type[FeedConfig]] = {}
-
-
-def register_feed_config(source: str, model: type[FeedConfig]) -> None:
-    """Validate ``feeds.<name>`` of ``source: <source>`` with ``model``."""
-    FEED_CONFIGS[source] = model
+# source name -> the model of its feeds; the sources register when moodring.feeds is imported
+FEED_SOURCES: Registry[type[FeedConfig]] = Registry("feed source", "moodring.feeds")
 
 
 def feed_config_model(source: object) -> type[FeedConfig]:
     """Return the model of a source's feeds, or raise ValueError naming the known sources."""
-    if not FEED_CONFIGS:
-        # a bare Settings(...) before anything imported the feeds: load the built-in sources
-        importlib.import_module("moodring.feeds")
-    model = FEED_CONFIGS.get(source) if isinstance(source, str) else None
-    if model is None:
-        known = ", ".join(sorted(FEED_CONFIGS))
+    if not FEED_SOURCES:
+        raise LookupError("no feed sources are registered: import moodring.feeds first")
+    if not isinstance(source, str) or source not in FEED_SOURCES:
+        known = ", ".join(sorted(FEED_SOURCES))
         raise ValueError(f"source: unknown feed source {source!r} (known: {known})")
-    return model
+    return FEED_SOURCES[source]
 
 
 def _feed_of_its_source(value: Any, handler: ValidatorFunctionWrapHandler) -> FeedConfig:
@@ -153,7 +145,7 @@ def _feed_of_its_source(value: Any, handler: ValidatorFunctionWrapHandler) -> Fe
         for key in value:
             if key in model.model_fields:
                 continue
-            owners = [name for name, m in sorted(FEED_CONFIGS.items()) if key in m.model_fields]
+            owners = [name for name, m in sorted(FEED_SOURCES.items()) if key in m.model_fields]
             if owners:
                 raise ValueError(
                     f"{key}: not a key of {source} feeds (only of {', '.join(owners)} feeds)"

@@ -118,15 +118,15 @@ def run_streaming(
     history: Mapping[str, FeedHistory],
     metrics: list[str],
     alerts: list[Alert] | None = None,
-    published: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    externals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     on_jump: Callable[[Jump], None] | None = None,
 ) -> MetricTable:
     """Feed every history bar, in time order across feeds, through the daemon's engine.
 
     Bars of the same time are one moment for the rules; with ``alerts`` given, the
-    engine's rules run too and what they would have sent is appended to it. ``published``
-    daily values (the altseason columns: day open times, values) are published closed in
-    the moment their day's last data bar is fed, as the daemon publishes them once the
+    engine's rules run too and what they would have sent is appended to it. ``externals``
+    daily values (the altseason columns: day open times, values) are set closed in
+    the moment their day's last data bar is fed, as the daemon sets them once the
     day has closed. ``on_jump`` gets each bar the engine finds beyond its feed's
     ``max_jump``.
     """
@@ -150,7 +150,7 @@ def run_streaming(
     engine.subscribe(record)
     moment: int | None = None
     stack = ExitStack()
-    for t, feed, item in _events(history, published or {}):
+    for t, feed, item in _events(history, externals or {}):
         if t != moment:
             stack.close()
             while feed_events and feed_events[0][0] <= t:
@@ -160,7 +160,7 @@ def run_streaming(
         if isinstance(item, Bar):
             engine.on_candle(feed, t, item, closed=True, length_ms=history[feed].step_ms)
         else:
-            engine.publish(feed, item[0], item[1], closed=True)
+            engine.set_external(feed, item[0], item[1], closed=True)
     stack.close()
     for event in feed_events:
         engine.rules.set_feed_state(*_feed_event(event))
@@ -301,7 +301,7 @@ def replay_rules(
             book.mute_bar(jump.feed, jump.timeframe, jump.time)
         for name, _, value in updates:
             latest[name] = value
-        book.close(updates, latest)
+        book.evaluate_close_rules(updates, latest)
     for event in feed_events:
         book.set_feed_state(*_feed_event(event))
     return alerts
@@ -373,13 +373,13 @@ def _only(settings: Settings, metrics: list[str] | None, *, with_rules: bool) ->
 
 
 def _events(
-    history: Mapping[str, FeedHistory], published: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    history: Mapping[str, FeedHistory], externals: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> Iterator[tuple[int, str, Bar | tuple[int, float]]]:
-    """Yield (moment, feed or column, bar or (day, value)): bars, then published values."""
+    """Yield (moment, feed or column, bar or (day, value)): bars, then external values."""
     step = min((h.step_ms for h in history.values()), default=DAY_MS)
     values = sorted(
         (t + DAY_MS - step, rank, column, (t, v))
-        for rank, (column, (times, column_values)) in enumerate(published.items())
+        for rank, (column, (times, column_values)) in enumerate(externals.items())
         for t, v in zip(times.tolist(), column_values.tolist(), strict=True)
     )
     bars = ((t, -1, feed, bar) for feed, t, bar in merged_bars(history))

@@ -87,11 +87,11 @@ def _dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False)
 
 
-def metric_payload(name: str, value: float, t_ms: int, *, forming: bool) -> str:
+def metric_payload(name: str, value: float, t_ms: int, *, closed: bool) -> str:
     """Return the JSON payload of a metric value."""
     t = int(t_ms)
     return _dumps(
-        {"name": name, "value": _number(value), "time": iso_time(t), "t": t, "forming": forming}
+        {"name": name, "value": _number(value), "time": iso_time(t), "t": t, "forming": not closed}
     )
 
 
@@ -152,20 +152,20 @@ class MqttPublisher(Component):
 
     # -- producers: synchronous, O(1), never raise ------------------------------------------
 
-    def metric(self, name: str, value: float, t_ms: int, *, forming: bool) -> None:
-        """Publish a metric value; forming values at most once per ``forming_interval``."""
+    def metric(self, name: str, value: float, t_ms: int, *, closed: bool) -> None:
+        """Publish a metric value; a not closed one at most once per ``forming_interval``."""
         try:
-            if not forming:
+            if closed:
                 # a closed-bar value supersedes any forming value still held back
                 self._forming_held.pop(name, None)
-                self._put_metric(name, value, t_ms, forming=False)
+                self._put_metric(name, value, t_ms, closed=True)
                 return
             now = time.monotonic()
             due = self._forming_due.get(name, -math.inf)
             if now >= due:
                 self._forming_held.pop(name, None)
                 self._forming_due[name] = now + self.config.forming_interval
-                self._put_metric(name, value, t_ms, forming=True)
+                self._put_metric(name, value, t_ms, closed=False)
                 return
             self._forming_held[name] = (value, t_ms)
             if name not in self._forming_timers:
@@ -384,12 +384,12 @@ class MqttPublisher(Component):
             self.stats.queued_alerts = len(self._events)
         self._wake.set()
 
-    def _put_metric(self, name: str, value: float, t_ms: int, *, forming: bool) -> None:
+    def _put_metric(self, name: str, value: float, t_ms: int, *, closed: bool) -> None:
         """Hold a metric value for sending."""
         topic = self._metric_topics.get(name)
         if topic is None:
             topic = self._metric_topics[name] = f"{self.prefix}/metrics/{_level(name)}"
-        self._put(_Message(topic, metric_payload(name, value, t_ms, forming=forming), 0, True))
+        self._put(_Message(topic, metric_payload(name, value, t_ms, closed=closed), 0, True))
 
     def _release(self, name: str) -> None:
         """Send the forming value held back for ``name`` once its interval has passed."""
@@ -399,7 +399,7 @@ class MqttPublisher(Component):
             return
         try:
             self._forming_due[name] = time.monotonic() + self.config.forming_interval
-            self._put_metric(name, held[0], held[1], forming=True)
+            self._put_metric(name, held[0], held[1], closed=False)
         except Exception:
             self._failed("metric " + repr(name))
 

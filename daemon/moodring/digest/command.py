@@ -26,12 +26,12 @@ def digest_from_history(
     settings: Settings,
     history: Mapping[str, FeedHistory],
     at_ms: int | None = None,
-    published: Columns | None = None,
+    externals: Columns | None = None,
 ) -> Digest:
     """Replay history through an engine and return the digest as of ``at_ms``.
 
     The engine sees the bars closed by ``at_ms`` (default: when the last bar of a 24/7 feed
-    closed) and the ``published`` columns (e.g. the Altcoin Season Index: open times and
+    closed) and the ``externals`` columns (e.g. the Altcoin Season Index: open times and
     values) of those days.
     """
     if at_ms is None:
@@ -41,7 +41,7 @@ def digest_from_history(
         at_ms = max(crypto or ends.values())
     seen = {feed: h.until(at_ms - h.step_ms + 1) for feed, h in history.items()}
     events: list[tuple[int, str, float]] = []
-    for column, (times, values) in (published or {}).items():
+    for column, (times, values) in (externals or {}).items():
         step = _step(times)
         for t, v in zip(times.tolist(), values.tolist(), strict=True):
             if t + step <= at_ms:
@@ -58,10 +58,10 @@ def digest_from_history(
                 moment = t
             while pending and pending[0][0] <= t:
                 when, column, value = pending.popleft()
-                engine.publish(column, when, value, closed=True)
+                engine.set_external(column, when, value, closed=True)
             engine.on_candle(feed, t, bar, closed=True, length_ms=seen[feed].step_ms)
         for when, column, value in pending:
-            engine.publish(column, when, value, closed=True)
+            engine.set_external(column, when, value, closed=True)
     return build_digest(engine, settings, at_ms)
 
 

@@ -160,14 +160,12 @@ def _facts(reader: _Reader, config: DigestConfig, at_ms: int) -> dict[str, Any]:
     div_config = reader.config(div)
     div_lookback = div_config.lookback if isinstance(div_config, DivergenceConfig) else None
     alt, alt_ago = reader.now(config.altseason), reader.week_ago(config.altseason)
-    rules = reader.engine.rules.rules
-    firing = [r.config.name for r in rules if r.status.state == "firing"]
+    statuses = reader.engine.rules.statuses()
+    firing = [name for name, s in statuses.items() if s.state == "firing"]
     recent = [
-        r.config.name
-        for r in rules
-        if r.status.state != "firing"
-        and r.status.fired_at is not None
-        and at_ms - r.status.fired_at < WEEK_MS
+        name
+        for name, s in statuses.items()
+        if s.state != "firing" and s.fired_at is not None and at_ms - s.fired_at < WEEK_MS
     ]
     return {
         "t": at_ms,

@@ -8,8 +8,6 @@ from typing import Protocol
 from moodring.feedstate import FeedState
 from moodring.market.bar import Bar
 
-__all__ = ["FeedSink", "FeedState"]
-
 
 class FeedSink(Protocol):
     """Where a feed delivers; the daemon passes these on to the engine and the logs."""

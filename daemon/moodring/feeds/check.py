@@ -53,7 +53,8 @@ async def check_feeds(feeds: Mapping[str, FeedConfig], timeout: float = 5.0) -> 
     """Check every feed (all at once), in the order of ``feeds``."""
 
     async def one(name: str, feed: FeedConfig) -> FeedCheck:
-        checker: Checker | None = getattr(SOURCES.get(feed.source), "check", None)
+        source = SOURCES[feed.source] if feed.source in SOURCES else None
+        checker: Checker | None = getattr(source, "check", None)
         if checker is None:
             return FeedCheck(name, feed.source, None, f"source {feed.source} has no check")
         try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from moodring.feeds.calendar import MarketCalendar
 from moodring.feeds.source import FeedPart
 from moodring.feeds.streamer import EquityStreamer, StreamerOptions
 from moodring.lifecycle import Group
+from moodring.market.calendar import MarketCalendar
 from moodring.settings import FeedConfig
 
 

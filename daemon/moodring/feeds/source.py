@@ -19,7 +19,8 @@ from pydantic import SecretStr, model_validator
 from moodring.feeds.base import FeedSink
 from moodring.lifecycle import Component
 from moodring.market.builder import BarBuilder
-from moodring.settings import FeedConfig, register_feed_config
+from moodring.registry import Registry
+from moodring.settings import FEED_SOURCES, FeedConfig
 
 # ``stream``: bars close by the stream's own clock (exchange time, per stream; a replay
 # runs at its own pace); ``wall``: by the local clock (a stream without one, e.g. equities).
@@ -75,14 +76,20 @@ class FeedSource(Protocol):
         ...
 
 
-SOURCES: dict[str, FeedSource] = {}
+SOURCES: Registry[FeedSource] = Registry("feed source", "moodring.feeds")
 
 
 def register(source: FeedSource) -> FeedSource:
-    """Make ``source`` the one of ``source: <source.name>`` (its config model included)."""
-    SOURCES[source.name] = source
-    register_feed_config(source.name, source.config)
+    """Make ``source`` the one of ``source: <source.name>`` (its config model in settings)."""
+    SOURCES.register(source.name, source)
+    FEED_SOURCES.register(source.name, source.config)
     return source
+
+
+def unregister(name: str) -> None:
+    """Forget the source ``name`` (a test's own source, once the test is done)."""
+    SOURCES.unregister(name)
+    FEED_SOURCES.unregister(name)
 
 
 def build_parts(feeds: Mapping[str, FeedConfig], wiring: FeedWiring) -> list[FeedPart]:

@@ -23,9 +23,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.http11 import USER_AGENT as WEBSOCKETS_USER_AGENT
 
-from moodring.feeds.backoff import Backoff
-from moodring.feeds.base import FeedSink, FeedState
-from moodring.feeds.health import trade_problem
+from moodring.backoff import Backoff
+from moodring.feeds.base import FeedSink
+from moodring.feeds.frames import trade_problem
+from moodring.feedstate import FeedState
 from moodring.lifecycle import Component
 
 REDACTED = "[REDACTED]"

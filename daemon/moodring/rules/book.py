@@ -1,4 +1,4 @@
-"""The rule book: every rule's state machine, fed with closed and forming metric values."""
+"""The rule book: every rule's state machine, fed with closed and peeked metric values."""
 
 from __future__ import annotations
 
@@ -188,8 +188,8 @@ def _copy_status(source: RuleStatus, target: RuleStatus) -> None:
 class RuleBook:
     """Evaluates every rule on metric values and turns its transitions into alerts.
 
-    Close rules see each closed bar's value; tick rules see forming values and change
-    state at most once per bar. Rules reading a stale feed are muted: their changes are
+    Close rules see each closed bar's value; tick rules see values with the forming bar
+    and change state at most once per bar. Rules reading a stale feed are muted: their changes are
     held back and told, with a note, when the feed is back; the feed itself alerts instead.
     """
 
@@ -252,6 +252,14 @@ class RuleBook:
         """Return the rule named ``name`` (None for other alerts: stale feeds, the digest)."""
         return self._by_name.get(name)
 
+    def status(self, name: str) -> RuleStatus:
+        """Return where rule ``name`` stands (a copy)."""
+        return dataclasses.replace(self._by_name[name].status)
+
+    def statuses(self) -> dict[str, RuleStatus]:
+        """Return where every rule stands, by name in config order (copies)."""
+        return {rule.config.name: dataclasses.replace(rule.status) for rule in self.rules}
+
     def resume(self, name: str, status: RuleStatus, through: int) -> None:
         """Continue rule ``name`` from ``status``, which judged the closed bars up to ``through``.
 
@@ -266,7 +274,9 @@ class RuleBook:
         """Call ``listener`` with every alert to tell."""
         self._listeners.append(listener)
 
-    def close(self, updates: Iterable[tuple[str, int, float]], values: Mapping[str, float]) -> None:
+    def evaluate_close_rules(
+        self, updates: Iterable[tuple[str, int, float]], values: Mapping[str, float]
+    ) -> None:
         """Evaluate close rules on closed values ``(column, bar time, value)``.
 
         ``values`` holds every metric output's latest closed value, for templates. Updates
@@ -332,13 +342,15 @@ class RuleBook:
             if told is not None:
                 self._tell(rule, told, at, self._latest[rule.columns[0]])
 
-    def tick(self, now_ms: int, forming: Mapping[str, float], columns: Iterable[str]) -> None:
-        """Evaluate tick rules of ``columns`` on their forming values."""
+    def evaluate_tick_rules(
+        self, now_ms: int, values: Mapping[str, float], columns: Iterable[str]
+    ) -> None:
+        """Evaluate tick rules of ``columns`` on their values with the forming bar."""
         for column in columns:
             rules = self._tick.get(column)
             if not rules:
                 continue
-            value = forming[column]
+            value = values[column]
             closed = self._history[column]
             history = [*list(closed)[1:], value]
             for rule in rules:

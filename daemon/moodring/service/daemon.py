@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from moodring.charts.render import render_with_budget
 from moodring.configfile import ConfigError, load_settings
 from moodring.delivery.dispatcher import Dispatcher
+from moodring.delivery.intake import AlertIntake
 from moodring.delivery.outbox import Outbox
-from moodring.delivery.sink import AlertSink
 from moodring.digest.content import (
     DIGEST_BARS,
     build_digest,
@@ -33,7 +33,7 @@ from moodring.digest.content import (
 )
 from moodring.digest.schedule import DigestSchedule
 from moodring.engine import MetricNode
-from moodring.feeds.health import BadFrames
+from moodring.feeds.frames import BadFrames
 from moodring.feeds.source import FeedPart, FeedWiring, build_parts, warming
 from moodring.lifecycle import Component, Group, first_completed
 from moodring.market.bar import Bar
@@ -45,10 +45,9 @@ from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
 from moodring.service.catchup import CatchUp
 from moodring.service.clock import BarClock
-from moodring.service.health import HealthServer, Telemetry, watch_loop_lag
 from moodring.service.notify import SdNotify, watchdog_loop
+from moodring.service.pipeline_sink import PipelineSink
 from moodring.service.recorder import BarRecorder
-from moodring.service.sink import EngineSink
 from moodring.service.snapshot import (
     EngineState,
     Snapshotter,
@@ -59,13 +58,14 @@ from moodring.service.snapshot import (
     resume_rules,
     rule_state_json,
 )
+from moodring.service.telemetry import HttpEndpoint, Telemetry, watch_loop_lag
 from moodring.settings import Settings
 from moodring.statedir import check_dir, state_file
 from moodring.times import iso_time
 
 if TYPE_CHECKING:
     from moodring.delivery.mqtt import MqttPublisher
-    from moodring.feeds.altseason import AltseasonFeed
+    from moodring.feeds.altseason_feed import AltseasonFeed
 
 log = logging.getLogger("moodring")
 
@@ -122,15 +122,15 @@ class Daemon(Component):
             alert_counts=self._alert_counts,
         )
         self.dispatcher = self._dispatcher(settings)
-        self.alerts = AlertSink(self.dispatcher, self.silences)
+        self.alerts = AlertIntake(self.dispatcher, self.silences)
         self.recorder = BarRecorder(record) if record is not None else None
         self.snapshots = Snapshotter(
             lambda: self.engine, state / "snapshot.npz", every=SNAPSHOT_EVERY
         )
         saved = load(self.snapshots.path, settings, max_age_s=SNAPSHOT_MAX_AGE)
         fresh = _fresh(saved) if saved else None
-        self.engine, _ = self._engine(settings, fresh, forming=False)
-        self.sink = EngineSink(
+        self.engine, _ = self._engine(settings, fresh, forming_bars=False)
+        self.sink = PipelineSink(
             self.engine,
             self.bad_frames,
             on_tick=self.telemetry.tick,
@@ -151,7 +151,7 @@ class Daemon(Component):
         self.publishing = Group([self.mqtt] if self.mqtt else [], name="mqtt")
         self.digest = Group(self._digest(settings), name="digest")
         self.clock = BarClock(lambda: self.engine, lambda: self.parts, self._on_round)
-        self.http = HealthServer(settings.http, self.telemetry)
+        self.http = HttpEndpoint(settings.http, self.telemetry)
         self._stack: contextlib.AsyncExitStack | None = None
         self._status = ""
 
@@ -170,7 +170,7 @@ class Daemon(Component):
         )
 
     def _engine(
-        self, settings: Settings, state: EngineState | None = None, *, forming: bool = True
+        self, settings: Settings, state: EngineState | None = None, *, forming_bars: bool = True
     ) -> tuple[Pipeline, bool]:
         """Build an engine for ``settings`` (holding ``state``), wired to the outputs.
 
@@ -182,7 +182,7 @@ class Daemon(Component):
         cold = True
         if state is not None:
             # restored before the wiring: the replay reaches no output
-            cold = bool(restore(engine, state, forming=forming).warm_up())
+            cold = bool(restore(engine, state, forming_bars=forming_bars).warm_up())
         else:
             attach(engine)
         engine.rules.subscribe(functools.partial(self._on_alert, engine))
@@ -200,7 +200,7 @@ class Daemon(Component):
         wiring = FeedWiring(self.sink, self._builders, self.telemetry.reconnect)
         others: list[Component] = []
         if settings.altseason is not None:  # hundreds of REST calls: READY does not wait
-            others.append(_altseason(settings, self._publish))
+            others.append(_altseason(settings, self._on_external))
         return build_parts(settings.feeds, wiring), others
 
     def _digest(self, settings: Settings) -> list[Component]:
@@ -237,7 +237,7 @@ class Daemon(Component):
     def _on_metric(self, node: MetricNode, time_ms: int) -> None:
         if self.mqtt is not None:
             for column, value in zip(node.outputs, node.values, strict=True):
-                self.mqtt.metric(column, value, time_ms, forming=False)
+                self.mqtt.metric(column, value, time_ms, closed=True)
 
     def _on_bar(self, feed: str, timeframe: str, bar: Bar) -> None:
         if self.mqtt is not None:
@@ -248,9 +248,9 @@ class Daemon(Component):
             self.mqtt.feed_state(feed, state, t_ms)
 
     def _on_round(self, engine: Pipeline, now_ms: int) -> None:
-        if self.mqtt is not None:  # forming values: the publisher throttles them
-            for column, value in engine.forming_values().items():
-                self.mqtt.metric(column, value, now_ms, forming=True)
+        if self.mqtt is not None:  # values with the forming bars: the publisher throttles them
+            for column, value in engine.peek_values().items():
+                self.mqtt.metric(column, value, now_ms, closed=False)
 
     def send_digest(self, at: datetime) -> None:
         """Send the digest of the moment ``at``: outbox (apprise, its chart) and MQTT."""
@@ -396,7 +396,7 @@ class Daemon(Component):
         self.sink.catch_up = None  # a restart of the feeds now warms up quietly, as before
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
-            # a new engine holding the old one's bars, rule states and published values
+            # a new engine holding the old one's bars, rule states and external values
             engine, cold = self._engine(settings, capture(self.engine))
             self.engine = self.sink.engine = engine
             # series the old bars do not cover (a new one, a longer window) need a warm-up
@@ -467,11 +467,11 @@ class Daemon(Component):
             self._status = status
             self.notify.status(status)
 
-    def _publish(self, column: str, t_ms: int, value: float, closed: bool) -> None:
+    def _on_external(self, column: str, t_ms: int, value: float, closed: bool) -> None:
         """Pass a value computed outside the bars (the altseason index) to engine and MQTT."""
-        self.engine.publish(column, t_ms, value, closed=closed)
+        self.engine.set_external(column, t_ms, value, closed=closed)
         if self.mqtt is not None:
-            self.mqtt.metric(column, value, t_ms, forming=not closed)
+            self.mqtt.metric(column, value, t_ms, closed=closed)
 
 
 def _publisher(settings: Settings) -> MqttPublisher | None:
@@ -484,13 +484,13 @@ def _publisher(settings: Settings) -> MqttPublisher | None:
 
 
 def _altseason(
-    settings: Settings, publish: Callable[[str, int, float, bool], None]
+    settings: Settings, on_value: Callable[[str, int, float, bool], None]
 ) -> AltseasonFeed:
     """Return the altseason feed of ``settings`` (ccxt.pro is imported only then)."""
-    from moodring.feeds.altseason import AltseasonFeed
+    from moodring.feeds.altseason_feed import AltseasonFeed
 
     assert settings.altseason is not None
-    return AltseasonFeed(settings.altseason, publish)
+    return AltseasonFeed(settings.altseason, on_value)
 
 
 def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:

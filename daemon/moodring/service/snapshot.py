@@ -44,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from moodring.delivery.outbox import SavedRuleState
-from moodring.engine import Published
+from moodring.engine import External
 from moodring.lifecycle import Component
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
@@ -94,14 +94,14 @@ class RuleState:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class EngineState:
-    """Everything a restore needs: bars, rule statuses and published (altseason) values."""
+    """Everything a restore needs: bars, rule statuses and external (altseason) values."""
 
     taken_ms: int
     fingerprint: str
     series: tuple[SeriesState, ...]
     rules: dict[str, RuleState]
     version: int = SNAPSHOT_VERSION
-    published: dict[str, Published] = dataclasses.field(default_factory=dict)
+    externals: dict[str, External] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +198,12 @@ def capture(engine: Pipeline) -> EngineState:
         fingerprint(settings),
         tuple(series),
         rules,
-        published=engine.published(),
+        externals=engine.externals(),
     )
 
 
-def restore(engine: Pipeline, state: EngineState, *, forming: bool = True) -> RestoreReport:
-    """Put ``state`` into a fresh engine quietly (``forming=False`` at a start); report gaps."""
+def restore(engine: Pipeline, state: EngineState, *, forming_bars: bool = True) -> RestoreReport:
+    """Put ``state`` into a fresh engine quietly (no forming bars at a start); report gaps."""
     if any(b.time >= 0 or b.last_time >= 0 for b in _builders(engine)):
         raise ValueError("restore needs a fresh engine")
     attach(engine)
@@ -221,7 +221,7 @@ def restore(engine: Pipeline, state: EngineState, *, forming: bool = True) -> Re
             continue
         replay.append((builder, old))
         last = int(old.time[-1])
-        bar = old.forming if forming else None
+        bar = old.forming if forming_bars else None
         if bar is not None and bar["time"] > last:
             resume.append((builder, bar))
         resumed = bool(resume) and resume[-1][0] is builder
@@ -234,7 +234,7 @@ def restore(engine: Pipeline, state: EngineState, *, forming: bool = True) -> Re
     for node in engine.metrics.values():
         node.dirty = True
     rules = _restore_rules(engine, state.rules)
-    engine.adopt(state.published)
+    engine.adopt_externals(state.externals)
     _log_restore(state, reports, rules)
     return RestoreReport(tuple(reports), rules)
 
@@ -296,7 +296,7 @@ def save(path: Path, state: EngineState) -> None:
             for s in state.series
         ],
         "rules": {name: _rule_data(r) for name, r in state.rules.items()},
-        "published": state.published,
+        "published": state.externals,
     }
     times = [s.time for s in state.series]
     values = [s.ohlcv for s in state.series]
@@ -604,20 +604,20 @@ def _read(data: bytes) -> EngineState:
     if start != len(times):
         raise ValueError("bars left over after the last series")
     rules = {_str(name): _rule(r) for name, r in meta["rules"].items()}
-    published = {
+    externals = {
         _str(column): (
             float(closed),
-            float(forming),
+            float(latest),
             [(_int(t), None if v is None else float(v)) for t, v in history],
         )
-        for column, (closed, forming, history) in meta.get("published", {}).items()
+        for column, (closed, latest, history) in meta.get("published", {}).items()
     }
     return EngineState(
         _int(meta["taken_ms"]),
         _str(meta["fingerprint"]),
         tuple(series),
         rules,
-        published=published,
+        externals=externals,
     )
 
 

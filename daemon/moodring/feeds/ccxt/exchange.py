@@ -16,13 +16,13 @@ from typing import Any, ClassVar
 import ccxt.pro as ccxtpro
 from ccxt.base.errors import BaseError, NetworkError
 
-from moodring.feeds.backoff import Backoff
+from moodring.backoff import Backoff
 from moodring.feeds.base import FeedSink
 from moodring.feeds.ccxt import CcxtFeedConfig
 from moodring.feeds.ccxt.patch import guarded
 from moodring.feeds.ccxt.venues import GENERIC, Venue, client_setup, venue
 from moodring.feeds.clock import EARLY_MS, FUTURE_MS, StreamClock
-from moodring.feeds.health import trade_problem
+from moodring.feeds.frames import trade_problem
 from moodring.feeds.source import Clock, FeedPart
 from moodring.lifecycle import first_completed
 from moodring.market.bar import Bar
@@ -206,6 +206,11 @@ class ExchangeFeeds(FeedPart):
 
     async def _setup(self) -> None:
         self.spawn(self.run(), name=self.exchange)
+
+    @property
+    def candle_streams(self) -> list[tuple[str, str]]:
+        """Return the (symbol, exchange timeframe) candle streams the client watches."""
+        return list(self._candle_feeds)
 
     def _make_client(self, *, rest: bool = False) -> Any:
         """Return a client of the exchange for REST calls, or for its websocket streams.

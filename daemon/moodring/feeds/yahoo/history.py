@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from moodring.feeds.backoff import Backoff
+from moodring.backoff import Backoff
 from moodring.feeds.source import FeedWiring
 from moodring.feeds.yahoo.stream import USER_AGENT
 from moodring.market.bar import Bar

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -748,6 +748,15 @@ class FakeExchange:
             self._server = None
         for task in list(self._senders):
             task.cancel()
+
+    async def __aenter__(self) -> Self:
+        """Start listening on a free port: ``async with FakeExchange(...) as fake:``."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop (see ``stop``)."""
+        await self.stop()
 
     def start_replay(self) -> None:
         """Start the replay clock now (otherwise the first subscription starts it)."""
