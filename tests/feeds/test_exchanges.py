@@ -39,6 +39,14 @@ async def test_a_replay_with_drops_records_the_bars_of_the_capture(
         eth = settings.feeds["eth"].model_copy(update={"stream": eth_stream})
         settings = settings.model_copy(update={"feeds": {**settings.feeds, "eth": eth}})
         async with Daemon(settings, record=record) as daemon:
+            taken: list[tuple[str, object]] = []  # (feed, trade id) of every trade taken
+            take = daemon.sink.trade
+
+            def noting(feed: str, t_ms: int, price: float, amount: float, trade_id: object) -> None:
+                taken.append((feed, trade_id))
+                take(feed, t_ms, price, amount, trade_id)
+
+            daemon.sink.trade = noting  # type: ignore[method-assign]
             await asyncio.wait_for(fake.replay_done.wait(), 120)
             builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
             await until(lambda: not any(b.holding for b in builders), "bars held", timeout=30)
@@ -46,6 +54,8 @@ async def test_a_replay_with_drops_records_the_bars_of_the_capture(
     assert fake.drops >= 3, "the replay should have been interrupted several times"
     assert stats.reconnects >= 3 and stats.repairs >= 1
     assert (stats.candles > 100) == (eth_stream == "ohlcv")
+    # none taken twice (Coinbase re-sends its last 100 trades on each subscription)
+    assert len(taken) > 1000 and len(set(taken)) == len(taken)
     for feed, symbol in (("eth", "ETH"), ("btc", "BTC")):
         want = expected_bars(fake, f"{symbol}/{QUOTE[exchange]}")
         got = recorded(record / f"{feed}_1m.csv")
