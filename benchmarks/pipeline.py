@@ -3,7 +3,9 @@
 Run: python benchmarks/pipeline.py [--exchange NAME]
 (a) a bare ccxt.pro trade-watching loop's frames/s; (b) moodring's daemon on the same
 replay; (c) peak RSS of the daemon against a bare `import ccxt.pro` process; (d) latency
-from the frame that closes a bar to apprise's POST arriving at a local json:// receiver.
+from the frame that closes a bar to apprise's POST arriving at a local json:// receiver;
+(e) the daemon's RSS once 50 alerts with charts have reached the receiver (charts are
+drawn in a worker process, which it also reports, then waits for it to exit).
 The last line printed is one JSON object with the headline figures.
 
 ``--exchange binanceus|coinbase|kraken|bybit`` measures (a) and (b) only, with the fake
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -93,9 +97,17 @@ async def bare_ccxt(exchange: str = "binance") -> tuple[float, float]:
 
 
 def settings_for(
-    fake: Any, state: Path, receiver: str | None = None, exchange: str = "binance"
+    fake: Any,
+    state: Path,
+    receiver: str | None = None,
+    exchange: str = "binance",
+    *,
+    charts: bool = False,
 ) -> Settings:
-    """Daemon settings on the fake exchange: the shipped metric kinds on 1-minute bars."""
+    """Daemon settings on the fake exchange: the shipped metric kinds on 1-minute bars.
+
+    With a receiver, a rule per feed alerts on every closed bar (with a chart if ``charts``).
+    """
     urls = {"ws_url": fake.ws_url, "rest_url": fake.rest_url, "exchange": exchange}
     eth, btc = symbols(exchange)
     rules = []
@@ -107,6 +119,7 @@ def settings_for(
                 "condition": {"above": -1},
                 "repeat_interval": "1m",
                 "message": "{{ time }}",
+                "chart": charts,
             }
             for f in ("eth", "btc")
         ]
@@ -292,18 +305,21 @@ def daemon_rss_mb(run_for: float = 15.0) -> float:
         fake.wait()
 
 
-def settings_for_yaml(urls: dict[str, str], tmp: Path) -> Path:
+def settings_for_yaml(
+    urls: dict[str, str], tmp: Path, receiver: str | None = None, *, charts: bool = False
+) -> Path:
     """Write the benchmark's daemon config as YAML and return its path."""
     import yaml
 
     class Stub:
         ws_url, rest_url = urls["ws_url"], urls["rest_url"]
 
-    settings = settings_for(Stub(), tmp / "state")  # type: ignore[arg-type]
+    settings = settings_for(Stub(), tmp / "state", receiver, charts=charts)  # type: ignore[arg-type]
+    data = settings.model_dump(mode="json", exclude_none=True, by_alias=True)
+    if receiver:
+        data["notify"]["urls"] = [receiver]  # the dump masks secrets, URLs among them
     path = tmp / "moodring.yaml"
-    path.write_text(
-        yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True, by_alias=True))
-    )
+    path.write_text(yaml.safe_dump(data))
     return path
 
 
@@ -343,6 +359,93 @@ def exchange_rates(exchange: str, runs: int) -> int:
     return 0
 
 
+def proc_status_mb(pid: int) -> dict[str, float]:
+    """Return a process's current and peak RSS in MB (``VmRSS``, ``VmHWM``) from /proc."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) / 1024
+    return found
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Return the pids of ``parent``'s chart workers (``python -m moodring.charts.worker``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"moodring.charts.worker" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def daemon_rss_after_alerts(
+    alerts: int = 50, *, charts: bool = True, speed: float = 30.0
+) -> dict[str, float]:
+    """RSS in MB of ``moodring run`` once ``alerts`` alerts reached a json:// receiver.
+
+    Two rules alert on every 1-minute bar, with a chart each if ``charts``. Returns the
+    daemon's RSS then (``after``) and its peak (``peak``); with charts also the chart
+    worker's largest RSS (``worker``) and the seconds it lingered once the alerts stopped
+    (``worker_exit_s``, the replay paused; -1 if it was still there after two minutes).
+    """
+    args = [sys.executable, "-m", "moodring.testing.fake_exchange", "--speed", str(speed)]
+    args += ["--port", "0", "--loop"]
+    for capture in CAPTURES:
+        args += ["--capture", str(capture)]
+    fake = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    receiver = Receiver()
+    daemon = None
+    try:
+        port = int(fake.stdout.readline())  # type: ignore[union-attr]
+        urls = {
+            "ws_url": f"ws://127.0.0.1:{port}/stream/ws",
+            "rest_url": f"http://127.0.0.1:{port}/api/v3",
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            config = settings_for_yaml(urls, Path(tmp), receiver.url, charts=charts)
+            daemon = subprocess.Popen(
+                ["moodring", "run", "-c", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 600
+            worker = 0.0
+
+            def arrived() -> int:
+                return sum(bool(body.get("attachments")) == charts for _, body in receiver.arrivals)
+
+            while arrived() < alerts:
+                if time.monotonic() > deadline or daemon.poll() is not None:
+                    raise RuntimeError(f"{arrived()} alerts arrived, not {alerts}")
+                for pid in worker_pids(daemon.pid):
+                    with contextlib.suppress(OSError, KeyError):
+                        worker = max(worker, proc_status_mb(pid)["VmRSS"])
+                time.sleep(0.2)
+            figures = proc_status_mb(daemon.pid)
+            result = {"after": figures["VmRSS"], "peak": figures["VmHWM"]}
+            if charts:
+                fake.send_signal(signal.SIGUSR1)  # pause the replay: no more bars, no alerts
+                stopped = time.monotonic()
+                while worker_pids(daemon.pid) and time.monotonic() - stopped < 120:
+                    time.sleep(0.5)
+                lingered = time.monotonic() - stopped
+                result["worker"] = worker
+                result["worker_exit_s"] = -1.0 if worker_pids(daemon.pid) else lingered
+            return result
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait()
+        fake.terminate()
+        fake.wait()
+        receiver.server.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement, print a table and the JSON summary line."""
     parser = argparse.ArgumentParser(description="Benchmark the live pipeline on the fake.")
@@ -362,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     bare_rss = peak_rss_mb([sys.executable, "-c", "import ccxt.pro"])
     rss = daemon_rss_mb()
     latencies = asyncio.run(frame_to_notify())
+    plain = daemon_rss_after_alerts(charts=False)
+    charted = daemon_rss_after_alerts(charts=True)
     p99 = float(np.percentile(latencies, 99)) if latencies else float("nan")
     rows = [
         ("bare ccxt.pro watch_trades_for_symbols", f"{bare:,.0f} frames/s"),
@@ -370,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         ("peak RSS: daemon after the replay", f"{rss:.0f} MB"),
         ("frame to apprise POST, median", f"{statistics.median(latencies):.1f} ms"),
         ("frame to apprise POST, p99", f"{p99:.1f} ms ({len(latencies)} alerts)"),
+        ("RSS: daemon after 50 alerts, no charts", f"{plain['after']:.0f} MB"),
+        ("RSS: daemon after 50 charted alerts", f"{charted['after']:.0f} MB"),
+        ("peak RSS: daemon, 50 charted alerts", f"{charted['peak']:.0f} MB"),
+        ("RSS: chart worker while it ran", f"{charted.get('worker', 0):.0f} MB"),
     ]
     for name, value in rows:
         print(f"{name:<42} {value}")
@@ -379,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pipeline_vs_bare_ccxt": round(ours / bare, 3),
                 "rss_vs_bare_ccxt": round(rss / bare_rss, 3),
                 "frame_to_notify_p99_ms": round(p99, 1),
+                "rss_after_alerts_vs_bare_ccxt": round(plain["after"] / bare_rss, 3),
+                "rss_after_charts_vs_bare_ccxt": round(charted["after"] / bare_rss, 3),
             }
         )
     )

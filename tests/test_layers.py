@@ -48,7 +48,8 @@ ALLOWED: dict[str, set[str]] = {
         "settings",
     },
     "report": {"backtest", "rules", "market", "settings"},
-    "configfile": {"digest", "feeds", "rules", "metrics", "market", "settings"},
+    "expansion": {"market", "settings"},
+    "configfile": {"expansion", "digest", "feeds", "rules", "metrics", "market", "settings"},
     "testing": {"feeds", "backtest", "market", "settings"},
     "service": {
         "configfile",
@@ -63,10 +64,13 @@ ALLOWED: dict[str, set[str]] = {
         "market",
         "settings",
     },
+    "demo": {"service", "configfile", "backtest", "rules", "charts", "settings", "testing"},
     "cli": {
+        "demo",
         "service",
         "feeds",
         "configfile",
+        "expansion",
         "digest",
         "backtest",
         "report",

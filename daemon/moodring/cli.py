@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +32,23 @@ from moodring.backtest.runner import (
 )
 from moodring.backtest.table import MetricTable
 from moodring.backtest.universe import load_universe
-from moodring.configfile import config_error, find_config, load_settings, show_config
+from moodring.backtest.watchlist import (
+    Membership,
+    MembershipLog,
+    member_files,
+    ranked_members,
+    ranking,
+)
+from moodring.configfile import (
+    config_error,
+    find_config,
+    load_settings,
+    show_config,
+    with_members,
+)
 from moodring.delivery.outbox import Delivery, Outbox
 from moodring.errors import MoodringError, StateError, UsageError
+from moodring.expansion import SECTIONS
 from moodring.logs import redact, setup_logging
 from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump
@@ -42,8 +57,8 @@ from moodring.market.timeframe import Timeframe
 from moodring.metrics.altseason import AltseasonSeries, altseason_series
 from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
-from moodring.rules.silences import Silences
-from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, RuleConfig, Settings
+from moodring.rules.silences import Silences, covers, is_pattern, is_template
+from moodring.settings import DEFAULT_CONFIG, AltseasonConfig, Member, RuleConfig, Settings
 from moodring.statedir import check_dir, scratch_dir, state_file
 from moodring.times import format_duration, iso_time, parse_duration
 
@@ -118,11 +133,19 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser(
-        "demo", help="run the daemon offline on a bundled fake exchange; alerts to the console"
+        "demo",
+        help="offline, no keys: replay bundled ETH/BTC/Russell 2000 history, then run live "
+        "on a fake Binance; alerts and chart paths to the console",
     )
     demo.add_argument("--speed", type=float, default=10.0, help="replay speed (x real time)")
     demo.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
     demo.add_argument("--record", type=Path, metavar="DIR", help="append closed bars to DIR")
+    demo.add_argument(
+        "--charts", type=Path, metavar="DIR", help="save the charts here (default: a new temp dir)"
+    )
+    demo.add_argument(
+        "--verbose", action="store_true", help="log everything, the fake exchange's too"
+    )
     demo.set_defaults(handler=_demo)
 
     history = _history_options()
@@ -166,7 +189,17 @@ def _parser() -> argparse.ArgumentParser:
 
     silence = commands.add_parser("silence", help="mute a rule for a while, list or clear silences")
     silence.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
-    silence.add_argument("rule", nargs="?", help="the rule to silence (or to --clear)")
+    silence.add_argument(
+        "rule",
+        nargs="?",
+        help="the rule to silence (or to --clear): a name, a wildcard pattern ('*-decoupling') "
+        "or a watchlist's rule template as written ('{base}-decoupling')",
+    )
+    silence.add_argument(
+        "--template",
+        action="store_true",
+        help="silence the whole template RULE was expanded from (every member of its watchlist)",
+    )
     silence.add_argument("--for", dest="duration", help="how long, e.g. 2h, 30m, 1d")
     silence.add_argument("--reason", default="", help="why (shown in --list and in the log)")
     silence.add_argument("--list", action="store_true", help="show the silences in force")
@@ -233,6 +266,11 @@ def _parser() -> argparse.ArgumentParser:
         "show-config", help="print the effective config (file, environment, secret files)"
     )
     show.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    show.add_argument(
+        "--expanded",
+        action="store_true",
+        help="show every for_each template as the entries it expands to, one per member",
+    )
     show.set_defaults(handler=_show_config)
     return parser
 
@@ -250,9 +288,14 @@ def _check_config(args: argparse.Namespace) -> int:
     path, settings = _settings(args)
     problems = render_problems(settings)
     if problems:
-        raise config_error(path, problems)
+        raise config_error(path, problems, settings)
     counts = (len(settings.feeds), len(settings.metrics), len(settings.rules))
     print(f"{path}: ok ({counts[0]} feeds, {counts[1]} metrics, {counts[2]} rules)")
+    for name in _unranked(settings):
+        print(
+            f"watchlist {name} is dynamic: its members are ranked at run time (in a backtest "
+            "from --universe); its templates were checked with a stand-in member"
+        )
     return 0
 
 
@@ -281,9 +324,14 @@ def _check_feeds(args: argparse.Namespace) -> int:
     return 0 if all(r.usable is not False for r in results) else 1
 
 
+def _unranked(settings: Settings) -> list[str]:
+    """Return the dynamic watchlists not ranked yet (their templates have no members)."""
+    return [n for n, w in settings.watchlists.items() if w.dynamic and not settings.members(n)]
+
+
 def _show_config(args: argparse.Namespace) -> int:
     _, settings = _settings(args)
-    print(show_config(settings), end="")
+    print(show_config(settings, expanded=args.expanded), end="")
     return 0
 
 
@@ -309,33 +357,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from moodring.service.daemon import Daemon
-    from moodring.testing.fake_exchange import FakeExchange
+    from moodring.demo import run_demo
 
-    base = load_settings(DEFAULT_CONFIG.with_name("demo.yaml"))
     if args.record is not None:
         check_dir(args.record, "--record directory")
-
-    async def main() -> int:
-        captures = [SAMPLES / "ethusdt_trades.gz", SAMPLES / "btcusdt_trades.gz"]
-        fake = FakeExchange(captures, speed=args.speed, loop=True)
-        await fake.start()
-        log.info("fake exchange on %s replays real Binance trades at %gx", fake.ws_url, args.speed)
-        feeds = {
-            name: feed.model_copy(update={"ws_url": fake.ws_url, "rest_url": fake.rest_url})
-            for name, feed in base.feeds.items()
-        }
-        with scratch_dir() as state:
-            settings = base.model_copy(update={"feeds": feeds, "state_dir": state})
-            daemon = Daemon(settings, record=args.record)
-            if args.duration:
-                asyncio.get_running_loop().call_later(args.duration, daemon.stop)
-            try:
-                return await daemon.run()
-            finally:
-                await fake.stop()
-
-    return asyncio.run(main())
+    if args.charts is not None:
+        check_dir(args.charts, "--charts directory")
+    try:
+        return asyncio.run(
+            run_demo(
+                speed=args.speed,
+                duration=args.duration,
+                record=args.record,
+                charts=args.charts,
+                verbose=args.verbose,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
 
 
 def _data_paths(args: argparse.Namespace) -> dict[str, Path]:
@@ -348,8 +387,24 @@ def _data_paths(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _history(args: argparse.Namespace, settings: Settings) -> dict[str, FeedHistory]:
-    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed."""
+    """Return the history CSVs of ``--data FEED=PATH`` (and ``--sample``), loaded per feed.
+
+    A watchlist member's feed without ``--data`` reads its ``<BASE><QUOTE>_1d.csv`` of
+    ``--universe``.
+    """
     paths = _data_paths(args)
+    members = member_files(settings, _universe_paths(args)) if settings.expansion.names else {}
+    for feed, path in members.items():
+        paths.setdefault(feed, path)
+    lacking = [
+        feed for feed in settings.feeds if settings.origin("feeds", feed) and feed not in paths
+    ]
+    if lacking:
+        log.warning(
+            "no history for watchlist member feed(s) %s: give --universe DIR with their "
+            "<BASE><QUOTE>_1d.csv files (or --data FEED=PATH)",
+            ", ".join(lacking),
+        )
     if not paths:
         raise UsageError("no history given: use --data FEED=PATH (or --sample)")
     unknown = sorted(set(paths) - set(settings.feeds))
@@ -411,15 +466,19 @@ def _first_times(times: np.ndarray, step_ms: int, shown: int = 5) -> str:
 
 def _backtest(args: argparse.Namespace) -> int:
     config_path, settings = _settings(args)
-    tuning = _tuning(args, settings, config_path)
     start_ms = _ms(args.start)
     end_ms = None
     if args.end is not None:
         whole_day = args.end.time() == datetime.min.time()
         end_ms = _ms(args.end + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
+    settings, memberships = _ranked(args, settings, span=(start_ms, end_ms))
+    tuning = _tuning(args, settings, config_path)
+    configured = settings
+    if memberships is not None:  # the members' rules are followed to tell what a daemon would
+        settings = memberships.followed(settings)
     history = {feed: h.until(end_ms) for feed, h in _history(args, settings).items()}
 
-    altseason = _altseason(settings, args.universe, history) if args.universe else None
+    altseason = _altseason(settings, args.universe, history) if _has_index(args, settings) else None
     metrics, missing = runnable_metrics(settings, set(history))
     if missing:
         log.warning("no data for the inputs of %s: skipped", ", ".join(missing))
@@ -440,6 +499,9 @@ def _backtest(args: argparse.Namespace) -> int:
         full = MetricTable.from_series(full.series() | altseason.columns())
     if not args.streaming:  # the rules read every column, the altseason index's too
         alerts = evaluate_rules(settings, full, history, jumps)
+    if memberships is not None:
+        alerts = memberships.told(alerts, configured)
+        settings = configured
     table = full.between(start_ms, end_ms)
     shown = [a for a in alerts if (start_ms or 0) <= a.time < (end_ms or 2**62)]
     step = min(h.step_ms for h in history.values())
@@ -484,6 +546,68 @@ def _report_jump(jump: Jump) -> None:
     log.warning("%s", jump.describe())
 
 
+def _universe_paths(args: argparse.Namespace) -> list[Path]:
+    """Return the ``--universe`` folders and files, each checked to exist."""
+    for path in args.universe:
+        if not path.exists():
+            raise UsageError(f"--universe {path}: no such folder or file")
+    return list(args.universe)
+
+
+def _has_index(args: argparse.Namespace, settings: Settings) -> bool:
+    """Return whether ``--universe`` adds the Altcoin Season Index (not only members' history)."""
+    return bool(args.universe) and (settings.altseason is not None or not settings.watchlists)
+
+
+def _ranked(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    span: tuple[int | None, int | None] = (None, None),
+    moment: bool = False,
+    at_ms: int | None = None,
+) -> tuple[Settings, MembershipLog | None]:
+    """Rank the dynamic watchlists from ``--universe`` and expand their templates.
+
+    For a backtest (``span``): every coin that was a member in the span, and when; for one
+    ``moment`` (the digest's): the members of the last ranking closed by ``at_ms`` (default:
+    the universe's last day).
+    """
+    used = {w for section in SECTIONS for w in settings.expansion.templates(section).values()}
+    dynamic = {n: w for n, w in settings.watchlists.items() if w.dynamic and n in used}
+    if not dynamic:
+        return settings, None
+    if not args.universe:
+        name = next(iter(dynamic))
+        raise UsageError(
+            f"watchlist {name} is dynamic (top {dynamic[name].top}): give --universe DIR "
+            f"with <BASE>{dynamic[name].quote}_1d.csv files to rank its members"
+        )
+    paths = _universe_paths(args)
+    members: dict[str, tuple[Member, ...]] = {}
+    lists: dict[str, Membership] = {}
+    for name, config in dynamic.items():
+        rank = ranking(load_universe(paths, config.quote), config)
+        if moment:
+            last = int(rank.days[-1]) + 86_400_000 if rank.days.size else 0
+            at = at_ms if at_ms is not None else last
+            members[name] = ranked_members(rank, at, config.quote)
+        else:
+            lists[name] = Membership.of(name, config, rank, *span)
+            members[name] = lists[name].members()
+        shown = ", ".join(m.base for m in members[name][:10])
+        more = f" and {len(members[name]) - 10} more" if len(members[name]) > 10 else ""
+        log.info(
+            "watchlist %s: %d member(s) ranked from --universe: %s%s",
+            name,
+            len(members[name]),
+            shown,
+            more,
+        )
+    settings = with_members(settings, members)
+    return settings, MembershipLog(lists) if lists else None
+
+
 def _altseason(
     settings: Settings, paths: list[Path], history: dict[str, FeedHistory]
 ) -> AltseasonSeries:
@@ -523,29 +647,68 @@ def _silence(args: argparse.Namespace) -> int:
             active = silences.active()
         for s in active:
             left = format_duration(s.until - time.time())
-            print(f"{s.rule}  until {iso_time(int(s.until * 1000))} ({left} left)  {s.reason}")
+            covered = _covered(settings, s.rule)
+            rule = s.rule if covered is None else f"{s.rule} ({len(covered)} rule(s) now)"
+            print(f"{rule}  until {iso_time(int(s.until * 1000))} ({left} left)  {s.reason}")
         if not active:
             print("no silences")
         return 0
+    target = _silenced_name(settings, args.rule, args.template) if args.rule else None
     if args.clear:
         check_dir(path.parent)
         with state_file(path, "silences"):
-            print(f"cleared {silences.clear(args.rule)} silence(s)")
+            print(f"cleared {silences.clear(target)} silence(s)")
         return 0
-    if not args.rule or not args.duration:
+    if not target or not args.duration:
         raise UsageError("silence takes RULE --for DURATION (or --list, or --clear [RULE])")
-    names = {rule.name for rule in settings.rules} | {f"stale.{f}" for f in settings.feeds}
-    if args.rule not in names:
-        raise UsageError(f"no rule named {args.rule!r}; rules: {', '.join(sorted(names))}")
     try:
         seconds = parse_duration(args.duration)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     check_dir(path.parent)
     with state_file(path, "silences"):
-        s = silences.add(args.rule, seconds, args.reason)
-    print(f"silenced {s.rule} until {iso_time(int(s.until * 1000))}")
+        s = silences.add(target, seconds, args.reason)
+    covered = _covered(settings, s.rule)
+    what = s.rule if covered is None else f"{s.rule} ({', '.join(covered) or 'no rule yet'})"
+    print(f"silenced {what} until {iso_time(int(s.until * 1000))}")
     return 0
+
+
+def _silenced_name(settings: Settings, rule: str, template: bool) -> str:
+    """Return what ``moodring silence RULE [--template]`` silences; UsageError if nothing."""
+    names = {r.name for r in settings.rules} | {f"stale.{f}" for f in settings.feeds}
+    templates = set(settings.expansion.templates("rules"))
+    if template:
+        if rule in templates:
+            return rule
+        found = settings.template_of(rule)
+        if found is None:
+            raise UsageError(
+                f"--template: {rule!r} is not a rule of a watchlist's template "
+                f"(templates: {', '.join(sorted(templates)) or 'none'})"
+            )
+        return found
+    if is_template(rule):
+        if rule not in templates:
+            raise UsageError(
+                f"no rule template {rule!r}; templates: {', '.join(sorted(templates)) or 'none'}"
+            )
+        return rule
+    if is_pattern(rule):
+        if not any(fnmatchcase(name, rule) for name in names | templates):
+            raise UsageError(f"{rule!r} matches no rule; rules: {', '.join(sorted(names))}")
+        return rule
+    if rule not in names:
+        raise UsageError(f"no rule named {rule!r}; rules: {', '.join(sorted(names))}")
+    return rule
+
+
+def _covered(settings: Settings, silenced: str) -> list[str] | None:
+    """Return the rules a pattern's or template's silence mutes now (None: a plain name)."""
+    if not is_pattern(silenced) and not is_template(silenced):
+        return None
+    names = [r.name for r in settings.rules] + [f"stale.{f}" for f in settings.feeds]
+    return [n for n in names if covers(silenced, n, settings.template_of(n))]
 
 
 def _outbox(args: argparse.Namespace) -> int:
@@ -696,9 +859,10 @@ def _digest(args: argparse.Namespace) -> int:
         raise UsageError(
             "no notify.urls configured (set them in the config or MOODRING_NOTIFY__URLS)"
         )
+    settings, _ = _ranked(args, settings, moment=True, at_ms=_ms(args.at))
     history = _history(args, settings)
     externals = None
-    if args.universe:
+    if _has_index(args, settings):
         index = _altseason(settings, args.universe, history).columns()["altseason_index"]
         externals = {"altseason_index": index}
     digest = digest_from_history(settings, history, _ms(args.at), externals)

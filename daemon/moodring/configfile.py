@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from pydantic_settings import EnvSettingsSource, SettingsError
 from moodring import feeds, metrics
 from moodring.digest import schedule, wording
 from moodring.errors import ConfigError
+from moodring.expansion import PLACEHOLDERS, SECTIONS, Result, expand
 from moodring.logs import MASK, looks_secret, redact, register_secrets
 from moodring.rules import templates
-from moodring.settings import DEFAULT_CONFIG, METRICS, Settings
+from moodring.settings import DEFAULT_CONFIG, FOR_EACH, METRICS, Expanded, Member, Settings
 
 # Importing these registers what settings validates with: the feed sources, the metric
 # types, the template check, and the digest's template, schedule and time zone checks.
@@ -36,6 +38,9 @@ SECRETS = frozenset({"url", "urls", "password", "api_key", "api_secret"})
 SECRET_SOURCES = ("", "_file", "_credential")
 # a systemd credential of this name adds its apprise URLs (one a line) to notify.urls
 NOTIFY_CREDENTIAL = "notify_urls"
+
+# the keys of a dynamic watchlist (top: N) that show-config leaves out of an explicit one
+DYNAMIC_KEYS = ("top", "volume_days", "exclude", "include", "refresh")
 
 log = logging.getLogger("moodring.config")
 _warned: set[Path] = set()
@@ -83,24 +88,129 @@ def load_settings(path: str | Path | None = None) -> Settings:
     text, raw = _read_yaml(file)
     env, names = environment_overrides()
     origins = ConfigOrigins(file, text, names)
-    values = resolve_secrets(_merge(raw, env), file.parent, origins)
-    try:
-        settings = Settings(**values)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(file, exc, origins)) from exc
+    # variables naming an entry the file lacks (``feeds.sol``: a member's) apply after expansion
+    written, late = _merge(raw, _early(raw, env, early=True)), _early(raw, env, early=False)
+    settings = _expanded_settings(written, late, file.parent, origins)
     _warn_if_exposed(file, raw)
     register_secrets(settings)
     return settings
 
 
-def config_error(file: Path, problems: Iterable[tuple[Loc, str]]) -> ConfigError:
-    """Return a ConfigError for problems found in a loaded config, naming lines or variables."""
+def with_members(settings: Settings, members: Mapping[str, Sequence[Member]]) -> Settings:
+    """Return ``settings`` expanded anew, a dynamic watchlist's templates for ``members``.
+
+    Raises ConfigError when a member's expansion is invalid (a name another entry has).
+    """
+    found = settings.expansion
+    base = found.base or Path.cwd()
+    origins = ConfigOrigins(base / CONFIG_NAME, None, {})
+    return _expanded_settings(found.written, found.late, base, origins, members)
+
+
+def _expanded_settings(
+    written: dict[str, Any],
+    late: dict[str, Any],
+    base: Path,
+    origins: ConfigOrigins,
+    members: Mapping[str, Sequence[Member]] | None = None,
+) -> Settings:
+    """Expand the templates of ``written`` (see ``moodring.expansion``) and validate them.
+
+    The templates of a dynamic watchlist not ranked yet are checked with a stand-in member.
+    """
+    result = expand(written, members)
+    if result.problems:
+        raise ConfigError(format_errors(origins.file, result.problems, origins))
+    settings = _validated(result, late, base, origins)
+    if result.unranked:
+        _validated(expand(written, members, stand_in=True), late, base, origins)
+    templates = result.expansion.templates("rules")
+    unknown = [
+        t for t in (settings.digest.watchlist if settings.digest else ()) if t not in templates
+    ]
+    if unknown:
+        known = ", ".join(templates) or "none"
+        problems = [
+            (
+                ("digest", "watchlist", name),
+                f"not a rule template of a watchlist (templates: {known})",
+            )
+            for name in unknown
+        ]
+        raise ConfigError(format_errors(origins.file, problems, origins))
+    return settings.with_expansion(dataclasses.replace(result.expansion, late=late, base=base))
+
+
+def _validated(
+    result: Result, late: dict[str, Any], base: Path, origins: ConfigOrigins
+) -> Settings:
+    """Return the settings of expanded values; ConfigError naming each template's member."""
+    origins.expanded = {
+        loc: (template, _member_note(origin, origin.watchlist in result.stand_ins))
+        for loc, (template, origin) in result.locs.items()
+    }
+    values = resolve_secrets(_merge(result.values, late), base, origins)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(origins.file, exc, origins)) from exc
+
+
+def _member_note(origin: Expanded, stand_in: bool) -> str:
+    if stand_in:
+        return (
+            f"checked with a stand-in member {origin.member.symbol}: "
+            f"watchlist {origin.watchlist} is ranked at run time"
+        )
+    return f"member {origin.member.symbol} of watchlist {origin.watchlist}"
+
+
+def _early(raw: dict[str, Any], env: dict[str, Any], *, early: bool) -> dict[str, Any]:
+    """Return the overrides of entries the file has (``early``), or of those it lacks."""
+    picked: dict[str, Any] = {}
+    for key, value in env.items():
+        section = raw.get(key)
+        if key in SECTIONS[:3] and isinstance(value, dict) and isinstance(section, dict):
+            part = {k: v for k, v in value.items() if (k in section) == early}
+            if part:
+                picked[key] = part
+        elif early:
+            picked[key] = value
+    return picked
+
+
+def config_error(
+    file: Path, problems: Iterable[tuple[Loc, str]], settings: Settings | None = None
+) -> ConfigError:
+    """Return a ConfigError for problems found in a loaded config, naming lines or variables.
+
+    With ``settings``, a problem of an expanded rule names its template and member.
+    """
     try:
         text: str | None = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         text = None
     _, names = environment_overrides()
-    return ConfigError(format_errors(file, problems, ConfigOrigins(file, text, names)))
+    origins = ConfigOrigins(file, text, names)
+    if settings is not None:
+        origins.expanded = _rule_templates(settings)
+    return ConfigError(format_errors(file, problems, origins))
+
+
+def _rule_templates(settings: Settings) -> dict[Loc, tuple[Loc, str]]:
+    """Return each expanded rule's key path, its template's, and which member it is."""
+    written = settings.expansion.written.get("rules")
+    index = {
+        rule.get("name"): i
+        for i, rule in enumerate(written if isinstance(written, list) else [])
+        if isinstance(rule, dict) and FOR_EACH in rule
+    }
+    found: dict[Loc, tuple[Loc, str]] = {}
+    for i, rule in enumerate(settings.rules):
+        origin = settings.origin("rules", rule.name)
+        if origin is not None and origin.template in index:
+            found[("rules", i)] = (("rules", index[origin.template]), _member_note(origin, False))
+    return found
 
 
 def environment_overrides() -> tuple[dict[str, Any], dict[Loc, str]]:
@@ -259,11 +369,64 @@ class _SecretReader:
         return text, how
 
 
-def show_config(settings: Settings) -> str:
-    """Return the effective settings as YAML, every secret as ``***`` and URL tokens masked."""
+def show_config(settings: Settings, *, expanded: bool = False) -> str:
+    """Return the effective settings as YAML, every secret as ``***`` and URL tokens masked.
+
+    ``for_each`` templates are shown as written, or with ``expanded`` as the entries they
+    expanded to (a dynamic watchlist's: for the members it was last ranked with).
+    """
     plain = _plain(settings.model_dump(by_alias=True, exclude_none=True))
     plain["metrics"] = {name: {"type": m.pop("type"), **m} for name, m in plain["metrics"].items()}
+    if not plain["watchlists"]:
+        del plain["watchlists"]
+    for name, watchlist in settings.watchlists.items():
+        # an explicit list shows its members, a dynamic one how it is ranked
+        unused = ("members",) if watchlist.dynamic else DYNAMIC_KEYS
+        plain["watchlists"][name] = {
+            k: v for k, v in plain["watchlists"][name].items() if k not in unused
+        }
+    if settings.watchlists and not expanded:
+        _unexpand(plain, settings)
     return redact(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=100))
+
+
+def _unexpand(plain: dict[str, Any], settings: Settings) -> None:
+    """Put each template back, as written, in place of the entries it expanded to."""
+    written = settings.expansion.written
+    for section in SECTIONS:
+        entries, shown = written.get(section), plain.get(section)
+        if section == "rules" and isinstance(entries, list) and isinstance(shown, list):
+            by_name = {rule["name"]: rule for rule in shown}
+            kept = [_masked(e) if _templated(e) else by_name.get(e.get("name")) for e in entries]
+            plain[section] = [rule for rule in kept if rule is not None]
+        elif isinstance(entries, dict) and isinstance(shown, dict):
+            made = {name for (where, name) in settings.expansion.names if where == section}
+            out = {
+                str(key): _masked(entry) if _templated(entry) else shown.get(str(key))
+                for key, entry in entries.items()
+            }
+            out.update({k: v for k, v in shown.items() if k not in made and k not in out})
+            plain[section] = {k: v for k, v in out.items() if v is not None}
+
+
+def _templated(entry: Any) -> bool:
+    return isinstance(entry, dict) and FOR_EACH in entry
+
+
+def _masked(value: Any) -> Any:
+    """Return a template as written with the values of secret keys as ``***``."""
+    if isinstance(value, dict) and len(value) == 1 and None in value.values():
+        key = next(iter(value))
+        if key in PLACEHOLDERS:  # an unquoted {base}, as YAML read it
+            return f"{{{key}}}"
+    if isinstance(value, dict):
+        return {
+            str(k): MASK if _secret_name(str(k)) is not None else _masked(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
 
 
 def format_errors(
@@ -277,6 +440,8 @@ def format_errors(
     the environment variable that set it, or the secret file it was read from.
     """
     problems = _problems(errors, origins) if isinstance(errors, ValidationError) else [*errors]
+    if origins is not None and origins.expanded:
+        problems = origins.templated(problems)
     lines = [f"{file}: invalid configuration ({len(problems)} error(s))"]
     for loc, message in problems:
         path = ".".join(str(part) for part in loc) or "<root>"
@@ -291,10 +456,46 @@ class ConfigOrigins:
     def __init__(self, file: Path, text: str | None, env: dict[Loc, str]) -> None:
         self.file, self.text, self.env = file, text, env
         self.derived: dict[Loc, tuple[Loc, str]] = {}  # secret -> (key it came by, how)
+        # an expanded entry's key path -> its for_each template's, and which member it is
+        self.expanded: dict[Loc, tuple[Loc, str]] = {}
+        self._notes: dict[Loc, str] = {}
         self._root: yaml.Node | None = None
+
+    def templated(self, problems: Iterable[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
+        """Return problems of expanded entries at their templates' key paths, once per path.
+
+        The member named is the first that failed there (and how many more did).
+        """
+        found: dict[Loc, tuple[str, str, int]] = {}
+        out: list[tuple[Loc, str]] = []
+        for loc, message in problems:
+            where, note = self.translate(loc)
+            if not note:
+                out.append((loc, message))
+            elif where in found:
+                first, said, more = found[where]
+                found[where] = (first, said, more + 1)
+            else:
+                found[where] = (note, message, 0)
+                out.append((where, message))
+        for where, (note, _, more) in found.items():
+            self._notes[where] = note + (f", and {more} more" if more else "")
+        return out
+
+    def translate(self, loc: Loc) -> tuple[Loc, str]:
+        """Return the key path as written (a template's) of ``loc``, and the member it is."""
+        if self._env_var(loc) is None:
+            for length in range(len(loc), 0, -1):
+                hit = self.expanded.get(loc[:length])
+                if hit is not None:
+                    return hit[0] + loc[length:], hit[1]
+        return loc, ""
 
     def describe(self, loc: Loc) -> str:
         """Return where the value at ``loc`` was set: ``line 12``, a variable, a file."""
+        note = self._notes.get(loc)
+        if note is not None:
+            return ", ".join(part for part in (self._setting(loc), note) if part)
         for length in range(len(loc), 0, -1):
             if loc[:length] in self.derived:
                 key, how = self.derived[loc[:length]]
@@ -308,7 +509,7 @@ class ConfigOrigins:
 
     def knows(self, loc: Loc) -> bool:
         """Return whether ``loc`` itself was set by the YAML file or a variable."""
-        return self._env_var(loc) is not None or self._line(loc)[1]
+        return self._env_var(loc) is not None or self._line(self.translate(loc)[0])[1]
 
     def _setting(self, loc: Loc) -> str:
         var = self._env_var(loc)

@@ -18,7 +18,7 @@ from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump, jumped
 from moodring.market.ring import BarRing
 from moodring.market.series import BarSource, Join, RatioSeries
-from moodring.market.sessions import Cadence
+from moodring.market.sessions import Cadence, round_the_clock_span
 from moodring.market.timeframe import Timeframe
 from moodring.metrics.base import Indicator, PairIndicator, indicator_for
 from moodring.settings import MetricConfig, Settings, output_columns
@@ -201,6 +201,27 @@ class Engine:
         for node in self._dependents[feed]:
             node.dirty = True
 
+    def on_history(self, feed: str, bar: Bar, length_ms: int) -> None:
+        """Feed one closed history bar to the feed's bar builders of its length only.
+
+        Each timeframe's history is fetched for it: an hour's bars folded from a month of
+        five-minute history would cut short two years of hourly history.
+        """
+        for builder in self._builders[feed]:
+            if builder.timeframe.ms == length_ms:
+                builder.add_candle(
+                    bar.time,
+                    bar.open,
+                    bar.high,
+                    bar.low,
+                    bar.close,
+                    bar.volume,
+                    closed=True,
+                    length_ms=length_ms,
+                )
+        for node in self._dependents[feed]:
+            node.dirty = True
+
     def advance(self, now_ms: int, feeds: Iterable[str] | None = None) -> None:
         """Close every bar (of ``feeds``, default all) whose interval has ended by ``now_ms``."""
         for feed in self._builders if feeds is None else feeds:
@@ -357,15 +378,27 @@ class Engine:
 
 
 def _history_by_input(settings: Settings) -> dict[tuple[str, str], int]:
-    """Return, per (series, timeframe), the most closed bars any metric looks back over."""
+    """Return, per (series, timeframe), the most closed bars any metric looks back over.
+
+    A 24/7 series joined with an exchange's feed keeps as many bars as span the joined
+    bars the metric looks back over (warm-up fetches them; snapshots keep them).
+    """
     need: dict[tuple[str, str], int] = {}
     for config in settings.metrics.values():
+        calendars = {settings.feeds[f].session_calendar for f in settings.feeds_of(config.inputs())}
+        named = sorted(name for name in calendars if name is not None)
         for series in config.inputs():
+            bars = config.history()
+            if named and all(
+                settings.feeds[f].round_the_clock for f in settings.feeds_of([series])
+            ):
+                calendar = calendar_named(named[0])
+                bars = round_the_clock_span(bars, Timeframe.parse(config.timeframe), calendar)
             key = (series, config.timeframe)
-            need[key] = max(need.get(key, 0), config.history())
+            need[key] = max(need.get(key, 0), bars)
             ratio = settings.series.get(series)
             for leg in ratio.ratio if ratio else ():
                 # the legs' windows are what warm-up fetches and snapshots keep for the ratio
                 leg_key = (leg, config.timeframe)
-                need[leg_key] = max(need.get(leg_key, 0), config.history())
+                need[leg_key] = max(need.get(leg_key, 0), bars)
     return need

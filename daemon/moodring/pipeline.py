@@ -69,6 +69,12 @@ class Pipeline(Engine):
         if not self._deferred and (self._moment or self.rules.waiting):
             self._flush()
 
+    def on_history(self, feed: str, bar: Bar, length_ms: int) -> None:
+        """Feed one closed history bar to the builders of its length; rules see what closed."""
+        Engine.on_history(self, feed, bar, length_ms)
+        if not self._deferred and (self._moment or self.rules.waiting):
+            self._flush()
+
     def advance(self, now_ms: int, feeds: Iterable[str] | None = None) -> None:
         """Close every bar (of ``feeds``, default all) ended by ``now_ms``; rules see them."""
         Engine.advance(self, now_ms, feeds)

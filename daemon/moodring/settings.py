@@ -8,6 +8,7 @@ the template and schedule checks of ``moodring.rules`` and ``moodring.digest``);
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -25,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    PrivateAttr,
     SecretStr,
     SerializeAsAny,
     ValidatorFunctionWrapHandler,
@@ -634,6 +636,9 @@ class MqttConfig(Model):
     forming_interval: Duration = 5.0  # forming-bar values at most this often per metric
     alert_queue: int = Field(1000, ge=1)  # alerts kept while the broker is unreachable
     discovery: bool = False  # Home Assistant MQTT discovery
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
+    # where Home Assistant says `online` when it starts (its birth message): announce again
+    discovery_status_topic: str = Field("homeassistant/status", pattern=r"^[^#+]+$")
 
 
 class HttpConfig(Model):
@@ -704,6 +709,143 @@ class AltseasonConfig(Model):
         return ExclusionRules.of(self.exclude, self.include)
 
 
+WATCHLIST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+class WatchlistConfig(Model):
+    """A watchlist: explicit market symbols, or the ``top`` markets of an exchange by volume.
+
+    Explicit: ``members`` (``[SOL/USDT, BNB/USDT]``; a bare list is short for it). Dynamic:
+    the ``top`` markets of ``exchange``'s ``quote`` markets by quote volume over the last
+    ``volume_days``, ranked as the Altcoin Season Index ranks its universe (BTC,
+    stablecoins, wrapped and leveraged tokens left out; ``exclude``/``include`` adjust the
+    lists), re-ranked every ``refresh``. Feeds, series, metrics and rules declared
+    ``for_each`` watchlist are expanded per member (``moodring.expansion``).
+    """
+
+    members: tuple[str, ...] = ()
+    top: int | None = Field(None, ge=1)
+    exchange: str = "binance"
+    quote: str = "USDT"
+    volume_days: int = Field(30, ge=1)
+    exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    refresh: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 86400.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_members(cls, value: Any) -> Any:
+        return {"members": value} if isinstance(value, list | tuple) else value
+
+    @field_validator("members")
+    @classmethod
+    def _symbols(cls, members: tuple[str, ...]) -> tuple[str, ...]:
+        symbols = tuple(Member.of(symbol).symbol for symbol in members)
+        twice = sorted({s for s in symbols if symbols.count(s) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed twice")
+        return symbols
+
+    @field_validator("quote", "exclude", "include")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().upper()
+        return tuple(name.strip().upper() for name in value)
+
+    @model_validator(mode="after")
+    def _explicit_or_dynamic(self) -> WatchlistConfig:
+        if self.dynamic:
+            if self.members:
+                raise ValueError("give members (explicit) or top (dynamic), not both")
+            both = sorted(set(self.exclude) & set(self.include))
+            if both:
+                raise ValueError(f"{', '.join(both)} both excluded and included")
+            if "BTC" in self.include:
+                raise ValueError(
+                    "include: a dynamic watchlist ranks altcoins, BTC is left out "
+                    "(watch it with a feed of its own)"
+                )
+            return self
+        if not self.members:
+            raise ValueError(
+                "give members ([SOL/USDT, ...]) or top (the busiest markets of an exchange)"
+            )
+        dynamic_keys = [k for k in ("exclude", "include") if getattr(self, k)]
+        dynamic_keys += [k for k in ("volume_days", "refresh") if k in self.model_fields_set]
+        if dynamic_keys:
+            raise ValueError(f"{dynamic_keys[0]}: only a dynamic watchlist (top: N) takes it")
+        return self
+
+    @property
+    def dynamic(self) -> bool:
+        """Return whether the members are ranked at run time (``top``) rather than listed."""
+        return self.top is not None
+
+    def rules(self) -> ExclusionRules:
+        """Return a dynamic watchlist's exclusion overrides (as the Altcoin Season Index's)."""
+        return ExclusionRules.of(self.exclude, self.include)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of a watchlist: a market symbol and its base and quote currencies."""
+
+    symbol: str  # SOL/USDT
+    base: str  # SOL
+    quote: str  # USDT
+
+    @classmethod
+    def of(cls, symbol: str) -> Member:
+        """Parse ``BASE/QUOTE`` (any case); ValueError naming the symbol otherwise."""
+        base, slash, quote = str(symbol).strip().upper().partition("/")
+        if not slash or not base.isalnum() or not quote.isalnum():
+            raise ValueError(f"{symbol!r}: give a member as BASE/QUOTE, e.g. SOL/USDT")
+        return cls(f"{base}/{quote}", base, quote)
+
+
+@dataclass(frozen=True, slots=True)
+class Expanded:
+    """Where an expanded feed, series, metric or rule came from: its template and member."""
+
+    section: str  # feeds, series, metrics or rules
+    template: str  # the template's name as written: ``{base}-decoupling``
+    watchlist: str
+    member: Member
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """How a config's ``for_each`` templates were expanded (see ``moodring.expansion``).
+
+    ``written`` holds the values as written (templates unexpanded, after the environment's
+    overrides of written keys); ``late`` the environment's overrides of expanded entries and
+    ``base`` the config's folder, so the same config can be expanded for other members.
+    """
+
+    # settings compare equal when they expand to the same: what they were written as aside
+    written: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    members: dict[str, tuple[Member, ...]] = dataclasses.field(default_factory=dict)
+    names: dict[tuple[str, str], Expanded] = dataclasses.field(default_factory=dict)
+    late: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    base: Path | None = dataclasses.field(default=None, compare=False)
+
+    def templates(self, section: str) -> dict[str, str]:
+        """Return each template of a section (its name as written) and its watchlist."""
+        found: dict[str, str] = {}
+        entries = self.written.get(section)
+        items = enumerate(entries) if isinstance(entries, list) else (entries or {}).items()
+        for key, entry in items:
+            if isinstance(entry, dict) and isinstance(entry.get(FOR_EACH), str):
+                name = entry.get("name") if section == "rules" else key
+                found[str(name)] = entry[FOR_EACH]
+        return found
+
+
+# the key of a feed, series, metric or rule that makes it a template over a watchlist
+FOR_EACH = "for_each"
+
+
 DIGEST_TITLE = "moodring digest {{ date }}"
 
 DIGEST_MESSAGE = (
@@ -718,6 +860,7 @@ DIGEST_MESSAGE = (
     "Divergence: {{ divergence.state }}.\n"
     "Firing: {{ firing | join(', ') or 'none' }}."
     "{% if recent %} Fired this week: {{ recent | join(', ') }}.{% endif %}"
+    "{% for line in watchlists %}\n{{ line.text }}{% endfor %}"
 )
 
 
@@ -741,6 +884,10 @@ class DigestConfig(Model):
     mfi_band: Band = (50.0, 80.0)
     divergence: str = "eth_rut_divergence"
     altseason: str = "altseason_index"
+    # rule template of a watchlist (as written) -> what its firing members do, for the
+    # watchlist section ("3 of 50 watched alts <are decoupling from the Russell 2000>: ...");
+    # given, only these templates get a line
+    watchlist: dict[str, str] = {}
 
     @field_validator("title", "message")
     @classmethod
@@ -798,6 +945,7 @@ class Settings(BaseSettings):
         defer_build=True,
     )
 
+    watchlists: dict[Annotated[str, Field(pattern=WATCHLIST_NAME)], WatchlistConfig] = {}
     feeds: dict[str, AnyFeedConfig]
     series: dict[str, RatioConfig] = {}
     metrics: dict[str, Annotated[MetricConfig, _RegisteredMetrics()]] = {}
@@ -808,6 +956,8 @@ class Settings(BaseSettings):
     altseason: AltseasonConfig | None = None
     digest: DigestConfig | None = None
     state_dir: Path | None = None
+    # how the for_each templates were expanded (set by moodring.expansion; none: no templates)
+    _expansion: Expansion | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -870,6 +1020,29 @@ class Settings(BaseSettings):
         if self.digest is not None:
             self.digest.check_references(known)
         return self
+
+    @property
+    def expansion(self) -> Expansion:
+        """Return how the config's ``for_each`` templates were expanded (empty: none)."""
+        return self._expansion or Expansion()
+
+    def with_expansion(self, expansion: Expansion) -> Settings:
+        """Return these settings marked as expanded by ``expansion`` (what made them)."""
+        self._expansion = expansion
+        return self
+
+    def origin(self, section: str, name: str) -> Expanded | None:
+        """Return the template and member an expanded feed, series, metric or rule came from."""
+        return self.expansion.names.get((section, name))
+
+    def template_of(self, rule: str) -> str | None:
+        """Return the name of the rule template (as written) ``rule`` was expanded from."""
+        origin = self.origin("rules", rule)
+        return origin.template if origin is not None else None
+
+    def members(self, watchlist: str) -> tuple[Member, ...]:
+        """Return a watchlist's members the templates were expanded for."""
+        return self.expansion.members.get(watchlist, ())
 
     def resolved_state_dir(self) -> Path:
         """Return the state directory: configured, systemd's, XDG's, or ~/.local/state."""

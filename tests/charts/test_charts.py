@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import math
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +22,9 @@ import pandas as pd
 import pytest
 
 from moodring.charts import render as charts
-from moodring.charts.model import ChartError
+from moodring.charts.model import ChartError, parse_chart
 from moodring.charts.render import render_png, render_with_budget
+from moodring.charts.worker import CHART_WORKER, ChartWorker
 from tests.support.paths import DATA
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -237,41 +242,100 @@ def test_optional_keys_and_single_panel() -> None:
 
 async def test_render_with_budget_returns_png(real_chart: dict[str, Any]) -> None:
     png = await render_with_budget(real_chart)
+    assert png is not None
+    _check_png(png)
+    assert png == render_png(real_chart)  # the worker draws what the process would
+
+
+def test_the_daemons_charts_leave_matplotlib_out_of_its_process() -> None:
+    # a fresh process: this one has imported matplotlib for the tests above
+    code = textwrap.dedent("""
+        import asyncio, sys
+        from moodring.charts.render import render_with_budget
+        from moodring.charts.worker import CHART_WORKER
+        n = 50
+        chart = {"time": [1_700_000_000_000 + i * 60_000 for i in range(n)],
+                 "panels": [{"label": "p", "series": {"x": [float(i) for i in range(n)]}}]}
+        pngs = [asyncio.run(render_with_budget(chart)) for _ in range(3)]
+        assert all(png and png.startswith(b"\\x89PNG") for png in pngs), pngs
+        assert CHART_WORKER.started == 1, CHART_WORKER.started
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+async def test_render_over_budget_kills_the_worker(
+    real_chart: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    await render_with_budget(real_chart)  # a worker is up and idle
+    pid = CHART_WORKER.pid
+    assert pid is not None
+    started = CHART_WORKER.started
+    with caplog.at_level(logging.WARNING, logger=charts.__name__):
+        # no render takes a millisecond
+        assert await render_with_budget(real_chart, budget_s=0.001) is None
+    assert "took over 0.001 s" in caplog.text
+    await _gone(pid)
+    png = await render_with_budget(real_chart)  # a new worker takes the next chart
     assert png is not None and png.startswith(PNG_SIGNATURE)
+    assert CHART_WORKER.started == started + 1
 
 
-async def test_render_with_budget_times_out(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    release = threading.Event()
-
-    def slow(chart: Any) -> bytes:
-        release.wait(5)
-        return b"late"
-
-    monkeypatch.setattr(charts, "render_png", slow)
-    try:
-        with caplog.at_level(logging.WARNING, logger=charts.__name__):
-            assert await render_with_budget(_base(), budget_s=0.1) is None
-    finally:
-        release.set()  # let the abandoned worker thread finish
-    assert "took over 0.1 s" in caplog.text
+async def test_a_worker_that_died_while_idle_is_replaced(real_chart: dict[str, Any]) -> None:
+    await render_with_budget(real_chart)
+    pid = CHART_WORKER.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await _gone(pid)
+    png = await render_with_budget(real_chart)  # not lost: sent again to a fresh worker
+    assert png is not None and png.startswith(PNG_SIGNATURE)
+    assert CHART_WORKER.pid not in (None, pid)
 
 
-async def test_render_with_budget_swallows_errors(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_an_idle_worker_exits() -> None:
+    worker = ChartWorker(idle_s=0.2)
+    request = parse_chart(_base()).model_dump_json().encode()
+    kind, png = await asyncio.to_thread(worker.render, request, threading.Event())
+    assert kind == "png" and png.startswith(PNG_SIGNATURE)
+    pid = worker.pid
+    assert pid is not None
+    await _gone(pid)
+    assert worker.pid is None
+    kind, _ = await asyncio.to_thread(worker.render, request, threading.Event())
+    assert kind == "png" and worker.started == 2
+    worker.close()
+
+
+async def test_render_with_budget_swallows_errors(caplog: pytest.LogCaptureFixture) -> None:
     chart = _base()
     chart["time"] = "soon"
     with caplog.at_level(logging.WARNING, logger=charts.__name__):
         assert await render_with_budget(chart) is None
     assert "time: expected a list" in caplog.text
 
-    def boom(chart: Any) -> bytes:
-        raise RuntimeError("backend exploded")
-
-    monkeypatch.setattr(charts, "render_png", boom)
+    # valid data matplotlib cannot draw: dates past the year 9999
+    chart = _base()
+    chart["time"] = [10**17 + i * 60_000 for i in range(len(chart["time"]))]
+    chart["marker"] = None
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=charts.__name__):
-        assert await render_with_budget(_base()) is None
-    assert "rendering failed" in caplog.text and "backend exploded" in caplog.text
+        assert await render_with_budget(chart) is None
+    assert "rendering failed" in caplog.text and "OverflowError" in caplog.text
+    assert await render_with_budget(_base()) is not None  # the worker lives on
+
+
+async def _gone(pid: int, timeout: float = 30.0) -> None:
+    """Wait until process ``pid`` no longer exists (or is a zombie)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state == "Z":
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"process {pid} still runs"
+        await asyncio.sleep(0.05)

@@ -6,12 +6,15 @@ import asyncio
 import json
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import jinja2
 import pytest
 from pydantic import SecretStr
 
+import moodring
 from moodring.backoff import Backoff
 from moodring.delivery.mqtt import MqttPublisher
 from moodring.market.bar import Bar
@@ -397,21 +400,156 @@ async def test_producers_never_raise(caplog: pytest.LogCaptureFixture) -> None:
     assert publisher.stats.dropped == 3
 
 
+# what Home Assistant's MQTT discovery documents: <prefix>/<component>/<object_id>/config,
+# object_id in [a-zA-Z0-9_-], origin.name required, device.identifiers or connections
+HA_TOPIC = re.compile(r"^ha/(sensor|binary_sensor)/([a-zA-Z0-9_-]+)/config$")
+HA_KEYS = {
+    "name",
+    "unique_id",
+    "state_topic",
+    "value_template",
+    "json_attributes_topic",
+    "availability_topic",
+    "payload_available",
+    "payload_not_available",
+    "device",
+    "origin",
+    "device_class",
+    "state_class",
+    "entity_category",
+    "icon",
+    "payload_on",
+    "payload_off",
+}
+
+
+def check_entity(topic: str, entity: dict) -> str:
+    """Assert ``entity`` is a discovery config Home Assistant accepts; return its component."""
+    found = HA_TOPIC.match(topic)
+    assert found is not None, topic
+    component, object_id = found.groups()
+    assert set(entity) <= HA_KEYS, set(entity) - HA_KEYS
+    assert entity["unique_id"] == object_id
+    assert entity["origin"] == {"name": "moodring", "sw_version": moodring.__version__}
+    assert entity["device"] == {
+        "identifiers": ["moodring"],
+        "name": "moodring",
+        "manufacturer": "moodring",
+        "model": "moodring alert daemon",
+        "sw_version": moodring.__version__,
+    }
+    assert (entity["availability_topic"], entity["payload_available"]) == (STATUS, "online")
+    assert entity["payload_not_available"] == "offline"
+    if component == "binary_sensor":
+        assert (entity["payload_on"], entity["payload_off"]) == ("ON", "OFF")
+    return component
+
+
+def state_of(entity: dict, payload: str) -> str:
+    """Return what Home Assistant makes of ``payload`` on the entity's state topic."""
+    template = jinja2.Environment().from_string(entity["value_template"])
+    return template.render(value_json=json.loads(payload), value=payload)
+
+
 async def test_home_assistant_discovery(broker: Mosquitto) -> None:
-    publisher = MqttPublisher(config(broker.port, discovery=True), backoff=fast_backoff())
-    publisher.announce(["eth_mfi", "eth/btc"])
-    async with Collector(broker.port, "homeassistant/#") as sub, publisher:
-        await sub.wait_for(lambda s: len(s.messages) == 2)
-    first = sub.jsons("homeassistant/sensor/moodring_eth_mfi/config")[0]
-    assert first["state_topic"] == "moodring/metrics/eth_mfi"
-    assert first["availability_topic"] == STATUS
-    assert first["unique_id"] == "moodring_eth_mfi"
-    assert sub.jsons("homeassistant/sensor/moodring_eth_btc/config")[0]["state_topic"] == (
-        "moodring/metrics/eth_btc"
-    )
+    ha_config = config(broker.port, discovery=True, discovery_prefix="ha")
+    publisher = MqttPublisher(ha_config, backoff=fast_backoff())
+    publisher.announce(["eth_mfi", "eth/btc"], feeds=["eth", "spy"], rules=["mfi high"])
+    publisher.metric("eth_mfi", 81.5, T0, closed=True)
+    publisher.feed_state("eth", "stale", T0)
+    publisher.feed_state("spy", "closed", T0)
+    publisher.rule_state("mfi high", "firing", T0, firing=True, muted=False)
+    publisher.firing_rules(["mfi high"], T0)
+    async with Collector(broker.port) as sub, publisher:
+        await sub.wait_for(lambda s: len(s.on("moodring/firing")) == 1)
+        await sub.wait_for(
+            lambda s: len([m for m in s.messages if HA_TOPIC.match(m.topic.value)]) == 6
+        )
+    configs = {
+        m.topic.value: json.loads(m.payload) for m in sub.messages if HA_TOPIC.match(m.topic.value)
+    }
+    async with Collector(broker.port, "ha/#") as late:  # Home Assistant starting later
+        await late.wait_for(lambda s: {m.topic.value for m in s.messages} == configs.keys())
+    assert all(m.retain for m in late.messages)
+    kinds = {topic: check_entity(topic, entity) for topic, entity in configs.items()}
+    assert kinds == {
+        "ha/sensor/moodring_eth_mfi/config": "sensor",
+        "ha/sensor/moodring_eth_btc/config": "sensor",
+        "ha/binary_sensor/moodring_feed_eth/config": "binary_sensor",
+        "ha/binary_sensor/moodring_feed_spy/config": "binary_sensor",
+        "ha/binary_sensor/moodring_rule_mfi_high/config": "binary_sensor",
+        "ha/sensor/moodring_firing_rules/config": "sensor",
+    }
+
+    def shown(topic: str) -> str:
+        entity = configs[topic]
+        return state_of(entity, sub.texts(entity["state_topic"])[-1])
+
+    mfi = configs["ha/sensor/moodring_eth_mfi/config"]
+    assert (mfi["state_topic"], mfi["state_class"]) == ("moodring/metrics/eth_mfi", "measurement")
+    assert shown("ha/sensor/moodring_eth_mfi/config") == "81.5"
+    assert configs["ha/sensor/moodring_eth_btc/config"]["state_topic"] == "moodring/metrics/eth_btc"
+    eth = configs["ha/binary_sensor/moodring_feed_eth/config"]
+    assert (eth["device_class"], eth["state_topic"]) == ("connectivity", "moodring/feeds/eth")
+    assert shown("ha/binary_sensor/moodring_feed_eth/config") == "OFF"  # stale
+    assert shown("ha/binary_sensor/moodring_feed_spy/config") == "ON"  # market closed: fine
+    rule = configs["ha/binary_sensor/moodring_rule_mfi_high/config"]
+    assert (rule["name"], rule["state_topic"]) == ("mfi high", "moodring/rules/mfi high")
+    assert shown("ha/binary_sensor/moodring_rule_mfi_high/config") == "ON"
+    assert shown("ha/sensor/moodring_firing_rules/config") == "1"
+    assert sub.jsons("moodring/firing")[-1]["rules"] == ["mfi high"]  # the sensor's attributes
+
     off = MqttPublisher(config(broker.port))
-    off.announce(["eth_mfi"])
+    off.announce(["eth_mfi"], feeds=["eth"], rules=["r"])
     assert off.stats.queued_alerts == 0 and not off._latest
+
+
+async def test_home_assistant_online_announces_again(broker: Mosquitto) -> None:
+    publisher = MqttPublisher(config(broker.port, discovery=True), backoff=fast_backoff())
+    publisher.announce(["m"], feeds=["eth"], rules=["r"])
+    topics = {
+        "homeassistant/sensor/moodring_m/config",
+        "homeassistant/binary_sensor/moodring_feed_eth/config",
+        "homeassistant/binary_sensor/moodring_rule_r/config",
+        "homeassistant/sensor/moodring_firing_rules/config",
+    }
+    async with Collector(broker.port, "homeassistant/+/+/config") as sub, publisher:
+        await sub.wait_for(lambda s: sorted(m.topic.value for m in s.messages) == sorted(topics))
+        # Home Assistant's birth message, as it sends it when it (re)starts
+        await sub.client.publish("homeassistant/status", "online", qos=1)
+        await sub.wait_for(lambda s: all(len(s.on(topic)) == 2 for topic in topics))
+
+
+async def test_announce_removes_entities_that_are_gone(broker: Mosquitto) -> None:
+    publisher = MqttPublisher(config(broker.port, discovery=True), backoff=fast_backoff())
+    publisher.announce(["m"], feeds=["eth"], rules=["a", "b"])
+    publisher.rule_state("b", "inactive", T0, firing=False, muted=False)
+    gone = ["homeassistant/binary_sensor/moodring_rule_b/config", "moodring/rules/b"]
+    async with Collector(broker.port) as sub, publisher:
+        await sub.wait_for(lambda s: all(len(s.on(topic)) == 1 for topic in gone))
+        publisher.announce(["m"], feeds=["eth"], rules=["a"])  # a reload dropped rule b
+        await sub.wait_for(lambda s: all(len(s.on(topic)) == 2 for topic in gone))
+        assert [sub.texts(topic)[-1] for topic in gone] == ["", ""]  # retained message deleted
+        # the configs still there were sent again as they are, not deleted
+        kept = "homeassistant/binary_sensor/moodring_rule_a/config"
+        assert all(text for text in sub.texts(kept))
+
+
+async def test_a_restarted_broker_gets_the_retained_messages_again(broker: Mosquitto) -> None:
+    publisher = MqttPublisher(config(broker.port, discovery=True), backoff=fast_backoff())
+    publisher.announce(["m"])
+    publisher.metric("m", 5.0, T0, closed=True)
+    topics = {"homeassistant/sensor/moodring_m/config", "moodring/metrics/m", STATUS}
+    async with publisher:
+        async with Collector(broker.port) as before:
+            await before.wait_for(lambda s: {m.topic.value for m in s.messages} >= topics)
+        broker.restart()  # persistence off: the broker forgot every retained message
+        await eventually(lambda: not publisher.stats.connected)
+        await eventually(lambda: publisher.stats.connected)
+        async with Collector(broker.port) as late:
+            await late.wait_for(lambda s: {m.topic.value for m in s.messages} >= topics)
+    assert late.jsons("moodring/metrics/m")[0]["value"] == 5.0
+    assert all(m.retain for m in late.messages)
 
 
 async def test_run_returns_at_once_without_a_host() -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from moodring.cli import main
 from moodring.feeds.ccxt import exchange
 from moodring.service.daemon import Daemon
 from moodring.testing.fake_exchange import FakeExchange
@@ -149,11 +147,3 @@ async def test_a_silent_but_connected_socket_is_stale_and_reconnected(tmp_path) 
             assert ("stale.eth", "firing") in stale and ("stale.eth", "resolved") in stale
     finally:
         await fake.stop()
-
-
-def test_demo_runs_offline_and_alerts(caplog) -> None:
-    caplog.set_level(logging.INFO)
-    assert main(["demo", "--for", "20", "--speed", "30"]) == 0
-    alerts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT ")]
-    assert alerts, "the demo should alert within its first replayed minutes"
-    assert any("ethbtc-breakout" in a for a in alerts)

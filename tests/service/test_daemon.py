@@ -143,8 +143,9 @@ async def test_the_daemon_publishes_on_mqtt(tmp_path: Path, fake: FakeExchange) 
             "port": broker.port,
             "prefix": "mr",
             "forming_interval": "1s",
+            "discovery": True,
         }
-        async with Collector(broker.port, "mr/#") as seen:
+        async with Collector(broker.port, "#") as seen:
             async with Daemon(load_settings_dict(tmp_path, cfg)):
                 await seen.wait_for(lambda c: "online" in c.texts("mr/status"), 60)
                 await seen.wait_for(lambda c: bool(c.on("mr/alerts/decoupling")), 120)
@@ -156,12 +157,33 @@ async def test_the_daemon_publishes_on_mqtt(tmp_path: Path, fake: FakeExchange) 
                     60,
                 )
                 await seen.wait_for(lambda c: bool(c.on("mr/bars/eth/1m")), 60)
+                # the next bar clock round after the alert tells Home Assistant it fires
+                await seen.wait_for(
+                    lambda c: [p["count"] for p in c.jsons("mr/firing")][-1:] == [1], 60
+                )
             await seen.wait_for(lambda c: c.texts("mr/status")[-1:] == ["offline"], 10)
         alert = seen.jsons("mr/alerts/decoupling")[0]
         assert alert["rule"] == "decoupling" and alert["state"] == "firing"
         assert seen.on("mr/alerts/decoupling")[0].qos == 1
         bar = seen.jsons("mr/bars/eth/1m")[-1]
         assert bar["low"] <= bar["close"] <= bar["high"] and bar["t"] % 60_000 == 0
+        # Home Assistant: the rule fires, both feeds are connected
+        rule = seen.jsons("mr/rules/decoupling")[-1]
+        assert (rule["state"], rule["firing"], rule["muted"]) == ("firing", True, False)
+        assert seen.jsons("mr/firing")[-1]["rules"] == ["decoupling"]
+        assert [seen.jsons(f"mr/feeds/{feed}")[-1]["state"] for feed in ("eth", "btc")] == [
+            "ok",
+            "ok",
+        ]
+        ha = {m.topic.value for m in seen.messages if m.topic.value.startswith("homeassistant/")}
+        assert ha == {
+            "homeassistant/sensor/mr_corr/config",
+            "homeassistant/sensor/mr_mfi/config",
+            "homeassistant/binary_sensor/mr_feed_eth/config",
+            "homeassistant/binary_sensor/mr_feed_btc/config",
+            "homeassistant/binary_sensor/mr_rule_decoupling/config",
+            "homeassistant/sensor/mr_firing_rules/config",
+        }
         # retained: a late subscriber still gets the latest values
         async with Collector(broker.port, "mr/metrics/#") as late:
             await late.wait_for(lambda c: bool(c.on("mr/metrics/corr")), 10)
@@ -203,7 +225,7 @@ async def test_a_restart_restores_state_and_sends_nothing_twice(
     second = Daemon(settings)
     if keep_snapshot:  # restored before the first tick: the values and the rule's state
         assert second.engine.values() == pytest.approx(values, nan_ok=True)
-        assert second.engine.rules.status("decoupling").state == "firing"
+        assert second.engine.rules.status("mfi-tick").state == "firing"
     async with second:
         stats = second.parts[0].stats
         await until(lambda: stats.trades > 2000, timeout=90)

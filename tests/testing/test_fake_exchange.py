@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -357,3 +358,31 @@ async def test_cli_prints_port_and_serves_exchange_info() -> None:
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_relabel_replays_a_captured_markets_trades_under_another_name() -> None:
+    async with FakeExchange(
+        [ETH], speed=0, autostart=False, relabel={"SOLUSDT": "ETHUSDT"}
+    ) as fake:
+        await asyncio.wait_for(fake.replay_done.wait(), 60)
+        eth, sol = fake.replayed_trades("ETHUSDT"), fake.replayed_trades("SOLUSDT")
+        assert len(sol) == len(eth) > 1000
+        assert all(s == {**e, "s": "SOLUSDT"} for s, e in zip(sol, eth, strict=True))
+    with pytest.raises(ValueError, match="relabel SOLUSDT=ADAUSDT: the captures hold no ADAUSDT"):
+        FakeExchange([ETH], relabel={"SOLUSDT": "ADAUSDT"})
+
+
+def test_cli_relabel_of_a_market_not_captured_is_one_sentence() -> None:
+    # it was a traceback
+    argv = ["--capture", str(ETH), "--relabel", "SOLUSDT=ADAUSDT"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "moodring.testing.fake_exchange", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.splitlines() == [
+        "python -m moodring.testing.fake_exchange: error: relabel SOLUSDT=ADAUSDT: "
+        "the captures hold no ADAUSDT trades (ETHUSDT)"
+    ]

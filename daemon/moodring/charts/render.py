@@ -1,20 +1,23 @@
 """Chart PNGs: an alert's stacked panels, the digest's 2x2 grid, small enough for Telegram."""
 
-# matplotlib is imported only inside the renderers so the daemon pays for it (~40 MB) only
-# when a chart is actually drawn. Rendering uses Figure + FigureCanvasAgg directly, never
-# pyplot, so concurrent renders in worker threads share no global figure state.
+# matplotlib is imported only inside the renderers: the daemon draws its charts in a worker
+# process (``render_with_budget``, see charts/worker.py) and never imports it; the CLI's
+# one-off charts draw in-process. Rendering uses Figure + FigureCanvasAgg directly, never
+# pyplot, so renders share no global figure state.
 
 from __future__ import annotations
 
 import asyncio
 import io
 import logging
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from moodring.charts.model import AlertChart, ChartError, DigestChart, parse_chart
+from moodring.charts.worker import CHART_WORKER
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -165,15 +168,34 @@ def save_png(fig: Figure) -> bytes:
 
 
 async def render_with_budget(chart: Mapping[str, Any], budget_s: float = 10.0) -> bytes | None:
-    """Render in a worker thread; None (and a log line) on timeout or error."""
+    """Render in the chart worker process; None (and a log line) on timeout or error.
+
+    The chart is checked here, rendered there; a render over ``budget_s`` kills the worker.
+    """
     title = chart.get("title", "") if isinstance(chart, Mapping) else ""
     try:
-        # The thread cannot be killed: on timeout it finishes in the background, result dropped.
-        return await asyncio.wait_for(asyncio.to_thread(render_png, chart), timeout=budget_s)
-    except TimeoutError:
-        log.warning("chart %r: rendering took over %.1f s; sending without it", title, budget_s)
+        request = parse_chart(chart).model_dump_json().encode()
     except ChartError as exc:
         log.warning("chart %r: invalid chart data (%s); sending without it", title, exc)
-    except Exception:
-        log.exception("chart %r: rendering failed; sending without it", title)
+        return None
+    cancel = threading.Event()
+    try:
+        async with asyncio.timeout(budget_s):
+            kind, body = await asyncio.to_thread(CHART_WORKER.render, request, cancel)
+    except TimeoutError:
+        CHART_WORKER.abandon(cancel)
+        log.warning("chart %r: rendering took over %g s; sending without it", title, budget_s)
+        return None
+    except asyncio.CancelledError:
+        CHART_WORKER.abandon(cancel)
+        raise
+    except Exception as exc:
+        log.error("chart %r: rendering failed (%s); sending without it", title, exc)
+        return None
+    if kind == "png":
+        return body
+    if kind == "chart":
+        log.warning("chart %r: invalid chart data (%s); sending without it", title, body.decode())
+    else:
+        log.error("chart %r: rendering failed; sending without it\n%s", title, body.decode())
     return None

@@ -8,6 +8,11 @@ Topics (``P`` is ``MqttConfig.prefix``), all payloads compact JSON unless noted:
   "volume"}``, retained.
 - ``P/alerts/<rule>``: the alert's fields except ``chart``, plus ``time_iso``; QoS 1, not retained.
 - ``P/feeds/<feed>``: ``{"feed","state","t","time"}``, retained.
+- ``P/rules/<rule>``: ``{"rule","state","firing","muted","t","time"}``, retained; ``state`` is
+  ``inactive``, ``pending`` or ``firing``, ``firing`` whether the rule fires now.
+- ``P/firing``: ``{"count","rules","t","time"}``, retained: the rules firing now, by name.
+- With ``discovery``, Home Assistant discovery configs (see ``homeassistant.py``), retained;
+  they are sent again whenever Home Assistant says ``online`` on ``discovery_status_topic``.
 
 ``t`` is epoch milliseconds (UTC; a bar's open time), ``time`` the same as ISO-8601 UTC, and a
 value that is not a finite number is ``null``. In a topic, ``/``, ``+`` and ``#`` in a name
@@ -15,7 +20,9 @@ become ``_``.
 
 Delivery: a retained message only matters as the latest value of its topic, so while the broker
 is away (or busy) only the latest one per topic is kept; a non-retained message (an alert) is an
-event, so those are queued in order, up to ``alert_queue``, dropping the oldest.
+event, so those are queued in order, up to ``alert_queue``, dropping the oldest. Each new
+connection sends the latest retained message of every topic again (a restarted broker may have
+lost them).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from moodring.backoff import Backoff
+from moodring.delivery.homeassistant import discovery_configs
 from moodring.lifecycle import Component, first_completed
 from moodring.market.bar import Bar
 from moodring.rules.alert import Alert
@@ -67,8 +75,8 @@ class MqttStats:
 class _Message:
     topic: str
     payload: str
-    qos: int
-    retain: bool
+    qos: int = 0
+    retain: bool = True
 
 
 def _level(name: str) -> str:
@@ -127,6 +135,19 @@ def feed_payload(feed: str, state: str, t_ms: int) -> str:
     return _dumps({"feed": feed, "state": state, "t": t, "time": iso_time(t)})
 
 
+def rule_payload(rule: str, state: str, t_ms: int, *, firing: bool, muted: bool) -> str:
+    """Return the JSON payload of a rule's state."""
+    t = int(t_ms)
+    data = {"rule": rule, "state": state, "firing": firing, "muted": muted}
+    return _dumps({**data, "t": t, "time": iso_time(t)})
+
+
+def firing_payload(rules: Iterable[str], t_ms: int) -> str:
+    """Return the JSON payload of the rules firing now."""
+    t, names = int(t_ms), list(rules)
+    return _dumps({"count": len(names), "rules": names, "t": t, "time": iso_time(t)})
+
+
 class MqttPublisher(Component):
     """Publishes to MQTT: synchronous never-failing producers, and a connection that sends.
 
@@ -149,6 +170,13 @@ class MqttPublisher(Component):
         self._dropping = False  # a full-queue warning was logged since the queue last drained
         self._metric_topics: dict[str, str] = {}
         self._was_connected = False  # the current connection attempt got through
+        self._retained: dict[str, _Message] = {}  # the latest retained message of each topic
+        self._discovery: dict[str, _Message] = {}  # Home Assistant configs, by topic
+        self._feeds: list[str] = []  # the feeds and rules of the latest announce()
+        self._rules: list[str] = []
+        self._feed_states: dict[str, str] = {}  # the latest state put, per feed and rule
+        self._rule_states: dict[str, tuple[str, bool, bool]] = {}
+        self._firing: list[str] | None = None
 
     # -- producers: synchronous, O(1), never raise ------------------------------------------
 
@@ -192,12 +220,37 @@ class MqttPublisher(Component):
             self._failed("alert " + repr(alert.rule))
 
     def feed_state(self, feed: str, state: str, t_ms: int) -> None:
-        """Publish a feed's state (``ok``, ``stale`` or ``closed``, retained)."""
+        """Publish a feed's state (``ok``, ``stale`` or ``closed``, retained) if it changed."""
         try:
-            topic = f"{self.prefix}/feeds/{_level(feed)}"
-            self._put(_Message(topic, feed_payload(feed, state, t_ms), 0, True))
+            if self._feed_states.get(feed) == state:
+                return
+            self._feed_states[feed] = state
+            message = _Message(self._state_topic("feeds", feed), feed_payload(feed, state, t_ms))
+            self._put(message)
         except Exception:
             self._failed("feed state " + repr(feed))
+
+    def rule_state(self, rule: str, state: str, t_ms: int, *, firing: bool, muted: bool) -> None:
+        """Publish a rule's state (retained) if it changed."""
+        try:
+            if self._rule_states.get(rule) == (state, firing, muted):
+                return
+            self._rule_states[rule] = (state, firing, muted)
+            payload = rule_payload(rule, state, t_ms, firing=firing, muted=muted)
+            self._put(_Message(self._state_topic("rules", rule), payload))
+        except Exception:
+            self._failed("rule state " + repr(rule))
+
+    def firing_rules(self, rules: Iterable[str], t_ms: int) -> None:
+        """Publish the names of the rules firing now (retained) if they changed."""
+        try:
+            names = list(rules)
+            if names == self._firing:
+                return
+            self._firing = names
+            self._put(_Message(self._state_topic("firing", ""), firing_payload(names, t_ms)))
+        except Exception:
+            self._failed("firing rules")
 
     def publish(
         self, topic_suffix: str, payload: dict[str, Any], *, retain: bool = False, qos: int = 0
@@ -209,13 +262,42 @@ class MqttPublisher(Component):
         except Exception:
             self._failed("message " + repr(topic_suffix))
 
-    def announce(self, metric_names: Iterable[str]) -> None:
-        """Publish Home Assistant discovery configs for the metrics (when ``discovery`` is on)."""
-        if not self.config.discovery:
-            return
+    def announce(
+        self, metric_names: Iterable[str], *, feeds: Iterable[str] = (), rules: Iterable[str] = ()
+    ) -> None:
+        """Say which metrics, feeds and rules there are (at start, and after a reload).
+
+        With ``discovery`` on, publishes their Home Assistant discovery configs and removes the
+        entities no longer there. The retained states of feeds and rules gone since the last
+        call are cleared.
+        """
         try:
-            for name in metric_names:
-                self._put(self._discovery_message(name))
+            feeds, rules = list(feeds), list(rules)
+            for kind, gone in (
+                ("feeds", set(self._feeds) - set(feeds)),
+                ("rules", set(self._rules) - set(rules)),
+            ):
+                for name in sorted(gone):
+                    self._clear(self._state_topic(kind, name))
+                    (self._feed_states if kind == "feeds" else self._rule_states).pop(name, None)
+            self._feeds, self._rules = feeds, rules
+            if not self.config.discovery:
+                return
+            configs = discovery_configs(
+                self.config,
+                self._state_topic,
+                self.status_topic,
+                metrics=metric_names,
+                feeds=feeds,
+                rules=rules,
+            )
+            for topic in self._discovery.keys() - configs.keys():
+                self._clear(topic)
+            self._discovery = {
+                topic: _Message(topic, _dumps(config), 1, True) for topic, config in configs.items()
+            }
+            for message in self._discovery.values():
+                self._put(message)
         except Exception:
             self._failed("discovery")
 
@@ -266,6 +348,10 @@ class MqttPublisher(Component):
             try:
                 await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
                 self.stats.published += 1
+                for topic, message in self._retained.items():
+                    self._latest.setdefault(topic, message)  # a new broker may have lost them
+                if self.config.discovery:
+                    await client.subscribe(self.config.discovery_status_topic, qos=1)
                 await self._serve(client)
             except asyncio.CancelledError:
                 await self._goodbye(client)
@@ -279,10 +365,18 @@ class MqttPublisher(Component):
         raise aiomqtt.MqttError("connection ended")
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        """Return (by raising MqttError) when the connection drops, even while idle."""
-        # nothing is subscribed: the iterator only wakes up to report the disconnection
-        async for _ in client.messages:
-            pass
+        """Announce again when Home Assistant says online; raise MqttError when the link drops."""
+        async for message in client.messages:
+            raw = message.payload
+            text = (
+                bytes(raw).decode(errors="replace") if isinstance(raw, bytes | bytearray) else raw
+            )
+            if text == ONLINE and message.topic.matches(self.config.discovery_status_topic):
+                log.info(
+                    "Home Assistant is online: announcing %d entities again", len(self._discovery)
+                )
+                for discovery in self._discovery.values():
+                    self._put(discovery)
 
     async def _send_forever(self, client: aiomqtt.Client) -> None:
         """Send what is pending, then wait for more."""
@@ -367,6 +461,9 @@ class MqttPublisher(Component):
             # re-inserted so that the dict keeps the order in which topics last changed
             self._latest.pop(message.topic, None)
             self._latest[message.topic] = message
+            self._retained.pop(message.topic, None)
+            if message.payload:  # an empty one deletes the topic's retained message
+                self._retained[message.topic] = message
         else:
             maxlen = self.config.alert_queue
             if len(self._events) >= maxlen:
@@ -403,22 +500,15 @@ class MqttPublisher(Component):
         except Exception:
             self._failed("metric " + repr(name))
 
-    def _discovery_message(self, name: str) -> _Message:
-        """Return the Home Assistant discovery config of one metric."""
-        object_id = "moodring_" + "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
-        config = {
-            "name": name,
-            "unique_id": object_id,
-            "state_topic": f"{self.prefix}/metrics/{_level(name)}",
-            "value_template": "{{ value_json.value }}",
-            "json_attributes_topic": f"{self.prefix}/metrics/{_level(name)}",
-            "availability_topic": self.status_topic,
-            "payload_available": ONLINE,
-            "payload_not_available": OFFLINE,
-            "state_class": "measurement",
-            "device": {"identifiers": [self.prefix], "name": "moodring"},
-        }
-        return _Message(f"homeassistant/sensor/{object_id}/config", _dumps(config), 1, True)
+    def _state_topic(self, kind: str, name: str) -> str:
+        """Return the topic of a metric, feed or rule (``kind``), or of the firing rules."""
+        if kind == "firing":
+            return f"{self.prefix}/firing"
+        return f"{self.prefix}/{kind}/{_level(name)}"
+
+    def _clear(self, topic: str) -> None:
+        """Delete a topic's retained message (an entity's config: the entity goes too)."""
+        self._put(_Message(topic, "", 1, True))
 
     def _failed(self, what: str) -> None:
         """Count and log a message that could not even be built (a bug, never the broker)."""

@@ -207,7 +207,42 @@ def _facts(reader: _Reader, config: DigestConfig, at_ms: int) -> dict[str, Any]:
         },
         "firing": firing,
         "recent": recent,
+        "watchlists": _watchlists(reader, config),
     }
+
+
+def _watchlists(reader: _Reader, config: DigestConfig) -> list[dict[str, Any]]:
+    """Return a line per rule template of a watchlist: its members, those firing, the words.
+
+    With ``digest.watchlist`` given, only the templates it names, in its order.
+    """
+    settings = reader.settings
+    templates = settings.expansion.templates("rules")
+    chosen = list(config.watchlist) if config.watchlist else list(templates)
+    states = {rule.config.name: rule.status.state for rule in reader.engine.rules.rules}
+    lines = []
+    for template in chosen:
+        watchlist = templates.get(template)
+        members = settings.members(watchlist) if watchlist else ()
+        if watchlist is None or not members:
+            continue
+        rules = {
+            origin.member: name
+            for (section, name), origin in settings.expansion.names.items()
+            if section == "rules" and origin.template == template
+        }
+        firing = [m.base for m in members if states.get(rules.get(m, "")) == "firing"]
+        phrase = config.watchlist.get(template)
+        lines.append(
+            {
+                "watchlist": watchlist,
+                "rule": template,
+                "members": len(members),
+                "firing": firing,
+                "text": wording.watchlist_line(watchlist, len(members), firing, phrase, template),
+            }
+        )
+    return lines
 
 
 def _chart(reader: _Reader, config: DigestConfig, title: str, at_ms: int) -> dict[str, Any]:

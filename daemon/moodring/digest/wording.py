@@ -6,7 +6,7 @@ The default title and message are ``DigestConfig``'s defaults (``moodring.settin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from moodring.rules.templates import check_template
 from moodring.settings import CHECKS
@@ -23,11 +23,16 @@ NAMES = frozenset(
         "altseason",
         "firing",
         "recent",
+        "watchlists",
         "num",
         "pct",
         "signed",
     }
 )
+
+
+# Firing members a watchlist line names (the rest are counted).
+SHOWN_MEMBERS = 10
 
 
 def check_digest_template(text: str, metrics: Iterable[str]) -> None:
@@ -129,6 +134,19 @@ def divergence_state(
     if residual_z is not None and abs(residual_z) >= 2:
         said.append(f"ETH's last move is {residual_z:+.1f} sd from what the Russell 2000 explains")
     return "; ".join(said) or "none"
+
+
+def watchlist_line(
+    watchlist: str, total: int, firing: Sequence[str], phrase: str | None, rule: str
+) -> str:
+    """Say how many watched members fire a rule template: ``3 of 50 watched alts are …: SOL, …``."""
+    said = phrase or f"fire {rule}"
+    text = f"{len(firing)} of {total} watched {watchlist} {said}"
+    if not firing:
+        return f"{text}."
+    names = ", ".join(firing[:SHOWN_MEMBERS])
+    more = len(firing) - SHOWN_MEMBERS
+    return f"{text}: {names}{f' and {more} more' if more > 0 else ''}."
 
 
 def altseason_label(value: float | None, alt: float = 75.0, bitcoin: float = 25.0) -> str:

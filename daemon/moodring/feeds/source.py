@@ -22,8 +22,8 @@ from moodring.market.builder import BarBuilder
 from moodring.registry import Registry
 from moodring.settings import FEED_SOURCES, FeedConfig
 
-# ``stream``: bars close by the stream's own clock (exchange time, per stream; a replay
-# runs at its own pace); ``wall``: by the local clock (a stream without one, e.g. equities).
+# ``stream``: bars close by the stream's own clock (its data's time, per stream, ahead of or
+# behind the local clock: a replay runs at its own pace); ``wall``: by the local clock.
 Clock = Literal["stream", "wall"]
 
 

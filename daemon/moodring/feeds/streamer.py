@@ -25,6 +25,7 @@ from websockets.http11 import USER_AGENT as WEBSOCKETS_USER_AGENT
 
 from moodring.backoff import Backoff
 from moodring.feeds.base import FeedSink
+from moodring.feeds.clock import StreamClock
 from moodring.feeds.frames import trade_problem
 from moodring.feedstate import FeedState
 from moodring.lifecycle import Component
@@ -133,7 +134,11 @@ class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
 class EquityStreamer(Component):
     """Streams one symbol's trades from a provider's websocket into a ``FeedSink``, reconnecting.
 
-    ``async with streamer:`` streams (``run()``) until the block ends.
+    ``async with streamer:`` streams (``run()``) until the block ends. The data's time
+    (``data_ms``) is the stream's own (``stream_clock``: its trades' times, which no single
+    frame can move, ahead of or behind the local clock, as a replay runs), the local clock's
+    until the stream has told it; sessions and staleness are judged by it.
+    ``on_gap`` is called whenever a connection ends (trades may be missing from then on).
     """
 
     # subclasses set ``provider`` and implement ``_login`` and ``handle_frame``; they may
@@ -189,6 +194,11 @@ class EquityStreamer(Component):
         self.reconnects = 0
         # State.
         self.state: FeedState | None = None
+        self.stream_clock = StreamClock()
+        self.on_gap: Callable[[], None] | None = None
+        self._frame = 0  # frames read: the trades of one frame share its number
+        self._told = False  # whether the stream has told its time
+        self._lead_ms = 0  # how far the server's time ran ahead of the trades in session
         self._in_session = False
         self._session_start = -math.inf
         self._last_tick = -math.inf
@@ -245,6 +255,8 @@ class EquityStreamer(Component):
                 self._log.exception("%s %s: unexpected error", self.provider, self.symbol)
                 reason = f"{type(exc).__name__}: {exc}"
             self._refresh_state()
+            if self.on_gap is not None:
+                self.on_gap()
             delay = self.backoff.next()
             self._log.warning(
                 "%s %s: %s; reconnecting in %.1fs", self.provider, self.symbol, reason, delay
@@ -352,6 +364,7 @@ class EquityStreamer(Component):
             except TimeoutError:
                 continue
             self._last_frame = loop.time()
+            self._frame += 1
             problem = self.handle_frame(frame)
             if problem is not None:
                 return problem
@@ -376,8 +389,30 @@ class EquityStreamer(Component):
         self._deliver(cast(int, t_ms), float(cast(float, price)), size, trade_id)
         return None
 
+    def data_ms(self) -> int:
+        """Return the data's time: the stream's own, the local clock's until the stream told it."""
+        told = self.stream_clock.time()
+        return int(self.clock() * 1000) if told is None else told
+
+    def _server_time(self, t_ms: int) -> None:
+        """Take the server's time from a keep-alive: it moves the clock through closed hours.
+
+        In session only trades move the clock, and the keep-alives measure by how much the
+        server's time leads them (a delayed quote); outside sessions a keep-alive moves the
+        clock to its time less that lead. So the data's time passes closes, nights and
+        holidays without a trade, and never ends a delayed stream's session early.
+        """
+        if self.calendar is None:
+            return
+        if self.calendar.is_open(t_ms):
+            if self._last_trade_ms:
+                self._lead_ms = max(0, t_ms - self._last_trade_ms)
+            return
+        self.stream_clock.note(t_ms - self._lead_ms, self._frame)
+
     def _deliver(self, t_ms: int, price: float, size: float, trade_id: object) -> None:
         """Count a checked trade and pass it on, unless it is outside a session we keep to."""
+        self.stream_clock.note(t_ms, self._frame)
         if (
             self.regular_hours_only
             and self.calendar is not None
@@ -403,8 +438,16 @@ class EquityStreamer(Component):
         self.sink.bad_frame(self.feed, reason, f"{detail} | {shown}" if detail else shown)
 
     def _refresh_state(self) -> bool:
-        """Re-evaluate session and staleness; return True while the market is in session."""
-        now_ms = int(self.clock() * 1000)
+        """Re-evaluate session (by the data's time) and staleness; return True in session.
+
+        Silence is measured in the local clock's seconds: in session the data's time moves
+        as the local clock does between trades, so a silent replay goes stale as a live
+        stream does, and one running fast through the night does not.
+        """
+        now_ms = self.data_ms()
+        told = self.stream_clock.time() is not None
+        if told != self._told:  # the local clock's time gave way to the stream's
+            self._told, self._in_session = told, False
         in_session = self.calendar is None or self.calendar.is_open(now_ms)
         if in_session and not self._in_session:
             self._session_start = asyncio.get_running_loop().time()
@@ -422,6 +465,6 @@ class EquityStreamer(Component):
         if state == self.state:
             return
         self.state = state
-        t_ms = int(self.clock() * 1000) if now_ms is None else now_ms
+        t_ms = self.data_ms() if now_ms is None else now_ms
         self._log.info("%s %s: state %s", self.provider, self.symbol, state)
         self.sink.state(self.feed, state, t_ms)

@@ -12,12 +12,13 @@ Decide, and say in the docstring:
 - the config: the keys every feed has come from ``FeedConfig``; add the source's own
   (``KeyedFeedConfig`` adds ``api_key``: list the keys it must have in ``needs``);
 - the warm-up: the source's own history, or (as finnhub and alpaca do, having none free)
-  Yahoo's chart history of the same symbol, ``moodring.feeds.yahoo.history.warm_up``;
-- the clock: ``stream`` if its frames carry exchange time that closes bars (a
-  ``FeedPart`` then overrides ``clock_ms``, ``on_clock`` and ``resync``), else ``wall``.
+  Yahoo's chart history of the same symbol, ``moodring.feeds.yahoo.history.chart_bars``;
+- the clock: ``stream`` if bars close by the stream's own time (a ``FeedPart`` then
+  overrides ``clock_ms``, ``on_clock`` and ``resync``), else ``wall``.
 
 An equity trade stream subclasses ``moodring.feeds.streamer.EquityStreamer`` (reconnects,
-calendar-aware staleness, redacted logs) and runs in an ``EquityFeed``::
+calendar-aware staleness, redacted logs, the data's clock) and runs in an ``EquityFeed``
+(warm-up and repairs from its history; bars closed by the data's time)::
 
     '''Acme: keyed trade streams of US equities, warmed up from Yahoo's chart history.'''
 
@@ -38,31 +39,31 @@ calendar-aware staleness, redacted logs) and runs in an ``EquityFeed``::
 
 
     class AcmeSource:
-        '''Feeds of Acme's trade websocket; their bars close by the local clock.'''
+        '''Feeds of Acme's trade websocket; their bars close by the stream's own time.'''
 
         name: ClassVar[str] = "acme"
         config: ClassVar[type[FeedConfig]] = AcmeFeedConfig
-        clock: ClassVar[Clock] = "wall"
+        clock: ClassVar[Clock] = "stream"
 
         def build(self, feeds: Mapping[str, FeedConfig], wiring: FeedWiring) -> list[FeedPart]:
-            '''Return one streamer per feed, warmed up from Yahoo's chart history.'''
+            '''Return one streamer per feed, its history from Yahoo's chart API.'''
             from moodring.feeds.acme.stream import ACME_URL, AcmeStreamer
             from moodring.feeds.equity import EquityFeed, streamer_options
-            from moodring.feeds.yahoo.history import warm_up
+            from moodring.feeds.yahoo.history import chart_bars
 
             parts: list[FeedPart] = []
             for name, feed in feeds.items():
                 assert isinstance(feed, AcmeFeedConfig)
-                streamer = AcmeStreamer(
+                streamer = functools.partial(
+                    AcmeStreamer,
                     name,
                     feed.symbol,
-                    wiring.sink,
                     url=feed.ws_url or ACME_URL,
                     api_key=feed.api_key,
                     **streamer_options(feed),
                 )
-                history = functools.partial(warm_up, name, feed.symbol, wiring)
-                parts.append(EquityFeed(name, feed, streamer, history))
+                history = functools.partial(chart_bars, feed.symbol)
+                parts.append(EquityFeed(name, feed, wiring, streamer, history))
             return parts
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Protocol
 
 import numpy as np
@@ -100,3 +102,27 @@ def meets_session(times: np.ndarray, length_ms: int, calendar: Sessions) -> np.n
     found = after < closes.shape[0]
     out[found] = opens[after[found]] < times[found] + length_ms
     return out
+
+
+# The longest closure a span of session bars may straddle (a Friday close to a Tuesday open).
+LONGEST_CLOSURE_MS = 4 * 86_400_000
+
+
+def round_the_clock_span(bars: int, timeframe: Timeframe, calendar: Sessions) -> int:
+    """Return how many bars of a 24/7 market reach back over ``bars`` bars meeting sessions.
+
+    A join of a 24/7 feed with an exchange's feed has a pair only where a session is: its
+    24/7 leg needs the bars of the same span, whenever it ends (after a long weekend too).
+    """
+    return math.ceil(bars * _round_the_clock_ratio(timeframe, calendar)) + math.ceil(
+        LONGEST_CLOSURE_MS / timeframe.ms
+    )
+
+
+@functools.cache
+def _round_the_clock_ratio(timeframe: Timeframe, calendar: Sessions) -> float:
+    """Return the bars of a 24/7 market per bar meeting a session, over 2024 (daily: 1.45)."""
+    start, end = 1_704_067_200_000, 1_735_689_600_000  # 2024-01-01 .. 2025-01-01 UTC
+    times = np.arange(timeframe.floor(start), end, timeframe.ms, dtype=np.int64)
+    met = int(meets_session(times, timeframe.ms, calendar).sum())
+    return times.shape[0] / met if met else 1.0

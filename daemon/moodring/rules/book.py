@@ -96,6 +96,17 @@ class Rule:
             self.level = level_test(config.when)
             self.clear = level_test(config.clear) if config.clear else None
 
+    def firing_at(self, now_ms: int) -> bool:
+        """Return whether the rule fires at ``now_ms``.
+
+        A level rule fires while in its firing state; an edge rule (a moment, not a state)
+        from the bar it fired on until the bar after it has ended.
+        """
+        if self.edge is None:
+            return self.status.state == "firing"
+        fired = self.status.fired_at
+        return fired is not None and now_ms < fired + 2 * self.timeframe.ms
+
     def step(self, time: int, history: deque[float] | list[float]) -> AlertState | None:
         """Advance on a value (the last of ``history``) at bar ``time``; return what to tell."""
         if self.edge is not None:

@@ -1,4 +1,10 @@
-"""Silences: rules muted by hand for a while, kept in the state directory."""
+"""Silences: rules muted by hand for a while, kept in the state directory.
+
+A silence names a rule (``sol-decoupling``), a wildcard pattern of rule names
+(``*-decoupling``, fnmatch's ``*``, ``?`` and ``[...]``) or a rule template of a watchlist
+as written (``{base}-decoupling``: every rule expanded from it, members added later too).
+Rule names hold none of ``*?[{``, so the three never mix up.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,31 @@ import json
 import os
 import tempfile
 import time as clock
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
+
+WILDCARDS = frozenset("*?[")
+
+
+def is_pattern(name: str) -> bool:
+    """Return whether a silenced name is a wildcard pattern of rule names."""
+    return not WILDCARDS.isdisjoint(name)
+
+
+def is_template(name: str) -> bool:
+    """Return whether a silenced name is a rule template as written (``{base}-decoupling``)."""
+    return "{" in name
+
+
+def covers(silenced: str, rule: str, template: str | None = None) -> bool:
+    """Return whether a silence of ``silenced`` mutes ``rule`` (expanded from ``template``)."""
+    if is_template(silenced):
+        return template == silenced
+    if is_pattern(silenced):
+        return fnmatchcase(rule, silenced)
+    return rule == silenced
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +52,10 @@ class Silence:
 class Silences:
     """The silences file: read on change, written atomically, expired entries dropped."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, template_of: Callable[[str], str | None] | None = None) -> None:
         self.path = path
+        # the template (as written) a rule was expanded from, for silences of templates
+        self.template_of: Callable[[str], str | None] = template_of or (lambda rule: None)
         self._mtime: float | None = None
         self._items: list[Silence] = []
 
@@ -48,8 +79,12 @@ class Silences:
         return [s for s in self._read() if s.until > now]
 
     def silenced(self, rule: str, now: float | None = None) -> Silence | None:
-        """Return the silence muting ``rule`` now, if any."""
-        return next((s for s in self.active(now) if s.rule == rule), None)
+        """Return the silence muting ``rule`` now, if any (its own, a pattern's, a template's)."""
+        active = self.active(now)
+        if not active:
+            return None
+        template = self.template_of(rule)
+        return next((s for s in active if covers(s.rule, rule, template)), None)
 
     def _read(self) -> list[Silence]:
         try:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import signal
 import sqlite3
 import time
@@ -109,7 +110,10 @@ class Daemon(Component):
         self.state_dir = state
         with state_file(state / "outbox.sqlite", "outbox"):
             self.outbox = Outbox(state / "outbox.sqlite")
-        self.silences = Silences(state / "silences.json")
+        # a silence of a watchlist's rule template mutes every rule expanded from it
+        self.silences = Silences(
+            state / "silences.json", lambda rule: self.settings.template_of(rule)
+        )
         self.notify = SdNotify.from_env()
         self.bad_frames = BadFrames()
         self.mqtt = _publisher(settings)
@@ -248,9 +252,30 @@ class Daemon(Component):
             self.mqtt.feed_state(feed, state, t_ms)
 
     def _on_round(self, engine: Pipeline, now_ms: int) -> None:
-        if self.mqtt is not None:  # values with the forming bars: the publisher throttles them
-            for column, value in engine.peek_values().items():
-                self.mqtt.metric(column, value, now_ms, closed=False)
+        mqtt = self.mqtt
+        if mqtt is None:
+            return
+        # values with the forming bars: the publisher throttles them
+        for column, value in engine.peek_values().items():
+            mqtt.metric(column, value, now_ms, closed=False)
+        firing = []
+        for rule in engine.rules.rules:  # the publisher sends only changes
+            name, status, fires = rule.config.name, rule.status, rule.firing_at(now_ms)
+            muted = status.muted_since is not None
+            mqtt.rule_state(name, status.state, now_ms, firing=fires, muted=muted)
+            if fires:
+                firing.append(name)
+        mqtt.firing_rules(firing, now_ms)
+
+    def _announce(self, settings: Settings) -> None:
+        """Tell MQTT the metrics, feeds and rules of ``settings``, and each feed's state."""
+        if self.mqtt is None:
+            return
+        rules = [rule.name for rule in settings.rules]
+        self.mqtt.announce(settings.metric_columns(), feeds=settings.feeds, rules=rules)
+        now_ms = int(time.time() * 1000)
+        for feed, state in self.feed_states().items():
+            self.mqtt.feed_state(feed, state, now_ms)
 
     def send_digest(self, at: datetime) -> None:
         """Send the digest of the moment ``at``: outbox (apprise, its chart) and MQTT."""
@@ -341,8 +366,7 @@ class Daemon(Component):
                 f"http: cannot listen on {http.host}:{http.port}: {exc.strerror or exc} "
                 "(set http.port, or http.enabled: false)"
             ) from None
-        if self.mqtt is not None:
-            self.mqtt.announce(self.settings.metric_columns())
+        self._announce(self.settings)
         # MQTT says offline after the last alert went out; delivery drains once the alerts
         # held in memory are written; the snapshot is taken once the feeds have stopped
         await stack.enter_async_context(self.publishing)
@@ -361,6 +385,7 @@ class Daemon(Component):
             len(self.settings.feeds),
             len(self.settings.rules),
         )
+        _warn_unranked(self.settings)
 
     async def _wind_down(self) -> None:
         log.info("stopping")
@@ -394,6 +419,9 @@ class Daemon(Component):
             return False
         old, self.settings = self.settings, settings
         self.sink.catch_up = None  # a restart of the feeds now warms up quietly, as before
+        for alert in _members_gone(self.engine, old, settings):
+            self._on_alert(self.engine, alert)
+        _warn_unranked(settings)
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
             # a new engine holding the old one's bars, rule states and external values
@@ -414,9 +442,10 @@ class Daemon(Component):
             await self.delivery.replace([self.dispatcher])
         if settings.mqtt != old.mqtt:
             self.mqtt = _publisher(settings)
-            if self.mqtt is not None:
-                self.mqtt.announce(settings.metric_columns())
+            self._announce(settings)
             await self.publishing.replace([self.mqtt] if self.mqtt else [])
+        elif _engine_part(settings) != _engine_part(old):
+            self._announce(settings)  # entities added or gone
         if settings.digest != old.digest:
             await self.digest.replace(self._digest(settings))
         if settings.http != old.http:
@@ -472,6 +501,48 @@ class Daemon(Component):
         self.engine.set_external(column, t_ms, value, closed=closed)
         if self.mqtt is not None:
             self.mqtt.metric(column, value, t_ms, closed=closed)
+
+
+def _members_gone(engine: Pipeline, old: Settings, new: Settings) -> list[Alert]:
+    """Return a resolved alert for each firing rule of a member no longer in its watchlist."""
+    kept = {rule.name for rule in new.rules}
+    now = int(time.time() * 1000)
+    gone = []
+    for rule in engine.rules.rules:
+        config, status = rule.config, rule.status
+        origin = old.origin("rules", config.name)
+        if origin is None or config.name in kept or rule.edge is not None:
+            continue
+        if status.state == "firing" and status.told == "firing":
+            text = f"{origin.member.base} left watchlist {origin.watchlist}"
+            gone.append(
+                Alert(
+                    config.name,
+                    "resolved",
+                    now - now % rule.timeframe.ms,
+                    rule.columns[0],
+                    math.nan,
+                    config.severity,
+                    text,
+                    f"{text}: {config.name} is no longer watched.",
+                )
+            )
+    return gone
+
+
+def _warn_unranked(settings: Settings) -> None:
+    """Log the dynamic watchlists whose templates run for no member (ranked live later)."""
+    for name, watchlist in settings.watchlists.items():
+        if watchlist.dynamic and not settings.members(name):
+            log.warning(
+                "watchlist %s is dynamic (top %d of %s %s): the daemon does not rank "
+                "watchlists yet, so its templates run for no member (backtests rank it "
+                "from --universe)",
+                name,
+                watchlist.top,
+                watchlist.exchange,
+                watchlist.quote,
+            )
 
 
 def _publisher(settings: Settings) -> MqttPublisher | None:

@@ -60,6 +60,7 @@ class PipelineSink:
     def history(self, feed: str, bars: Sequence[Bar], *, length_ms: int) -> None:
         """Take warm-up bars: they fill the windows, their alerts are not sent.
 
+        Bars go to the feed's builders of their length only (each timeframe has its own).
         After a restart from a snapshot (``catch_up`` set) they are judged by it instead:
         bars that closed while moodring was down alert late.
         """
@@ -70,7 +71,7 @@ class PipelineSink:
             context = catch_up.replaying(bars[-1].time + length_ms)
         with context:
             for bar in bars:
-                self.engine.on_candle(feed, bar.time, bar, closed=True, length_ms=length_ms)
+                self.engine.on_history(feed, bar, length_ms)
 
     def state(self, feed: str, state: FeedState, t_ms: int) -> None:
         """Take a change of a feed's health."""

@@ -9,8 +9,9 @@ One ``websockets`` server on 127.0.0.1 answers both:
   reproduces a real frame byte for byte). Ticks carry the data's own timestamps, a cumulative
   ``day_volume`` that restarts each session, the day's open, high and low, the previous close
   and the change from it. Heartbeats are ``PricingData`` messages of quote type HEARTBEAT
-  (7), the type Yahoo's clients skip, holding the symbol and the replay clock, sent every
-  ``heartbeat_every`` seconds to every subscriber.
+  (7), the type Yahoo's clients skip, holding the symbol and the replay clock (never past
+  a tick still to be sent: a replay that lags its clock does not stamp them ahead of its
+  ticks), sent every ``heartbeat_every`` seconds to every subscriber.
 - the chart API (``GET /v8/finance/chart/SYMBOL?interval=...&range=...`` or
   ``&period1=...&period2=...``, epoch seconds): the same bars up to the replay clock, with
   Yahoo's ``meta`` (``exchangeTimezoneName``, ``gmtoffset``, ``currentTradingPeriod``,
@@ -659,6 +660,7 @@ class FakeYahoo:
         self._port = 0
         self._replay_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._pending_ms: int | None = None  # the next tick to send, while the replay runs
         self.replay_done = asyncio.Event()
         self.ticks_sent = 0
         self.heartbeats_sent = 0
@@ -806,6 +808,7 @@ class FakeYahoo:
         sent_since_yield = 0
         try:
             for t_ms, ticks, k in merged:
+                self._pending_ms = t_ms
                 await self._wait_until(t_ms)
                 if self._muted:
                     continue
@@ -820,6 +823,7 @@ class FakeYahoo:
                 if sent_since_yield >= _YIELD_EVERY:
                     sent_since_yield = 0
                     await asyncio.sleep(0)
+            self._pending_ms = None
             if self.fast:
                 self._anchor_ms = max(self._anchor_ms, self.end_ms)
             self.replay_done.set()
@@ -863,6 +867,8 @@ class FakeYahoo:
             if self.paused:
                 continue
             now = self.clock_ms
+            if self._pending_ms is not None:
+                now = min(now, self._pending_ms - 1)
             for conn in list(self._conns):
                 for symbol in sorted(conn.symbols & self._listings.keys()):
                     values = {"id": symbol, "time": now, "quote_type": QUOTE_HEARTBEAT}

@@ -26,33 +26,33 @@ class AlpacaFeedConfig(KeyedFeedConfig):
 
 
 class AlpacaSource:
-    """Feeds of Alpaca's market data websocket; their bars close by the local clock."""
+    """Feeds of Alpaca's market data websocket; their bars close by the stream's own time."""
 
     name: ClassVar[str] = "alpaca"
     config: ClassVar[type[FeedConfig]] = AlpacaFeedConfig
-    clock: ClassVar[Clock] = "wall"
+    clock: ClassVar[Clock] = "stream"
 
     def build(self, feeds: Mapping[str, FeedConfig], wiring: FeedWiring) -> list[FeedPart]:
-        """Return one streamer per feed, warmed up from Yahoo's chart history."""
+        """Return one streamer per feed, its history from Yahoo's chart API."""
         from moodring.feeds.alpaca.stream import ALPACA_URL, AlpacaStreamer
         from moodring.feeds.equity import EquityFeed, streamer_options
-        from moodring.feeds.yahoo.history import warm_up
+        from moodring.feeds.yahoo.history import chart_bars
 
         parts: list[FeedPart] = []
         for name, feed in feeds.items():
             assert isinstance(feed, AlpacaFeedConfig)
-            streamer = AlpacaStreamer(
+            streamer = functools.partial(
+                AlpacaStreamer,
                 name,
                 feed.symbol,
-                wiring.sink,
                 url=feed.ws_url or ALPACA_URL,
                 api_key=feed.api_key,
                 api_secret=feed.api_secret,
                 **streamer_options(feed),
             )
-            # no free history of its own: Yahoo's chart history of the symbol warms it up
-            history = functools.partial(warm_up, name, feed.symbol, wiring)
-            parts.append(EquityFeed(name, feed, streamer, history))
+            # no free history of its own: Yahoo's chart history of the symbol
+            history = functools.partial(chart_bars, feed.symbol)
+            parts.append(EquityFeed(name, feed, wiring, streamer, history))
         return parts
 
 

@@ -21,32 +21,32 @@ class FinnhubFeedConfig(KeyedFeedConfig):
 
 
 class FinnhubSource:
-    """Feeds of Finnhub's trade websocket; their bars close by the local clock."""
+    """Feeds of Finnhub's trade websocket; their bars close by the stream's own time."""
 
     name: ClassVar[str] = "finnhub"
     config: ClassVar[type[FeedConfig]] = FinnhubFeedConfig
-    clock: ClassVar[Clock] = "wall"
+    clock: ClassVar[Clock] = "stream"
 
     def build(self, feeds: Mapping[str, FeedConfig], wiring: FeedWiring) -> list[FeedPart]:
-        """Return one streamer per feed, warmed up from Yahoo's chart history."""
+        """Return one streamer per feed, its history from Yahoo's chart API."""
         from moodring.feeds.equity import EquityFeed, streamer_options
         from moodring.feeds.finnhub.stream import FINNHUB_URL, FinnhubStreamer
-        from moodring.feeds.yahoo.history import warm_up
+        from moodring.feeds.yahoo.history import chart_bars
 
         parts: list[FeedPart] = []
         for name, feed in feeds.items():
             assert isinstance(feed, FinnhubFeedConfig)
-            streamer = FinnhubStreamer(
+            streamer = functools.partial(
+                FinnhubStreamer,
                 name,
                 feed.symbol,
-                wiring.sink,
                 url=feed.ws_url or FINNHUB_URL,
                 api_key=feed.api_key,
                 **streamer_options(feed),
             )
-            # no free history of its own: Yahoo's chart history of the symbol warms it up
-            history = functools.partial(warm_up, name, feed.symbol, wiring)
-            parts.append(EquityFeed(name, feed, streamer, history))
+            # no free history of its own: Yahoo's chart history of the symbol
+            history = functools.partial(chart_bars, feed.symbol)
+            parts.append(EquityFeed(name, feed, wiring, streamer, history))
         return parts
 
 

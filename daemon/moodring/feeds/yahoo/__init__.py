@@ -23,35 +23,32 @@ class YahooFeedConfig(FeedConfig):
 
 
 class YahooSource:
-    """Feeds of Yahoo's streamer; their bars close by the local clock."""
+    """Feeds of Yahoo's streamer; their bars close by the stream's own time."""
 
     name: ClassVar[str] = "yahoo"
     config: ClassVar[type[FeedConfig]] = YahooFeedConfig
-    clock: ClassVar[Clock] = "wall"
+    clock: ClassVar[Clock] = "stream"
 
     def build(self, feeds: Mapping[str, FeedConfig], wiring: FeedWiring) -> list[FeedPart]:
-        """Return one streamer per feed, warmed up from the chart API at ``rest_url``."""
+        """Return one streamer per feed, its history from the chart API at ``rest_url``."""
         from moodring.feeds.equity import EquityFeed, streamer_options
-        from moodring.feeds.yahoo.history import CHART_BASE_URL, warm_up
+        from moodring.feeds.yahoo.history import CHART_BASE_URL, chart_bars
         from moodring.feeds.yahoo.stream import STREAMER_URL, YahooStreamer
 
-        return [
-            EquityFeed(
+        parts: list[FeedPart] = []
+        for name, feed in feeds.items():
+            streamer = functools.partial(
+                YahooStreamer,
                 name,
-                feed,
-                YahooStreamer(
-                    name,
-                    feed.symbol,
-                    wiring.sink,
-                    url=feed.ws_url or STREAMER_URL,
-                    **streamer_options(feed),
-                ),
-                functools.partial(
-                    warm_up, name, feed.symbol, wiring, base_url=feed.rest_url or CHART_BASE_URL
-                ),
+                feed.symbol,
+                url=feed.ws_url or STREAMER_URL,
+                **streamer_options(feed),
             )
-            for name, feed in feeds.items()
-        ]
+            history = functools.partial(
+                chart_bars, feed.symbol, base_url=feed.rest_url or CHART_BASE_URL
+            )
+            parts.append(EquityFeed(name, feed, wiring, streamer, history))
+        return parts
 
     async def check(self, name: str, feed: FeedConfig, timeout: float) -> FeedCheck:
         """Try the feed's REST API and websocket once (``moodring check-feeds``)."""

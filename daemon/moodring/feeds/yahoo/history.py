@@ -1,16 +1,15 @@
-"""Yahoo's chart API (``/v8/finance/chart``): history bars, and the warm-up of equity feeds.
+"""Yahoo's chart API (``/v8/finance/chart``): history bars of any timeframe.
 
-Yahoo's history is free and keyless: Yahoo feeds warm up from it, and so do the keyed
-equity sources that have no free history of their own (they chose it explicitly).
+Yahoo's history is free and keyless: Yahoo feeds warm up and repair their bars from it, and
+so do the keyed equity sources that have no free history of their own (they chose it
+explicitly). ``chart_bars`` is the ``History`` of an ``EquityFeed``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -18,24 +17,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from moodring.backoff import Backoff
-from moodring.feeds.source import FeedWiring
 from moodring.feeds.yahoo.stream import USER_AGENT
-from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
+from moodring.market.timeframe import Timeframe
 
 log = logging.getLogger("moodring.feeds.yahoo")
 
 CHART_BASE_URL = "https://query2.finance.yahoo.com"
-# moodring timeframe -> chart interval and a range that covers the windows
-INTERVALS = {
-    "1m": ("1m", "5d"),
-    "5m": ("5m", "1mo"),
-    "15m": ("15m", "1mo"),
-    "1h": ("60m", "3mo"),
-    "1d": ("1d", "2y"),
-    "1w": ("1wk", "5y"),
-}
 
 
 class HistoryError(RuntimeError):
@@ -205,25 +193,41 @@ async def fetch_history(
     return frame
 
 
-async def warm_up(
-    feed: str, symbol: str, wiring: FeedWiring, *, base_url: str = CHART_BASE_URL
-) -> None:
-    """Fill the feed's builders with the symbol's closed chart bars, retrying with backoff."""
-    backoff = Backoff(2.0, 300.0)
-    for builder in wiring.builders(feed):
-        interval, span = INTERVALS.get(builder.timeframe.name, ("1d", "2y"))
-        while True:
-            try:
-                frame = await fetch_history(symbol, interval, span, base_url=base_url)
-                break
-            except (HistoryError, OSError) as exc:
-                delay = backoff.next()
-                log.warning("%s: history: %s; retrying in %.0f s", feed, exc, delay)
-                await asyncio.sleep(delay)
-        tf = builder.timeframe.ms
-        now = int(time.time() * 1000)
-        columns = (frame.time, frame.open, frame.high, frame.low, frame.close, frame.volume)
-        bars = [Bar(*row) for row in zip(*(c.tolist() for c in columns), strict=True)]
-        closed = [bar for bar in bars if bar.time + tf <= now]
-        wiring.sink.history(feed, closed, length_ms=tf)
-        log.info("%s: warmed up %d %s bars", feed, len(closed), builder.timeframe)
+def chart_interval(timeframe: Timeframe) -> tuple[str, str]:
+    """Return the chart interval whose bars tile a timeframe's bars, and a range to ask for.
+
+    Yahoo's intraday bars are aligned to the 09:30 open, i.e. to the half hour in UTC: its
+    60m bars open at :30, so hourly (and longer intraday) bars are made of 30m ones.
+    """
+    ms = timeframe.ms
+    if timeframe.offset_ms:  # weeks, from Monday
+        return "1wk", "5y"
+    if ms % 86_400_000 == 0:
+        return "1d", "2y"
+    for interval, minutes, span in (("30m", 30, "1mo"), ("15m", 15, "1mo"), ("5m", 5, "1mo")):
+        if ms % (minutes * 60_000) == 0:
+            return interval, span
+    return "1m", "5d"
+
+
+async def chart_bars(
+    symbol: str, timeframe: Timeframe, *, base_url: str = CHART_BASE_URL
+) -> BarFrame:
+    """Return the chart's bars of ``timeframe`` (the last one may still be forming)."""
+    interval, span = chart_interval(timeframe)
+    frame = await fetch_history(symbol, interval, span, base_url=base_url)
+    step = _interval_ms(interval) or timeframe.ms
+    if len(frame) == 0 or step >= timeframe.ms:
+        return frame
+    # every bucket the rows reach, the last one too: the caller keeps the ended ones
+    stamps = frame.time - (frame.time - timeframe.offset_ms) % timeframe.ms
+    first = np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]])
+    last = np.r_[first[1:] - 1, len(stamps) - 1]
+    return BarFrame(
+        stamps[first],
+        frame.open[first],
+        np.maximum.reduceat(frame.high, first),
+        np.minimum.reduceat(frame.low, first),
+        frame.close[last],
+        np.add.reduceat(frame.volume, first),
+    )

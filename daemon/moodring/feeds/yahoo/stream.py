@@ -299,6 +299,8 @@ class YahooStreamer(EquityStreamer):
             return
         if tick.quote_type == QUOTE_HEARTBEAT:  # Yahoo's keep-alive: an id and a time, no price
             self.ignored["control"] += 1
+            if tick.time_ms >= MIN_TIME_MS:
+                self._server_time(tick.time_ms)
             return
         if tick.id != self.symbol:
             self.ignored["symbol"] += 1

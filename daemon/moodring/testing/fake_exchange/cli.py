@@ -23,6 +23,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--capture", action="append", default=[], type=Path, help="capture file")
     parser.add_argument(
+        "--relabel",
+        action="append",
+        default=[],
+        metavar="NEW=CAPTURED",
+        help="also replay a captured market's trades as another market, e.g. "
+        "SOLUSDT=ETHUSDT (repeatable)",
+    )
+    parser.add_argument(
         "--exchange",
         choices=list(PROTOCOLS),
         default="binance",
@@ -65,14 +73,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     missing = [str(p) for p in [*args.capture, *args.universe] if not p.exists()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
+    for item in args.relabel:
+        new, sep, old = item.partition("=")
+        if not sep or not new.isalnum() or not old.isalnum():
+            parser.error(f"--relabel takes NEW=CAPTURED symbols like SOLUSDT=ETHUSDT, not {item!r}")
     if args.quote is not None and not args.quote.isalnum():
         parser.error(f"--quote must be a currency code like USD, not {args.quote!r}")
     return args
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    """Run the fake exchange until SIGINT/SIGTERM."""
-    fake = FakeExchange(
+def _fake(args: argparse.Namespace) -> FakeExchange:
+    """Return the fake exchange the arguments describe (ValueError: they do not fit the data)."""
+    return FakeExchange(
         args.capture,
         exchange=args.exchange,
         quote=args.quote,
@@ -84,8 +96,13 @@ async def _serve(args: argparse.Namespace) -> None:
         universe=load_universe_bars(args.universe) if args.universe else None,
         today=args.today,
         restricted=args.restricted,
+        relabel=dict(item.split("=", 1) for item in args.relabel),
     )
-    port = await fake.start(args.port)
+
+
+async def _serve(fake: FakeExchange, port: int) -> None:
+    """Run the fake exchange until SIGINT/SIGTERM."""
+    port = await fake.start(port)
     print(port, flush=True)
     print(f"ws_url={fake.ws_url} rest_url={fake.rest_url}", flush=True)
     stop = asyncio.Event()
@@ -109,5 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    asyncio.run(_serve(args))
+    try:
+        fake = _fake(args)
+    except ValueError as exc:  # e.g. --relabel of a market no capture holds
+        print(f"python -m moodring.testing.fake_exchange: error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(fake, args.port))
     return 0

@@ -23,6 +23,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -98,6 +99,16 @@ def iso_time(ms: int, places: int = 6, *, strip: bool = False) -> str:
     return f"{stamp}.{fraction}Z" if fraction else f"{stamp}Z"
 
 
+def instant_ms(value: int | str) -> int:
+    """Return epoch ms of epoch ms or an ISO date/time (naive = UTC)."""
+    if isinstance(value, int):
+        return value
+    moment = datetime.fromisoformat(value.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
 def decimals(text: str) -> int:
     """Return the number of significant decimals in a decimal string."""
     if "." not in text:
@@ -150,6 +161,33 @@ def _load_capture(path_text: str, mtime_ns: int, size: int) -> tuple[CaptureFram
                 continue
             frames.append(CaptureFrame(int(stamp), raw, stream, message["data"]))
     return tuple(frames)
+
+
+def relabelled(
+    captures: Sequence[Sequence[CaptureFrame]], relabel: Mapping[str, str]
+) -> list[CaptureFrame]:
+    """Return the trade frames of captured symbols again, each under the new symbols mapped to it.
+
+    ``relabel`` maps a new Binance symbol (``SOLUSDT``) to a captured one (``ETHUSDT``); the
+    copies keep every field but the symbol, so a market replays another's real trades.
+    """
+    by_symbol: dict[str, list[CaptureFrame]] = {}
+    for frames in captures:
+        for frame in frames:
+            if frame.data is not None:
+                by_symbol.setdefault(frame.symbol, []).append(frame)
+    copies: list[CaptureFrame] = []
+    for new, old in relabel.items():
+        source = by_symbol.get(old.lower())
+        if not source:
+            known = ", ".join(sorted(s.upper() for s in by_symbol)) or "none"
+            raise ValueError(f"relabel {new}={old}: the captures hold no {old} trades ({known})")
+        stream = f"{new.lower()}@trade"
+        for frame in source:
+            data = {**(frame.data or {}), "s": new.upper()}
+            raw = DUMPS({"stream": stream, "data": data})
+            copies.append(CaptureFrame(frame.recv_ns, raw, stream, data))
+    return copies
 
 
 class Bar:
@@ -454,7 +492,15 @@ class FakeExchange:
         today: int | str | None = None,
         extra_markets: bool = True,
         restricted: bool = False,
+        relabel: Mapping[str, str] | None = None,
+        start: int | str | None = None,
     ) -> None:
+        """Serve ``captures``; ``relabel``: new market (``SOLUSDT``) -> captured symbol.
+
+        ``start`` (epoch ms or ISO time, naive = UTC): the trades before it are history,
+        replayed into the candles at once, unseen, so REST serves them as klines; the
+        stream begins with the first trade at or after ``start``.
+        """
         from moodring.testing.fake_exchange.protocols import PROTOCOLS
 
         if not captures and not universe:
@@ -472,7 +518,10 @@ class FakeExchange:
         self.loop = loop
         self.autostart = autostart
         self.burst = 8  # at speed 0, frames delivered between two yields to the event loop
-        self._frames = self._merge([load_capture(Path(p)) for p in captures])
+        loaded = [load_capture(Path(p)) for p in captures]
+        if relabel:
+            loaded.append(relabelled(loaded, relabel))
+        self._frames = self._merge(loaded)
         self._markets: dict[str, Market] = {}  # by the exchange's market id
         self._by_capture: dict[str, Market] = {}  # by the capture's lower-case symbol
         self._aliases: dict[str, Market] = {}
@@ -519,6 +568,9 @@ class FakeExchange:
         if self._universe:
             last = max(int(x.time[-1]) for x in self._universe.values() if x.time.size)
             self.set_day(last if today is None else today)
+        self._first_live = 0  # the frames before it are history (``start``)
+        if start is not None:
+            self._replay_history(instant_ms(start))
 
     # ------------------------------------------------------------------ loading
 
@@ -572,6 +624,15 @@ class FakeExchange:
             market.id_span = market.trades[-1]["t"] - market.trades[0]["t"] + 1
             for alias in self.protocol.aliases(market):
                 self._aliases.setdefault(alias.upper(), market)
+
+    def _replay_history(self, start_ms: int) -> None:
+        """Replay the frames before ``start_ms`` into the markets' state at once, unseen."""
+        for index, frame in enumerate(self._frames):
+            if frame.event_ms is not None and frame.event_ms >= start_ms:
+                break
+            self._emit(frame, self._next_trade_ms[index], 0)
+            self._first_live = index + 1
+        self._clock_ms = max(self._clock_ms, start_ms - 1)
 
     # ------------------------------------------------------------------ public API
 
@@ -850,7 +911,8 @@ class FakeExchange:
                 shift_ms = self.passes * self._loop_shift_ms
                 anchor: tuple[float, int] | None = None
                 burst = 0
-                for index, frame in enumerate(self._frames):
+                first = self._first_live if self.passes == 0 else 0
+                for index, frame in enumerate(self._frames[first:], first):
                     while True:
                         if not self._running.is_set():
                             await self._running.wait()
