@@ -68,6 +68,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {
         "demo",
         "service",
+        "feeds",
         "configfile",
         "expansion",
         "digest",

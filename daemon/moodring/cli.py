@@ -281,6 +281,19 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
     check.set_defaults(handler=_check_config)
 
+    feeds = command(
+        "check-feeds", "connect to every configured feed once; exit 0 only if all are usable"
+    )
+    feeds.add_argument("-c", "--config", type=Path, help=CONFIG_HELP)
+    feeds.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="seconds for each feed's REST API and for its websocket (default 5)",
+    )
+    feeds.set_defaults(handler=_check_feeds)
+
     show = command(
         "show-config", "print the effective config (defaults, file, environment, secret files)"
     )
@@ -354,6 +367,34 @@ def _check_config(args: argparse.Namespace) -> int:
             "from --universe); its templates were checked with a stand-in member"
         )
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 300:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 300 seconds, not {text}")
+    return value
+
+
+def _check_feeds(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from moodring.feeds.check import check_feeds
+    from moodring.logs import redact
+
+    path, settings = _settings(args)
+    if not settings.feeds:
+        print(f"{path}: no feeds configured")
+        return 1
+    results = asyncio.run(check_feeds(settings.feeds, args.timeout))
+    for result in results:
+        print(redact(result.line()))
+    usable = sum(1 for r in results if r.usable)
+    print(f"{usable} of {len(results)} feed(s) usable")
+    return 0 if all(r.usable is not False for r in results) else 1
 
 
 def _unranked(settings: Settings) -> list[str]:

@@ -42,6 +42,10 @@ class Registry(Generic[T]):
             known = ", ".join(self._parts) or f"none: import {self.home} to register them"
             raise LookupError(f"no {self.kind} {name!r} (registered: {known})") from None
 
+    def get(self, name: str) -> T | None:
+        """Return the part named ``name``, or None if there is none."""
+        return self._parts.get(name)
+
     def __contains__(self, name: object) -> bool:
         """Return whether a part is registered under ``name``."""
         return name in self._parts

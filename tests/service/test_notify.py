@@ -7,8 +7,6 @@ import contextlib
 import itertools
 import logging
 import os
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,38 +15,7 @@ from pathlib import Path
 import pytest
 
 from moodring.service.notify import SdNotify, watchdog_loop
-
-
-class Receiver:
-    """A bound AF_UNIX datagram socket that records (receive time, datagram) in a thread."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.sock.settimeout(0.05)
-        self.got: list[tuple[float, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            self.got.append((time.monotonic(), data))
-
-    def wait_for(self, n: int, timeout: float = 5.0) -> list[bytes]:
-        deadline = time.monotonic() + timeout
-        while len(self.got) < n and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return [data for _, data in self.got]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+from tests.support.sdnotify import NotifySocket
 
 
 @pytest.fixture
@@ -59,15 +26,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-def receiver(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[Receiver]:
+def receiver(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Iterator[NotifySocket]:
     path = str(tmp_path / "notify.sock")
-    rx = Receiver(path)
+    rx = NotifySocket(path)
     clean_env.setenv("NOTIFY_SOCKET", path)
     yield rx
     rx.close()
 
 
-def test_each_message_is_one_exact_datagram(receiver: Receiver) -> None:
+def test_each_message_is_one_exact_datagram(receiver: NotifySocket) -> None:
     notify = SdNotify.from_env()
     assert notify.enabled
     assert notify.ready()
@@ -89,7 +56,7 @@ def test_each_message_is_one_exact_datagram(receiver: Receiver) -> None:
     notify.close()
 
 
-def test_reloading_carries_the_monotonic_clock(receiver: Receiver) -> None:
+def test_reloading_carries_the_monotonic_clock(receiver: NotifySocket) -> None:
     notify = SdNotify.from_env()
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     assert notify.reloading()
@@ -104,7 +71,7 @@ def test_reloading_carries_the_monotonic_clock(receiver: Receiver) -> None:
 
 def test_abstract_socket(clean_env: pytest.MonkeyPatch) -> None:
     name = f"moodring-test-{uuid.uuid4().hex}"
-    rx = Receiver("\0" + name)
+    rx = NotifySocket("\0" + name)
     try:
         clean_env.setenv("NOTIFY_SOCKET", "@" + name)
         notify = SdNotify.from_env()
@@ -114,7 +81,7 @@ def test_abstract_socket(clean_env: pytest.MonkeyPatch) -> None:
         rx.close()
 
 
-def test_field_values_cannot_smuggle_extra_lines(receiver: Receiver) -> None:
+def test_field_values_cannot_smuggle_extra_lines(receiver: NotifySocket) -> None:
     with pytest.raises(ValueError):
         SdNotify.from_env().send(STATUS="ok\nREADY=1")
 
@@ -145,7 +112,7 @@ def test_a_vanished_socket_is_logged_once_and_never_raises(
     assert failures[0].levelno == logging.DEBUG
 
 
-def test_watchdog_interval_is_half_of_watchdog_usec(receiver: Receiver) -> None:
+def test_watchdog_interval_is_half_of_watchdog_usec(receiver: NotifySocket) -> None:
     env = os.environ.copy()
     env["WATCHDOG_USEC"] = "30000000"
     assert SdNotify.from_env(env).watchdog_interval == 15.0
@@ -158,7 +125,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec(receiver: Receiver) -> None:
 
 
 async def test_watchdog_pid_of_another_process_disables_the_watchdog(
-    receiver: Receiver, clean_env: pytest.MonkeyPatch
+    receiver: NotifySocket, clean_env: pytest.MonkeyPatch
 ) -> None:
     clean_env.setenv("WATCHDOG_USEC", "100000")
     clean_env.setenv("WATCHDOG_PID", str(os.getpid() + 1))
@@ -174,7 +141,7 @@ def _gaps(times: list[float]) -> list[float]:
 
 
 async def test_watchdog_pings_at_the_interval_while_healthy(
-    receiver: Receiver, clean_env: pytest.MonkeyPatch
+    receiver: NotifySocket, clean_env: pytest.MonkeyPatch
 ) -> None:
     clean_env.setenv("WATCHDOG_USEC", "200000")
     notify = SdNotify.from_env()
@@ -191,7 +158,7 @@ async def test_watchdog_pings_at_the_interval_while_healthy(
 
 
 async def test_watchdog_holds_back_pings_while_unhealthy(
-    receiver: Receiver, clean_env: pytest.MonkeyPatch
+    receiver: NotifySocket, clean_env: pytest.MonkeyPatch
 ) -> None:
     clean_env.setenv("WATCHDOG_USEC", "200000")
     notify = SdNotify.from_env()
@@ -214,7 +181,7 @@ async def test_watchdog_holds_back_pings_while_unhealthy(
 
 
 async def test_a_raising_health_check_counts_as_unhealthy(
-    receiver: Receiver, clean_env: pytest.MonkeyPatch
+    receiver: NotifySocket, clean_env: pytest.MonkeyPatch
 ) -> None:
     clean_env.setenv("WATCHDOG_USEC", "200000")
 
@@ -231,7 +198,7 @@ async def test_a_raising_health_check_counts_as_unhealthy(
 
 
 async def test_a_blocked_event_loop_sends_no_pings(
-    receiver: Receiver, clean_env: pytest.MonkeyPatch
+    receiver: NotifySocket, clean_env: pytest.MonkeyPatch
 ) -> None:
     clean_env.setenv("WATCHDOG_USEC", "200000")
     task = asyncio.create_task(watchdog_loop(SdNotify.from_env(), lambda: True))

@@ -59,6 +59,10 @@ class FeedPart(Component):
     def resync(self) -> None:
         """Settle the feeds' bars anew: the engine (its builders) was replaced."""
 
+    def problem(self) -> str | None:
+        """Return what keeps the feeds from streaming that retrying will not mend, or None."""
+        return None
+
 
 class FeedSource(Protocol):
     """A kind of feed: its config model, its clock, and how its running parts are built."""

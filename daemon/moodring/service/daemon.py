@@ -291,12 +291,16 @@ class Daemon(Component):
         return {name: states.get(name, "ok") for name in self.settings.feeds}
 
     def problems(self) -> dict[str, str]:
-        """Return what keeps the daemon from keeping its state (outbox, snapshot), by part."""
+        """Return what keeps the daemon from its job (outbox, snapshot, a refused feed), by part."""
         found = {}
         checks = (("outbox", self.alerts.problem()), ("snapshot", self.snapshots.problem()))
         for part, problem in checks:
             if problem is not None:
                 found[part] = problem
+        for feed_part in self.parts:
+            problem = feed_part.problem()
+            if problem is not None:
+                found[feed_part.name] = problem
         return found
 
     def _alert_counts(self) -> dict[str, int]:

@@ -8,10 +8,13 @@ exchange time. ``patch`` holds the hooks into ccxt.pro's receive path.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from moodring.feeds.source import Clock, FeedPart, FeedWiring, register
 from moodring.settings import FeedConfig
+
+if TYPE_CHECKING:
+    from moodring.feeds.check import FeedCheck
 
 
 class CcxtFeedConfig(FeedConfig):
@@ -43,6 +46,12 @@ class CcxtSource:
             )
             for (exchange, _, _), group in groups.items()
         ]
+
+    async def check(self, name: str, feed: FeedConfig, timeout: float) -> FeedCheck:
+        """Try the feed's REST API and websocket once (``moodring check-feeds``)."""
+        from moodring.feeds.ccxt.check import check
+
+        return await check(name, feed, timeout)
 
 
 register(CcxtSource())

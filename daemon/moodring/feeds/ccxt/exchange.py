@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import math
 import re
@@ -20,6 +21,7 @@ from moodring.backoff import Backoff
 from moodring.feeds.base import FeedSink
 from moodring.feeds.ccxt import CcxtFeedConfig
 from moodring.feeds.ccxt.patch import guarded
+from moodring.feeds.ccxt.venues import GENERIC, Venue, client_setup, venue
 from moodring.feeds.clock import EARLY_MS, FUTURE_MS, StreamClock
 from moodring.feeds.frames import trade_problem
 from moodring.feeds.source import Clock, FeedPart
@@ -37,16 +39,20 @@ RECONNECT_EVERY = 23 * 3600.0
 WATCH_EVERY = 1.0
 # The most symbols ccxt.pro takes in one watch_trades_for_symbols call (Binance's 200).
 SYMBOLS_PER_WATCH = 200
+# Seconds between tries at an exchange that refuses this location (HTTP 451/403): it will
+# not change its mind soon, and hammering it changes nothing.
+RESTRICTED_RETRY = 600.0
+# Seconds between two measures of the exchange's clock offset (not at every reconnect).
+OFFSET_EVERY = 600.0
+# The most REST calls one history request (a warm-up, a repair) makes, page by page.
+MAX_PAGES = 20
 # Seconds a client may take to close its sockets.
 CLOSE_TIMEOUT = 1.0
 # ccxt's own caches stay small: trades and candles are taken as ccxt parses them (never read
 # back from its caches), and moodring's ring buffers are the source of truth.
 CACHE_LIMIT = 10
-# The most klines one REST call asks for (Binance's cap).
+# The most klines one REST call asks for (Binance's cap; each venue has its own).
 KLINES_LIMIT = 1000
-# Where a frame names its stream (Binance ``stream``, Bybit ``topic``, a Binance event's
-# symbol ``s``); read from the text, so a frame that does not parse still says which.
-_STREAM_NAME = re.compile(r'"(?:stream|topic|s)"\s*:\s*"([^"]{1,200})"')
 # The parts of a stream name or ccxt message hash: ``ethusdt@trade``, ``trade::ETH/USDT``.
 _STREAM_PARTS = re.compile(r"[@:.|\s]+")
 
@@ -90,6 +96,9 @@ class ExchangeStats:
     candles: int = 0
     missed: int = 0
     reconnects: int = 0
+    repairs: int = 0
+    duplicates: int = 0
+    lost_messages: int = 0
 
 
 class ExchangeFeeds(FeedPart):
@@ -132,9 +141,17 @@ class ExchangeFeeds(FeedPart):
         self.timeout = timeout
         self.reconnect_every = reconnect_every
         self.stats = ExchangeStats()
+        self.venue: Venue = venue(exchange)
+        self.restricted_retry = RESTRICTED_RETRY
+        self.offset_ms: int | None = None  # the exchange's clock less ours, once measured
+        self.last_error: str | None = None  # why the latest connection failed
+        self._problem: str | None = None  # what the status line and /healthz say, if anything
         self._factory = client_factory or self._make_client
         self._on_reconnect = on_reconnect
-        self._client = self._factory()
+        self._client = self._factory()  # the websocket side: a new one for each connection
+        # REST (warm-up, repairs, markets, the clock): one client kept across reconnects
+        self._rest = client_factory() if client_factory else self._make_client(rest=True)
+        self._offset_at = -math.inf  # when the clock offset was measured (monotonic)
         self._by_market: dict[str, list[str]] = {}  # "ethusdt" -> feeds, for bad frames
         self._stream_of: dict[str, Hashable] = {}  # feed -> its stream: symbol or (symbol, tf)
         self._trade_feeds: dict[str, list[str]] = {}  # symbol -> feeds
@@ -142,9 +159,13 @@ class ExchangeFeeds(FeedPart):
         self._candle_ms: dict[tuple[str, str], int] = {}
         self._candles: dict[tuple[str, str], _Candle] = {}
         offered = _timeframes(getattr(self._client, "timeframes", None))
+        self._rest_timeframes = offered
+        streams_candles = getattr(self._client, "has", {}).get("watchOHLCV") is not False
         for name, feed in self.feeds.items():
             self._by_market.setdefault(_market_key(feed.symbol), []).append(name)
-            if feed.stream == "ohlcv":
+            if feed.stream == "ohlcv" and not streams_candles:
+                log.warning("%s: %s streams no candles; watching trades", name, exchange)
+            elif feed.stream == "ohlcv":
                 tf = candle_timeframe([b.timeframe for b in builders(name)], offered)
                 if tf is not None:
                     key = (feed.symbol, tf.name)
@@ -163,6 +184,8 @@ class ExchangeFeeds(FeedPart):
         self._clocks = {key: StreamClock() for key in self._stream_of.values()}
         self._waiting: dict[Hashable, _Waiting] = {}
         self._frame = 0  # websocket frames received: items of one frame share its number
+        self._accounted = -1  # the latest frame that gave a trade or candle, or was counted bad
+        self._message_seq: int | None = None  # the latest message number (Coinbase's)
         self._repairs: dict[int, _Repair] = {}
         # builder -> its first held bar that an item stamped ahead may only have closed early:
         # such bars are released as built once over, unless an item came late for them
@@ -194,19 +217,35 @@ class ExchangeFeeds(FeedPart):
         """Return the (symbol, exchange timeframe) candle streams the client watches."""
         return list(self._candle_feeds)
 
-    def _make_client(self) -> Any:
+    def _make_client(self, *, rest: bool = False) -> Any:
+        """Return a client of the exchange for REST calls, or for its websocket streams.
+
+        Only the REST client is rate-limited: ccxt throttles websocket messages by the REST
+        limit too (Kraken: one a second), which would hold a second subscription back.
+        """
         cls = getattr(ccxtpro, self.exchange, None)
         if cls is None:
             raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
         client = guarded(
-            cls, self._bad_frame, self._on_trade, self._on_candle, self._on_frame, self._on_lost
-        )({"enableRateLimit": True, "newUpdates": True})
+            cls,
+            self._bad_frame,
+            self._on_trade,
+            self._on_candle,
+            self._on_frame,
+            self._after_frame,
+            self._on_lost,
+        )({"enableRateLimit": rest, "newUpdates": True})
         client.options["tradesLimit"] = CACHE_LIMIT
         client.options["OHLCVLimit"] = CACHE_LIMIT
+        client_setup(self.exchange, client)
         first = next(iter(self.feeds.values()))
         if first.ws_url or first.rest_url:
-            configure_urls(client, first.ws_url, first.rest_url)
+            self.venue.configure(client, first.ws_url, first.rest_url)
         return client
+
+    def problem(self) -> str | None:
+        """Return what keeps these feeds from streaming (a refused location), or None."""
+        return self._problem
 
     def now_ms(self) -> int:
         """Return the exchange's clock (local time corrected by the measured offset)."""
@@ -234,37 +273,55 @@ class ExchangeFeeds(FeedPart):
                         self.warmed.set()
                         self._gap_begins()  # the forming bar came from REST: repair it too
                     backoff.reset()
+                    self._problem = None
                     await self._stream()
                 except (BaseError, TimeoutError, OSError) as exc:
                     self.stats.reconnects += 1
+                    self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                     if self._on_reconnect is not None:
                         for name in self.feeds:
                             self._on_reconnect(name)
                     self._gap_begins()
-                    delay = backoff.next()
-                    log.warning(
-                        "%s: %s: %s; reconnecting in %.1f s",
-                        self.exchange,
-                        type(exc).__name__,
-                        str(exc)[:200],
-                        delay,
-                    )
+                    status = self.venue.refused(exc)
+                    if status is not None:
+                        delay = self.restricted_retry
+                        advice = self.venue.refusal_advice(status)
+                        self.last_error = advice
+                        if self._problem != advice:  # said once, not at every retry
+                            log.error("%s: %s", ", ".join(self.feeds), advice)
+                        else:
+                            log.info("%s: still refused; next try in %.0f s", self.exchange, delay)
+                        self._problem = advice
+                    else:
+                        delay = backoff.next()
+                        log.warning(
+                            "%s: %s; reconnecting in %.1f s", self.exchange, self.last_error, delay
+                        )
                     await self._close_sockets()
                     await asyncio.sleep(delay)
         finally:
             await self._close_quietly(self._client)
+            if self._rest is not self._client:
+                await self._close_quietly(self._rest)
 
     async def _connect(self) -> None:
+        """Load the markets (once) and measure the clock offset (now and then) over REST."""
         self._lost.clear()
-        client = self._client
+        rest = self._rest
         async with asyncio.timeout(self.timeout):
-            await client.load_markets()
-        try:
-            async with asyncio.timeout(self.timeout):
-                server = await client.fetch_time()
-            self._offset_ms = int(server) - int(time.time() * 1000)
-        except (BaseError, TimeoutError, TypeError):
-            self._offset_ms = 0  # not every exchange tells its time
+            await rest.load_markets()
+        if self._client is not rest and not self._client.markets:
+            self._client.set_markets(rest.markets, rest.currencies)  # no REST per reconnect
+        if time.monotonic() - self._offset_at >= OFFSET_EVERY:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    server = await rest.fetch_time()
+                self._offset_ms = int(server) - int(time.time() * 1000)
+                self.offset_ms = self._offset_ms
+                self._offset_at = time.monotonic()
+            except (BaseError, TimeoutError, TypeError, ValueError):
+                self._offset_ms = 0  # not every exchange tells its time
+        self._message_seq = None  # a new connection numbers its messages anew
         symbols = {feed.symbol for feed in self.feeds.values()}
         log.info("%s: connected (%d symbols)", self.exchange, len(symbols))
 
@@ -298,18 +355,70 @@ class ExchangeFeeds(FeedPart):
     async def _klines(
         self, symbol: str, builder: BarBuilder, since: int | None, limit: int = 0
     ) -> list[Bar]:
+        """Return the exchange's bars of ``builder``'s timeframe from ``since`` (``limit`` or more).
+
+        From its REST candles of that timeframe, or folded from finer ones where it has none
+        (Coinbase has no 4h), or from its trades since a time where every candle is coarser.
+        """
         tf = builder.timeframe
         limit = max(limit, builder.bars.time.capacity + 1)
         if since is None:
             since = self.now_ms() - limit * tf.ms
-        async with asyncio.timeout(self.timeout):
-            rows = await self._client.fetch_ohlcv(
-                symbol, tf.name, since=since, limit=min(limit, KLINES_LIMIT)
-            )
-        return [
-            Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5] or 0.0))
-            for r in rows
-        ]
+        offered = self._rest_timeframes
+        source = tf if not offered or tf in offered else candle_timeframe([tf], offered)
+        if source is None:
+            return await self._trade_bars(symbol, tf, since, limit)
+        per_bar = tf.ms // source.ms
+        bars = await self._candles_from(symbol, source, since, min(limit, KLINES_LIMIT) * per_bar)
+        return bars if source == tf else fold(bars, tf)
+
+    async def _candles_from(self, symbol: str, tf: Timeframe, since: int, count: int) -> list[Bar]:
+        """Return up to ``count`` REST candles from ``since``, page by page as the venue caps."""
+        page = min(KLINES_LIMIT, self.venue.klines_limit)
+        bars: list[Bar] = []
+        for _ in range(MAX_PAGES):
+            async with asyncio.timeout(self.timeout):
+                rows = await self._rest.fetch_ohlcv(
+                    symbol, tf.name, since=since, limit=min(count - len(bars), page)
+                )
+            fresh = [_bar(r) for r in rows if int(r[0]) >= since]
+            bars.extend(fresh)
+            # a short page is not the end where empty candles are left out (Coinbase)
+            if not fresh or len(bars) >= count:
+                break
+            since = fresh[-1].time + tf.ms
+            if since > self.now_ms():
+                break
+        return bars
+
+    async def _trade_bars(self, symbol: str, tf: Timeframe, since: int, limit: int) -> list[Bar]:
+        """Return bars folded from the REST trades since ``since`` (none if it cannot say)."""
+        if not self.venue.trades_since:
+            log.warning("%s: %s has no %s candles and no trade history", symbol, self.exchange, tf)
+            return []
+        end = min(since + limit * tf.ms, self.now_ms())
+        trades: list[dict[str, Any]] = []
+        cursor = since
+        for _ in range(MAX_PAGES):
+            async with asyncio.timeout(self.timeout):
+                page = await self._rest.fetch_trades(symbol, since=cursor, limit=1000)
+            page = [t for t in page if isinstance(t.get("timestamp"), int)]
+            page = [t for t in page if t["timestamp"] >= cursor]
+            if not page:
+                break
+            trades.extend(page)
+            cursor = max(t["timestamp"] for t in page) + 1
+            if cursor >= end:
+                break
+        seen: set[object] = set()
+        rows = []
+        for t in sorted(trades, key=lambda t: t["timestamp"]):
+            key = t.get("id") or (t["timestamp"], t.get("price"), t.get("amount"))
+            if key not in seen:
+                seen.add(key)
+                price = float(t["price"])
+                rows.append(Bar(t["timestamp"], price, price, price, price, float(t["amount"])))
+        return fold(rows, tf)
 
     async def _stream(self) -> None:
         """Run the trade and candle watches side by side; return by raising, as they do."""
@@ -380,13 +489,47 @@ class ExchangeFeeds(FeedPart):
                 self._early_from.pop(id(builder), None)
                 builder.hold(builder.timeframe.floor(t_ms))
 
-    def _on_frame(self) -> None:
+    def _on_frame(self, data: object = None) -> None:
+        """Count a websocket frame as it arrives; a jump in its message number is a gap."""
         self._frame += 1
+        sequence = self.venue.sequence
+        if sequence is None or not isinstance(data, str):
+            return
+        number = sequence(data)
+        last = self._message_seq
+        if number is None or (last is not None and number <= last):
+            return  # not numbered, or not in this connection's order (a frame to ignore)
+        self._message_seq = number
+        if last is not None and number > last + 1:
+            self._messages_lost(number - last - 1)
+
+    def _messages_lost(self, count: int) -> None:
+        """Hold every feed's bars up to now: a lost message may have held any of their items."""
+        self.stats.lost_messages += count
+        log.warning("%s: %d message(s) lost; repairing from REST", self.exchange, count)
+        for name in self.feeds:
+            now = self.clock_ms(name)
+            for builder in self._builders(name):
+                self._early_from.pop(id(builder), None)
+                builder.hold(max(builder.hold_through, builder.timeframe.floor(now)))
+
+    def _after_frame(self, data: object) -> None:
+        """Count a frame that gave no trade or candle, unless it is one that never does."""
+        if self._accounted == self._frame:
+            return
+        try:
+            message = json.loads(data) if isinstance(data, str | bytes) else data
+        except ValueError:
+            message = None
+        if not self.venue.control(message):
+            self._bad_frame("no usable trade", data)
 
     def _on_trade(self, trade: dict[str, Any]) -> None:
+        self._accounted = self._frame
         symbol = trade.get("symbol") or ""
         names = self._trade_feeds.get(symbol)
         if not names:
+            self._bad_frame("unknown market", trade.get("info"))
             return
         t, price, amount = trade.get("timestamp"), trade.get("price"), trade.get("amount")
         # the stream's clock runs ahead with it: a stale clock offset (or a fast replay)
@@ -394,8 +537,13 @@ class ExchangeFeeds(FeedPart):
         reference = self._clocks[symbol].read(self.now_ms())
         problem = trade_problem(t, price, amount, reference)
         seq = sequence_number(trade.get("id"))
-        if problem is None and seq is None and names[0] in self._last_id:
-            problem = "bad trade id"  # the feed's trades are numbered: so must this one be
+        numbered = self.venue.trade_ids != "none"
+        if problem is None and numbered and names[0] in self._last_id:
+            if seq is None:
+                problem = "bad trade id"  # the feed's trades are numbered: so must this one be
+            elif seq <= self._last_id[names[0]]:
+                self.stats.duplicates += 1  # seen (Coinbase re-sends 100 on subscribing)
+                return
         if problem is not None:
             self._skip_trade(names, trade, problem)
             return
@@ -428,6 +576,7 @@ class ExchangeFeeds(FeedPart):
                 self._maybe_repair(name, builder)
 
     def _skip_trade(self, names: list[str], trade: dict[str, Any], reason: str) -> None:
+        self._accounted = self._frame
         for name in names:
             self.sink.bad_frame(name, reason, repr(trade.get("info"))[:200])
 
@@ -496,6 +645,7 @@ class ExchangeFeeds(FeedPart):
         Binance's kline events say when a candle is final (``x``): it is closed at once.
         Elsewhere a candle is closed by the first update of a later candle.
         """
+        self._accounted = self._frame
         key = (symbol, timeframe)
         names = self._candle_feeds.get(key)
         if not names:
@@ -509,7 +659,8 @@ class ExchangeFeeds(FeedPart):
         bar = Bar(
             int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5])
         )
-        final, event_ms = kline_flags(raw, bar.time)
+        flags = self.venue.candle_flags
+        final, event_ms = flags(raw, bar.time) if flags is not None else (False, None)
         stamp = event_ms if event_ms is not None and event_ms >= bar.time else bar.time
         repair = self._admit(key, stamp, reference)
         if repair is None:
@@ -520,6 +671,7 @@ class ExchangeFeeds(FeedPart):
             self._take_candle(key, bar, final, stamp, repair)
 
     def _skip_candle(self, names: list[str], shown: object, reason: str) -> None:
+        self._accounted = self._frame
         for name in names:
             self.sink.bad_frame(name, reason, repr(shown)[:200])
 
@@ -549,7 +701,8 @@ class ExchangeFeeds(FeedPart):
 
     def _bad_frame(self, reason: str, frame: object) -> None:
         """Count a frame ccxt could not take against the feed its stream names (or the exchange)."""
-        names = self._feeds_named(stream_name(frame))
+        self._accounted = self._frame
+        names = self._feeds_named(self.venue.stream_name(frame))
         self.sink.bad_frame(names[0] if names else self.exchange, reason, repr(frame)[:200])
 
     def _feeds_named(self, stream: str | None) -> list[str]:
@@ -561,9 +714,9 @@ class ExchangeFeeds(FeedPart):
         return []
 
     def _check_sequence(self, feed: str, seq: int, t: int) -> None:
-        """Treat a jump in consecutive trade ids (Binance's) as a gap to repair."""
+        """Treat a jump in consecutive trade ids (where the venue's are) as a gap to repair."""
         last = self._last_id.get(feed)
-        if last is not None and seq > last + 1:
+        if last is not None and seq > last + 1 and self.venue.trade_ids == "consecutive":
             self.stats.missed += seq - last - 1
             log.warning(
                 "%s: %d trade(s) missed between ids %d and %d; repairing from REST",
@@ -650,6 +803,7 @@ class ExchangeFeeds(FeedPart):
                 await asyncio.sleep(backoff.next())
                 continue
             builder.settle(bars, through)
+            self.stats.repairs += 1
             log.info(
                 "%s: %s bars from %s to %s repaired from REST",
                 feed,
@@ -676,13 +830,40 @@ class ExchangeFeeds(FeedPart):
 
 
 def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:
-    """Point a ccxt.pro Binance-like client at other endpoints (testnet, proxy, fake)."""
-    if ws_url:
-        client.urls["api"]["ws"]["spot"] = ws_url
-    if rest_url:
-        client.urls["api"]["public"] = rest_url
-        client.options["fetchMarkets"] = {"types": ["spot"]}
-        client.options["defaultType"] = "spot"
+    """Point a ccxt.pro client at other endpoints (testnet, proxy, fake), as its venue lays them."""
+    venue(str(getattr(client, "id", ""))).configure(client, ws_url, rest_url)
+
+
+def _bar(row: Any) -> Bar:
+    """Return a REST candle ``[t, o, h, l, c, v]`` as a Bar (no volume: 0)."""
+    return Bar(
+        int(row[0]),
+        float(row[1]),
+        float(row[2]),
+        float(row[3]),
+        float(row[4]),
+        float(row[5] or 0.0),
+    )
+
+
+def fold(bars: list[Bar], tf: Timeframe) -> list[Bar]:
+    """Return ``bars`` (in time order, each within one bar of ``tf``) folded into ``tf`` bars."""
+    out: list[Bar] = []
+    for bar in bars:
+        start = tf.floor(bar.time)
+        last = out[-1] if out else None
+        if last is None or last.time != start:
+            out.append(Bar(start, bar.open, bar.high, bar.low, bar.close, bar.volume))
+        else:
+            out[-1] = Bar(
+                start,
+                last.open,
+                max(last.high, bar.high),
+                min(last.low, bar.low),
+                bar.close,
+                last.volume + bar.volume,
+            )
+    return out
 
 
 def sequence_number(trade_id: object) -> int | None:
@@ -695,19 +876,8 @@ def sequence_number(trade_id: object) -> int | None:
 
 
 def stream_name(frame: object) -> str | None:
-    """Return the stream (or topic, or symbol) a websocket frame names, parsed or not."""
-    if isinstance(frame, dict):
-        for key in ("stream", "topic", "s"):
-            value = frame.get(key)
-            if isinstance(value, str):
-                return value
-        return None
-    if isinstance(frame, bytes | bytearray):
-        frame = frame[:4096].decode("utf-8", "replace")
-    if isinstance(frame, str):
-        found = _STREAM_NAME.search(frame, 0, 4096)
-        return found.group(1) if found else None
-    return None
+    """Return the stream (topic, product, symbol) a websocket frame names, parsed or not."""
+    return GENERIC.stream_name(frame)
 
 
 def _market_key(text: str) -> str:
@@ -751,15 +921,3 @@ def candle_problem(row: Any, now_ms: int) -> str | None:
         if problem is not None:
             return problem
     return None
-
-
-def kline_flags(raw: object, open_ms: int) -> tuple[bool, int | None]:
-    """Return a Binance kline event's closed flag and event time if it is of ``open_ms``."""
-    if not isinstance(raw, dict):
-        return False, None
-    kline = raw.get("k")
-    if not isinstance(kline, dict) or kline.get("t") != open_ms:
-        return False, None
-    event = raw.get("E")
-    event_ms = event if isinstance(event, int) and not isinstance(event, bool) else None
-    return kline.get("x") is True, event_ms

@@ -29,7 +29,8 @@ def guarded(
     on_bad: Callable[[str, object], None],
     on_trade: TradeCallback | None = None,
     on_candle: CandleCallback | None = None,
-    on_frame: Callable[[], None] | None = None,
+    on_frame: Callable[[object], None] | None = None,
+    after_frame: Callable[[object], None] | None = None,
     on_lost: Callable[[Any, BaseException], None] | None = None,
 ) -> type:
     """Return ``cls`` (a ccxt.pro exchange) whose websocket frames cannot break it.
@@ -42,8 +43,10 @@ def guarded(
     once: ccxt's bounded per-symbol cache overflows in bursts between two ``watch_trades``
     answers, and whatever it evicted before being read would be lost. ``on_candle`` gets
     every candle update the same way, with the raw message ccxt's ``handle_ohlcv`` parsed
-    it from (unified candles drop fields such as Binance's closed flag). ``on_frame`` is
-    called as each websocket frame arrives, before its trades and candles. ``on_lost(exchange,
+    it from (unified candles drop fields such as Binance's closed flag). ``on_frame(data)`` is
+    called as each websocket frame arrives, before its trades and candles, and
+    ``after_frame(data)`` once ccxt handled it without failing (a frame that gave nothing
+    may be one ccxt ignored: a trade frame with its channel broken). ``on_lost(exchange,
     error)`` is called when one of its websocket connections fails or is closed (ccxt then
     rejects the pending watches; a watch not pending at that moment would never hear of it).
     """
@@ -89,11 +92,14 @@ def guarded(
 
                 def guard(data: Any) -> None:
                     if on_frame is not None:
-                        on_frame()
+                        on_frame(data)
                     try:
                         decode(data)
                     except Exception as exc:  # any frame, any failure: count and skip
                         on_bad(f"unreadable frame ({type(exc).__name__})", data)
+                        return
+                    if after_frame is not None:
+                        after_frame(data)
 
                 ws.handle_text_or_binary_message = guard
                 if on_lost is not None:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from moodring.feeds.source import Clock, FeedPart, FeedWiring, register
 from moodring.settings import FeedConfig
+
+if TYPE_CHECKING:
+    from moodring.feeds.check import FeedCheck
 
 
 class YahooFeedConfig(FeedConfig):
@@ -46,6 +49,12 @@ class YahooSource:
             )
             parts.append(EquityFeed(name, feed, wiring, streamer, history))
         return parts
+
+    async def check(self, name: str, feed: FeedConfig, timeout: float) -> FeedCheck:
+        """Try the feed's REST API and websocket once (``moodring check-feeds``)."""
+        from moodring.feeds.yahoo.check import check
+
+        return await check(name, feed, timeout)
 
 
 register(YahooSource())
