@@ -115,6 +115,9 @@ MISTAKES: list[tuple[list[str], int, str]] = [
     (["init", "x.yaml", "--system"], 2, "init takes PATH or --system, not both"),
     (["healthcheck", "--timeout", "soon"], 2, "--timeout: invalid float value: 'soon'"),
     (["completion", "fish"], 2, "invalid choice: 'fish'"),
+    (["check-feeds", "--timeout", "soon"], 2, "--timeout: not a number of seconds: 'soon'"),
+    (["check-feeds", "--timeout", "0"], 2, "--timeout: must be between 0 and 300 seconds"),
+    (["check-feeds", "-c", "missing.yaml"], 78, "missing.yaml: config file not found"),
 ]
 
 
