@@ -56,7 +56,6 @@ import json
 import logging
 import math
 import re
-import signal
 import struct
 import sys
 import time
@@ -86,6 +85,7 @@ from moodring.feeds.yahoo.stream import (
 from moodring.market.calendar import MarketCalendar
 from moodring.market.frame import BarFrame
 from moodring.testing.equity_bars import bar_length_ms
+from moodring.testing.serving import serve_until_signalled
 
 __all__ = ["FakeYahoo", "SessionTicks", "encode_pricing", "load_bars", "main", "pricing_frame"]
 
@@ -1234,23 +1234,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-async def _serve(fake: FakeYahoo, port: int) -> None:
-    """Run the fake Yahoo until SIGINT/SIGTERM."""
-    await fake.start(port)
-    print(fake.port, flush=True)
-    print(f"ws_url={fake.ws_url} rest_url={fake.rest_url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, fake.pause)
-    loop.add_signal_handler(signal.SIGUSR2, fake.resume)
-    try:
-        await stop.wait()
-    finally:
-        await fake.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     logging.basicConfig(
@@ -1262,7 +1245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().setLevel(args.log_level.upper())
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
-    asyncio.run(_serve(args.fake, args.port))
+    asyncio.run(serve_until_signalled(args.fake, args.port))
     return 0
 
 

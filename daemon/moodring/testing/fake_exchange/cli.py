@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from moodring.testing.fake_exchange.core import FakeExchange
 from moodring.testing.fake_exchange.protocols import PROTOCOLS
 from moodring.testing.fake_exchange.universe import load_universe_bars
+from moodring.testing.serving import serve_until_signalled
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -140,23 +140,6 @@ def _fake(args: argparse.Namespace) -> FakeExchange:
     )
 
 
-async def _serve(fake: FakeExchange, port: int) -> None:
-    """Run the fake exchange until SIGINT/SIGTERM."""
-    port = await fake.start(port)
-    print(port, flush=True)
-    print(f"ws_url={fake.ws_url} rest_url={fake.rest_url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, fake.pause)
-    loop.add_signal_handler(signal.SIGUSR2, fake.resume)
-    try:
-        await stop.wait()
-    finally:
-        await fake.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     args = _parse_args(argv)
@@ -171,5 +154,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # e.g. --relabel of a market no capture holds
         print(f"python -m moodring.testing.fake_exchange: error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(fake, args.port))
+    asyncio.run(serve_until_signalled(fake, args.port))
     return 0
