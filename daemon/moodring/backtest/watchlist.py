@@ -26,7 +26,14 @@ from moodring.metrics.altseason import DAY_MS, altseason_series
 from moodring.rules.alert import Alert
 from moodring.settings import Member, RuleConfig, Settings, WatchlistConfig
 
-__all__ = ["Membership", "MembershipLog", "member_files", "ranked_members", "ranking"]
+__all__ = [
+    "Membership",
+    "MembershipLog",
+    "described",
+    "member_files",
+    "ranked_members",
+    "ranking",
+]
 
 
 def member_files(settings: Settings, paths: Sequence[str | Path]) -> dict[str, Path]:
@@ -239,7 +246,12 @@ def _told(
 
 
 def _described(membership: Membership) -> str:
-    return f"the top {membership.config.top} watchlist {membership.name}"
+    return described(membership.name, membership.config)
+
+
+def described(name: str, config: WatchlistConfig) -> str:
+    """Return how alerts name a dynamic watchlist: ``the top 50 watchlist alts``."""
+    return f"the top {config.top} watchlist {name}"
 
 
 def _at(alert: Alert, time: int, message: str) -> Alert:
