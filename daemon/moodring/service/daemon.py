@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moodring.charts.render import render_with_budget
 from moodring.backtest.watchlist import described
+from moodring.charts.render import render_with_budget
 from moodring.configfile import ConfigError, load_settings, with_members
 from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.intake import AlertIntake
