@@ -173,3 +173,9 @@ async def test_a_dynamic_watchlist_is_ranked_live_and_a_re_rank_changes_its_memb
     # SOL's state was carried over the re-rank: told once
     assert titles().count("sol-flow: SOL money flow") == 1
     assert titles().count("XRP left the top 2 watchlist alts") == 1
+    # a restart runs the members last ranked (until ranked anew), their states restored
+    again = Daemon(load_settings(path), config_path=path)
+    assert set(again.settings.feeds) == {"btc", "sol", "ada"}
+    sol = again.engine.rules.rule("sol-flow")
+    assert sol is not None and sol.status.state == "firing"
+    again.outbox.close()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import math
 import signal
@@ -62,7 +63,7 @@ from moodring.service.snapshot import (
     rule_state_json,
 )
 from moodring.service.telemetry import HttpEndpoint, Telemetry, watch_loop_lag
-from moodring.settings import Settings, WatchlistConfig
+from moodring.settings import Member, Settings, WatchlistConfig
 from moodring.statedir import check_dir, state_file
 from moodring.times import iso_time
 
@@ -80,6 +81,8 @@ DRAIN_SECONDS = 2.5
 # READY=1 at the latest this long after start, warmed up or not: without network the feeds
 # keep retrying (and say so in STATUS=) instead of systemd killing a start that never ends.
 READY_AFTER = 60.0
+# The members of the dynamic watchlists last ranked, in the state directory.
+MEMBERS_FILE = "watchlists.json"
 # The watchdog is fed only while the bar clock has run within this many seconds.
 CLOCK_STALL = 5.0
 # Ring buffers and rule states are saved this often (and once warmed up, and at shutdown);
@@ -106,10 +109,11 @@ class Daemon(Component):
     def __init__(
         self, settings: Settings, *, record: Path | None = None, config_path: Path | None = None
     ) -> None:
-        self.settings = settings
         self.config_path = config_path
         state = check_dir(settings.resolved_state_dir())
         self.state_dir = state
+        # the members last ranked, until ranked anew: their snapshot states are restored
+        self.settings = settings = _saved_members(settings, state / MEMBERS_FILE)
         with state_file(state / "outbox.sqlite", "outbox"):
             self.outbox = Outbox(state / "outbox.sqlite")
         # a silence of a watchlist's rule template mutes every rule expanded from it
@@ -159,6 +163,7 @@ class Daemon(Component):
         self.clock = BarClock(lambda: self.engine, lambda: self.parts, self._on_round)
         self.http = HttpEndpoint(settings.http, self.telemetry)
         self.ranker = Ranker(self._dynamic, self._on_ranked)
+        self.ranker.members.update({n: settings.members(n) for n in self._dynamic()})
         self._applying = asyncio.Lock()  # a reload and a re-rank apply one after the other
         self._stack: contextlib.AsyncExitStack | None = None
         self._status = ""
@@ -454,6 +459,7 @@ class Daemon(Component):
                 log.error("watchlist %s: its new members are not applied:\n%s", name, exc)
                 return
             await self._apply(settings)
+            _save_members(self.state_dir / MEMBERS_FILE, settings, self._dynamic())
         self.notify.ready(self._status_line())
 
     async def _apply(self, settings: Settings) -> None:
@@ -494,12 +500,13 @@ class Daemon(Component):
     async def _ready(self) -> None:
         """Say READY=1 once every feed is warmed up (or after READY_AFTER); keep STATUS= fresh."""
         deadline = time.monotonic() + READY_AFTER
-        while warming(self.parts) and time.monotonic() < deadline:
+        # the members of a dynamic watchlist ranked at start are warmed up before READY
+        while (warming(self.parts) or self.ranker.waiting()) and time.monotonic() < deadline:
             self._set_status()
             await asyncio.sleep(0.2)
         self.telemetry.mark_ready()
         self.notify.ready(self._status_line())
-        if waiting := warming(self.parts):
+        if waiting := [*warming(self.parts), *(f"watchlist {n}" for n in self.ranker.waiting())]:
             log.warning("ready before warm-up finished; still waiting for %s", ", ".join(waiting))
         else:
             log.info("warmed up: ready")
@@ -566,6 +573,48 @@ def _members_gone(engine: Pipeline, old: Settings, new: Settings) -> list[Alert]
                 )
             )
     return gone
+
+
+def _saved_members(settings: Settings, path: Path) -> Settings:
+    """Return ``settings`` with the saved members of each dynamic watchlist ranked alike."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return settings
+    except (OSError, ValueError) as exc:
+        log.warning("%s unreadable (%s): watchlists are ranked anew", path, exc)
+        return settings
+    members = {}
+    for name, watchlist in settings.watchlists.items():
+        entry = saved.get(name) if isinstance(saved, dict) else None
+        if not watchlist.dynamic or not isinstance(entry, dict):
+            continue
+        if entry.get("config") == watchlist.model_dump(mode="json"):  # ranked alike
+            members[name] = tuple(Member.of(str(s)) for s in entry.get("members", ()))
+    if not members:
+        return settings
+    try:
+        return with_members(settings, members)
+    except (ConfigError, ValueError) as exc:
+        log.warning("%s not used (%s): watchlists are ranked anew", path, exc)
+        return settings
+
+
+def _save_members(path: Path, settings: Settings, dynamic: dict[str, WatchlistConfig]) -> None:
+    """Save the members of the dynamic watchlists (with the config they were ranked by)."""
+    saved = {
+        name: {
+            "config": watchlist.model_dump(mode="json"),
+            "members": [m.symbol for m in settings.members(name)],
+        }
+        for name, watchlist in dynamic.items()
+    }
+    try:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+        temporary.replace(path)
+    except OSError as exc:
+        log.warning("cannot save the watchlists' members to %s: %s", path, exc)
 
 
 def _ranked_as_before(settings: Settings, old: Settings) -> Settings:

@@ -116,12 +116,17 @@ class Ranker(Component):
         self.retry = retry
         self.members: dict[str, Members] = {}  # the latest ranking of each watchlist
         self.failing: set[str] = set()  # watchlists whose latest ranking failed
+        self.tried: set[str] = set()  # watchlists ranked at least once, or failed to be
         self._factory = client_factory
         self.ranked_by: dict[str, WatchlistConfig] = {}  # the config each was last ranked by
         self._due: dict[str, float] = {}  # monotonic time of each one's next ranking
 
     async def _setup(self) -> None:
         self.spawn(self.run(), name="watchlist ranking")
+
+    def waiting(self) -> list[str]:
+        """Return the watchlists not ranked yet (nor failed to be) since they were declared."""
+        return sorted(set(self.watchlists()) - self.tried)
 
     async def run(self) -> None:
         """Rank what is due, forever."""
@@ -134,11 +139,14 @@ class Ranker(Component):
 
     async def rank(self, name: str, config: WatchlistConfig) -> None:
         """Rank one watchlist now; hand on its members if they changed."""
+        if self.ranked_by.get(name) != config:
+            self.tried.discard(name)
         self.ranked_by[name] = config
         client = self._factory(config)
         try:
             members = await rank_watchlist(name, config, client)
         except Exception as exc:  # any failure: the current members stay
+            self.tried.add(name)
             self._due[name] = time.monotonic() + min(self.retry, config.refresh)
             if name not in self.failing:
                 self.failing.add(name)
@@ -166,6 +174,7 @@ class Ranker(Component):
             log.info("watchlist %s: %d member(s) ranked: %s%s", name, len(members), shown, more)
             self.members[name] = members
             await self.on_members(name, members)
+        self.tried.add(name)
 
 
 async def _close_quietly(client: Any) -> None:
