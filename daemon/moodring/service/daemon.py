@@ -585,17 +585,15 @@ def _saved_members(settings: Settings, path: Path) -> Settings:
         log.warning("%s unreadable (%s): watchlists are ranked anew", path, exc)
         return settings
     members = {}
-    for name, watchlist in settings.watchlists.items():
-        entry = saved.get(name) if isinstance(saved, dict) else None
-        if not watchlist.dynamic or not isinstance(entry, dict):
-            continue
-        if entry.get("config") == watchlist.model_dump(mode="json"):  # ranked alike
-            members[name] = tuple(Member.of(str(s)) for s in entry.get("members", ()))
-    if not members:
-        return settings
     try:
-        return with_members(settings, members)
-    except (ConfigError, ValueError) as exc:
+        for name, watchlist in settings.watchlists.items():
+            entry = saved.get(name) if isinstance(saved, dict) else None
+            if not watchlist.dynamic or not isinstance(entry, dict):
+                continue
+            if entry.get("config") == watchlist.model_dump(mode="json"):  # ranked alike
+                members[name] = tuple(Member.of(str(s)) for s in entry.get("members", ()))
+        return with_members(settings, members) if members else settings
+    except (ConfigError, ValueError, TypeError) as exc:
         log.warning("%s not used (%s): watchlists are ranked anew", path, exc)
         return settings
 
