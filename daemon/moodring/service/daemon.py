@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moodring.backtest.watchlist import described
 from moodring.charts.render import render_with_budget
 from moodring.configfile import ConfigError, load_settings, with_members
 from moodring.delivery.dispatcher import Dispatcher
@@ -43,6 +42,7 @@ from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.jumps import Jump
 from moodring.market.timeframe import Timeframe
+from moodring.metrics.ranking import described
 from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences

@@ -4,7 +4,7 @@ A ranking loads the markets and ``fetch_tickers()``, takes the busiest eligible 
 markets by 24-hour quote volume (three times ``top``, as the live altseason index does),
 fetches each one's last ``volume_days + 2`` daily candles one after the other under ccxt's
 rate limiter (Binance's request weights respected) and ranks them with the backtest's own
-ranking (``backtest.watchlist.ranking``: trailing quote volume, the Altcoin Season Index's
+ranking (``metrics.ranking``: trailing quote volume, the Altcoin Season Index's
 exclusions, ``include``/``exclude``): the members are those of the last closed day. A
 candidate whose candles cannot be fetched is left out of that ranking; a failed ranking
 keeps the current members, says so once and is retried every ``RETRY`` seconds.
@@ -16,19 +16,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import ccxt.pro as ccxtpro
 import numpy as np
 from ccxt.base.errors import BaseError, NetworkError
 
-from moodring.backtest.universe import UniverseCoin
-from moodring.backtest.watchlist import ranked_members, ranking
 from moodring.feeds.altseason_feed import busiest
 from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
 from moodring.lifecycle import Component
-from moodring.market.frame import BarFrame
+from moodring.metrics.ranking import Daily, rank_by_volume, ranked_members
 from moodring.settings import Member, WatchlistConfig
 
 __all__ = ["RETRY", "Ranker", "rank_watchlist"]
@@ -72,7 +69,7 @@ async def rank_watchlist(
     tickers = await call(client.fetch_tickers())
     top = config.top or 1
     chosen = busiest(client.markets, tickers, config.quote, config.rules(), 3 * top)
-    coins: dict[str, UniverseCoin] = {}
+    coins: dict[str, Daily] = {}
     forming = 0  # the open time of the latest candle seen: the forming day's
     for symbol, base in chosen.items():
         try:
@@ -89,10 +86,9 @@ async def rank_watchlist(
         table = np.asarray([[float(x or 0.0) for x in row[:6]] for row in rows])
         times = table[:, 0].astype(np.int64)
         forming = max(forming, int(times[-1]))
-        bars = BarFrame(times, *(table[:, i].copy() for i in range(1, 6)))
-        coins[base] = UniverseCoin(base, Path(f"{config.exchange}:{symbol}"), bars)
+        coins[base] = (times, table[:, 4].copy(), table[:, 5].copy())
     # the ranking of a day holds once it has closed: the day before the forming one's
-    return ranked_members(ranking(coins, config), forming, config.quote)
+    return ranked_members(rank_by_volume(coins, config), forming, config.quote)
 
 
 class Ranker(Component):
