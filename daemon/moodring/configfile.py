@@ -47,7 +47,7 @@ EXTENDS = "extends"
 REMOVE = "remove"
 
 # the keys of a dynamic watchlist (top: N) that show-config leaves out of an explicit one
-DYNAMIC_KEYS = ("top", "volume_days", "exclude", "include", "refresh")
+DYNAMIC_KEYS = ("top", "volume_days", "exclude", "include", "refresh", "rest_url")
 
 log = logging.getLogger("moodring.config")
 _warned: set[Path] = set()

@@ -722,8 +722,9 @@ class WatchlistConfig(Model):
     the ``top`` markets of ``exchange``'s ``quote`` markets by quote volume over the last
     ``volume_days``, ranked as the Altcoin Season Index ranks its universe (BTC,
     stablecoins, wrapped and leveraged tokens left out; ``exclude``/``include`` adjust the
-    lists), re-ranked every ``refresh``. Feeds, series, metrics and rules declared
-    ``for_each`` watchlist are expanded per member (``moodring.expansion``).
+    lists), re-ranked every ``refresh`` (the daemon asks ``exchange``'s REST API, at
+    ``rest_url`` when given: a testnet, proxy or fake). Feeds, series, metrics and rules
+    declared ``for_each`` watchlist are expanded per member (``moodring.expansion``).
     """
 
     members: tuple[str, ...] = ()
@@ -734,6 +735,7 @@ class WatchlistConfig(Model):
     exclude: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     refresh: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 86400.0
+    rest_url: str | None = None  # the exchange's REST endpoint, overridden (testnet, proxy, fake)
 
     @model_validator(mode="before")
     @classmethod

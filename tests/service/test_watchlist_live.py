@@ -1,13 +1,18 @@
-"""An explicit watchlist live: ccxt.pro against the fake exchange serving re-labelled captures."""
+"""Watchlists live: ccxt.pro against the fake exchange serving re-labelled captures.
+
+An explicit watchlist changed by a reload, a dynamic one ranked from the fake's universe.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from moodring.configfile import load_settings
+from moodring.market.frame import BarFrame
 from moodring.service.daemon import Daemon
 from moodring.testing.fake_exchange import FakeExchange
 from tests.support.captures import CAPTURES
@@ -100,3 +105,77 @@ async def test_an_explicit_watchlist_runs_live_and_a_reload_changes_its_members(
     # nothing was told twice: SOL fired once, before the reload, and was carried over
     assert titles().count("sol-flow: SOL money flow") == 1
     assert titles().count("XRP left watchlist alts") == 1
+
+
+DAY_MS = 86_400_000
+FIRST_DAY = 1_700_006_400_000  # 2023-11-15 00:00 UTC
+
+
+def daily(volumes: list[float]) -> BarFrame:
+    """Return flat daily bars at 1.0 with these base volumes, from FIRST_DAY on."""
+    days = FIRST_DAY + DAY_MS * np.arange(len(volumes), dtype=np.int64)
+    flat = np.ones(len(volumes))
+    return BarFrame(days, flat, flat.copy(), flat.copy(), flat.copy(), np.asarray(volumes))
+
+
+async def test_a_dynamic_watchlist_is_ranked_live_and_a_re_rank_changes_its_members(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # the top 2 by 2-day quote volume: SOL always; XRP until day 5, ADA from day 6 on
+    universe = {
+        "SOLUSDT": daily([9e6] * 12),
+        "XRPUSDT": daily([5e6] * 6 + [1e3] * 6),
+        "ADAUSDT": daily([1e3] * 6 + [5e6] * 6),
+        "DOGEUSDT": daily([1e4] * 12),
+    }
+    relabel = {"SOLUSDT": "ETHUSDT", "XRPUSDT": "ETHUSDT", "ADAUSDT": "BTCUSDT"}
+    path = tmp_path / "moodring.yaml"
+
+    def titles() -> list[str]:
+        return [p["title"] for p in receiver.payloads]
+
+    async with FakeExchange(
+        CAPTURES,
+        speed=20.0,
+        loop=True,
+        relabel=relabel,
+        universe=universe,
+        today=FIRST_DAY + 5 * DAY_MS,  # days 3 and 4 closed rank the members: SOL, XRP
+    ) as fake:
+        cfg = config(fake, tmp_path / "state", receiver, [])
+        cfg["watchlists"]["alts"] = {
+            "top": 2,
+            "volume_days": 2,
+            "refresh": "1s",
+            "rest_url": fake.rest_url,
+        }
+        path.write_text(yaml.safe_dump(cfg))
+        daemon = Daemon(load_settings(path), config_path=path)
+        async with daemon:
+            feeds = lambda: set(daemon.settings.feeds)  # noqa: E731
+            await until(lambda: feeds() == {"btc", "sol", "xrp"}, "SOL and XRP ranked", timeout=60)
+            assert [m.base for m in daemon.settings.members("alts")] == ["SOL", "XRP"]
+            fired = {"sol-flow: SOL money flow", "xrp-flow: XRP money flow"}
+            await until(lambda: fired <= set(titles()), "SOL's and XRP's rules", timeout=120)
+
+            fake.advance_day(4)  # days 7 and 8 closed: ADA overtakes XRP
+            await until(lambda: feeds() == {"btc", "sol", "ada"}, "ADA ranked", timeout=60)
+            assert daemon.engine.rules.rule("xrp-flow") is None
+            sol = daemon.engine.rules.rule("sol-flow")
+            assert sol is not None and sol.status.state == "firing"
+            await until(lambda: "ada-flow: ADA money flow" in titles(), "ADA's rule", timeout=120)
+            left = next(p for p in receiver.payloads if p["title"].startswith("XRP left"))
+            assert left["title"] == "XRP left the top 2 watchlist alts"
+            assert left["message"] == (
+                "XRP left the top 2 watchlist alts: xrp-flow is no longer watched."
+            )
+            await daemon.dispatcher.drain(5)
+    # SOL's state was carried over the re-rank: told once
+    assert titles().count("sol-flow: SOL money flow") == 1
+    assert titles().count("XRP left the top 2 watchlist alts") == 1
+    # a restart runs the members last ranked (until ranked anew), their states restored
+    again = Daemon(load_settings(path), config_path=path)
+    assert set(again.settings.feeds) == {"btc", "sol", "ada"}
+    sol = again.engine.rules.rule("sol-flow")
+    assert sol is not None and sol.status.state == "firing"
+    again.outbox.close()

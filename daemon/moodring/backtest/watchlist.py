@@ -19,14 +19,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from moodring.backtest.universe import UniverseCoin, coin_files
-from moodring.metrics.altseason import DAY_MS, altseason_series
+from moodring.metrics.altseason import DAY_MS
+from moodring.metrics.ranking import Ranking, described, rank_by_volume, ranked_members
 from moodring.rules.alert import Alert
 from moodring.settings import Member, RuleConfig, Settings, WatchlistConfig
 
-__all__ = ["Membership", "MembershipLog", "member_files", "ranked_members", "ranking"]
+__all__ = [
+    "Membership",
+    "MembershipLog",
+    "described",
+    "member_files",
+    "ranked_members",
+    "ranking",
+]
 
 
 def member_files(settings: Settings, paths: Sequence[str | Path]) -> dict[str, Path]:
@@ -49,39 +55,9 @@ def member_files(settings: Settings, paths: Sequence[str | Path]) -> dict[str, P
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Ranking:
-    """A dynamic watchlist's members by day: day open times and each day's members."""
-
-    days: np.ndarray  # int64 epoch ms
-    members: tuple[tuple[str, ...], ...]  # base assets, highest quote volume first
-
-
 def ranking(coins: Mapping[str, UniverseCoin], config: WatchlistConfig) -> Ranking:
-    """Rank the universe on every day it covers, as the Altcoin Season Index ranks it.
-
-    A coin takes part on a day it has a bar of (and one the day before).
-    """
-    if not coins:
-        return Ranking(np.zeros(0, np.int64), ())
-    days = np.unique(np.concatenate([coin.bars.time for coin in coins.values()]))
-    series = altseason_series(
-        {base: coin.daily() for base, coin in coins.items()},
-        (days, np.ones(days.shape[0])),
-        top=config.top or 1,
-        days=1,
-        volume_days=config.volume_days,
-        rules=config.rules(),
-    )
-    return Ranking(series.times, tuple(series.members_at(i) for i in range(len(series.times))))
-
-
-def ranked_members(rank: Ranking, at_ms: int, quote: str) -> tuple[Member, ...]:
-    """Return the members of the last ranking of a day closed by ``at_ms``."""
-    row = int(np.searchsorted(rank.days, at_ms - DAY_MS, side="right")) - 1
-    if row < 0:
-        return ()
-    return tuple(Member(f"{base}/{quote}", base, quote) for base in rank.members[row])
+    """Rank the universe on every day it covers, as the Altcoin Season Index ranks it."""
+    return rank_by_volume({base: coin.daily() for base, coin in coins.items()}, config)
 
 
 @dataclass
@@ -239,7 +215,7 @@ def _told(
 
 
 def _described(membership: Membership) -> str:
-    return f"the top {membership.config.top} watchlist {membership.name}"
+    return described(membership.name, membership.config)
 
 
 def _at(alert: Alert, time: int, message: str) -> Alert:

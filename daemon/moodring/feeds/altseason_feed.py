@@ -40,11 +40,17 @@ from moodring.backoff import Backoff
 from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
 from moodring.feeds.ccxt.patch import guarded
 from moodring.lifecycle import Component, first_completed
-from moodring.metrics.altseason import DAY_MS, AltseasonIndex, AltseasonValue, excluded
+from moodring.metrics.altseason import (
+    DAY_MS,
+    AltseasonIndex,
+    AltseasonValue,
+    ExclusionRules,
+    excluded,
+)
 from moodring.settings import AltseasonConfig
 from moodring.times import iso_time
 
-__all__ = ["AltseasonFeed", "AltseasonStats", "ValueListener"]
+__all__ = ["AltseasonFeed", "AltseasonStats", "ValueListener", "busiest"]
 
 log = logging.getLogger("moodring.feeds.altseason")
 
@@ -250,23 +256,7 @@ class AltseasonFeed(Component):
 
     def _candidates(self, markets: Mapping[str, Any], tickers: Mapping[str, Any]) -> dict[str, str]:
         """Return symbol -> base of the busiest eligible markets by 24-hour quote volume."""
-        ranked = []
-        rules = self.config.rules()
-        for symbol, ticker in tickers.items():
-            market = markets.get(symbol)
-            if (
-                market is None
-                or not market.get("spot")
-                or market.get("active") is False
-                or market.get("quote") != self.config.quote
-            ):
-                continue
-            base = str(market.get("base") or "")
-            if not base or excluded(base, rules) is not None:
-                continue
-            ranked.append((-_quote_volume(ticker), base, symbol))
-        ranked.sort()
-        return {symbol: base for _, base, symbol in ranked[: self.candidates]}
+        return busiest(markets, tickers, self.config.quote, self.config.rules(), self.candidates)
 
     async def _fetch(self, client: Any, symbol: str, first: int, last: int) -> None:
         """Fetch the closed days ``first..last`` of a symbol that its cache lacks."""
@@ -397,6 +387,32 @@ class AltseasonFeed(Component):
                 await client.close()
         except (Exception, TimeoutError) as exc:  # closing a broken client must not stop us
             log.debug("altseason: close: %s", exc)
+
+
+def busiest(
+    markets: Mapping[str, Any],
+    tickers: Mapping[str, Any],
+    quote: str,
+    rules: ExclusionRules,
+    count: int,
+) -> dict[str, str]:
+    """Return symbol -> base of the ``count`` busiest eligible ``quote`` spot markets (24 h)."""
+    ranked = []
+    for symbol, ticker in tickers.items():
+        market = markets.get(symbol)
+        if (
+            market is None
+            or not market.get("spot")
+            or market.get("active") is False
+            or market.get("quote") != quote
+        ):
+            continue
+        base = str(market.get("base") or "")
+        if not base or excluded(base, rules) is not None:
+            continue
+        ranked.append((-_quote_volume(ticker), base, symbol))
+    ranked.sort()
+    return {symbol: base for _, base, symbol in ranked[:count]}
 
 
 def _finite(value: object) -> float | None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import math
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moodring.charts.render import render_with_budget
-from moodring.configfile import ConfigError, load_settings
+from moodring.configfile import ConfigError, load_settings, with_members
 from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.intake import AlertIntake
 from moodring.delivery.outbox import Outbox
@@ -41,6 +42,7 @@ from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.jumps import Jump
 from moodring.market.timeframe import Timeframe
+from moodring.metrics.ranking import described
 from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.rules.silences import Silences
@@ -48,6 +50,7 @@ from moodring.service.catchup import CatchUp
 from moodring.service.clock import BarClock
 from moodring.service.notify import SdNotify, watchdog_loop
 from moodring.service.pipeline_sink import PipelineSink
+from moodring.service.ranker import Members, Ranker
 from moodring.service.recorder import BarRecorder
 from moodring.service.snapshot import (
     EngineState,
@@ -60,7 +63,7 @@ from moodring.service.snapshot import (
     rule_state_json,
 )
 from moodring.service.telemetry import HttpEndpoint, Telemetry, watch_loop_lag
-from moodring.settings import Settings
+from moodring.settings import Member, Settings, WatchlistConfig
 from moodring.statedir import check_dir, state_file
 from moodring.times import iso_time
 
@@ -78,6 +81,8 @@ DRAIN_SECONDS = 2.5
 # READY=1 at the latest this long after start, warmed up or not: without network the feeds
 # keep retrying (and say so in STATUS=) instead of systemd killing a start that never ends.
 READY_AFTER = 60.0
+# The members of the dynamic watchlists last ranked, in the state directory.
+MEMBERS_FILE = "watchlists.json"
 # The watchdog is fed only while the bar clock has run within this many seconds.
 CLOCK_STALL = 5.0
 # Ring buffers and rule states are saved this often (and once warmed up, and at shutdown);
@@ -104,10 +109,11 @@ class Daemon(Component):
     def __init__(
         self, settings: Settings, *, record: Path | None = None, config_path: Path | None = None
     ) -> None:
-        self.settings = settings
         self.config_path = config_path
         state = check_dir(settings.resolved_state_dir())
         self.state_dir = state
+        # the members last ranked, until ranked anew: their snapshot states are restored
+        self.settings = settings = _saved_members(settings, state / MEMBERS_FILE)
         with state_file(state / "outbox.sqlite", "outbox"):
             self.outbox = Outbox(state / "outbox.sqlite")
         # a silence of a watchlist's rule template mutes every rule expanded from it
@@ -156,6 +162,9 @@ class Daemon(Component):
         self.digest = Group(self._digest(settings), name="digest")
         self.clock = BarClock(lambda: self.engine, lambda: self.parts, self._on_round)
         self.http = HttpEndpoint(settings.http, self.telemetry)
+        self.ranker = Ranker(self._dynamic, self._on_ranked)
+        self.ranker.members.update({n: settings.members(n) for n in self._dynamic()})
+        self._applying = asyncio.Lock()  # a reload and a re-rank apply one after the other
         self._stack: contextlib.AsyncExitStack | None = None
         self._status = ""
 
@@ -377,6 +386,7 @@ class Daemon(Component):
         await stack.enter_async_context(self.feeds)
         # stops first: no bar is closed by the clock once the feeds are stopping
         await stack.enter_async_context(self.clock)
+        await stack.enter_async_context(self.ranker)
         self.spawn(watch_loop_lag(self.telemetry), name="loop lag")
         self.spawn(watchdog_loop(self.notify, self.healthy), name="watchdog")
         self.spawn(self._ready(), name="ready")
@@ -385,7 +395,6 @@ class Daemon(Component):
             len(self.settings.feeds),
             len(self.settings.rules),
         )
-        _warn_unranked(self.settings)
 
     async def _wind_down(self) -> None:
         log.info("stopping")
@@ -411,17 +420,54 @@ class Daemon(Component):
         started = time.monotonic()
         self.notify.reloading()
         try:
-            settings = load_settings(self.config_path)
+            settings = _ranked_as_before(load_settings(self.config_path), self.settings)
         except ConfigError as exc:
             log.error("reload failed, still running the previous config:\n%s", exc)
             self.telemetry.reload(False)
             self.notify.ready(self._status_line())
             return False
+        async with self._applying:
+            await self._apply(settings)
+        self.telemetry.reload(True)
+        self.notify.ready(self._status_line())
+        log.info(
+            "reloaded %s in %.0f ms",
+            self.config_path or "the built-in config",
+            (time.monotonic() - started) * 1000,
+        )
+        return True
+
+    def _dynamic(self) -> dict[str, WatchlistConfig]:
+        """Return the dynamic watchlists some template is declared for (the ones to rank)."""
+        settings = self.settings
+        used = {
+            watchlist
+            for section in ("feeds", "series", "metrics", "rules")
+            for watchlist in settings.expansion.templates(section).values()
+        }
+        return {n: w for n, w in settings.watchlists.items() if w.dynamic and n in used}
+
+    async def _on_ranked(self, name: str, members: Members) -> None:
+        """Apply a dynamic watchlist's new members as a reload applies a changed config."""
+        async with self._applying:
+            if self.settings.watchlists.get(name) != self.ranker.ranked_by.get(name):
+                return  # a reload changed the watchlist meanwhile: it is ranked anew
+            ranked = {n: self.settings.members(n) for n in self._dynamic()}
+            try:
+                settings = with_members(self.settings, {**ranked, name: members})
+            except ConfigError as exc:
+                log.error("watchlist %s: its new members are not applied:\n%s", name, exc)
+                return
+            await self._apply(settings)
+            _save_members(self.state_dir / MEMBERS_FILE, settings, self._dynamic())
+        self.notify.ready(self._status_line())
+
+    async def _apply(self, settings: Settings) -> None:
+        """Run ``settings`` from now on: swap only the parts they change."""
         old, self.settings = self.settings, settings
         self.sink.catch_up = None  # a restart of the feeds now warms up quietly, as before
         for alert in _members_gone(self.engine, old, settings):
             self._on_alert(self.engine, alert)
-        _warn_unranked(settings)
         restart = (settings.feeds, settings.altseason) != (old.feeds, old.altseason)
         if _engine_part(settings) != _engine_part(old):
             # a new engine holding the old one's bars, rule states and external values
@@ -450,24 +496,17 @@ class Daemon(Component):
             await self.digest.replace(self._digest(settings))
         if settings.http != old.http:
             log.warning("http: changes take effect at the next restart")
-        self.telemetry.reload(True)
-        self.notify.ready(self._status_line())
-        log.info(
-            "reloaded %s in %.0f ms",
-            self.config_path or "the built-in config",
-            (time.monotonic() - started) * 1000,
-        )
-        return True
 
     async def _ready(self) -> None:
         """Say READY=1 once every feed is warmed up (or after READY_AFTER); keep STATUS= fresh."""
         deadline = time.monotonic() + READY_AFTER
-        while warming(self.parts) and time.monotonic() < deadline:
+        # the members of a dynamic watchlist ranked at start are warmed up before READY
+        while (warming(self.parts) or self.ranker.waiting()) and time.monotonic() < deadline:
             self._set_status()
             await asyncio.sleep(0.2)
         self.telemetry.mark_ready()
         self.notify.ready(self._status_line())
-        if waiting := warming(self.parts):
+        if waiting := [*warming(self.parts), *(f"watchlist {n}" for n in self.ranker.waiting())]:
             log.warning("ready before warm-up finished; still waiting for %s", ", ".join(waiting))
         else:
             log.info("warmed up: ready")
@@ -514,7 +553,13 @@ def _members_gone(engine: Pipeline, old: Settings, new: Settings) -> list[Alert]
         if origin is None or config.name in kept or rule.edge is not None:
             continue
         if status.state == "firing" and status.told == "firing":
-            text = f"{origin.member.base} left watchlist {origin.watchlist}"
+            watchlist = old.watchlists[origin.watchlist]
+            where = (
+                described(origin.watchlist, watchlist)
+                if watchlist.dynamic
+                else f"watchlist {origin.watchlist}"
+            )
+            text = f"{origin.member.base} left {where}"
             gone.append(
                 Alert(
                     config.name,
@@ -530,19 +575,57 @@ def _members_gone(engine: Pipeline, old: Settings, new: Settings) -> list[Alert]
     return gone
 
 
-def _warn_unranked(settings: Settings) -> None:
-    """Log the dynamic watchlists whose templates run for no member (ranked live later)."""
-    for name, watchlist in settings.watchlists.items():
-        if watchlist.dynamic and not settings.members(name):
-            log.warning(
-                "watchlist %s is dynamic (top %d of %s %s): the daemon does not rank "
-                "watchlists yet, so its templates run for no member (backtests rank it "
-                "from --universe)",
-                name,
-                watchlist.top,
-                watchlist.exchange,
-                watchlist.quote,
-            )
+def _saved_members(settings: Settings, path: Path) -> Settings:
+    """Return ``settings`` with the saved members of each dynamic watchlist ranked alike."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return settings
+    except (OSError, ValueError) as exc:
+        log.warning("%s unreadable (%s): watchlists are ranked anew", path, exc)
+        return settings
+    members = {}
+    try:
+        for name, watchlist in settings.watchlists.items():
+            entry = saved.get(name) if isinstance(saved, dict) else None
+            if not watchlist.dynamic or not isinstance(entry, dict):
+                continue
+            if entry.get("config") == watchlist.model_dump(mode="json"):  # ranked alike
+                members[name] = tuple(Member.of(str(s)) for s in entry.get("members", ()))
+        return with_members(settings, members) if members else settings
+    except (ConfigError, ValueError, TypeError) as exc:
+        log.warning("%s not used (%s): watchlists are ranked anew", path, exc)
+        return settings
+
+
+def _save_members(path: Path, settings: Settings, dynamic: dict[str, WatchlistConfig]) -> None:
+    """Save the members of the dynamic watchlists (with the config they were ranked by)."""
+    saved = {
+        name: {
+            "config": watchlist.model_dump(mode="json"),
+            "members": [m.symbol for m in settings.members(name)],
+        }
+        for name, watchlist in dynamic.items()
+    }
+    try:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+        temporary.replace(path)
+    except OSError as exc:
+        log.warning("cannot save the watchlists' members to %s: %s", path, exc)
+
+
+def _ranked_as_before(settings: Settings, old: Settings) -> Settings:
+    """Return freshly read ``settings`` with the members of each unchanged dynamic watchlist.
+
+    A dynamic watchlist whose config changed has no members until it is ranked anew.
+    """
+    kept = {
+        name: old.members(name)
+        for name, watchlist in settings.watchlists.items()
+        if watchlist.dynamic and old.watchlists.get(name) == watchlist and old.members(name)
+    }
+    return with_members(settings, kept) if kept else settings
 
 
 def _publisher(settings: Settings) -> MqttPublisher | None:

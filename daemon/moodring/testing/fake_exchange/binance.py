@@ -442,7 +442,8 @@ class BinanceProtocol(Protocol):
         fake = self.fake
         name = query.get("symbol", "").upper()
         listing = fake._universe.get(name)
-        if listing is not None and name not in fake._markets:
+        # a relabelled market of the universe: its daily candles are the universe's
+        if listing is not None and (name not in fake._markets or query.get("interval") == "1d"):
             return self._universe_klines(listing, query)
         market = self._query_market(query)
         interval = query.get("interval")
