@@ -24,8 +24,9 @@ import pytest
 from moodring.charts import render as charts
 from moodring.charts.model import ChartError, parse_chart
 from moodring.charts.render import render_png, render_with_budget
-from moodring.charts.worker import CHART_WORKER, ChartWorker
+from moodring.charts.worker import CHART_WORKER, ChartWorker, WorkerError
 from tests.support.paths import DATA
+from tests.support.wait import until
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXAMPLE_PATH = Path("/tmp/moodring_chart_example.png")
@@ -278,10 +279,28 @@ async def test_render_over_budget_kills_the_worker(
         # no render takes a millisecond
         assert await render_with_budget(real_chart, budget_s=0.001) is None
     assert "took over 0.001 s" in caplog.text
-    await _gone(pid)
-    png = await render_with_budget(real_chart)  # a new worker takes the next chart
+    png = await render_with_budget(real_chart)  # the next chart is drawn all the same
     assert png is not None and png.startswith(PNG_SIGNATURE)
-    assert CHART_WORKER.started == started + 1
+    # given up before the worker took it (it lives on), or killed with it and replaced
+    assert CHART_WORKER.started == started + (CHART_WORKER.pid != pid)
+
+
+async def test_abandoning_a_chart_the_worker_has_kills_it() -> None:
+    worker = ChartWorker()
+    slow = parse_chart(_base(300_000)).model_dump_json().encode()  # seconds to draw
+    cancel = threading.Event()
+    rendering = asyncio.ensure_future(asyncio.to_thread(worker.render, slow, cancel))
+    await until(lambda: worker.busy, timeout=60)
+    pid = worker.pid
+    assert pid is not None
+    worker.abandon(cancel)
+    with pytest.raises(WorkerError, match="killed by SIGKILL"):
+        await rendering
+    await _gone(pid)
+    small = parse_chart(_base()).model_dump_json().encode()
+    kind, png = await asyncio.to_thread(worker.render, small, threading.Event())
+    assert kind == "png" and png.startswith(PNG_SIGNATURE) and worker.started == 2
+    worker.close()
 
 
 async def test_a_worker_that_died_while_idle_is_replaced(real_chart: dict[str, Any]) -> None:

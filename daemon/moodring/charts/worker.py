@@ -78,6 +78,11 @@ class ChartWorker:
         self._timer: threading.Timer | None = None
 
     @property
+    def busy(self) -> bool:
+        """Return whether the worker has a chart now."""
+        return self._busy is not None
+
+    @property
     def pid(self) -> int | None:
         """Return the running worker's pid, or None when there is none."""
         proc = self._proc
@@ -95,17 +100,21 @@ class ChartWorker:
             self._stop_timer()
             try:
                 for attempt in (1, 2):
-                    if cancel.is_set():
-                        raise AbandonedError("the chart was given up before the worker took it")
                     proc = self._running()
                     assert proc.stdin is not None and proc.stdout is not None
-                    with self._state:
+                    with self._state:  # abandon() sets cancel first, then looks at _busy
+                        if cancel.is_set():
+                            raise AbandonedError("the chart was given up before the worker took it")
                         self._busy = cancel
                     try:
                         try:
                             _write_frame(proc.stdin, b"", chart_json)
                         except OSError:
                             self._discard(proc)
+                            if cancel.is_set():  # abandon() killed it while it took the chart
+                                raise WorkerError(
+                                    f"the chart worker exited ({_exit_status(proc)})"
+                                ) from None
                             if attempt == 1:
                                 continue  # it had died while idle: a fresh one takes the chart
                             raise WorkerError("the chart worker could not be started") from None
