@@ -69,6 +69,42 @@ async def test_a_replay_with_drops_records_the_bars_of_the_capture(
         np.testing.assert_allclose(got["volume"], want["volume"], rtol=1e-12)
 
 
+async def test_trades_coinbase_resends_on_subscribing_are_taken_once(tmp_path) -> None:
+    # each subscription's snapshot re-sends the product's last 100 trades: dropped while
+    # paused, every one of them was taken already
+    fake = FakeExchange(CAPTURES, exchange="coinbase", speed=20.0)
+    async with fake, Daemon(exchange_settings("coinbase", fake, tmp_path)) as daemon:
+        taken: list[tuple[str, object]] = []  # (feed, trade id) of every trade taken
+        take = daemon.sink.trade
+
+        def noting(feed: str, t_ms: int, price: float, amount: float, trade_id: object) -> None:
+            taken.append((feed, trade_id))
+            take(feed, t_ms, price, amount, trade_id)
+
+        daemon.sink.trade = noting  # type: ignore[method-assign]
+        stats = daemon.parts[0].stats
+
+        async def drop_while_paused(after: int) -> None:
+            await until(lambda: len(taken) > after, f"{after} trades", timeout=60)
+            fake.pause()
+            replayed = [fake.replayed_trades(s) for s in ("ETH/USD", "BTC/USD")]
+            last = {("eth", str(replayed[0][-1]["t"])), ("btc", str(replayed[1][-1]["t"]))}
+            await until(lambda: last <= set(taken), "every replayed trade taken", timeout=30)
+            before = len(taken) + stats.duplicates
+            resent = sum(min(100, len(trades)) for trades in replayed)
+            await fake.drop_connections()
+            seen = lambda: len(taken) + stats.duplicates - before >= resent  # noqa: E731
+            await until(seen, "the snapshots after reconnecting", timeout=30)
+            fake.resume()
+
+        await drop_while_paused(300)
+        await drop_while_paused(600)
+        await until(lambda: len(taken) > 1000, "trades after the drops", timeout=60)
+    assert stats.reconnects >= 2
+    assert len(set(taken)) == len(taken), "a trade was taken twice"
+    assert stats.duplicates >= 2 * 2 * 100  # two snapshots of 100 each drop
+
+
 @pytest.mark.parametrize("exchange", EXCHANGES)
 async def test_fuzzed_frames_are_counted_against_the_feed_and_survived(tmp_path, exchange) -> None:
     fake = FakeExchange(CAPTURES, exchange=exchange, speed=5.0)

@@ -12,6 +12,8 @@ log = logging.getLogger("moodring.feeds")
 
 # A trade stamped further than this from the local clock is not believed.
 MAX_SKEW_MS = 10 * 60_000
+# A trade stamped further than this before the local clock is too old to use.
+MAX_AGE_MS = 7 * 86_400_000
 # One log line per feed and reason at most this often (seconds); counts go on regardless.
 LOG_EVERY = 60.0
 
@@ -43,6 +45,15 @@ class BadFrames:
 
 def trade_problem(t_ms: object, price: object, amount: object, now_ms: int) -> str | None:
     """Return why a trade cannot be used (missing field, bad number, odd time), or None."""
+    if (
+        type(t_ms) is int
+        and type(price) is float
+        and type(amount) is float
+        and 0.0 < price < math.inf
+        and 0.0 <= amount < math.inf
+        and now_ms - MAX_AGE_MS <= t_ms <= now_ms + MAX_SKEW_MS
+    ):
+        return None  # the usual trade, every check below passed at once
     if t_ms is None or price is None or amount is None:
         return "missing field"
     if not isinstance(t_ms, int) or isinstance(t_ms, bool):
@@ -57,6 +68,6 @@ def trade_problem(t_ms: object, price: object, amount: object, now_ms: int) -> s
         return "bad amount"
     if t_ms > now_ms + MAX_SKEW_MS:
         return "timestamp in the future"
-    if t_ms < now_ms - 7 * 86_400_000:
+    if t_ms < now_ms - MAX_AGE_MS:
         return "timestamp too old"
     return None

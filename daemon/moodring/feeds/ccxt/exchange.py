@@ -525,6 +525,7 @@ class ExchangeFeeds(FeedPart):
             self._bad_frame("no usable trade", data)
 
     def _on_trade(self, trade: dict[str, Any]) -> None:
+        # every trade passes here: kept lean (helpers only for what is rare)
         self._accounted = self._frame
         symbol = trade.get("symbol") or ""
         names = self._trade_feeds.get(symbol)
@@ -537,11 +538,13 @@ class ExchangeFeeds(FeedPart):
         reference = self._clocks[symbol].read(self.now_ms())
         problem = trade_problem(t, price, amount, reference)
         seq = sequence_number(trade.get("id"))
-        numbered = self.venue.trade_ids != "none"
-        if problem is None and numbered and names[0] in self._last_id:
-            if seq is None:
+        if problem is None and self.venue.trade_ids != "none":
+            last = self._last_id.get(names[0])
+            if last is None:
+                pass
+            elif seq is None:
                 problem = "bad trade id"  # the feed's trades are numbered: so must this one be
-            elif seq <= self._last_id[names[0]]:
+            elif seq <= last:
                 self.stats.duplicates += 1  # seen (Coinbase re-sends 100 on subscribing)
                 return
         if problem is not None:
@@ -561,19 +564,31 @@ class ExchangeFeeds(FeedPart):
     ) -> None:
         t, price, amount = trade["timestamp"], trade["price"], trade["amount"]
         trade_id = trade.get("id")
+        stats, last_id, take = self.stats, self._last_id, self.sink.trade
         for name in names:
-            self.stats.trades += 1
-            self._hear(name, t)
-            self._first_since_gap(name, t)
+            stats.trades += 1
+            self._heard[name] = time.monotonic()
+            if name in self._stale:
+                self._hear(name, t)
+            if name in self._awaiting_first:
+                self._first_since_gap(name, t)
+            builders = self._builders(name)
             if self._early_from:
-                self._check_late(name, t)
+                for builder in builders:  # ``_check_late``, inlined
+                    if builder.timeframe.floor(t) <= builder.last_time:
+                        self._early_from.pop(id(builder), None)
             if repair:
                 self._hold_early(name, t)
             if seq is not None:
-                self._check_sequence(name, seq, t)
-            self.sink.trade(name, t, price, amount, trade_id)
-            for builder in self._builders(name):
-                self._maybe_repair(name, builder)
+                last = last_id.get(name)
+                if last is not None and seq == last + 1:
+                    last_id[name] = seq  # the next id: no gap (the usual case)
+                else:
+                    self._check_sequence(name, seq, t)
+            take(name, t, price, amount, trade_id)
+            for builder in builders:
+                if builder.holding:
+                    self._maybe_repair(name, builder)
 
     def _skip_trade(self, names: list[str], trade: dict[str, Any], reason: str) -> None:
         self._accounted = self._frame
@@ -868,6 +883,8 @@ def fold(bars: list[Bar], tf: Timeframe) -> list[Bar]:
 
 def sequence_number(trade_id: object) -> int | None:
     """Return a trade id as a sequence number, or None if it is not a plain number."""
+    if type(trade_id) is str:  # ccxt's ids: tested first
+        return int(trade_id) if trade_id.isascii() and trade_id.isdigit() else None
     if isinstance(trade_id, int) and not isinstance(trade_id, bool):
         return trade_id
     if isinstance(trade_id, str) and trade_id.isascii() and trade_id.isdigit():
