@@ -80,6 +80,8 @@ async def bare_ccxt(exchange: str = "binance") -> tuple[float, float]:
     ex.options["tradesLimit"] = 5000
     await ex.load_markets()
     markets = symbols(exchange)
+    for market in markets:  # as the daemon's warm-up does: the fake then builds 1m candles too
+        await ex.fetch_ohlcv(market, "1m", limit=5)
     want, got = total_trades(fake, exchange), 0
     start = last = cpu_start = cpu_last = 0.0
     while got < want:
