@@ -14,6 +14,7 @@ from moodring.feeds.clock import FUTURE_MS, StreamClock
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
 from moodring.market.timeframe import Timeframe
+from tests.support.wait import until
 
 MINUTE = 60_000
 
@@ -236,6 +237,25 @@ def test_a_waiting_trade_goes_on_once_the_clock_catches_up() -> None:
     f.at(NOW + 3_000)  # the exchange's clock moved on; no other frame came
     f.feeds.on_clock()
     assert f.ids() == ["1", "2"] and f.sink.bad == []
+
+
+async def test_a_trade_waiting_when_the_connection_drops_does_not_end_the_gap() -> None:
+    # it came before the gap: taken after it, it would end the gap at its own bar, and the
+    # next bar, whose trades the gap took, would be released as built instead of repaired
+    f = Feeds()
+    f.client.klines = [[NOW, 10, 10, 9.5, 9.5, 2.0], [NOW + MINUTE, 11, 12, 11, 12, 2.0]]
+    f.at(NOW)
+    f.trade(NOW + 1_000, "1")
+    f.trade(NOW + 1_000 + FUTURE_MS + 2_000, "2")  # waits for the next frame
+    f.feeds._gap_begins()  # the connection dropped
+    f.at(NOW + 2 * MINUTE + 2_000)
+    async with f.feeds:  # repairs are tasks of the running feeds
+        f.trade(NOW + MINUTE + 30_000, "3")  # the first after the gap, which took the others
+        await until(lambda: len(f.closed) == 1, "the first bar repaired", timeout=10)
+        f.trade(NOW + 2 * MINUTE + 1_000, "4")
+        assert f.ids() == ["1", "3", "4"]
+        await until(lambda: len(f.closed) == 2, "the second bar", timeout=10)
+    assert f.closed == [Bar(NOW, 10, 10, 9.5, 9.5, 2.0), Bar(NOW + MINUTE, 11, 12, 11, 12, 2.0)]
 
 
 def test_a_numbered_feed_refuses_a_garbled_id_and_unnumbered_ones_are_not_checked() -> None:

@@ -190,6 +190,7 @@ class ExchangeFeeds(FeedPart):
         # builder -> its first held bar that an item stamped ahead may only have closed early:
         # such bars are released as built once over, unless an item came late for them
         self._early_from: dict[int, int] = {}
+        self._may_hold: set[str] = set()  # feeds whose builders were told to hold bars
         self._last_id: dict[str, int] = {}
         self._heard: dict[str, float] = {}  # feed -> monotonic time of its latest trade/candle
         self._stale: set[str] = set()
@@ -487,7 +488,7 @@ class ExchangeFeeds(FeedPart):
             self._awaiting_first.discard(name)
             for builder in self._builders(name):
                 self._early_from.pop(id(builder), None)
-                builder.hold(builder.timeframe.floor(t_ms))
+                self._hold(name, builder, builder.timeframe.floor(t_ms))
 
     def _on_frame(self, data: object = None) -> None:
         """Count a websocket frame as it arrives; a jump in its message number is a gap."""
@@ -511,7 +512,7 @@ class ExchangeFeeds(FeedPart):
             now = self.clock_ms(name)
             for builder in self._builders(name):
                 self._early_from.pop(id(builder), None)
-                builder.hold(max(builder.hold_through, builder.timeframe.floor(now)))
+                self._hold(name, builder, max(builder.hold_through, builder.timeframe.floor(now)))
 
     def _after_frame(self, data: object) -> None:
         """Count a frame that gave no trade or candle, unless it is one that never does."""
@@ -535,9 +536,14 @@ class ExchangeFeeds(FeedPart):
         t, price, amount = trade.get("timestamp"), trade.get("price"), trade.get("amount")
         # the stream's clock runs ahead with it: a stale clock offset (or a fast replay)
         # must not make good trades look like they come from the future
-        reference = self._clocks[symbol].read(self.now_ms())
+        clock = self._clocks[symbol]
+        reference = clock.read(int(time.time() * 1000) + self._offset_ms)
         problem = trade_problem(t, price, amount, reference)
-        seq = sequence_number(trade.get("id"))
+        trade_id = trade.get("id")
+        if type(trade_id) is str and trade_id.isdigit() and trade_id.isascii():
+            seq: int | None = int(trade_id)  # ``sequence_number``'s usual case, inlined
+        else:
+            seq = sequence_number(trade_id)
         if problem is None and self.venue.trade_ids != "none":
             last = self._last_id.get(names[0])
             if last is None:
@@ -551,7 +557,11 @@ class ExchangeFeeds(FeedPart):
             self._skip_trade(names, trade, problem)
             return
         assert isinstance(t, int)  # trade_problem checked it
-        repair = self._admit(symbol, t, reference)
+        if not self._waiting and t <= reference + EARLY_MS:
+            clock.note(t, self._frame)  # ``_admit``'s usual case, inlined: on time
+            repair: bool | None = False
+        else:
+            repair = self._admit(symbol, t, reference)
         if repair is None:
             take = functools.partial(self._take_trade, names, trade, seq)
             skip = functools.partial(self._skip_trade, names, trade, "timestamp in the future")
@@ -564,19 +574,17 @@ class ExchangeFeeds(FeedPart):
     ) -> None:
         t, price, amount = trade["timestamp"], trade["price"], trade["amount"]
         trade_id = trade.get("id")
-        stats, last_id, take = self.stats, self._last_id, self.sink.trade
+        stats, last_id, take, heard = self.stats, self._last_id, self.sink.trade, self._heard
+        now = time.monotonic()
         for name in names:
             stats.trades += 1
-            self._heard[name] = time.monotonic()
+            heard[name] = now
             if name in self._stale:
                 self._hear(name, t)
             if name in self._awaiting_first:
                 self._first_since_gap(name, t)
-            builders = self._builders(name)
             if self._early_from:
-                for builder in builders:  # ``_check_late``, inlined
-                    if builder.timeframe.floor(t) <= builder.last_time:
-                        self._early_from.pop(id(builder), None)
+                self._check_late(name, t)
             if repair:
                 self._hold_early(name, t)
             if seq is not None:
@@ -586,9 +594,23 @@ class ExchangeFeeds(FeedPart):
                 else:
                     self._check_sequence(name, seq, t)
             take(name, t, price, amount, trade_id)
-            for builder in builders:
-                if builder.holding:
-                    self._maybe_repair(name, builder)
+            if name in self._may_hold:
+                self._repair_held(name)
+
+    def _hold(self, name: str, builder: BarBuilder, through_ms: int) -> None:
+        """Hold a builder's closed bars through ``through_ms``; its feed's trades then check it."""
+        builder.hold(through_ms)
+        self._may_hold.add(name)
+
+    def _repair_held(self, name: str) -> None:
+        """Repair a feed's held bars that are over; forget the feed once it holds none."""
+        holding = False
+        for builder in self._builders(name):
+            if builder.holding or builder.hold_through >= 0:
+                holding = True
+                self._maybe_repair(name, builder)
+        if not holding:
+            self._may_hold.discard(name)
 
     def _skip_trade(self, names: list[str], trade: dict[str, Any], reason: str) -> None:
         self._accounted = self._frame
@@ -646,7 +668,7 @@ class ExchangeFeeds(FeedPart):
             if closes and builder.hold_through < start:
                 held = builder.hold_through  # bars a gap holds up to here need REST anyway
                 self._early_from.setdefault(id(builder), held + tf.ms if held >= 0 else 0)
-                builder.hold(start)
+                self._hold(name, builder, start)
 
     def _check_late(self, name: str, t_ms: int) -> None:
         """Note an item whose bar already closed: bars held as maybe early need REST now."""
@@ -742,7 +764,7 @@ class ExchangeFeeds(FeedPart):
             )
             for builder in self._builders(feed):
                 self._early_from.pop(id(builder), None)
-                builder.hold(max(builder.hold_through, builder.timeframe.floor(t)))
+                self._hold(feed, builder, max(builder.hold_through, builder.timeframe.floor(t)))
         if last is None or seq > last:
             self._last_id[feed] = seq
 
@@ -752,11 +774,15 @@ class ExchangeFeeds(FeedPart):
 
     def _gap_begins(self) -> None:
         """Hold every builder's closed bars until the gap is repaired."""
+        # Items waiting for a later frame to confirm their time came before the gap: no frame
+        # after it can judge them, and taken later they would end the gap at their own bar.
+        # They are let go: the bars they fall in are held and repaired from REST.
+        self._waiting.clear()
         self._early_from.clear()  # every held bar is repaired from REST now
         for name in self.feeds:
             self._awaiting_first.add(name)
             for builder in self._builders(name):
-                builder.hold(HOLD_ALL)
+                self._hold(name, builder, HOLD_ALL)
 
     def on_clock(self) -> None:
         """Once a second: report feeds silent past ``stale_after``; repair closed held bars."""
