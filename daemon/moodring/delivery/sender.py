@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ from moodring.delivery.worker import (
     AppriseSender,
     DeliveryError,
     DeliveryWorker,
+    WorkerError,
 )
 from moodring.notifyurls import url_facts
 from moodring.rules.alert import Alert
@@ -114,10 +116,13 @@ class WorkerSender(Sender):
         super().__init__(notify)
 
     def _prepare(self) -> None:
-        """Log the URLs apprise cannot parse (asked of the worker when the config was read)."""
+        """Log the URLs apprise cannot parse; have the worker load the others ahead of alerts."""
         for url in self._formats:
             if not url_facts(url)["usable"]:
                 log.error("notify URL %s cannot be parsed by apprise", mask_url(url))
+            else:
+                with contextlib.suppress(WorkerError):  # the first send tries again
+                    self._worker.request("load", url)
 
     async def deliver(
         self, target_url: str, alert: Alert, attachment: Path | None

@@ -347,10 +347,13 @@ async def serve(requests: asyncio.StreamReader, replies: IO[bytes]) -> None:
         replies.flush()
 
     async def answer(request: dict[str, Any]) -> None:
+        result: Any
         try:
             if request["op"] == "send":
                 error = await sender.send(request["arg"])
                 result = None if error is None else vars(error)
+            elif request["op"] == "load":
+                result = sender.load(request["arg"]) is not None
             else:
                 result = await asyncio.to_thread(LOCAL[request["op"]], request["arg"])
         except Exception:
