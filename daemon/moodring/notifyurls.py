@@ -38,11 +38,23 @@ def apprise_silenced() -> Iterator[None]:
         quiet.disabled = was
 
 
+def _ask(question: str, arg: Any) -> Any:
+    """Return the remote's answer; ValueError (one sentence) if it cannot give one."""
+    assert _remote is not None
+    try:
+        return _remote(question, arg)
+    except Exception as exc:
+        raise ValueError(f"apprise could not be asked: {exc}") from None
+
+
 def url_facts(url: str) -> dict[str, Any]:
-    """Return ``usable``, ``masked`` (privacy form, no query) and ``private`` of a URL."""
+    """Return ``usable``, ``masked`` (privacy form, no query) and ``private`` of a URL.
+
+    ValueError if the delivery worker cannot be asked.
+    """
     known = _facts.get(url)
     if known is None:
-        known = _remote("facts", url) if _remote is not None else local_facts(url)
+        known = _ask("facts", url) if _remote is not None else local_facts(url)
         if len(_facts) >= 256:
             _facts.clear()
         _facts[url] = known
@@ -51,7 +63,7 @@ def url_facts(url: str) -> dict[str, Any]:
 
 def config_urls(source: str) -> list[tuple[str, list[str]]] | None:
     """Return the URLs (and tags) of an apprise config file or URL; None if apprise cannot."""
-    answer = _remote("config", source) if _remote is not None else local_config_urls(source)
+    answer = _ask("config", source) if _remote is not None else local_config_urls(source)
     return None if answer is None else [(url, list(tags)) for url, tags in answer]
 
 

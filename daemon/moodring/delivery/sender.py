@@ -15,7 +15,7 @@ from moodring.delivery.worker import (
     DeliveryWorker,
     WorkerError,
 )
-from moodring.notifyurls import url_facts
+from moodring.notifyurls import scheme_only, url_facts
 from moodring.rules.alert import Alert
 from moodring.settings import NotifyConfig, NotifyTarget
 
@@ -39,7 +39,10 @@ def target_id(url: str) -> str:
 
 def mask_url(url: str) -> str:
     """Return the URL in apprise's privacy form, without its query; ``scheme://***`` if unknown."""
-    return str(url_facts(url)["masked"])
+    try:
+        return str(url_facts(url)["masked"])
+    except ValueError:
+        return scheme_only(url)
 
 
 def routed_targets(alert: Alert, notify: NotifyConfig) -> list[NotifyTarget]:
@@ -118,11 +121,12 @@ class WorkerSender(Sender):
     def _prepare(self) -> None:
         """Log the URLs apprise cannot parse; have the worker load the others ahead of alerts."""
         for url in self._formats:
-            if not url_facts(url)["usable"]:
-                log.error("notify URL %s cannot be parsed by apprise", mask_url(url))
-            else:
-                with contextlib.suppress(WorkerError):  # the first send tries again
-                    self._worker.request("load", url)
+            with contextlib.suppress(ValueError):  # the worker cannot say: the sends will
+                if not url_facts(url)["usable"]:
+                    log.error("notify URL %s cannot be parsed by apprise", mask_url(url))
+                    continue
+            with contextlib.suppress(WorkerError):  # the first send tries again
+                self._worker.request("load", url)
 
     async def deliver(
         self, target_url: str, alert: Alert, attachment: Path | None

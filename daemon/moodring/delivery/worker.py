@@ -262,7 +262,8 @@ class DeliveryWorker:
                     continue  # given up by its caller
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
                     if "error" in reply:
-                        future.set_exception(RuntimeError(reply["error"]))
+                        last = reply["error"].strip().splitlines()[-1]  # the exception
+                        future.set_exception(RuntimeError(last))
                     else:
                         future.set_result(reply["answer"])
         with self._lock:
