@@ -17,6 +17,7 @@ LEAVES = {
     "feedstate",
     "lifecycle",
     "logs",
+    "notifyurls",
     "operators",
     "registry",
     "statedir",

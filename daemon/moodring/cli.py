@@ -516,9 +516,12 @@ def _shown(moment: datetime) -> str:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from moodring import notifyurls
+    from moodring.delivery.worker import DELIVERY_WORKER
     from moodring.service.daemon import Daemon  # ccxt is heavy: only the daemon pays for it
     from moodring.statedir import check_dir
 
+    notifyurls.use_remote(DELIVERY_WORKER.ask)  # apprise stays out of the daemon's memory
     path, settings = _settings(args)
     if args.record is not None:
         check_dir(args.record, "--record directory")

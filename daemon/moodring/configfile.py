@@ -21,6 +21,7 @@ from moodring.digest import schedule, wording
 from moodring.errors import ConfigError
 from moodring.expansion import PLACEHOLDERS, SECTIONS, Result, expand
 from moodring.logs import MASK, looks_secret, redact, register_secrets
+from moodring.notifyurls import config_urls, url_facts
 from moodring.rules import templates
 from moodring.settings import DEFAULT_CONFIG, FOR_EACH, METRICS, Expanded, Member, Settings
 from moodring.times import parse_duration, write_duration
@@ -485,10 +486,8 @@ def apprise_configs(
     return {**values, "notify": {**notify, "urls": urls}}
 
 
-def _apprise_config_urls(entry: str, base: Path) -> list[tuple[str, set[str]]]:
+def _apprise_config_urls(entry: str, base: Path) -> list[tuple[str, list[str]]]:
     """Return the URLs (and their tags) of one apprise config file or URL; ValueError if none."""
-    import apprise
-
     source = entry
     if "://" not in entry:
         path = Path(entry).expanduser()
@@ -496,20 +495,13 @@ def _apprise_config_urls(entry: str, base: Path) -> list[tuple[str, set[str]]]:
         if not path.is_file():
             raise ValueError(f"no apprise config file at {path}")
         source = str(path)
-    quiet = logging.getLogger("apprise")
-    was, quiet.disabled = quiet.disabled, True  # apprise logs what it cannot read, secrets too
-    try:
-        config = apprise.AppriseConfig.instantiate(source, recursion=1)
-        services = config.services() if config is not None else []
-    finally:
-        quiet.disabled = was
+    found = config_urls(source)
     shown = redact(entry)
-    if config is None:
+    if found is None:
         raise ValueError(f"apprise cannot use {shown} as a config file or URL")
-    if not services:
+    if not found:
         raise ValueError(f"apprise found no notification URL in {shown}")
-    # apprise 2.3 wraps tags in AppriseTag, whose str() is the bare name
-    return [(service.url(privacy=False), {str(t) for t in service.tags}) for service in services]
+    return found
 
 
 class _SecretReader:
@@ -1003,17 +995,7 @@ def _plain_secrets(raw: dict[str, Any]) -> list[str]:
 
 def _apprise_keeps_private(url: str) -> bool:
     """Return whether apprise's privacy form of ``url`` hides part of it (a token, a key)."""
-    import apprise
-
-    quiet = logging.getLogger("apprise")
-    was, quiet.disabled = quiet.disabled, True  # apprise logs bad URLs, secrets and all
-    try:
-        plugin = apprise.Apprise.instantiate(url)
-        return plugin is not None and plugin.url(privacy=True) != plugin.url(privacy=False)
-    except Exception:
-        return False
-    finally:
-        quiet.disabled = was
+    return bool(url_facts(url)["private"])
 
 
 def _strings(value: Any, path: Loc) -> Iterable[tuple[Loc, str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
 import operator
 import os
@@ -43,6 +42,7 @@ from pydantic_settings import (
 )
 
 from moodring.market.timeframe import Timeframe
+from moodring.notifyurls import url_facts
 from moodring.operators import EDGES, LEVELS, OPERATORS, Band
 from moodring.registry import Registry
 from moodring.times import parse_duration
@@ -572,15 +572,7 @@ class NotifyTarget(Model):
     @field_validator("url")
     @classmethod
     def _apprise_knows_it(cls, url: SecretStr) -> SecretStr:
-        import apprise  # only configs with URLs pay for it
-
-        quiet = logging.getLogger("apprise")
-        was, quiet.disabled = quiet.disabled, True  # apprise logs bad URLs, secrets and all
-        try:
-            ok = apprise.Apprise.instantiate(url.get_secret_value()) is not None
-        finally:
-            quiet.disabled = was
-        if not ok:
+        if not url_facts(url.get_secret_value())["usable"]:
             scheme = url.get_secret_value().partition("://")[0] or "?"
             raise ValueError(f"apprise cannot use this {scheme}:// URL (check its form)")
         return url

@@ -215,7 +215,7 @@ async def test_an_unusable_url_is_dead_at_the_first_attempt(outbox: Outbox) -> N
     url = "json://127.0.0.1:9/hook"
     notify = notify_for(url)
     sender = Sender(notify)
-    sender._apprise[url] = None  # as if apprise could not parse it
+    sender._apprise._apprise[url] = None  # as if apprise could not parse it
     dispatcher = Dispatcher(outbox, notify, sender=sender)
     dispatcher.enqueue(alert("ok", 0))
     assert await dispatcher.drain(10)

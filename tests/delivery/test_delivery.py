@@ -7,6 +7,7 @@ import base64
 import hashlib
 import logging
 import os
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -25,7 +26,15 @@ from pydantic import SecretStr
 from moodring.delivery.dispatcher import Dispatcher, _Bucket
 from moodring.delivery.intake import AlertIntake
 from moodring.delivery.outbox import Outbox
-from moodring.delivery.sender import Sender, mask_url, routed_targets, target_id
+from moodring.delivery.sender import (
+    DeliveryError,
+    Sender,
+    WorkerSender,
+    mask_url,
+    routed_targets,
+    target_id,
+)
+from moodring.delivery.worker import DeliveryWorker
 from moodring.rules.silences import Silences
 from moodring.settings import NotifyConfig, NotifyTarget
 from tests.support.delivery import FakeClock, make_alert, notify_for
@@ -163,6 +172,40 @@ async def test_sender_returns_false_on_failure_and_bad_url(receiver: Receiver) -
     assert not await sender.send("bogus://nothing-here", make_alert(1), None)
     receiver.down()
     assert not await sender.send(url, make_alert(1), None)
+
+
+async def test_the_worker_sender_sends_refuses_and_outlives_its_worker(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    image = tmp_path / "chart.png"
+    image.write_bytes(png_bytes())
+    url = receiver.url()
+    worker = DeliveryWorker(idle_s=0.5)
+    sender = WorkerSender(notify_for(url), worker)
+    try:
+        assert await sender.deliver(url, make_alert(7, "critical"), image) is None
+        [payload] = receiver.payloads
+        assert (payload["title"], payload["message"], payload["type"]) == (
+            "title 7",
+            "alert 7",
+            "failure",
+        )
+        assert base64.b64decode(payload["attachments"][0]["base64"]) == png_bytes()
+        receiver.refusing(400, "alert 8")
+        refused = await sender.deliver(url, make_alert(8), None)
+        assert refused is not None and refused.permanent and "error=400" in refused.reason
+        assert "127.0.0.1" not in refused.reason
+        unusable = await sender.deliver("bogus://nothing-here", make_alert(9), None)
+        assert unusable == DeliveryError("apprise cannot parse the URL", permanent=True)
+        pid = worker.pid
+        assert pid is not None and worker.started == 1
+        os.kill(pid, signal.SIGKILL)  # killed while idle: the next send starts a fresh one
+        await until(lambda: worker.pid is None, timeout=10)
+        assert await sender.deliver(url, make_alert(10), None) is None
+        assert worker.started == 2 and receiver.messages[-1] == "alert 10"
+        await until(lambda: worker.pid is None, timeout=10)  # retired once idle
+    finally:
+        worker.close()
 
 
 # --- dispatcher -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import math
+import os
 import re
 import signal
 import socket
@@ -103,13 +104,20 @@ async def test_notify_health_reload_and_stop(tmp_path: Path, fake: FakeExchange)
 
 
 async def test_a_broken_config_at_start_exits_78_and_names_the_key(tmp_path: Path) -> None:
-    cfg = {"feeds": {"eth": {"symbol": "ETH/USDT", "stale_afer": "5m"}}, "http": {"port": 0}}
+    cfg = {
+        "feeds": {"eth": {"symbol": "ETH/USDT", "stale_afer": "5m"}},
+        "http": {"port": 0},
+        # checked by the delivery worker: apprise is not loaded in `moodring run`
+        "notify": {"urls": ["json://127.0.0.1:9/ok", "bogus://nothing-here"]},
+    }
     service = await start(tmp_path, cfg)
     try:
         code = await asyncio.wait_for(service.proc.wait(), 60)
         await asyncio.sleep(0.2)
         assert code == 78
         assert service.logged("feeds.eth.stale_afer"), service.lines
+        [bad_url] = service.logged("notify.urls.1.url")
+        assert "apprise cannot use this bogus:// URL" in bad_url and "(line " in bad_url
         assert not service.logged("Traceback")
         assert not service.sent("READY=1")
     finally:
@@ -273,3 +281,52 @@ async def test_the_daemon_sends_the_digest_with_its_chart(
     assert payload["message"].endswith(f"MFI {mfi:.0f}"), payload["message"]
     png = base64.b64decode(payload["attachments"][0]["base64"])
     assert png.startswith(b"\x89PNG") and len(png) < 300_000
+
+
+def _delivery_workers(parent: int) -> list[int]:
+    """Return the pids of ``parent``'s delivery worker processes."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"moodring.delivery.worker" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_apprise_stays_out_of_the_daemon_and_a_killed_send_is_retried_once(
+    tmp_path: Path, fake: FakeExchange
+) -> None:
+    receiver = Receiver()
+    receiver.mode = "hang"
+    cfg = daemon_config(fake, tmp_path / "state")
+    cfg["rules"] = [{"name": "mfi-tick", "metric": "mfi", "condition": {"above": -1}, "on": "tick"}]
+    cfg["notify"] = {"urls": [receiver.url()], "retry_initial": "0.2s", "retry_max": "1s"}
+    modules = tmp_path / "modules.txt"
+    service = await start(tmp_path, cfg, modules_to=modules)
+    try:
+        await until(receiver.hung.is_set, timeout=90)
+        [worker] = _delivery_workers(service.proc.pid)
+        os.kill(worker, signal.SIGKILL)  # the alert's POST is in flight, unanswered
+        await service.wait(
+            lambda: service.logged("the delivery worker exited (killed by SIGKILL)"),
+            what="the killed send failing, retryable",
+        )
+        receiver.mode = "ok"
+        receiver.release.set()
+        await service.wait(lambda: service.logged("(attempt 2)"), what="the retry going out")
+        [sent] = service.logged("sent mfi-tick")
+        assert "(attempt 2)" in sent
+        assert len(receiver.payloads) == 1
+        service.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(service.proc.wait(), 30) == 0
+    finally:
+        receiver.release.set()
+        await service.close()
+    loaded = set(modules.read_text().split())
+    assert "moodring.delivery.dispatcher" in loaded
+    assert not {m for m in loaded if m.split(".")[0] == "apprise"}
+    assert len(receiver.payloads) == 1

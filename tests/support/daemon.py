@@ -106,7 +106,18 @@ class Service:
         self.notify.close()
 
 
-async def start(tmp_path: Path, cfg: dict, watchdog_usec: int = 1_000_000) -> Service:
+# ``moodring run`` writing the names of the modules it has loaded to a file as it exits
+MODULES_AT_EXIT = (
+    "import atexit, runpy, sys; out = sys.argv.pop(1); "
+    "atexit.register(lambda: open(out, 'w').write('\\n'.join(sorted(sys.modules)))); "
+    "runpy.run_module('moodring.cli', run_name='__main__', alter_sys=True)"
+)
+
+
+async def start(
+    tmp_path: Path, cfg: dict, watchdog_usec: int = 1_000_000, modules_to: Path | None = None
+) -> Service:
+    """Start ``moodring run`` on ``cfg``; with ``modules_to`` it lists its modules there at exit."""
     path = tmp_path / "moodring.yaml"
     path.write_text(yaml.safe_dump(cfg))
     address = str(tmp_path / "notify.sock")
@@ -117,6 +128,8 @@ async def start(tmp_path: Path, cfg: dict, watchdog_usec: int = 1_000_000) -> Se
     env.pop("JOURNAL_STREAM", None)
     exe = shutil.which("moodring")
     argv = [exe] if exe else [sys.executable, "-m", "moodring.cli"]
+    if modules_to is not None:
+        argv = [sys.executable, "-c", MODULES_AT_EXIT, str(modules_to)]
     proc = await asyncio.create_subprocess_exec(
         *argv,
         "run",

@@ -11,7 +11,10 @@ from typing import Any
 
 
 class Receiver:
-    """A local HTTP endpoint for apprise's json://: ok (200), fail (500), slow, or down.
+    """A local HTTP endpoint for apprise's json://: ok (200), fail (500), slow, hang, or down.
+
+    ``hang`` holds each request unanswered and unrecorded (``hung`` is set) until
+    ``release`` is set, then answers 500.
 
     ``answer``, when set, picks the HTTP status of each message from its payload; the
     payloads answered with anything but 2xx are kept in ``refused``.
@@ -26,6 +29,8 @@ class Receiver:
         self.refused: list[dict[str, Any]] = []
         self.events: list[str] = []
         self.paths: list[str] = []
+        self.hung = threading.Event()
+        self.release = threading.Event()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.up()
@@ -48,7 +53,10 @@ class Receiver:
                 with receiver._lock:
                     receiver.requests += 1
                     mode = receiver.mode
-                if mode == "fail":
+                if mode == "hang":
+                    receiver.hung.set()
+                    receiver.release.wait(60)
+                if mode in ("fail", "hang"):
                     self.send_response(500)
                     self.end_headers()
                     return

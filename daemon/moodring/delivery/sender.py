@@ -2,69 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
+import contextlib
 import hashlib
 import logging
-import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:  # apprise costs ~4 MB: loaded only once a URL is used
-    import apprise
-
+from moodring.delivery.worker import (
+    DELIVERY_WORKER,
+    AppriseSender,
+    DeliveryError,
+    DeliveryWorker,
+    WorkerError,
+)
+from moodring.notifyurls import scheme_only, url_facts
 from moodring.rules.alert import Alert
 from moodring.settings import NotifyConfig, NotifyTarget
 
+__all__ = ["DeliveryError", "Sender", "WorkerSender"]
+
 log = logging.getLogger("moodring.delivery")
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
-# apprise's plugins log a refused request's HTTP status as "... error=400."
-_HTTP_STATUS = re.compile(r"\berror=(\d{3})\b")
-# 4xx answers that may succeed later: request timeout, too many requests
-RETRYABLE_4XX = frozenset({408, 429})
-
-
-@dataclass(frozen=True)
-class DeliveryError:
-    """Why a send failed (never the URL); ``permanent`` when retrying cannot help."""
-
-    reason: str
-    permanent: bool = False
-
-    def __str__(self) -> str:
-        return self.reason
-
-
-class _QuietFilter(logging.Filter):
-    """Drop apprise's log records emitted by this thread while ``quiet`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Return whether the record may pass."""
-        return not getattr(self.local, "quiet", False)
-
-
-_QUIET = _QuietFilter()
-logging.getLogger("apprise").addFilter(_QUIET)
-
-
-@contextmanager
-def _apprise_quiet() -> Iterator[None]:
-    """Silence apprise in this thread: it logs unparseable URLs verbatim."""
-    _QUIET.local.quiet = True
-    try:
-        yield
-    finally:
-        _QUIET.local.quiet = False
 
 
 def alert_fields(alert: Alert, target: str | None = None) -> dict[str, str]:
@@ -80,23 +37,12 @@ def target_id(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=128)
 def mask_url(url: str) -> str:
     """Return the URL in apprise's privacy form, without its query; ``scheme://***`` if unknown."""
-    with _apprise_quiet():
-        try:
-            import apprise
-
-            plugin = apprise.Apprise.instantiate(url)
-        except Exception:
-            plugin = None
-        if plugin is not None:
-            try:
-                return plugin.url(privacy=True).partition("?")[0]
-            except Exception:
-                pass
-    match = _SCHEME.match(url)
-    return f"{match.group(1).lower()}://***" if match else "***"
+    try:
+        return str(url_facts(url)["masked"])
+    except ValueError:
+        return scheme_only(url)
 
 
 def routed_targets(alert: Alert, notify: NotifyConfig) -> list[NotifyTarget]:
@@ -105,68 +51,47 @@ def routed_targets(alert: Alert, notify: NotifyConfig) -> list[NotifyTarget]:
     return [target for target in notify.urls if not target.tags or route & set(target.tags)]
 
 
-def notify_type(alert: Alert) -> apprise.NotifyType:
+def notify_type(alert: Alert) -> str:
     """Return apprise's notify type: success when resolved, else by severity."""
-    import apprise
-
     if alert.state == "resolved":
-        return apprise.NotifyType.SUCCESS
-    return {
-        "critical": apprise.NotifyType.FAILURE,
-        "warning": apprise.NotifyType.WARNING,
-    }.get(alert.severity, apprise.NotifyType.INFO)
+        return "success"
+    return {"critical": "failure", "warning": "warning"}.get(alert.severity, "info")
 
 
 class Sender:
-    """One apprise.Apprise per target URL, created once; sends bounded by ``notify.timeout``."""
+    """Sends alerts with apprise in this process; sends bounded by ``notify.timeout``."""
 
     def __init__(self, notify: NotifyConfig) -> None:
         self._timeout = notify.timeout or None
-        self._apprise: dict[str, apprise.Apprise | None] = {}
         self._formats: dict[str, str] = {}
         for target in notify.urls:
-            url = target.url.get_secret_value()
-            self._formats.setdefault(url, target.format)
-            self._load(url)
+            self._formats.setdefault(target.url.get_secret_value(), target.format)
+        self._prepare()
 
-    def _load(self, url: str) -> apprise.Apprise | None:
-        """Return the Apprise object of a URL (None if apprise cannot parse it)."""
-        if url in self._apprise:
-            return self._apprise[url]
-        import apprise
+    def _prepare(self) -> None:
+        """Load apprise for every URL now (a URL it cannot parse is logged)."""
+        self._apprise = AppriseSender()
+        for url in self._formats:
+            if self._apprise.load(url) is None:
+                log.error("notify URL %s cannot be parsed by apprise", mask_url(url))
 
-        ap = apprise.Apprise()
-        with _apprise_quiet():
-            ok = ap.add(url)
-        if not ok:
-            log.error("notify URL %s cannot be parsed by apprise", mask_url(url))
-        loaded = ap if ok else None
-        self._apprise[url] = loaded
-        return loaded
+    def request(self, target_url: str, alert: Alert, attachment: Path | None) -> dict[str, Any]:
+        """Return what apprise is asked to send: an alert to one URL."""
+        return {
+            "url": target_url,
+            "title": alert.title,
+            "body": alert.message,
+            "type": notify_type(alert),
+            "format": self._formats.get(target_url, "text"),
+            "attach": str(attachment) if attachment is not None else None,
+            "timeout": self._timeout,
+        }
 
     async def deliver(
         self, target_url: str, alert: Alert, attachment: Path | None
     ) -> DeliveryError | None:
         """Send an alert; return None on success, else why it failed (never the URL)."""
-        ap = self._load(target_url)
-        if ap is None:
-            return DeliveryError("apprise cannot parse the URL", permanent=True)
-        try:
-            async with asyncio.timeout(self._timeout):
-                result = await ap.async_notify(
-                    body=alert.message,
-                    title=alert.title,
-                    notify_type=notify_type(alert),
-                    body_format=self._formats.get(target_url, "text"),
-                    attach=str(attachment) if attachment is not None else None,
-                )
-        except TimeoutError:
-            return DeliveryError(f"timed out after {self._timeout:g} s")
-        except Exception as exc:
-            return DeliveryError(f"apprise raised {type(exc).__name__}")
-        if result:
-            return None
-        return _failure(result, target_url)
+        return await self._apprise.send(self.request(target_url, alert, attachment))
 
     async def send(self, target_url: str, alert: Alert, attachment: Path | None) -> bool:
         """Send an alert; return whether it was accepted (never raises, logs failures)."""
@@ -186,18 +111,25 @@ class Sender:
         return error is None
 
 
-def _failure(result: object, url: str) -> DeliveryError:
-    """Return a failure's status and apprise's last warning (URLs scrubbed); 4xx is permanent."""
-    status = getattr(result, "status", None)
-    reason = f"apprise {getattr(status, 'name', 'failure')}"
-    messages = [
-        entry.message
-        for entry in getattr(result, "logs", list)()
-        if entry.level in ("WARNING", "ERROR", "CRITICAL")
-    ]
-    codes = [int(code) for text in messages for code in _HTTP_STATUS.findall(text)]
-    permanent = bool(codes) and 400 <= codes[-1] < 500 and codes[-1] not in RETRYABLE_4XX
-    if messages:
-        text = messages[-1].replace(url, "<url>")
-        reason += ": " + _URL_LIKE.sub("<url>", text)[:300]
-    return DeliveryError(reason, permanent)
+class WorkerSender(Sender):
+    """Sends alerts through the delivery worker process: apprise never loads in this one."""
+
+    def __init__(self, notify: NotifyConfig, worker: DeliveryWorker = DELIVERY_WORKER) -> None:
+        self._worker = worker
+        super().__init__(notify)
+
+    def _prepare(self) -> None:
+        """Log the URLs apprise cannot parse; have the worker load the others ahead of alerts."""
+        for url in self._formats:
+            with contextlib.suppress(ValueError):  # the worker cannot say: the sends will
+                if not url_facts(url)["usable"]:
+                    log.error("notify URL %s cannot be parsed by apprise", mask_url(url))
+                    continue
+            with contextlib.suppress(WorkerError):  # the first send tries again
+                self._worker.request("load", url)
+
+    async def deliver(
+        self, target_url: str, alert: Alert, attachment: Path | None
+    ) -> DeliveryError | None:
+        """Have the worker send an alert; None on success, else why it failed (never the URL)."""
+        return await self._worker.send(self.request(target_url, alert, attachment))

@@ -26,6 +26,7 @@ from moodring.configfile import ConfigError, load_settings, with_members
 from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.intake import AlertIntake
 from moodring.delivery.outbox import Outbox
+from moodring.delivery.sender import WorkerSender
 from moodring.digest.content import (
     DIGEST_BARS,
     build_digest,
@@ -175,6 +176,7 @@ class Daemon(Component):
         return Dispatcher(
             self.outbox,
             settings.notify,
+            sender=WorkerSender(settings.notify),
             render_chart=render_with_budget,
             chart_dir=self.state_dir / "charts",
             on_result=counted,
