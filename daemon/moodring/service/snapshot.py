@@ -67,6 +67,7 @@ KEEP_BARS = 2048
 _COLUMNS = ("open", "high", "low", "close", "volume")
 _STATES = ("inactive", "pending", "firing")
 _TOLD = ("firing", "resolved")
+_STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(RuleStatus))
 
 # Bars a journal has room for at first; it doubles as bars come, up to its capacity.
 JOURNAL_START = 64
@@ -130,6 +131,10 @@ class _Journal:
 
 
 _journals: weakref.WeakKeyDictionary[Pipeline, dict[int, _Journal]] = weakref.WeakKeyDictionary()
+# an engine's settings' fingerprint and feed identities
+_hashes: weakref.WeakKeyDictionary[Pipeline, tuple[str, dict[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -260,6 +265,12 @@ def capture(engine: Pipeline) -> EngineState:
     """Return the engine's state (copies: safe to save from another thread)."""
     journal = _journals.get(engine, {})
     settings = engine.settings
+    # taken on the event loop every minute: hashed once per engine (its settings are fixed)
+    hashed = _hashes.get(engine)
+    if hashed is None:
+        identities = {name: feed_identity(feed) for name, feed in settings.feeds.items()}
+        hashed = _hashes[engine] = (fingerprint(settings), identities)
+    fingerprinted, identities = hashed
     series = []
     for feed, builder in _feed_builders(engine):
         ring: _Journal | BarRing = journal.get(id(builder), builder.bars)
@@ -268,7 +279,7 @@ def capture(engine: Pipeline) -> EngineState:
             SeriesState(
                 feed,
                 builder.timeframe.name,
-                feed_identity(settings.feeds[feed]),
+                identities[feed],
                 builder.bars.time.capacity,
                 ring.time.window().copy(),
                 ohlcv,
@@ -279,7 +290,7 @@ def capture(engine: Pipeline) -> EngineState:
     rules = {rule.config.name: rule_state(rule) for rule in engine.rules.rules}
     return EngineState(
         int(time.time() * 1000),
-        fingerprint(settings),
+        fingerprinted,
         tuple(series),
         rules,
         externals=engine.externals(),
@@ -331,7 +342,9 @@ def rule_state(rule: Rule) -> RuleState:
 
 def rule_state_json(rule: Rule) -> str:
     """Return a rule's state as the JSON text the outbox keeps with its alerts."""
-    return json.dumps(_rule_data(rule_state(rule)), separators=(",", ":"))
+    kind: Literal["edge", "level"] = "edge" if rule.edge is not None else "level"
+    state = RuleState(rule.config.subject, kind, rule.config.on, rule.status)  # read, not kept
+    return json.dumps(_rule_data(state), separators=(",", ":"))
 
 
 def resume_rules(engine: Pipeline, saved: Iterable[SavedRuleState], taken_ms: int) -> list[str]:
@@ -607,11 +620,12 @@ def _changed(rule: Rule, old: RuleState) -> str:
 
 
 def _rule_data(state: RuleState) -> dict[str, Any]:
+    status = state.status  # its fields are plain values: no ``asdict`` (a deep copy) needed
     return {
         "metric": state.metric,
         "kind": state.kind,
         "on": state.on,
-        "status": dataclasses.asdict(state.status),
+        "status": {name: getattr(status, name) for name in _STATUS_FIELDS},
     }
 
 
