@@ -80,9 +80,8 @@ async def test_an_explicit_watchlist_runs_live_and_a_reload_changes_its_members(
             # warmed up, the live objects are kept out of full collections
             await until(lambda: gc.get_freeze_count() > 0, "the heap frozen", timeout=60)
             # the same trades under two names: the same closed values
-            values = daemon.engine.values
             await until(
-                lambda: values()["sol_mfi"] == values()["xrp_mfi"] >= 0,
+                lambda: daemon.engine.values()["sol_mfi"] == daemon.engine.values()["xrp_mfi"] >= 0,
                 "SOL's and XRP's MFI",
                 timeout=120,
             )
@@ -95,7 +94,6 @@ async def test_an_explicit_watchlist_runs_live_and_a_reload_changes_its_members(
             # XRP leaves, ADA joins: XRP's firing rule is resolved, ADA's fires, SOL's stands
             cfg["watchlists"]["alts"] = ["SOL/USDT", "ADA/USDT"]
             path.write_text(yaml.safe_dump(cfg))
-            del values  # the engine's bound method
             old_engine = weakref.ref(daemon.engine)
             assert await daemon.reload()
             assert set(daemon.settings.feeds) == {"btc", "sol", "ada"}
