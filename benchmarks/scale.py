@@ -15,8 +15,16 @@ Per N and stream kind: ``cpu_share`` (daemon CPU time / wall time over the stead
 ``rss_vs_bare_ccxt`` (daemon RSS / a bare ``import ccxt.pro`` process's), ``warmup_s``
 (process start to every feed warmed up) with the 429s the fake answered, ``ticks`` and
 ``per_tick_us`` (daemon CPU per market update in the window), and
-``tick_to_alert_p99_ms`` (from the frame that closes a member's bar leaving the fake to
-the daemon logging that member's alert). The last line printed is one JSON object.
+``tick_to_alert_p50/p99_ms``: from the frame that closes a member's bar being written to
+the daemon's connection (a closed kline; on trade streams the member's first trade of the
+next minute) to the daemon logging that member's alert as queued in its outbox.
+``fake_send_lag_p99_ms`` is how long the fake took to write those frames once made (its
+own work, left out of the latency). On trade streams the bars closed by the first trade
+of a later pass of the looped capture are counted apart (``across_loop_*``): the fake's
+clock jumps a minute there, as no exchange's does, and the daemon waits for a second frame
+of each stream to confirm a jump past ``FUTURE_MS`` (by design), up to a thinned stream's
+gap between trades. ``--logs`` keeps the daemon's log and each alert's times. The last
+line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -127,15 +135,24 @@ def config(
 
 @dataclass
 class Sent:
-    """When the fake sent each market update, and the frames that closed a member's bar."""
+    """The market updates the fake sent, and when the frames closing a member's bar went out.
+
+    ``queued``: when the fake made the frame; ``left``: when it was written to the daemon's
+    connection (what the daemon can read from then on). Keys are (market id, bar open ms).
+    """
 
     ticks: int = 0
-    closes: dict[tuple[str, int], float] = field(default_factory=dict)  # (id, bar ms) -> time
+    queued: dict[tuple[str, int], float] = field(default_factory=dict)
+    left: dict[tuple[str, int], float] = field(default_factory=dict)
     first: set[tuple[str, int]] = field(default_factory=set)
+    first_out: set[tuple[str, int]] = field(default_factory=set)
+    # bars closed by the first trade of a later replay pass (see ``run_case``)
+    across_loop: set[tuple[str, int]] = field(default_factory=set)
+    pass_of: dict[str, int] = field(default_factory=dict)  # each market's latest trade's pass
 
 
 def instrument(fake: FakeExchange, sent: Sent) -> None:
-    """Count the updates the fake sends and time the frames that close a bar."""
+    """Count the updates the fake sends; time the frames that close a bar, made and sent."""
     protocol = fake.protocol
     emit_candle, emit_trade = protocol.emit_candle, protocol.emit_trade
 
@@ -146,7 +163,7 @@ def instrument(fake: FakeExchange, sent: Sent) -> None:
         if done:
             sent.ticks += 1
             if closed:
-                sent.closes.setdefault((market.id, bar.t), time.time())
+                sent.queued.setdefault((market.id, bar.t), time.time())
         return done
 
     def timed_trade(market: Market, trade: dict[str, Any], raw: str | None) -> bool:
@@ -157,11 +174,34 @@ def instrument(fake: FakeExchange, sent: Sent) -> None:
             key = (market.id, minute)
             if key not in sent.first:  # a minute's first trade closes the bar before it
                 sent.first.add(key)
-                sent.closes[market.id, minute - 60_000] = time.time()
+                sent.queued[market.id, minute - 60_000] = time.time()
+                if sent.pass_of.get(market.id, fake.passes) != fake.passes:
+                    sent.across_loop.add((market.id, minute - 60_000))
+            sent.pass_of[market.id] = fake.passes
         return done
+
+    def on_sent(frame: str | bytes) -> None:
+        if isinstance(frame, bytes) or ('"x":true' not in frame and '"e":"trade"' not in frame):
+            return
+        at = time.time()
+        message = json.loads(frame)
+        data = message.get("data", message)
+        if data.get("e") == "kline":
+            sent.left.setdefault((data["k"]["s"], data["k"]["t"]), at)
+        elif data.get("e") == "trade":
+            minute = data["T"] - data["T"] % 60_000
+            if (data["s"], minute) not in sent.first_out:
+                sent.first_out.add((data["s"], minute))
+                sent.left[data["s"], minute - 60_000] = at
 
     protocol.emit_candle = timed_candle  # type: ignore[method-assign]
     protocol.emit_trade = timed_trade  # type: ignore[method-assign]
+    fake.on_sent = on_sent
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Return the ``q``-th percentile of ``values`` rounded to 0.1 (NaN when empty)."""
+    return round(float(np.percentile(values, q)), 1) if values else math.nan
 
 
 def cpu_seconds(pid: int) -> float:
@@ -262,7 +302,16 @@ async def run_case(
                 elif " ERROR " in line or " WARNING " in line:
                     errors.append(line)
 
+        passes: list[float] = []  # when each replay pass of the capture ended (its clock jumps)
+
+        async def watch_passes() -> None:
+            while True:
+                await fake.replay_done.wait()
+                fake.replay_done.clear()
+                passes.append(time.time())
+
         reader = asyncio.create_task(read_log())
+        passes_task = asyncio.create_task(watch_passes())
         try:
             deadline = time.time() + 600
             while len(warmed) < feeds and time.time() < deadline and proc.returncode is None:
@@ -285,17 +334,27 @@ async def run_case(
                 proc.terminate()
             await proc.wait()
             reader.cancel()
+            passes_task.cancel()
             await fake.stop()
             if kept is not None:
                 kept.close()
-    latencies = []
+    latencies, lags, timed, looped = [], [], [], []
     for at, base, bar_time in alerts:
         if not t0 <= at <= t1:
             continue
         bar_ms = int(datetime.fromisoformat(bar_time.replace("Z", "+00:00")).timestamp() * 1000)
-        closed = sent.closes.get((f"{base.upper()}USDT", bar_ms))
-        if closed is not None:
-            latencies.append((at - closed) * 1000)
+        key = (f"{base.upper()}USDT", bar_ms)
+        left, queued = sent.left.get(key), sent.queued.get(key)
+        if left is not None and key in sent.across_loop:
+            looped.append((at - left) * 1000)
+        elif left is not None:
+            latencies.append((at - left) * 1000)
+            timed.append({"member": key[0], "bar": bar_ms, "at": at, "left": left})
+            if queued is not None:
+                lags.append((left - queued) * 1000)
+    if logs is not None:
+        latency_file = logs / f"latencies_{stream}_{n}.json"
+        latency_file.write_text(json.dumps({"passes": passes, "alerts": timed}))
     ticks = ticks1 - ticks0
     cpu = cpu1 - cpu0
     return {
@@ -309,12 +368,11 @@ async def run_case(
         "ticks_per_s": round(ticks / (t1 - t0), 1),
         "per_tick_us": round(cpu / ticks * 1e6, 1) if ticks else math.nan,
         "alerts": len(latencies),
-        "tick_to_alert_p50_ms": round(float(np.percentile(latencies, 50)), 1)
-        if latencies
-        else math.nan,
-        "tick_to_alert_p99_ms": round(float(np.percentile(latencies, 99)), 1)
-        if latencies
-        else math.nan,
+        "tick_to_alert_p50_ms": percentile(latencies, 50),
+        "tick_to_alert_p99_ms": percentile(latencies, 99),
+        "fake_send_lag_p99_ms": percentile(lags, 99),
+        "across_loop_alerts": len(looped),
+        "across_loop_p99_ms": percentile(looped, 99),
         "warnings": len(errors),
         "first_warning": errors[0][:200] if errors else None,
     }

@@ -366,3 +366,15 @@ async def test_a_cancel_that_comes_as_a_watch_answers_stops_the_feed() -> None:
     keep.cancel()
     await asyncio.wait({keep}, timeout=10)
     assert keep.cancelled() and calls == 1
+
+
+def test_a_thin_streams_trade_at_the_time_busy_streams_show_is_on_time() -> None:
+    f = Feeds()
+    f.at(NOW)  # the offset measured at connect: the exchange's clock has stepped since
+    f.trade(NOW + 1_000, "1", price=10.0)  # ETH trades thinly
+    for i, t in enumerate((59_000, 60_500, 61_000)):  # BTC trades on, a minute later
+        f.trade(NOW + t, str(i), "BTC/USDT")
+    f.trade(NOW + 60_900, "2", price=11.0)  # ETH's next trade closes its bar: on time
+    assert f.ids() == ["1", "2"] and f.sink.bad == []
+    assert f.closed == [Bar(NOW, 10, 10, 10, 10, 1.0)]  # at once: neither waiting nor held
+    assert f.client.fetched == []

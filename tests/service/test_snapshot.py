@@ -120,6 +120,34 @@ def test_rings_alone_would_not_restore_the_metrics() -> None:
     assert b.values()[column] != a.values()[column]
 
 
+def test_a_journal_keeps_what_a_warm_up_fetches_and_restores_alike() -> None:
+    """The daemon's journal: an exchange feed's as long as its REST warm-up, no longer."""
+    settings = settings_with()
+    a, _ = started(settings, keep_bars=None)
+    live(a, START, TRADE_DAY)
+    state = capture(a)
+    kept = {s.feed: len(s.time) for s in state.series}
+    rings = {feed: a.builders(feed)[0].bars.time.capacity for feed in settings.feeds}
+    # 600 days lived: ETH and BTC (Binance) keep a ring-full and one; the RUT (Yahoo's
+    # chart range) every bar it has seen
+    sessions = len(bars_between(START, TRADE_DAY, ["rut"]))
+    rut = rings["rut"] + sessions
+    assert kept == {"eth": rings["eth"] + 1, "btc": rings["btc"] + 1, "rut": rut}
+    b, _ = restored(state, settings)
+    # windowed metrics and an EMA(20) started 241 bars back: equal to rounding; only BTC's
+    # EMA(30) over its 92 bars is the value a restart's warm-up would give it
+    want, got = a.values(), b.values()
+    differ = {
+        c: (got[c], want[c])
+        for c in want
+        if not c.startswith("btc_cross")
+        and not math.isclose(got[c], want[c], rel_tol=1e-9, abs_tol=1e-12)
+        and not (math.isnan(got[c]) and math.isnan(want[c]))
+    }
+    assert not differ
+    assert b.rules.statuses() == a.rules.statuses()
+
+
 REPEAT = {
     "name": "eth-above-1000",
     "metric": "eth_ema",

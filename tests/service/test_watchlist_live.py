@@ -5,6 +5,8 @@ An explicit watchlist changed by a reload, a dynamic one ranked from the fake's 
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,10 +77,11 @@ async def test_an_explicit_watchlist_runs_live_and_a_reload_changes_its_members(
             await until(lambda: fired <= set(titles()), "SOL's and XRP's rules", timeout=120)
             ticks = daemon.telemetry.tick_counts()
             assert ticks.get("sol", 0) > 0 and ticks.get("xrp", 0) > 0
+            # warmed up, the live objects are kept out of full collections
+            await until(lambda: gc.get_freeze_count() > 0, "the heap frozen", timeout=60)
             # the same trades under two names: the same closed values
-            values = daemon.engine.values
             await until(
-                lambda: values()["sol_mfi"] == values()["xrp_mfi"] >= 0,
+                lambda: daemon.engine.values()["sol_mfi"] == daemon.engine.values()["xrp_mfi"] >= 0,
                 "SOL's and XRP's MFI",
                 timeout=120,
             )
@@ -91,8 +94,11 @@ async def test_an_explicit_watchlist_runs_live_and_a_reload_changes_its_members(
             # XRP leaves, ADA joins: XRP's firing rule is resolved, ADA's fires, SOL's stands
             cfg["watchlists"]["alts"] = ["SOL/USDT", "ADA/USDT"]
             path.write_text(yaml.safe_dump(cfg))
+            old_engine = weakref.ref(daemon.engine)
             assert await daemon.reload()
             assert set(daemon.settings.feeds) == {"btc", "sol", "ada"}
+            gc.collect()
+            assert old_engine() is None  # thawed for the swap: the old engine's cycles went
             assert daemon.engine.rules.rule("xrp-flow") is None
             sol = daemon.engine.rules.rule("sol-flow")
             assert sol is not None and sol.status.state == "firing"

@@ -41,3 +41,34 @@ async def test_a_failed_ranking_keeps_the_members_and_says_so_once(
     said = [r.getMessage() for r in caplog.records if "ranking failed" in r.getMessage()]
     assert len(said) == 1, said
     assert "keeping its 2 current member(s)" in said[0]
+
+
+async def test_a_ranking_waits_out_the_exchanges_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="moodring")
+    universe = {
+        "SOLUSDT": daily([9e6] * 6),
+        "XRPUSDT": daily([5e6] * 6),
+        "ADAUSDT": daily([1e3] * 6),
+    }
+    handed: list[tuple[str, Members]] = []
+
+    async def on_members(name: str, members: Members) -> None:
+        handed.append((name, members))
+
+    # a window of 80 (every ticker weighs 80) holds the markets (20) or the tickers, never
+    # both: a ranking is answered 429 once at least, and goes through only by waiting it out
+    async with FakeExchange(
+        universe=universe, today=FIRST_DAY + 4 * DAY_MS, weight_limit=80, weight_window=2.0
+    ) as fake:
+        config = WatchlistConfig.model_validate(
+            {"top": 2, "volume_days": 2, "rest_url": fake.rest_url}
+        )
+        ranker = Ranker(lambda: {"alts": config}, on_members)
+        await ranker.rank("alts", config)
+        limited = fake.rate_limited
+    assert [m.symbol for m in ranker.members["alts"]] == ["SOL/USDT", "XRP/USDT"]
+    assert not ranker.failing
+    waits = [r.getMessage() for r in caplog.records if "as the exchange asks" in r.getMessage()]
+    assert limited >= 1 and len(waits) == limited, (limited, waits)

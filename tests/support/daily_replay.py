@@ -80,9 +80,13 @@ def bars_between(start: int, end: int, feeds: Iterable[str] = REAL) -> list[tupl
 
 
 def started(
-    settings: Settings, keep_bars: int = snapshot.KEEP_BARS
+    settings: Settings, keep_bars: int | None = snapshot.KEEP_BARS
 ) -> tuple[Pipeline, list[Alert]]:
-    """An engine warmed up at START as the daemon does: each feed's ring-full of bars, quietly."""
+    """An engine warmed up at START as the daemon does: each feed's ring-full of bars, quietly.
+
+    Its journal covers its whole life here (exact round trips); ``keep_bars=None`` gives
+    the daemon's, as long as each feed's warm-up.
+    """
     engine = Pipeline(settings)
     attach(engine, keep_bars=keep_bars)
     alerts: list[Alert] = []

@@ -119,6 +119,17 @@ class KeyedFeedConfig(FeedConfig):
         return self
 
 
+def warm_up_bars(feed: FeedConfig, capacity: int) -> int | None:
+    """Return the closed bars a feed's warm-up fetches for a ring of ``capacity`` bars.
+
+    None when its source does not say (a chart's range of its own choosing). A source
+    tells by a ``warm_up_bars(capacity)`` method.
+    """
+    source = SOURCES.get(feed.source)
+    count = getattr(source, "warm_up_bars", None)
+    return None if count is None else int(count(capacity))
+
+
 def warming(parts: Sequence[FeedPart]) -> list[str]:
     """Return the names of the parts not warmed up yet."""
     return [part.name for part in parts if not part.warmed.is_set()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["info", "warning", "critical"]
@@ -37,9 +37,19 @@ class Alert:
 
     def to_json(self) -> str:
         """Serialise for the outbox (NaN values become null)."""
-        data = asdict(self)
-        if isinstance(self.value, float) and math.isnan(self.value):
-            data["value"] = None
+        # the fields in order, not ``asdict``: it deep-copies the chart, on the engine's path
+        value = self.value
+        data = {
+            "rule": self.rule,
+            "state": self.state,
+            "time": self.time,
+            "metric": self.metric,
+            "value": None if isinstance(value, float) and math.isnan(value) else value,
+            "severity": self.severity,
+            "title": self.title,
+            "message": self.message,
+            "chart": self.chart,
+        }
         return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
     @classmethod

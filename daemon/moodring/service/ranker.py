@@ -3,16 +3,19 @@
 A ranking loads the markets and ``fetch_tickers()``, takes the busiest eligible ``quote``
 markets by 24-hour quote volume (three times ``top``, as the live altseason index does),
 fetches each one's last ``volume_days + 2`` daily candles one after the other under ccxt's
-rate limiter (Binance's request weights respected) and ranks them with the backtest's own
+rate limiter (Binance's request weights respected; an HTTP 429 is waited out for as long as
+its ``Retry-After`` says, up to ``RETRY_AFTER_MAX``) and ranks them with the backtest's own
 ranking (``metrics.ranking``: trailing quote volume, the Altcoin Season Index's
 exclusions, ``include``/``exclude``): the members are those of the last closed day. A
 candidate whose candles cannot be fetched is left out of that ranking; a failed ranking
-keeps the current members, says so once and is retried every ``RETRY`` seconds.
+keeps the current members, says so once and is retried every ``RETRY`` seconds (or once
+the exchange's ``Retry-After`` has passed, if later).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,6 +27,7 @@ from ccxt.base.errors import BaseError, NetworkError
 
 from moodring.feeds.altseason_feed import busiest
 from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
+from moodring.feeds.ccxt.limits import RateLimitedError, heeding_retry_after
 from moodring.lifecycle import Component
 from moodring.metrics.ranking import Daily, rank_by_volume, ranked_members
 from moodring.settings import Member, WatchlistConfig
@@ -38,6 +42,8 @@ RETRY = 60.0
 TIMEOUT = 30.0
 
 Members = tuple[Member, ...]
+# failures said in one line (any other is logged with its traceback)
+_EXPECTED = (BaseError, OSError, TimeoutError, RateLimitedError)
 WatchlistsGetter = Callable[[], Mapping[str, WatchlistConfig]]
 MembersListener = Callable[[str, Members], Awaitable[None]]
 
@@ -61,20 +67,22 @@ async def rank_watchlist(
 ) -> Members:
     """Return the members of a dynamic watchlist ranked from the exchange's daily candles."""
 
-    async def call(awaitable: Awaitable[Any]) -> Any:
-        async with asyncio.timeout(timeout):
-            return await awaitable
+    async def call(what: str, request: Callable[[], Awaitable[Any]]) -> Any:
+        return await heeding_retry_after(client, request, timeout=timeout, what=what)
 
-    await call(client.load_markets(True))
-    tickers = await call(client.fetch_tickers())
+    await call("markets", lambda: client.load_markets(True))
+    tickers = await call("tickers", client.fetch_tickers)
     top = config.top or 1
     chosen = busiest(client.markets, tickers, config.quote, config.rules(), 3 * top)
     coins: dict[str, Daily] = {}
     forming = 0  # the open time of the latest candle seen: the forming day's
     for symbol, base in chosen.items():
         try:
-            rows = await call(client.fetch_ohlcv(symbol, "1d", limit=config.volume_days + 2))
-        except (NetworkError, TimeoutError):
+            rows = await call(
+                f"{symbol} candles",
+                functools.partial(client.fetch_ohlcv, symbol, "1d", limit=config.volume_days + 2),
+            )
+        except (NetworkError, TimeoutError, RateLimitedError):
             raise
         except (BaseError, ValueError, TypeError) as exc:
             log.warning(
@@ -143,7 +151,10 @@ class Ranker(Component):
             members = await rank_watchlist(name, config, client)
         except Exception as exc:  # any failure: the current members stay
             self.tried.add(name)
-            self._due[name] = time.monotonic() + min(self.retry, config.refresh)
+            wait = min(self.retry, config.refresh)
+            if isinstance(exc, RateLimitedError):
+                wait = max(wait, exc.wait)  # asking sooner would only prolong a ban
+            self._due[name] = time.monotonic() + wait
             if name not in self.failing:
                 self.failing.add(name)
                 held = len(self.members.get(name, ()))
@@ -154,8 +165,8 @@ class Ranker(Component):
                     type(exc).__name__,
                     str(exc)[:200] or "no detail",
                     held,
-                    min(self.retry, config.refresh),
-                    exc_info=not isinstance(exc, BaseError | OSError | TimeoutError),
+                    wait,
+                    exc_info=not isinstance(exc, _EXPECTED),
                 )
             return
         finally:

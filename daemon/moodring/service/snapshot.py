@@ -1,15 +1,18 @@
 """Engine state across restarts and reloads: capture, atomic save, load, restore.
 
-A snapshot holds, per (feed, timeframe), the closed bars the engine's builders delivered
-since the engine started (a journal of up to ``KEEP_BARS``, at least the ring's capacity)
-and the forming bar, and per rule its ``RuleStatus``. Restoring replays the closed bars
-into a fresh engine, quietly and as one moment, which rebuilds rings, ratio series,
-joins, metrics, chart and rule histories exactly as the original built them (indicators
-are deterministic in their input bars, and the journal is all they have seen); then the
-forming bars and the rule statuses are put back. Replaying the journal rather than the
-rings matters: recursive averages (EMA) and windows of joins between a 24/7 and a session
-market depend on more bars than a ring keeps. Once an engine outlives its journal the
-restored values are those of a warm-up on the journal: equal to rounding.
+A snapshot holds, per (feed, timeframe), the latest closed bars the engine's builders
+delivered (a journal as long as the feed's warm-up fetches, at least the ring's capacity:
+``journal_bars``) and the forming bar, and per rule its ``RuleStatus``. Restoring replays
+the closed bars into a fresh engine, quietly and as one moment, which rebuilds rings,
+ratio series, joins, metrics, chart and rule histories exactly as the original built
+them, as long as the journal holds every bar they have seen (indicators are
+deterministic in their input bars); then the forming bars and the rule statuses are put
+back. Replaying the journal rather than the rings matters: recursive averages (EMA) and
+windows of joins between a 24/7 and a session market depend on more bars than a ring
+keeps. Once an engine outlives its journal the restored values are those of a warm-up
+on the journal's bars, the bars a restart's warm-up fetches: a longer journal would buy
+nothing a restart has not, and would cost a watchlist of hundreds of 1m series tens of
+megabytes (2048 bars of six columns are 98 KB a series).
 
 Rule statuses are taken as saved (timers, pending counts, ``told``, ``muted_since``)
 when the rule's name still exists with the same metric output and operator kind (edge
@@ -45,6 +48,7 @@ import numpy as np
 
 from moodring.delivery.outbox import SavedRuleState
 from moodring.engine import External
+from moodring.feeds.source import warm_up_bars
 from moodring.lifecycle import Component
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
@@ -57,11 +61,13 @@ from moodring.times import format_duration, iso_time
 log = logging.getLogger("moodring.snapshot")
 
 SNAPSHOT_VERSION = 1
-# Closed bars kept per (feed, timeframe) for a snapshot, since the engine started.
+# Closed bars kept per (feed, timeframe) of a feed whose warm-up fetches a chart's range
+# (equity feeds) rather than a ring-full (exchange feeds: ``journal_bars``).
 KEEP_BARS = 2048
 _COLUMNS = ("open", "high", "low", "close", "volume")
 _STATES = ("inactive", "pending", "firing")
 _TOLD = ("firing", "resolved")
+_STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(RuleStatus))
 
 # Bars a journal has room for at first; it doubles as bars come, up to its capacity.
 JOURNAL_START = 64
@@ -125,6 +131,10 @@ class _Journal:
 
 
 _journals: weakref.WeakKeyDictionary[Pipeline, dict[int, _Journal]] = weakref.WeakKeyDictionary()
+# an engine's settings' fingerprint and feed identities
+_hashes: weakref.WeakKeyDictionary[Pipeline, tuple[str, dict[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -219,13 +229,31 @@ def fingerprint(settings: Settings) -> str:
     )
 
 
-def attach(engine: Pipeline, *, keep_bars: int = KEEP_BARS) -> None:
-    """Start journalling the engine's closed bars for snapshots (call before any bar)."""
+def journal_bars(feed: FeedConfig, builder: BarBuilder) -> int:
+    """Return the closed bars to journal for a builder: what the feed's warm-up fetches.
+
+    An exchange's REST warm-up fetches about a ring-full of candles; a source that does not
+    say (an equity chart's range of its choosing) gets up to ``KEEP_BARS``.
+    """
+    capacity = builder.bars.time.capacity
+    fetched = warm_up_bars(feed, capacity)
+    return max(capacity, KEEP_BARS if fetched is None else fetched)
+
+
+def attach(engine: Pipeline, *, keep_bars: int | None = None) -> None:
+    """Start journalling the engine's closed bars for snapshots (call before any bar).
+
+    ``keep_bars`` replaces ``journal_bars`` (at least the ring's capacity).
+    """
     if engine in _journals:
         return
     journal: dict[int, _Journal] = {}
-    for builder in _builders(engine):
-        ring = _Journal(max(keep_bars, builder.bars.time.capacity))
+    for feed, builder in _feed_builders(engine):
+        if keep_bars is None:
+            kept = journal_bars(engine.settings.feeds[feed], builder)
+        else:
+            kept = max(keep_bars, builder.bars.time.capacity)
+        ring = _Journal(kept)
         for bar in _bars_of(builder.bars):
             ring.push(bar)
         builder.subscribe(ring.push)
@@ -237,6 +265,12 @@ def capture(engine: Pipeline) -> EngineState:
     """Return the engine's state (copies: safe to save from another thread)."""
     journal = _journals.get(engine, {})
     settings = engine.settings
+    # taken on the event loop every minute: hashed once per engine (its settings are fixed)
+    hashed = _hashes.get(engine)
+    if hashed is None:
+        identities = {name: feed_identity(feed) for name, feed in settings.feeds.items()}
+        hashed = _hashes[engine] = (fingerprint(settings), identities)
+    fingerprinted, identities = hashed
     series = []
     for feed, builder in _feed_builders(engine):
         ring: _Journal | BarRing = journal.get(id(builder), builder.bars)
@@ -245,7 +279,7 @@ def capture(engine: Pipeline) -> EngineState:
             SeriesState(
                 feed,
                 builder.timeframe.name,
-                feed_identity(settings.feeds[feed]),
+                identities[feed],
                 builder.bars.time.capacity,
                 ring.time.window().copy(),
                 ohlcv,
@@ -256,7 +290,7 @@ def capture(engine: Pipeline) -> EngineState:
     rules = {rule.config.name: rule_state(rule) for rule in engine.rules.rules}
     return EngineState(
         int(time.time() * 1000),
-        fingerprint(settings),
+        fingerprinted,
         tuple(series),
         rules,
         externals=engine.externals(),
@@ -308,7 +342,9 @@ def rule_state(rule: Rule) -> RuleState:
 
 def rule_state_json(rule: Rule) -> str:
     """Return a rule's state as the JSON text the outbox keeps with its alerts."""
-    return json.dumps(_rule_data(rule_state(rule)), separators=(",", ":"))
+    kind: Literal["edge", "level"] = "edge" if rule.edge is not None else "level"
+    state = RuleState(rule.config.subject, kind, rule.config.on, rule.status)  # read, not kept
+    return json.dumps(_rule_data(state), separators=(",", ":"))
 
 
 def resume_rules(engine: Pipeline, saved: Iterable[SavedRuleState], taken_ms: int) -> list[str]:
@@ -584,11 +620,12 @@ def _changed(rule: Rule, old: RuleState) -> str:
 
 
 def _rule_data(state: RuleState) -> dict[str, Any]:
+    status = state.status  # its fields are plain values: no ``asdict`` (a deep copy) needed
     return {
         "metric": state.metric,
         "kind": state.kind,
         "on": state.on,
-        "status": dataclasses.asdict(state.status),
+        "status": {name: getattr(status, name) for name in _STATUS_FIELDS},
     }
 
 

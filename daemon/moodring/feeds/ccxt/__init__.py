@@ -32,6 +32,10 @@ class CcxtSource:
     config: ClassVar[type[FeedConfig]] = CcxtFeedConfig
     clock: ClassVar[Clock] = "stream"
 
+    def warm_up_bars(self, capacity: int) -> int:
+        """Return the closed bars a warm-up fetches: a ring-full and one (with the forming one)."""
+        return capacity + 1
+
     def build(self, feeds: Mapping[str, FeedConfig], wiring: FeedWiring) -> list[FeedPart]:
         """Return one ``ExchangeFeeds`` per exchange and endpoints; each warms itself up."""
         from moodring.feeds.ccxt.exchange import ExchangeFeeds  # ccxt.pro is heavy

@@ -182,6 +182,9 @@ class ExchangeFeeds(FeedPart):
             self._stream_of[name] = feed.symbol
         self._offset_ms = 0
         self._clocks = {key: StreamClock() for key in self._stream_of.values()}
+        # every stream's items on one clock: the exchange's time as its busiest streams show
+        # it, which a thin stream's own clock trails by the gap between its items
+        self._exchange_clock = StreamClock()
         self._waiting: dict[Hashable, _Waiting] = {}
         self._frame = 0  # websocket frames received: items of one frame share its number
         self._accounted = -1  # the latest frame that gave a trade or candle, or was counted bad
@@ -251,6 +254,16 @@ class ExchangeFeeds(FeedPart):
     def now_ms(self) -> int:
         """Return the exchange's clock (local time corrected by the measured offset)."""
         return int(time.time() * 1000) + self._offset_ms
+
+    def exchange_ms(self) -> int:
+        """Return the exchange's time as its streams show it (never behind ``now_ms``).
+
+        Items are judged ahead (``_admit``) against the later of this and their own
+        stream's clock: one exchange keeps one time, so a thin stream's item stamped at the
+        time its busy streams have reached is on time, even when the measured offset is
+        stale (a clock stepped since it was measured).
+        """
+        return self._exchange_clock.read(self.now_ms())
 
     def clock_ms(self, feed: str) -> int:
         """Return the clock of a feed's stream (the exchange's, or the stream's running ahead).
@@ -537,7 +550,7 @@ class ExchangeFeeds(FeedPart):
         # the stream's clock runs ahead with it: a stale clock offset (or a fast replay)
         # must not make good trades look like they come from the future
         clock = self._clocks[symbol]
-        reference = clock.read(int(time.time() * 1000) + self._offset_ms)
+        reference = clock.read(self.exchange_ms())
         problem = trade_problem(t, price, amount, reference)
         trade_id = trade.get("id")
         if type(trade_id) is str and trade_id.isdigit() and trade_id.isascii():
@@ -559,6 +572,7 @@ class ExchangeFeeds(FeedPart):
         assert isinstance(t, int)  # trade_problem checked it
         if not self._waiting and t <= reference + EARLY_MS:
             clock.note(t, self._frame)  # ``_admit``'s usual case, inlined: on time
+            self._exchange_clock.note(t, self._frame)
             repair: bool | None = False
         else:
             repair = self._admit(symbol, t, reference)
@@ -636,6 +650,7 @@ class ExchangeFeeds(FeedPart):
         if not confirmed and t_ms > reference + FUTURE_MS:
             return None
         clock.note(t_ms, frame)
+        self._exchange_clock.note(t_ms, frame)
         return not confirmed and t_ms > reference + EARLY_MS
 
     def _wait(self, stream: Hashable, t_ms: int, take: _Take, skip: _Skip) -> None:
@@ -688,7 +703,7 @@ class ExchangeFeeds(FeedPart):
         if not names:
             return
         shown = raw if raw is not None else row
-        reference = self._clocks[key].read(self.now_ms())
+        reference = self._clocks[key].read(self.exchange_ms())
         problem = candle_problem(row, reference)
         if problem is not None:
             self._skip_candle(names, shown, problem)
@@ -798,7 +813,7 @@ class ExchangeFeeds(FeedPart):
                 self._maybe_repair(name, builder)
         for stream, waiting in list(self._waiting.items()):
             clock = self._clocks[stream]
-            if waiting.first_ms <= clock.read(self.now_ms()) + FUTURE_MS:
+            if waiting.first_ms <= clock.read(self.exchange_ms()) + FUTURE_MS:
                 # the clock caught up: no longer from the future, but maybe a bar too early
                 del self._waiting[stream]
                 self._settle(clock, waiting, take=True, repair=True)

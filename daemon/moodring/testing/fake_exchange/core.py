@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -499,6 +499,7 @@ class FakeExchange:
         kline_every: float | None = None,
         weight_limit: int | None = None,
         lead: float = 0.0,
+        weight_window: float = 60.0,
     ) -> None:
         """Serve ``captures`` (the scale options below are off by default).
 
@@ -514,7 +515,8 @@ class FakeExchange:
         market's candle updates at most that often, spread over the markets, and always the
         closing one. ``weight_limit`` (Binance: 6000) answers requests past that REST request
         weight in a minute of wall time with HTTP 429 and ``Retry-After``, as the exchange
-        does. ``lead`` replays the capture's first seconds at once when the replay starts:
+        does (``weight_window``: a shorter window than Binance's minute, for tests). ``lead``
+        replays the capture's first seconds at once when the replay starts:
         they are history for REST klines before any subscriber.
         """
         from moodring.testing.fake_exchange.protocols import PROTOCOLS
@@ -540,6 +542,7 @@ class FakeExchange:
         self.relabel_thin = relabel_thin
         self.kline_every_ms = round(kline_every * 1000) if kline_every else 0
         self.weight_limit = weight_limit
+        self.weight_window = weight_window
         self.lead_ms = round(lead * 1000)
         self._frames = self._merge(loaded)
         self._markets: dict[str, Market] = {}  # by the exchange's market id
@@ -580,6 +583,8 @@ class FakeExchange:
         self._next_conn = 0
         self.replay_done = asyncio.Event()
         self.frames_sent = 0
+        # called with each frame once written to its connection (benchmarks time them)
+        self.on_sent: Callable[[str | bytes], None] | None = None
         self.position = 0
         self.passes = 0
         self.drops = 0
@@ -1105,8 +1110,11 @@ class FakeExchange:
                 await conn.wake.wait()
                 conn.wake.clear()
                 while conn.queue and conn.alive:
-                    await conn.ws.send(conn.queue.popleft())
+                    frame = conn.queue.popleft()
+                    await conn.ws.send(frame)
                     self.frames_sent += 1
+                    if self.on_sent is not None:
+                        self.on_sent(frame)
                     if len(conn.queue) <= HIGH_WATER // 2:
                         self._drained.set()
         except ConnectionClosed:
@@ -1129,11 +1137,15 @@ class FakeExchange:
     @property
     def weight_used(self) -> int:
         """Return the REST request weight used in the current minute of wall time."""
-        return self._weight_used if self._weight_minute == int(time.time() // 60) else 0
+        return (
+            self._weight_used
+            if self._weight_minute == int(time.time() // self.weight_window)
+            else 0
+        )
 
     def _weigh(self, weight: int) -> int | None:
         """Count a request's weight in this minute; None if it would pass ``weight_limit``."""
-        minute = int(time.time() // 60)
+        minute = int(time.time() // self.weight_window)
         if minute != self._weight_minute:
             self._weight_minute, self._weight_used = minute, 0
         if self.weight_limit is not None and self._weight_used + weight > self.weight_limit:
@@ -1161,7 +1173,8 @@ class FakeExchange:
         if used is None:
             self.rate_limited += 1
             assert self.weight_limit is not None
-            retry_after = max(1, math.ceil(60 - time.time() % 60))
+            window = self.weight_window
+            retry_after = max(1, math.ceil(window - time.time() % window))
             log.info("GET %s: over the weight limit, retry after %d s", request.path, retry_after)
             return protocol.rate_limited(self._weight_used, self.weight_limit, retry_after)
         headers = protocol.weight_headers(used)
