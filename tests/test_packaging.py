@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,24 @@ def test_ci_runs_the_readme_test_command_then_the_lowest_versions() -> None:
     script = lowest.read_text()
     assert "--resolution lowest-direct" in script and "--extra test" in script
     assert re.search(r'pip" install [^\n]*\buv\n', script)
+
+
+def test_the_daemon_imports_only_what_its_config_uses(tmp_path: Path) -> None:
+    """No templates, charts or digest configured: jinja2, charts and the digest stay unloaded."""
+    probe = (
+        "import sys\n"
+        "from moodring.service.daemon import Daemon\n"
+        "from moodring.settings import Settings\n"
+        "feed = {'exchange': 'binance', 'symbol': 'ETH/USDT'}\n"
+        "metric = {'type': 'mfi', 'series': 'eth', 'timeframe': '1m', 'period': 3}\n"
+        f"settings = Settings(feeds={{'eth': feed}}, metrics={{'mfi': metric}}, "
+        f"state_dir={str(tmp_path)!r})\n"
+        "Daemon(settings)\n"
+        "unused = ('jinja2', 'moodring.charts.render', 'moodring.charts.model', "
+        "'moodring.digest.content')\n"
+        "print(sorted(m for m in unused if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.splitlines()[-1:] == ["[]"], done.stdout + done.stderr

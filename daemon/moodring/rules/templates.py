@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
-from typing import Any
-
-from jinja2 import StrictUndefined, meta
-from jinja2 import TemplateError as JinjaError
-from jinja2.sandbox import SandboxedEnvironment
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
 
 from moodring.errors import MoodringError
 from moodring.settings import CHECKS
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,6 @@ PLACEHOLDERS = frozenset(
     }
 )
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _ALL = "*"  # in a set of names: every name (a template that does not compile)
 # compiled texts kept: the config's, which a watchlist expands per member (a text each)
 _CACHED = 8192
@@ -44,10 +42,23 @@ class TemplateError(MoodringError, ValueError):
     """A template that does not compile or names something that does not exist."""
 
 
+# jinja2 is imported on first use: a config without templates never pays its ≈ 1.7 MB
+@cache
+def _env() -> SandboxedEnvironment:
+    """Return the one jinja2 environment."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
 def check_template(text: str, names: Iterable[str] | None = None) -> None:
     """Compile ``text``; with ``names``, reject variables neither in them nor placeholders."""
+    from jinja2 import TemplateError as JinjaError
+    from jinja2 import meta
+
     try:
-        ast = _ENV.parse(text)
+        ast = _env().parse(text)
         _compiled(text)
     except JinjaError as exc:
         raise TemplateError(f"invalid template {text!r}: {exc}") from None
@@ -81,6 +92,8 @@ def render(text: str, context: Mapping[str, Any]) -> str:
 
 def names_in(text: str) -> frozenset[str]:
     """Return the variables a template reads (every name, if it does not compile)."""
+    from jinja2 import TemplateError as JinjaError
+
     try:
         return _names_in(text)
     except JinjaError:
@@ -89,7 +102,9 @@ def names_in(text: str) -> frozenset[str]:
 
 @lru_cache(maxsize=_CACHED)
 def _names_in(text: str) -> frozenset[str]:
-    return frozenset(meta.find_undeclared_variables(_ENV.parse(text)))
+    from jinja2 import meta
+
+    return frozenset(meta.find_undeclared_variables(_env().parse(text)))
 
 
 def metric_namespace(
@@ -120,7 +135,7 @@ def metric_namespace(
 
 @lru_cache(maxsize=_CACHED)
 def _compiled(text: str) -> Any:
-    return _ENV.from_string(text)
+    return _env().from_string(text)
 
 
 CHECKS.register("template", check_template)

@@ -17,24 +17,16 @@ import math
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from moodring.charts.render import render_with_budget
 from moodring.configfile import ConfigError, load_settings, with_members
 from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.intake import AlertIntake
 from moodring.delivery.outbox import Outbox
 from moodring.delivery.sender import WorkerSender
-from moodring.digest.content import (
-    DIGEST_BARS,
-    build_digest,
-    digest_alert,
-    digest_columns,
-    digest_payload,
-)
 from moodring.digest.schedule import DigestSchedule
 from moodring.engine import MetricNode
 from moodring.feeds.frames import BadFrames
@@ -178,7 +170,7 @@ class Daemon(Component):
             self.outbox,
             settings.notify,
             sender=WorkerSender(settings.notify),
-            render_chart=render_with_budget,
+            render_chart=_render_chart,
             chart_dir=self.state_dir / "charts",
             on_result=counted,
             on_dead=self.telemetry.alert_dead,
@@ -194,6 +186,8 @@ class Daemon(Component):
         """
         engine = Pipeline(settings)
         if settings.digest is not None:  # before the restore: its replay fills the history
+            from moodring.digest.content import DIGEST_BARS, digest_columns
+
             engine.track(digest_columns(settings), DIGEST_BARS)
         cold = True
         if state is not None:
@@ -291,6 +285,8 @@ class Daemon(Component):
 
     def send_digest(self, at: datetime) -> None:
         """Send the digest of the moment ``at``: outbox (apprise, its chart) and MQTT."""
+        from moodring.digest.content import build_digest, digest_alert, digest_payload
+
         digest = build_digest(self.engine, self.settings, int(at.timestamp() * 1000))
         log.info("digest %s: %s", iso_time(digest.time), digest.title)
         self.alerts(digest_alert(digest))  # silences apply: `moodring silence digest`
@@ -658,6 +654,13 @@ def _publisher(settings: Settings) -> MqttPublisher | None:
     from moodring.delivery.mqtt import MqttPublisher
 
     return MqttPublisher(settings.mqtt)
+
+
+async def _render_chart(chart: Mapping[str, Any]) -> bytes | None:
+    """Render an alert's chart (the chart modules are imported only by a first chart)."""
+    from moodring.charts.render import render_with_budget
+
+    return await render_with_budget(chart)
 
 
 def _altseason(
