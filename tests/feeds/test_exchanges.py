@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 from moodring.feeds.ccxt import exchange as ccxt_exchange
 from moodring.service.daemon import Daemon
 from moodring.testing.fake_exchange import FakeExchange, fuzz_frames
-from tests.support.captures import CAPTURES, expected_bars, recorded
+from tests.support.captures import CAPTURES, expected_bars, record_lines, recorded
 from tests.support.exchanges import EXCHANGES, QUOTE, exchange_settings
 from tests.support.sdnotify import NotifySocket
 from tests.support.wait import until
@@ -59,7 +58,7 @@ async def test_a_replay_with_drops_records_the_bars_of_the_capture(
                 # a drop may swallow the replay's last trades: nothing then closes its final
                 # bar until the stream's clock passes it (up to a minute later)
                 return not any(b.holding for b in builders) and all(
-                    lines(record / f"{feed}_1m.csv") >= len(want) - 1
+                    record_lines(record / f"{feed}_1m.csv") >= len(want) - 1
                     for feed, want in wants.items()
                 )
 
@@ -82,14 +81,6 @@ async def test_a_replay_with_drops_records_the_bars_of_the_capture(
         for column in ("open", "high", "low", "close"):
             np.testing.assert_array_equal(got[column], want[column], err_msg=f"{feed} {column}")
         np.testing.assert_allclose(got["volume"], want["volume"], rtol=1e-12)
-
-
-def lines(path: Path) -> int:
-    """Return how many bars a ``--record`` file holds so far (0 before it exists)."""
-    if not path.exists():
-        return 0
-    with path.open() as f:
-        return sum(1 for _ in f) - 1
 
 
 async def test_trades_coinbase_resends_on_subscribing_are_taken_once(tmp_path) -> None:

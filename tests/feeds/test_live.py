@@ -13,7 +13,13 @@ import pytest
 from moodring.feeds.ccxt import exchange
 from moodring.service.daemon import Daemon
 from moodring.testing.fake_exchange import FakeExchange
-from tests.support.captures import CAPTURES, expected_bars, recorded, settings_for
+from tests.support.captures import (
+    CAPTURES,
+    expected_bars,
+    record_lines,
+    recorded,
+    settings_for,
+)
 from tests.support.wait import until
 
 
@@ -26,7 +32,14 @@ async def replay(tmp_path: Path, *, drop_every: float | None) -> tuple[FakeExcha
             await asyncio.wait_for(fake.replay_done.wait(), 120)
             # let the last repairs finish: no closed bar waits any more
             builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
-            await until(lambda: not any(b.holding for b in builders), timeout=30)
+            wants = {"eth": expected_bars(fake, "ETHUSDT"), "btc": expected_bars(fake, "BTCUSDT")}
+
+            def complete() -> bool:  # all but maybe the final bar recorded (slow when loaded)
+                return not any(b.holding for b in builders) and all(
+                    record_lines(record / f"{f}_1m.csv") >= len(w) - 1 for f, w in wants.items()
+                )
+
+            await until(complete, "the capture's bars recorded", timeout=60)
     finally:
         await fake.stop()
     return fake, record

@@ -84,6 +84,14 @@ def expected_bars(fake: FakeExchange, symbol: str) -> pd.DataFrame:
     return bars.iloc[:-1]  # the last minute is still forming when the replay ends
 
 
+def record_lines(path: Path) -> int:
+    """Return how many bars a ``--record`` file holds so far (0 before it exists)."""
+    if not path.exists():
+        return 0
+    with path.open() as f:
+        return sum(1 for _ in f) - 1
+
+
 def recorded(path: Path) -> pd.DataFrame:
     """Read a ``--record`` CSV file with pandas."""
     table = pd.read_csv(path)
