@@ -22,6 +22,7 @@ LEAVES = {
     "registry",
     "statedir",
     "times",
+    "workerproc",
 }
 # What each package (or top-level module) may import besides the leaves. Lower layers
 # never import higher ones; settings reads the parts that feeds, metrics, rules and digest

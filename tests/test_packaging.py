@@ -48,10 +48,7 @@ def test_help_and_version_import_nothing_heavy() -> None:
         "'matplotlib', 'asyncio', 'moodring.engine', 'moodring.settings', 'shtab')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], env=ENV, capture_output=True, text=True, timeout=60
-    )
-    assert done.stdout.splitlines()[-1] == "[]", done.stderr
+    assert last_line(probe) == "[]"
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
@@ -127,7 +124,14 @@ def test_the_daemon_imports_only_what_its_config_uses(tmp_path: Path) -> None:
         "'moodring.digest.content')\n"
         "print(sorted(m for m in unused if m in sys.modules))\n"
     )
+    assert last_line(probe) == "[]"
+
+
+def last_line(probe: str) -> str:
+    """Run a Python probe in a fresh interpreter; return the last line it printed."""
     done = subprocess.run(
         [sys.executable, "-c", probe], env=ENV, capture_output=True, text=True, timeout=60
     )
-    assert done.stdout.splitlines()[-1:] == ["[]"], done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines, done.stderr
+    return lines[-1]

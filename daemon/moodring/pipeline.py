@@ -49,11 +49,7 @@ class Pipeline(Engine):
         self, feed: str, t_ms: int, price: float, amount: float, trade_id: object = None
     ) -> None:
         """Feed one trade to the feed's bar builders; rules see what it closed and moved."""
-        # Engine.on_trade inlined: every trade of every feed passes here
-        for builder in self._builders[feed]:
-            builder.add_trade(t_ms, price, amount, trade_id)
-        for node in self._dependents[feed]:
-            node.dirty = True
+        Engine.on_trade(self, feed, t_ms, price, amount, trade_id)
         if not self._deferred and (self._moment or self.rules.waiting):
             self._flush()
         if self._tick_nodes[feed]:

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import IO, Literal
 
 import moodring
+from moodring.workerproc import EXIT_WAIT_S, close_pipes, exit_status, stop
 
 Kind = Literal["png", "chart", "error"]
 IDLE_S = 30.0  # seconds a worker waits for another chart before it exits
-EXIT_WAIT_S = 5.0  # seconds a retired worker gets to exit before it is killed
 _LENGTH = struct.Struct(">I")
 _KINDS: dict[bytes, Kind] = {b"P": "png", b"C": "chart", b"E": "error"}
 _CODES: dict[Kind, bytes] = {kind: code for code, kind in _KINDS.items()}
@@ -113,7 +113,7 @@ class ChartWorker:
                             self._discard(proc)
                             if cancel.is_set():  # abandon() killed it while it took the chart
                                 raise WorkerError(
-                                    f"the chart worker exited ({_exit_status(proc)})"
+                                    f"the chart worker exited ({exit_status(proc)})"
                                 ) from None
                             if attempt == 1:
                                 continue  # it had died while idle: a fresh one takes the chart
@@ -126,7 +126,7 @@ class ChartWorker:
                             if attempt == 1 and not cancel.is_set():
                                 continue  # a render is idempotent: a fresh worker tries once
                             raise WorkerError(
-                                f"the chart worker exited ({_exit_status(proc)})"
+                                f"the chart worker exited ({exit_status(proc)})"
                             ) from None
                     finally:
                         with self._state:
@@ -213,14 +213,8 @@ class ChartWorker:
 
 
 def _retire(proc: subprocess.Popen[bytes]) -> None:
-    """Close the worker's stdin (it exits at EOF) and wait for it; kill it if it lingers."""
-    with contextlib.suppress(OSError):
-        if proc.stdin is not None:
-            proc.stdin.close()
-    try:
-        proc.wait(timeout=EXIT_WAIT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    """Stop the worker and close its pipes."""
+    stop(proc)
     _reap(proc)
 
 
@@ -228,20 +222,7 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
     """Wait for a killed or exiting worker and close its pipes."""
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=EXIT_WAIT_S)
-    for stream in (proc.stdin, proc.stdout):
-        with contextlib.suppress(OSError):
-            if stream is not None:
-                stream.close()
-
-
-def _exit_status(proc: subprocess.Popen[bytes]) -> str:
-    code = proc.poll()
-    if code is None:
-        return "still running"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
+    close_pipes(proc)
 
 
 CHART_WORKER = ChartWorker()

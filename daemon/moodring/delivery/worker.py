@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import moodring
 from moodring.notifyurls import LOCAL, apprise_silenced
+from moodring.workerproc import EXIT_WAIT_S, close_pipes, exit_status, stop
 
 if TYPE_CHECKING:
     import apprise
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("moodring.delivery")
 
 IDLE_S = 30.0  # seconds a worker waits for more work before it exits
-EXIT_WAIT_S = 5.0  # seconds a retired worker gets to exit before it is killed
 ASK_TIMEOUT_S = 60.0  # a question about a URL or an apprise config (a config URL is fetched)
 _LINE_LIMIT = 64 * 1024 * 1024
 
@@ -209,7 +209,7 @@ class DeliveryWorker:
             self._stop_timer()
             current, self._current = self._current, None
         if current is not None:
-            _retire(current.proc)
+            stop(current.proc)
 
     def _running(self) -> _Running:
         """Return the worker, starting one if there is none (call with _lock held)."""
@@ -271,7 +271,7 @@ class DeliveryWorker:
                 self._current = None
             left, current.pending = current.pending, {}
         _reap(current.proc)
-        error = WorkerError(f"the delivery worker exited ({_exit_status(current.proc)})")
+        error = WorkerError(f"the delivery worker exited ({exit_status(current.proc)})")
         for future in left.values():
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 future.set_exception(error)
@@ -297,18 +297,7 @@ class DeliveryWorker:
             self._timer = None
             if self._current is current:
                 self._current = None
-        _retire(current.proc)
-
-
-def _retire(proc: subprocess.Popen[bytes]) -> None:
-    """Close the worker's stdin (it exits at EOF) and wait for it; kill it if it lingers."""
-    with contextlib.suppress(OSError):
-        if proc.stdin is not None:
-            proc.stdin.close()
-    try:
-        proc.wait(timeout=EXIT_WAIT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        stop(current.proc)
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
@@ -318,20 +307,7 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        with contextlib.suppress(OSError):
-            if stream is not None:
-                stream.close()
-
-
-def _exit_status(proc: subprocess.Popen[bytes]) -> str:
-    code = proc.poll()
-    if code is None:
-        return "still running"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
+    close_pipes(proc)
 
 
 DELIVERY_WORKER = DeliveryWorker()

@@ -549,14 +549,9 @@ class ExchangeFeeds(FeedPart):
         t, price, amount = trade.get("timestamp"), trade.get("price"), trade.get("amount")
         # the stream's clock runs ahead with it: a stale clock offset (or a fast replay)
         # must not make good trades look like they come from the future
-        clock = self._clocks[symbol]
-        reference = clock.read(self.exchange_ms())
+        reference = self._clocks[symbol].read(self.exchange_ms())
         problem = trade_problem(t, price, amount, reference)
-        trade_id = trade.get("id")
-        if type(trade_id) is str and trade_id.isdigit() and trade_id.isascii():
-            seq: int | None = int(trade_id)  # ``sequence_number``'s usual case, inlined
-        else:
-            seq = sequence_number(trade_id)
+        seq = sequence_number(trade.get("id"))
         if problem is None and self.venue.trade_ids != "none":
             last = self._last_id.get(names[0])
             if last is None:
@@ -570,12 +565,7 @@ class ExchangeFeeds(FeedPart):
             self._skip_trade(names, trade, problem)
             return
         assert isinstance(t, int)  # trade_problem checked it
-        if not self._waiting and t <= reference + EARLY_MS:
-            clock.note(t, self._frame)  # ``_admit``'s usual case, inlined: on time
-            self._exchange_clock.note(t, self._frame)
-            repair: bool | None = False
-        else:
-            repair = self._admit(symbol, t, reference)
+        repair = self._admit(symbol, t, reference)
         if repair is None:
             take = functools.partial(self._take_trade, names, trade, seq)
             skip = functools.partial(self._skip_trade, names, trade, "timestamp in the future")
