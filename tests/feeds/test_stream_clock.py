@@ -6,10 +6,16 @@ import asyncio
 import time
 from typing import Any, ClassVar
 
+import ccxt
 import pytest
 
 from moodring.feeds.ccxt import CcxtFeedConfig
-from moodring.feeds.ccxt.exchange import ExchangeFeeds, sequence_number, stream_name
+from moodring.feeds.ccxt.exchange import (
+    OFFSET_EVERY,
+    ExchangeFeeds,
+    sequence_number,
+    stream_name,
+)
 from moodring.feeds.clock import FUTURE_MS, StreamClock
 from moodring.market.bar import Bar
 from moodring.market.builder import BarBuilder
@@ -378,3 +384,25 @@ def test_a_thin_streams_trade_at_the_time_busy_streams_show_is_on_time() -> None
     assert f.ids() == ["1", "2"] and f.sink.bad == []
     assert f.closed == [Bar(NOW, 10, 10, 10, 10, 1.0)]  # at once: neither waiting nor held
     assert f.client.fetched == []
+
+
+async def test_the_clock_offset_is_kept_when_the_exchange_stops_telling_its_time() -> None:
+    f = Feeds()
+    replay_ms = NOW - 400 * 24 * 60 * MINUTE  # a replay: the exchange's clock is a year behind
+    told = [replay_ms]
+
+    async def load_markets() -> None:
+        pass
+
+    async def fetch_time() -> int:
+        if told:
+            return told.pop()
+        raise ccxt.RequestTimeout("binance GET /api/v3/time timed out")
+
+    f.client.load_markets = load_markets  # type: ignore[method-assign]
+    f.client.fetch_time = fetch_time  # type: ignore[attr-defined]
+    await f.feeds._connect()
+    assert abs(f.feeds.now_ms() - replay_ms) < 60_000
+    f.feeds._offset_at = -OFFSET_EVERY  # due to be measured again at this reconnect
+    await f.feeds._connect()
+    assert abs(f.feeds.now_ms() - replay_ms) < 60_000, "the local clock is not the exchange's"

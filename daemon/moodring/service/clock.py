@@ -21,8 +21,9 @@ class BarClock(Component):
     """Once a second: close the bars each feed's clock has passed, look after the feeds.
 
     A part with a stream clock closes its feeds' bars by each stream's time, its feeds in
-    one moment (``Pipeline.deferred``); feeds on the local clock close together. ``beat`` is
-    the monotonic time of the latest round (the watchdog checks it).
+    one moment (``Pipeline.deferred``), once warmed up (connected: its time is known); feeds
+    on the local clock close together. ``beat`` is the monotonic time of the latest round
+    (the watchdog checks it).
     """
 
     def __init__(
@@ -56,12 +57,12 @@ class BarClock(Component):
         for part in self._parts():
             if not part.running:
                 continue  # not started yet, or stopping
-            if part.clock == "stream":
+            if part.clock == "wall":
+                wall.extend(part.feeds)
+            elif part.warmed.is_set():  # a stream's time is told once it has connected
                 with engine.deferred():  # each feed by its own stream's clock, one moment
                     for feed in part.feeds:
                         engine.advance(part.clock_ms(feed) - CLOSE_GRACE_MS, (feed,))
-            else:
-                wall.extend(part.feeds)
             part.on_clock()
         now = int(time.time() * 1000)
         if wall:

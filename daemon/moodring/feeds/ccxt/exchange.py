@@ -334,7 +334,7 @@ class ExchangeFeeds(FeedPart):
                 self.offset_ms = self._offset_ms
                 self._offset_at = time.monotonic()
             except (BaseError, TimeoutError, TypeError, ValueError):
-                self._offset_ms = 0  # not every exchange tells its time
+                pass  # not every exchange tells its time; one that told it keeps its offset
         self._message_seq = None  # a new connection numbers its messages anew
         symbols = {feed.symbol for feed in self.feeds.values()}
         log.info("%s: connected (%d symbols)", self.exchange, len(symbols))
