@@ -14,14 +14,17 @@ from moodring.logs import HANDLER_NAME
 from tests.support.paths import DATA
 from tests.support.receiver import Receiver
 
-# the most pytest-xdist workers `-n auto` (pyproject addopts) starts: each runs daemons and
-# fake exchanges of its own, and more than this only makes them compete for the cores
+# pytest-xdist workers `-n auto` (pyproject addopts) starts per core: tests mostly wait on
+# replays and subprocesses (the suite keeps 2 cores about half busy with one per core)
+WORKERS_PER_CORE = 2
+# the most it starts: each runs daemons and fake exchanges of its own, and more than this
+# only makes them compete for the cores
 MAX_WORKERS = 4
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Start one worker per core (two on CI), at most ``MAX_WORKERS``."""
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+    """Start two workers per core (four on CI), at most ``MAX_WORKERS``."""
+    return max(1, min(len(os.sched_getaffinity(0)) * WORKERS_PER_CORE, MAX_WORKERS))
 
 
 @pytest.fixture(scope="session")
