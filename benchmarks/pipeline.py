@@ -325,37 +325,48 @@ def settings_for_yaml(
     return path
 
 
-def rates(exchange: str, runs: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Return the best (frames/s, frames/CPU s) of a bare loop and of the daemon, alternated.
+Rates = tuple[float, float]  # frames per second, frames per CPU second
 
-    Alternating spreads a loaded machine's slow spells over both; the fake runs in the same
-    process, so the CPU figures carry its work on both sides.
+
+def rates(exchange: str, runs: int) -> list[tuple[Rates, Rates]]:
+    """Return ``runs`` pairs of (bare loop, daemon) rates, each pair run back to back.
+
+    A loaded machine's slow spell then weighs on both sides of a pair (the order alternates
+    from pair to pair); the fake runs in the same process, so the CPU figures carry its work
+    on both sides.
     """
-    bare: list[tuple[float, float]] = []
-    ours: list[tuple[float, float]] = []
-    for _ in range(runs):
-        bare.append(asyncio.run(bare_ccxt(exchange)))
-        ours.append(asyncio.run(daemon_rate(exchange)))
-    return _best(bare), _best(ours)
+    pairs: list[tuple[Rates, Rates]] = []
+    for run in range(runs):
+        if run % 2:
+            ours = asyncio.run(daemon_rate(exchange))
+            bare = asyncio.run(bare_ccxt(exchange))
+        else:
+            bare = asyncio.run(bare_ccxt(exchange))
+            ours = asyncio.run(daemon_rate(exchange))
+        pairs.append((bare, ours))
+    return pairs
 
 
-def _best(runs: list[tuple[float, float]]) -> tuple[float, float]:
-    """Return the highest frames/s and the highest frames/CPU s among ``runs``."""
-    return max(r[0] for r in runs), max(r[1] for r in runs)
+def ratios(pairs: list[tuple[Rates, Rates]], which: int = 0) -> list[float]:
+    """Return each pair's daemon-to-bare ratio of frames/s (``which`` 0) or frames/CPU s (1)."""
+    return sorted(ours[which] / bare[which] for bare, ours in pairs)
 
 
 def exchange_rates(exchange: str, runs: int) -> int:
     """Measure one exchange: the daemon's frames/s against a bare ccxt.pro loop's."""
-    (bare, bare_cpu), (ours, ours_cpu) = rates(exchange, runs)
-    name = f"bare ccxt.pro trade loop ({exchange})"
-    print(f"{name:<42} {bare:,.0f} frames/s, {bare_cpu:,.0f} frames/CPU s")
-    print(
-        f"{'moodring daemon (same replay)':<42} {ours:,.0f} frames/s, {ours_cpu:,.0f} frames/CPU s"
-    )
+    pairs = rates(exchange, runs)
+    for bare, ours in pairs:
+        print(
+            f"bare ccxt.pro ({exchange}) {bare[0]:>9,.0f} frames/s {bare[1]:>9,.0f} /CPU s"
+            f"   moodring {ours[0]:>9,.0f} frames/s {ours[1]:>9,.0f} /CPU s"
+            f"   ratio {ours[0] / bare[0]:.3f}"
+        )
+    wall, cpu = ratios(pairs), ratios(pairs, 1)
     summary = {
         "exchange": exchange,
-        "pipeline_vs_bare_ccxt": round(ours / bare, 3),
-        "pipeline_vs_bare_ccxt_cpu": round(ours_cpu / bare_cpu, 3),
+        "pipeline_vs_bare_ccxt": round(statistics.median(wall), 3),
+        "pipeline_vs_bare_ccxt_cpu": round(statistics.median(cpu), 3),
+        "pipeline_vs_bare_ccxt_range": [round(wall[0], 3), round(wall[-1], 3)],
     }
     print(json.dumps(summary))
     return 0
@@ -458,12 +469,17 @@ def main(argv: list[str] | None = None) -> int:
         help="only the frames/s figures, the fake speaking this exchange",
     )
     parser.add_argument(
-        "--runs", type=int, default=3, help="runs of each loop, the best kept (default 3)"
+        "--runs",
+        type=int,
+        default=5,
+        help="pairs of runs (bare loop, daemon); the median ratio is reported (default 5)",
     )
     args = parser.parse_args(argv)
     if args.exchange is not None:
         return exchange_rates(args.exchange, args.runs)
-    (bare, _), (ours, _) = rates("binance", args.runs)
+    pairs = rates("binance", args.runs)
+    bare = statistics.median(b[0] for b, _ in pairs)
+    ours = statistics.median(o[0] for _, o in pairs)
     bare_rss = peak_rss_mb([sys.executable, "-c", "import ccxt.pro"])
     rss = daemon_rss_mb()
     latencies = asyncio.run(frame_to_notify())
@@ -487,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         json.dumps(
             {
-                "pipeline_vs_bare_ccxt": round(ours / bare, 3),
+                "pipeline_vs_bare_ccxt": round(statistics.median(ratios(pairs)), 3),
                 "rss_vs_bare_ccxt": round(rss / bare_rss, 3),
                 "frame_to_notify_p99_ms": round(p99, 1),
                 "rss_after_alerts_vs_bare_ccxt": round(plain["after"] / bare_rss, 3),
