@@ -15,17 +15,16 @@ from tests.support.paths import DATA
 from tests.support.receiver import Receiver
 
 # pytest-xdist workers `-n auto` (pyproject addopts) starts per core: tests mostly wait on
-# replays and subprocesses (the suite keeps 2 cores about half busy with one per core), but
-# timing-bound tests (replays at speed, stops within a bound) fail on cores busier still
-WORKERS_PER_CORE = 1.5
+# replays and subprocesses (the suite keeps 2 cores about half busy with one per core)
+WORKERS_PER_CORE = 2
 # the most it starts: each runs daemons and fake exchanges of its own, and more than this
 # only makes them compete for the cores
 MAX_WORKERS = 4
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Start 1.5 workers per core (three on CI), at most ``MAX_WORKERS``."""
-    return max(1, min(int(len(os.sched_getaffinity(0)) * WORKERS_PER_CORE), MAX_WORKERS))
+    """Start two workers per core (four on CI), at most ``MAX_WORKERS``."""
+    return max(1, min(len(os.sched_getaffinity(0)) * WORKERS_PER_CORE, MAX_WORKERS))
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,11 @@ def horizon(state_dir: Path, config: Path) -> int | None:
     return max((int(s.time[-1]) for s in state.series if len(s.time)), default=None)
 
 
+def logged_keys(log: Path) -> set[str]:
+    """Return the keys of the alerts a daemon logged as it judged them."""
+    return {m.group(1) for line in log.read_text().splitlines() if (m := KEY.search(line))}
+
+
 def last_recorded(record: Path) -> int:
     """Return the open time of the latest bar recorded in every feed's file (-1 if none)."""
     times = []
@@ -187,6 +192,9 @@ async def test_fifty_sigkills_lose_no_alert_and_repeat_only_sends_in_flight(
         last = fake.clock_ms // MINUTE * MINUTE - MINUTE
         # the reference has judged (and sent) every bar up to the last one compared
         await until(lambda: last_recorded(record) > last + MINUTE, timeout=60)
+        # ... and sent what it judged: a busy machine sends a little after it records
+        judged = {k for k in logged_keys(tmp_path / "reference.log") if first < bar_time(k) <= last}
+        await until(lambda: judged <= set(received("reference")), timeout=60)
         expected = {k for k in received("reference") if first < bar_time(k) <= last}
 
         def caught_up() -> bool:

@@ -35,6 +35,7 @@ from tests.support.captures import assert_bars_equal, pandas_bars
 from tests.support.paths import BTC_CAPTURE as BTC
 from tests.support.paths import DATA
 from tests.support.paths import ETH_CAPTURE as ETH
+from tests.support.wait import until
 
 EXCHANGES = ["binance", "binanceus", "coinbase", "kraken", "bybit"]
 QUOTE = {
@@ -251,7 +252,8 @@ async def test_drops_reconnect_and_the_stream_goes_on(exchange: str) -> None:
                 ]
             after_drop += len(batch) if errors else 0
         assert errors > 0 and fake.drops > 0 and after_drop > 0
-        assert fake.connection_count <= 1
+        # a connection dropped just now may still be closing on the server's side
+        await until(lambda: fake.connection_count <= 1, "one connection at most", timeout=10)
         rows = await ex.fetch_ohlcv(
             symbol, "1m", since=pandas_bars(fake.trades(symbol), "1m")[0][0]
         )
@@ -566,10 +568,10 @@ async def test_recent_trades_windows_for_gap_repair() -> None:
     async with fake, bare_client("coinbase", fake.ws_url, fake.rest_url) as ex:
         await asyncio.wait_for(fake.replay_done.wait(), 30)
         captured = fake.trades("ETH/USD")
-        since, until = captured[2000]["T"], captured[2100]["T"]
-        got = await ex.fetch_trades("ETH/USD", since=since, limit=1000, params={"until": until})
+        since, end = captured[2000]["T"], captured[2100]["T"]
+        got = await ex.fetch_trades("ETH/USD", since=since, limit=1000, params={"until": end})
         # Coinbase answers whole seconds [start, end); ccxt drops what precedes ``since``
-        window = [t for t in captured if since <= t["T"] < until // 1000 * 1000]
+        window = [t for t in captured if since <= t["T"] < end // 1000 * 1000]
         assert sorted((t["timestamp"], t["price"], t["amount"]) for t in got) == sorted(
             (t["T"], *exact(t)[:2]) for t in window
         )

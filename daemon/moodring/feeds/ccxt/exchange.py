@@ -25,7 +25,7 @@ from moodring.feeds.ccxt.venues import GENERIC, Venue, client_setup, venue
 from moodring.feeds.clock import EARLY_MS, FUTURE_MS, StreamClock
 from moodring.feeds.frames import trade_problem
 from moodring.feeds.source import Clock, FeedPart
-from moodring.lifecycle import first_completed
+from moodring.lifecycle import STOP_TIMEOUT, first_completed
 from moodring.market.bar import Bar
 from moodring.market.builder import HOLD_ALL, BarBuilder
 from moodring.market.timeframe import Timeframe
@@ -121,6 +121,9 @@ class ExchangeFeeds(FeedPart):
     bars one stamped a little ahead closes are held until the clock has passed them (and
     repaired from REST if an item came late for them).
     """
+
+    # stopping closes its clients (within CLOSE_TIMEOUT) after its tasks are cancelled
+    stop_timeout = STOP_TIMEOUT + CLOSE_TIMEOUT
 
     def __init__(
         self,
@@ -314,9 +317,8 @@ class ExchangeFeeds(FeedPart):
                     await self._close_sockets()
                     await asyncio.sleep(delay)
         finally:
-            await self._close_quietly(self._client)
-            if self._rest is not self._client:
-                await self._close_quietly(self._rest)
+            clients = {id(c): c for c in (self._client, self._rest)}.values()
+            await asyncio.gather(*(self._close_quietly(c) for c in clients))
 
     async def _connect(self) -> None:
         """Load the markets (once) and measure the clock offset (now and then) over REST."""
