@@ -115,9 +115,16 @@ async def test_a_full_disk_holds_alerts_and_each_goes_out_once_when_freed(
         status, body = await service.get("/healthz")
         health = json.loads(body)
         assert status == 503 and "cannot be written" in health["problems"]["outbox"], health
-        _, metrics = await service.get("/metrics")
-        unsaved = re.search(r"^moodring_alerts_unsaved (\S+)", metrics.decode(), re.M)
-        assert unsaved is not None and float(unsaved.group(1)) >= 1, metrics.decode()[-1500:]
+        # SQLite may find room now and then and write the held alerts: the gauge says so
+        for _ in range(100):
+            _, metrics = await service.get("/metrics")
+            unsaved = re.search(r"^moodring_alerts_unsaved (\S+)", metrics.decode(), re.M)
+            assert unsaved is not None, metrics.decode()[-1500:]
+            if float(unsaved.group(1)) >= 1:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("no alert shown as held in memory:\n" + metrics.decode()[-1500:])
         await service.wait(lambda: status_says("cannot be written"), 10, "STATUS= saying so")
 
         freed = in_namespace(service, "rm", f"{state}/fill")

@@ -317,8 +317,8 @@ class ExchangeFeeds(FeedPart):
                     await self._close_sockets()
                     await asyncio.sleep(delay)
         finally:
-            clients = {id(c): c for c in (self._client, self._rest)}.values()
-            await asyncio.gather(*(self._close_quietly(c) for c in clients))
+            rest = [self._rest] if self._rest is not self._client else []
+            await asyncio.gather(*(self._close_quietly(c) for c in (self._client, *rest)))
 
     async def _connect(self) -> None:
         """Load the markets (once) and measure the clock offset (now and then) over REST."""
