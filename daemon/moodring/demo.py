@@ -185,9 +185,17 @@ async def run_live(
                 how = f"ran its {duration:g} s"
                 daemon.stop()
 
+            async def pause_when_stopping() -> None:
+                await daemon.stopping.wait()
+                fake.pause()  # the fake shares this loop: its replay would slow the feeds' stop
+
             if duration:
                 asyncio.get_running_loop().call_later(duration, time_up)
-            await daemon.run()
+            pausing = asyncio.create_task(pause_when_stopping())
+            try:
+                await daemon.run()
+            finally:
+                pausing.cancel()
             await asyncio.gather(*printing)
             return how
 
