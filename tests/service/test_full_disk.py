@@ -24,6 +24,7 @@ from moodring.testing.fake_exchange import FakeExchange
 from tests.support.captures import CAPTURES
 from tests.support.daemon import KEY, Service, frequent_rules
 from tests.support.receiver import Receiver
+from tests.support.wait import until
 
 # the daemon as `moodring run`, saving a snapshot every second so snapshot writes meet
 # the full disk too
@@ -115,16 +116,15 @@ async def test_a_full_disk_holds_alerts_and_each_goes_out_once_when_freed(
         status, body = await service.get("/healthz")
         health = json.loads(body)
         assert status == 503 and "cannot be written" in health["problems"]["outbox"], health
-        # SQLite may find room now and then and write the held alerts: the gauge says so
-        for _ in range(100):
+
+        async def held_in_memory() -> bool:
             _, metrics = await service.get("/metrics")
             unsaved = re.search(r"^moodring_alerts_unsaved (\S+)", metrics.decode(), re.M)
             assert unsaved is not None, metrics.decode()[-1500:]
-            if float(unsaved.group(1)) >= 1:
-                break
-            await asyncio.sleep(0.2)
-        else:
-            raise AssertionError("no alert shown as held in memory:\n" + metrics.decode()[-1500:])
+            return float(unsaved.group(1)) >= 1
+
+        # SQLite may find room now and then and write the held alerts: the gauge says so
+        await until(held_in_memory, "an alert shown as held in memory", timeout=20)
         await service.wait(lambda: status_says("cannot be written"), 10, "STATUS= saying so")
 
         freed = in_namespace(service, "rm", f"{state}/fill")

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 
 
 async def until(
-    condition: Callable[[], bool], what: str = "the condition", *, timeout: float = 30.0
+    condition: Callable[[], bool | Awaitable[bool]],
+    what: str = "the condition",
+    *,
+    timeout: float = 30.0,
 ) -> None:
-    """Wait until ``condition()`` holds; fail naming ``what`` after ``timeout`` seconds."""
+    """Wait until ``condition()`` (awaited if need be) holds; fail naming ``what`` on time-out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():
+    while not await _holds(condition):
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def _holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
+    """Return what ``condition()`` says, awaiting it if it must be."""
+    result = condition()
+    return await result if inspect.isawaitable(result) else result
