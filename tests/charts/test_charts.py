@@ -328,6 +328,42 @@ async def test_an_idle_worker_exits() -> None:
     worker.close()
 
 
+def _slow_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make every new Python process (a chart worker too) sleep first: a loaded machine."""
+    (tmp_path / "sitecustomize.py").write_text(f"import time\ntime.sleep({seconds})\n")
+    paths = (str(tmp_path), os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    CHART_WORKER.close()  # the next chart starts a worker with this environment
+
+
+async def test_a_slow_worker_start_does_not_count_against_the_render_budget(
+    real_chart: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _slow_starts(tmp_path, monkeypatch, 6.0)
+    try:
+        png = await render_with_budget(real_chart, budget_s=5.0)
+        assert png is not None and png.startswith(PNG_SIGNATURE)
+    finally:
+        CHART_WORKER.close()
+
+
+async def test_a_worker_that_does_not_start_in_time_is_killed(
+    real_chart: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _slow_starts(tmp_path, monkeypatch, 30.0)
+    monkeypatch.setattr(charts, "STARTUP_S", 0.5)
+    with caplog.at_level(logging.WARNING, logger=charts.__name__):
+        assert await render_with_budget(real_chart) is None
+    assert "starting the chart worker took over 0.5 s; sending without it" in caplog.text
+    await until(lambda: CHART_WORKER.pid is None, timeout=30)  # killed, not left sleeping
+    monkeypatch.undo()
+    png = await render_with_budget(real_chart)  # the next chart starts a worker in time
+    assert png is not None and png.startswith(PNG_SIGNATURE)
+
+
 async def test_render_with_budget_swallows_errors(caplog: pytest.LogCaptureFixture) -> None:
     chart = _base()
     chart["time"] = "soon"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moodring.charts.model import AlertChart, ChartError, DigestChart, parse_chart
-from moodring.charts.worker import CHART_WORKER
+from moodring.charts.worker import CHART_WORKER, STARTUP_S
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -171,6 +171,7 @@ async def render_with_budget(chart: Mapping[str, Any], budget_s: float = 10.0) -
     """Render in the chart worker process; None (and a log line) on timeout or error.
 
     The chart is checked here, rendered there; a render over ``budget_s`` kills the worker.
+    Starting a worker is bounded by ``STARTUP_S`` instead.
     """
     title = chart.get("title", "") if isinstance(chart, Mapping) else ""
     try:
@@ -179,12 +180,17 @@ async def render_with_budget(chart: Mapping[str, Any], budget_s: float = 10.0) -
         log.warning("chart %r: invalid chart data (%s); sending without it", title, exc)
         return None
     cancel = threading.Event()
+    # a worker's start (Python, matplotlib, maybe a first font cache) is bounded apart
+    step, bound_s = "starting the chart worker", STARTUP_S
     try:
-        async with asyncio.timeout(budget_s):
+        async with asyncio.timeout(bound_s):
+            await asyncio.to_thread(CHART_WORKER.start, cancel)
+        step, bound_s = "rendering", budget_s
+        async with asyncio.timeout(bound_s):
             kind, body = await asyncio.to_thread(CHART_WORKER.render, request, cancel)
     except TimeoutError:
         CHART_WORKER.abandon(cancel)
-        log.warning("chart %r: rendering took over %g s; sending without it", title, budget_s)
+        log.warning("chart %r: %s took over %g s; sending without it", title, step, bound_s)
         return None
     except asyncio.CancelledError:
         CHART_WORKER.abandon(cancel)

@@ -4,11 +4,12 @@ The parent (``ChartWorker``) starts ``python -m moodring.charts.worker`` on the 
 sends it charts one at a time over its stdin and reads PNGs from its stdout. After
 ``idle_s`` seconds without a chart it closes the worker's stdin and the worker exits, taking
 matplotlib's memory (~60 MB) with it. A render that overruns its budget kills the worker;
-the next chart starts a new one.
+the next chart starts a new one. Starting a worker (Python, matplotlib, a first font cache)
+has its own bound, ``STARTUP_S``: a slow start on a loaded machine does not cost a chart.
 
-Frames on the pipes: a request is a 4-byte big-endian length and the chart as JSON; a reply
-is one kind byte (``P`` a PNG, ``C`` a ChartError message, ``E`` a traceback), a 4-byte
-length and the body.
+Frames on the pipes: the worker first writes one ``R`` byte once it can render. A request
+is a 4-byte big-endian length and the chart as JSON; a reply is one kind byte (``P`` a PNG,
+``C`` a ChartError message, ``E`` a traceback), a 4-byte length and the body.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from moodring.workerproc import EXIT_WAIT_S, close_pipes, exit_status, stop
 
 Kind = Literal["png", "chart", "error"]
 IDLE_S = 30.0  # seconds a worker waits for another chart before it exits
+STARTUP_S = 60.0  # seconds a new worker may take to import what it renders with
+_READY = b"R"
 _LENGTH = struct.Struct(">I")
 _KINDS: dict[bytes, Kind] = {b"P": "png", b"C": "chart", b"E": "error"}
 _CODES: dict[Kind, bytes] = {kind: code for code, kind in _KINDS.items()}
@@ -88,6 +91,18 @@ class ChartWorker:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
+    def start(self, cancel: threading.Event) -> None:
+        """Start a worker unless one runs, and block until it can render.
+
+        Raises AbandonedError or WorkerError as ``render`` does.
+        """
+        with self._lock:
+            self._stop_timer()
+            try:
+                self._running(cancel)
+            finally:
+                self._arm_timer()
+
     def render(self, chart_json: bytes, cancel: threading.Event) -> tuple[Kind, bytes]:
         """Send one chart (JSON) and return the worker's reply; blocks until it comes.
 
@@ -100,7 +115,7 @@ class ChartWorker:
             self._stop_timer()
             try:
                 for attempt in (1, 2):
-                    proc = self._running()
+                    proc = self._running(cancel)
                     assert proc.stdin is not None and proc.stdout is not None
                     with self._state:  # abandon() sets cancel first, then looks at _busy
                         if cancel.is_set():
@@ -151,13 +166,36 @@ class ChartWorker:
         if proc is not None:
             _retire(proc)
 
-    def _running(self) -> subprocess.Popen[bytes]:
-        """Return the worker process, starting one if there is none (call with _lock held)."""
+    def _running(self, cancel: threading.Event) -> subprocess.Popen[bytes]:
+        """Return the worker process, starting one that is ready if none runs (hold _lock)."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             return proc
         if proc is not None:
             self._discard(proc)
+        proc = self._spawn()
+        assert proc.stdout is not None
+        with self._state:
+            self._busy = cancel  # abandon() kills a worker that starts too slowly
+        try:
+            if cancel.is_set():
+                raise AbandonedError("the chart was given up before a worker was ready")
+            try:
+                ready = _read_exact(proc.stdout, 1) == _READY
+            except (OSError, EOFError):
+                ready = False
+            if not ready:
+                raise WorkerError(f"the chart worker did not start ({exit_status(proc)})")
+        except BaseException:
+            self._discard(proc)
+            raise
+        finally:
+            with self._state:
+                self._busy = None
+        return proc
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start a worker process."""
         env = dict(os.environ)
         # the child imports this very moodring, wherever it was imported from
         root = str(Path(moodring.__file__).resolve().parents[1])
@@ -258,7 +296,11 @@ def main() -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    with contextlib.suppress(BrokenPipeError):  # the daemon went away mid-render
+    import moodring.charts.render  # noqa: F401  (what a render needs, before saying ready)
+
+    with contextlib.suppress(BrokenPipeError):  # the daemon went away mid-start or mid-render
+        sys.stdout.buffer.write(_READY)
+        sys.stdout.buffer.flush()
         serve(sys.stdin.buffer, sys.stdout.buffer)
     return 0
 
