@@ -287,6 +287,7 @@ async def test_render_over_budget_kills_the_worker(
 
 async def test_abandoning_a_chart_the_worker_has_kills_it() -> None:
     worker = ChartWorker()
+    await asyncio.to_thread(worker.start, threading.Event())
     slow = parse_chart(_base(300_000)).model_dump_json().encode()  # seconds to draw
     cancel = threading.Event()
     rendering = asyncio.ensure_future(asyncio.to_thread(worker.render, slow, cancel))

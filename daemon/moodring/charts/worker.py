@@ -82,7 +82,7 @@ class ChartWorker:
 
     @property
     def busy(self) -> bool:
-        """Return whether the worker has a chart now."""
+        """Return whether the worker has a chart now (or is starting for one)."""
         return self._busy is not None
 
     @property
@@ -184,14 +184,15 @@ class ChartWorker:
                 ready = _read_exact(proc.stdout, 1) == _READY
             except (OSError, EOFError):
                 ready = False
-            if not ready:
-                raise WorkerError(f"the chart worker did not start ({exit_status(proc)})")
         except BaseException:
             self._discard(proc)
             raise
         finally:
             with self._state:
                 self._busy = None
+        if not ready:
+            self._discard(proc)  # killed by abandon(), or it failed: reaped, so its status shows
+            raise WorkerError(f"the chart worker did not start ({exit_status(proc)})")
         return proc
 
     def _spawn(self) -> subprocess.Popen[bytes]:
