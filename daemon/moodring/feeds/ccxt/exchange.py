@@ -145,6 +145,7 @@ class ExchangeFeeds(FeedPart):
         self.reconnect_every = reconnect_every
         self.stats = ExchangeStats()
         self.venue: Venue = venue(exchange)
+        self._numbered = self.venue.trade_ids != "none"  # ids tell duplicates and gaps
         self.restricted_retry = RESTRICTED_RETRY
         self.offset_ms: int | None = None  # the exchange's clock less ours, once measured
         self.last_error: str | None = None  # why the latest connection failed
@@ -553,8 +554,9 @@ class ExchangeFeeds(FeedPart):
         # must not make good trades look like they come from the future
         reference = self._clocks[symbol].read(self.exchange_ms())
         problem = trade_problem(t, price, amount, reference)
-        seq = sequence_number(trade.get("id"))
-        if problem is None and self.venue.trade_ids != "none":
+        trade_id = trade.get("id")
+        seq = sequence_number(trade_id)
+        if problem is None and self._numbered:
             last = self._last_id.get(names[0])
             if last is None:
                 pass
@@ -566,24 +568,29 @@ class ExchangeFeeds(FeedPart):
         if problem is not None:
             self._skip_trade(names, trade, problem)
             return
-        assert isinstance(t, int)  # trade_problem checked it
+        # trade_problem checked them
+        assert isinstance(t, int) and price is not None and amount is not None
         repair = self._admit(symbol, t, reference)
         if repair is None:
-            take = functools.partial(self._take_trade, names, trade, seq)
+            take = functools.partial(self._take_trade, names, t, price, amount, trade_id, seq)
             skip = functools.partial(self._skip_trade, names, trade, "timestamp in the future")
             self._wait(symbol, t, take, skip)
         else:
-            self._take_trade(names, trade, seq, repair)
+            self._take_trade(names, t, price, amount, trade_id, seq, repair)
 
     def _take_trade(
-        self, names: list[str], trade: dict[str, Any], seq: int | None, repair: bool
+        self,
+        names: list[str],
+        t: int,
+        price: float,
+        amount: float,
+        trade_id: object,
+        seq: int | None,
+        repair: bool,
     ) -> None:
-        t, price, amount = trade["timestamp"], trade["price"], trade["amount"]
-        trade_id = trade.get("id")
-        stats, last_id, take, heard = self.stats, self._last_id, self.sink.trade, self._heard
+        last_id, take, heard = self._last_id, self.sink.trade, self._heard
         now = time.monotonic()
         for name in names:
-            stats.trades += 1
             heard[name] = now
             if name in self._stale:
                 self._hear(name, t)
@@ -602,6 +609,7 @@ class ExchangeFeeds(FeedPart):
             take(name, t, price, amount, trade_id)
             if name in self._may_hold:
                 self._repair_held(name)
+        self.stats.trades += len(names)
 
     def _hold(self, name: str, builder: BarBuilder, through_ms: int) -> None:
         """Hold a builder's closed bars through ``through_ms``; its feed's trades then check it."""
@@ -633,7 +641,7 @@ class ExchangeFeeds(FeedPart):
         """
         clock = self._clocks[stream]
         frame = self._frame
-        waiting = self._waiting.get(stream)
+        waiting = self._waiting.get(stream) if self._waiting else None
         confirmed = False
         if waiting is not None and waiting.frame != frame:
             del self._waiting[stream]
