@@ -52,6 +52,7 @@ class StreamClock:
             self._frame_ms = t_ms
         else:
             return
-        confirmed = min(self._previous_ms, self._frame_ms)
+        previous, latest = self._previous_ms, self._frame_ms
+        confirmed = previous if previous < latest else latest  # min() without the call
         if confirmed > self._confirmed:
             self._confirmed, self._at = confirmed, self._clock()
