@@ -341,10 +341,11 @@ async def test_loop_continues_ids_and_time() -> None:
 async def test_pings_are_answered_so_a_quiet_client_stays_connected(exchange: str) -> None:
     fake = FakeExchange([ETH], exchange=exchange, speed=0, start_paused=True)
     async with fake, bare_client(exchange, fake.ws_url, fake.rest_url) as ex:
-        ex.streaming["keepAlive"] = 200  # ccxt pings every 0.2 s and gives up after 0.4 s
+        # ccxt pings every 0.5 s and gives up after 1 s: a loaded machine answers in time
+        ex.streaming["keepAlive"] = 500
         watch = asyncio.ensure_future(ex.watch_trades(fake.markets[0].symbol))
         await asyncio.wait_for(fake.wait_subscribed(TRADE_TOPIC[exchange]), 10)
-        await asyncio.sleep(1.5)  # several keep-alive rounds with no data at all
+        await asyncio.sleep(3.0)  # several keep-alive rounds with no data at all
         assert not watch.done()
         fake.resume()
         assert await asyncio.wait_for(watch, 10)
