@@ -1,7 +1,7 @@
 """Benchmark moodring's own work per trade, without a socket, ccxt or the fake in the way.
 
 Run: python benchmarks/per_trade.py [--runs N]
-The real Binance capture's trades, as ccxt.pro hands them to the tap, go through a real
+The real Binance capture's trades, parsed by ccxt.pro as it hands them to the tap, go through a real
 daemon's exchange part (checks, clocks, gap detection), its sink and pipeline into the bar
 builders of the shipped metric kinds on 1-minute bars (``pipeline.py``'s settings). Prints
 microseconds per trade for each run and, last, one JSON line with the median.
@@ -10,6 +10,7 @@ microseconds per trade for each run and, last, one JSON line with the median.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
@@ -18,33 +19,30 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import ccxt.pro as ccxtpro
 from pipeline import CAPTURES, SYMBOLS, settings_for
 
 from moodring.feeds.ccxt.exchange import ExchangeFeeds
 from moodring.service.daemon import Daemon
-from moodring.testing.fake_exchange import FakeExchange
+from moodring.testing.fake_exchange import FakeExchange, configure_ccxt
 
 
 def ccxt_trades() -> list[dict[str, Any]]:
-    """Return the captures' trades as ccxt's unified trade dicts, in time order."""
+    """Return the captures' trades as ccxt.pro's own parser makes them, in time order."""
+    return asyncio.run(_parsed())
+
+
+async def _parsed() -> list[dict[str, Any]]:
     fake = FakeExchange(CAPTURES)
+    async with fake:  # only for the markets: ccxt parses a trade against its market
+        ex = ccxtpro.binance()
+        configure_ccxt(ex, fake.ws_url, fake.rest_url)
+        try:
+            await ex.load_markets()
+        finally:
+            await ex.close()
     trades = [
-        {
-            "info": data,
-            "timestamp": int(data["T"]),
-            "datetime": None,
-            "symbol": symbol,
-            "id": str(data["t"]),
-            "order": None,
-            "type": None,
-            "side": "sell" if data["m"] else "buy",
-            "takerOrMaker": None,
-            "price": float(data["p"]),
-            "amount": float(data["q"]),
-            "cost": float(data["p"]) * float(data["q"]),
-            "fee": None,
-            "fees": [],
-        }
+        ex.parse_ws_trade(data, ex.market(symbol))
         for symbol in SYMBOLS
         for data in fake.trades(symbol)
     ]
@@ -62,8 +60,9 @@ def one_run(trades: list[dict[str, Any]]) -> float:
         part._offset_ms = trades[0]["timestamp"] - int(time.time() * 1000)
         take = part._on_trade
         started = time.perf_counter()
+        frame = part._on_frame
         for trade in trades:
-            part._frame += 1  # each trade its own frame, as Binance sends them
+            frame()  # each trade its own frame, as Binance sends them
             take(trade)
         elapsed = time.perf_counter() - started
         assert part.stats.trades == len(trades), (part.stats.trades, len(trades))

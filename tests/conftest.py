@@ -15,8 +15,8 @@ from tests.support.paths import DATA
 from tests.support.receiver import Receiver
 
 # pytest-xdist workers `-n auto` (pyproject addopts) starts per core: tests mostly wait on
-# replays and subprocesses (the suite keeps 2 cores about half busy with one per core); with
-# two per core, chart renders overran their 10 s bound in the lowest-versions run
+# replays and subprocesses (the suite keeps 2 cores about half busy with one per core); two
+# per core overloaded 2 cores (daemons' timings stretched past what the tests allow)
 WORKERS_PER_CORE = 1.5
 # the most it starts: each runs daemons and fake exchanges of its own, and more than this
 # only makes them compete for the cores

@@ -97,9 +97,14 @@ async def test_an_explicit_watchlist_runs_live_and_a_reload_changes_its_members(
             old_engine = weakref.ref(daemon.engine)
             assert await daemon.reload()
             assert set(daemon.settings.feeds) == {"btc", "sol", "ada"}
+
+            def old_engine_gone() -> bool:
+                gc.collect()
+                return old_engine() is None
+
             # thawed for the swap: the old engine's cycles go (once a chart or an alert in
             # flight that still reads it is done)
-            await until(lambda: gc.collect() >= 0 and old_engine() is None, "the old engine gone")
+            await until(old_engine_gone, "the old engine gone")
             assert daemon.engine.rules.rule("xrp-flow") is None
             sol = daemon.engine.rules.rule("sol-flow")
             assert sol is not None and sol.status.state == "firing"

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Literal
 
@@ -96,12 +97,8 @@ class ChartWorker:
 
         Raises AbandonedError or WorkerError as ``render`` does.
         """
-        with self._lock:
-            self._stop_timer()
-            try:
-                self._running(cancel)
-            finally:
-                self._arm_timer()
+        with self._exclusive():
+            self._running(cancel)
 
     def render(self, chart_json: bytes, cancel: threading.Event) -> tuple[Kind, bytes]:
         """Send one chart (JSON) and return the worker's reply; blocks until it comes.
@@ -111,44 +108,56 @@ class ChartWorker:
         before it answers (a kill while idle shows only once the chart is sent) is replaced
         and the chart sent again, once.
         """
-        with self._lock:
-            self._stop_timer()
-            try:
-                for attempt in (1, 2):
-                    proc = self._running(cancel)
-                    assert proc.stdin is not None and proc.stdout is not None
-                    with self._state:  # abandon() sets cancel first, then looks at _busy
-                        if cancel.is_set():
-                            raise AbandonedError("the chart was given up before the worker took it")
-                        self._busy = cancel
+        with self._exclusive():
+            for attempt in (1, 2):
+                proc = self._running(cancel)
+                assert proc.stdin is not None and proc.stdout is not None
+                with self._busy_with(cancel):
                     try:
-                        try:
-                            _write_frame(proc.stdin, b"", chart_json)
-                        except OSError:
-                            self._discard(proc)
-                            if cancel.is_set():  # abandon() killed it while it took the chart
-                                raise WorkerError(
-                                    f"the chart worker exited ({exit_status(proc)})"
-                                ) from None
-                            if attempt == 1:
-                                continue  # it had died while idle: a fresh one takes the chart
-                            raise WorkerError("the chart worker could not be started") from None
-                        try:
-                            head = _read_exact(proc.stdout, 1)
-                            return _KINDS[head], _read_frame(proc.stdout)
-                        except (OSError, EOFError, KeyError, struct.error):
-                            self._discard(proc)
-                            if attempt == 1 and not cancel.is_set():
-                                continue  # a render is idempotent: a fresh worker tries once
+                        _write_frame(proc.stdin, b"", chart_json)
+                    except OSError:
+                        self._discard(proc)
+                        if cancel.is_set():  # abandon() killed it while it took the chart
                             raise WorkerError(
                                 f"the chart worker exited ({exit_status(proc)})"
                             ) from None
-                    finally:
-                        with self._state:
-                            self._busy = None
-                raise AssertionError("unreachable")
+                        if attempt == 1:
+                            continue  # it had died while idle: a fresh one takes the chart
+                        raise WorkerError("the chart worker could not be started") from None
+                    try:
+                        head = _read_exact(proc.stdout, 1)
+                        return _KINDS[head], _read_frame(proc.stdout)
+                    except (OSError, EOFError, KeyError, struct.error):
+                        self._discard(proc)
+                        if attempt == 1 and not cancel.is_set():
+                            continue  # a render is idempotent: a fresh worker tries once
+                        raise WorkerError(
+                            f"the chart worker exited ({exit_status(proc)})"
+                        ) from None
+            raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the pipes (one request at a time); the idle timer waits meanwhile."""
+        with self._lock:
+            self._stop_timer()
+            try:
+                yield
             finally:
                 self._arm_timer()
+
+    @contextlib.contextmanager
+    def _busy_with(self, cancel: threading.Event) -> Iterator[None]:
+        """Mark the worker busy with ``cancel``'s request; AbandonedError if it was given up."""
+        with self._state:  # abandon() sets cancel first, then looks at _busy
+            if cancel.is_set():
+                raise AbandonedError("the chart was given up before the worker took it")
+            self._busy = cancel
+        try:
+            yield
+        finally:
+            with self._state:
+                self._busy = None
 
     def abandon(self, cancel: threading.Event) -> None:
         """Give up the request of ``cancel``: killing the worker if it is rendering it."""
@@ -175,21 +184,15 @@ class ChartWorker:
             self._discard(proc)
         proc = self._spawn()
         assert proc.stdout is not None
-        with self._state:
-            self._busy = cancel  # abandon() kills a worker that starts too slowly
         try:
-            if cancel.is_set():
-                raise AbandonedError("the chart was given up before a worker was ready")
-            try:
-                ready = _read_exact(proc.stdout, 1) == _READY
-            except (OSError, EOFError):
-                ready = False
+            with self._busy_with(cancel):  # abandon() kills a worker that starts too slowly
+                try:
+                    ready = _read_exact(proc.stdout, 1) == _READY
+                except (OSError, EOFError):
+                    ready = False
         except BaseException:
             self._discard(proc)
             raise
-        finally:
-            with self._state:
-                self._busy = None
         if not ready:
             self._discard(proc)  # killed by abandon(), or it failed: reaped, so its status shows
             raise WorkerError(f"the chart worker did not start ({exit_status(proc)})")

@@ -267,8 +267,7 @@ class ExchangeFeeds(FeedPart):
         time its busy streams have reached is on time, even when the measured offset is
         stale (a clock stepped since it was measured).
         """
-        # now_ms() written out: every item reads this
-        return self._exchange_clock.read(int(time.time() * 1000) + self._offset_ms)
+        return self._exchange_clock.read(self.now_ms())
 
     def clock_ms(self, feed: str) -> int:
         """Return the clock of a feed's stream (the exchange's, or the stream's running ahead).
