@@ -40,6 +40,22 @@ def render_png(data: Mapping[str, Any]) -> bytes:
     return render_alert(chart)
 
 
+def warm_up() -> None:
+    """Render a tiny chart, so a worker's first real chart does not pay for fonts and formatters."""
+    day = 86_400_000
+    render_png(
+        {
+            "title": "warm-up",
+            "time": [0, day, 2 * day],
+            "panels": [
+                {"label": "a", "series": {"a": [1.0, 2.0, 1.5]}, "normalise": True},
+                {"label": "b", "series": {"b": [0.1, 0.3, 0.2]}, "thresholds": [0.2]},
+            ],
+            "marker": day,
+        }
+    )
+
+
 def render_alert(chart: AlertChart) -> bytes:
     """Render an alert's chart: panels stacked over its times, thresholds, the alert marker."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -7,9 +7,10 @@ matplotlib's memory (~60 MB) with it. A render that overruns its budget kills th
 the next chart starts a new one. Starting a worker (Python, matplotlib, a first font cache)
 has its own bound, ``STARTUP_S``: a slow start on a loaded machine does not cost a chart.
 
-Frames on the pipes: the worker first writes one ``R`` byte once it can render. A request
-is a 4-byte big-endian length and the chart as JSON; a reply is one kind byte (``P`` a PNG,
-``C`` a ChartError message, ``E`` a traceback), a 4-byte length and the body.
+Frames on the pipes: the worker first writes one ``R`` byte once it has rendered a warm-up
+chart (a first render loads fonts and date formatters). A request is a 4-byte big-endian
+length and the chart as JSON; a reply is one kind byte (``P`` a PNG, ``C`` a ChartError
+message, ``E`` a traceback), a 4-byte length and the body.
 """
 
 from __future__ import annotations
@@ -300,7 +301,9 @@ def main() -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import moodring.charts.render  # noqa: F401  (what a render needs, before saying ready)
+    from moodring.charts.render import warm_up
+
+    warm_up()  # a first render loads fonts and formatters: not the first chart's budget
 
     with contextlib.suppress(BrokenPipeError):  # the daemon went away mid-start or mid-render
         sys.stdout.buffer.write(_READY)
