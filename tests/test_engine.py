@@ -154,3 +154,19 @@ def test_published_values_carry_over_to_the_engine_a_reload_builds() -> None:
     assert new.values()["altseason_index"] == 35.0
     assert new.peek_values()["altseason_index"] == 36.5
     assert new.history("altseason_index") == [(0, 31.0), (day, 33.0), (2 * day, 35.0)]
+
+
+def test_builders_keep_trade_ids_only_for_feeds_that_do_not_drop_repeats(tmp_path: Path) -> None:
+    # the five exchanges moodring knows number their trades and the feed drops a repeat;
+    # another ccxt exchange's feed may not, and its builders drop a repeated id themselves
+    path = config(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["feeds"]["btc"]["exchange"] = "okx"
+    path.write_text(yaml.safe_dump(raw))
+    engine = Engine(load_settings(path))
+    t = 1_753_747_200_000
+    for feed in ("eth", "btc"):
+        for _ in range(2):
+            engine.on_trade(feed, t, 10.0, 1.0, "7")
+    assert [b.duplicates for b in engine.builders("eth")] == [0]
+    assert [b.duplicates for b in engine.builders("btc")] == [1]

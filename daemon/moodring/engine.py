@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from moodring.market.bar import Bar
-from moodring.market.builder import BarBuilder, BarListener
+from moodring.market.builder import DEDUPE_WINDOW, BarBuilder, BarListener
 from moodring.market.calendar import calendar_named
 from moodring.market.jumps import Jump, jumped
 from moodring.market.ring import BarRing
@@ -144,7 +144,10 @@ class Engine:
         if ratio is None:
             feed = self.settings.feeds[series]
             builder = BarBuilder(
-                Timeframe.parse(timeframe), fill_gaps=feed.round_the_clock, capacity=capacity
+                Timeframe.parse(timeframe),
+                fill_gaps=feed.round_the_clock,
+                capacity=capacity,
+                dedupe_window=0 if feed.repeats_dropped else DEDUPE_WINDOW,
             )
             self._builders[series].append(builder)
             if feed.max_jump is not None:

@@ -111,6 +111,11 @@ class FeedConfig(Model):
         return self
 
     @property
+    def repeats_dropped(self) -> bool:
+        """Return whether the feed drops repeated trades itself: its bars keep no trade ids."""
+        return False
+
+    @property
     def round_the_clock(self) -> bool:
         """Return whether the market trades 24/7 (so an empty interval is a flat bar)."""
         return self.market == "crypto"

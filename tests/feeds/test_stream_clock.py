@@ -233,6 +233,18 @@ def test_items_of_one_frame_cannot_confirm_each_other() -> None:
     assert f.sink.bad == [("eth", "timestamp in the future")] * 2
 
 
+def test_a_trade_that_confirms_its_own_waiting_copy_is_taken_once() -> None:
+    # the builders keep no ids of a numbered feed: the feed itself must drop the copy
+    f = Feeds()
+    f.at(NOW)
+    f.trade(NOW + 1_000, "1")
+    f.trade(NOW + 1_000 + 5 * MINUTE, "2")  # waits for the next frame
+    f.trade(NOW + 1_000 + 5 * MINUTE, "2")  # re-sent: confirms the first, then is a copy
+    f.trade(NOW + 1_000 + 5 * MINUTE, "3")
+    assert f.ids() == ["1", "2", "3"] and f.sink.bad == []
+    assert f.feeds.stats.duplicates == 1 and f.feeds.stats.trades == 3
+
+
 def test_a_waiting_trade_goes_on_once_the_clock_catches_up() -> None:
     f = Feeds()
     f.at(NOW)

@@ -289,6 +289,14 @@ def test_duplicates_and_late_explicit() -> None:
     assert b.forming() == Bar(T0 + MINUTE, 6.0, 6.0, 4.0, 4.0, 5.0)
 
 
+def test_a_builder_without_a_window_of_ids_takes_a_repeated_id() -> None:
+    # for a feed that drops repeats before they reach its builders
+    b = BarBuilder(Timeframe.parse("1m"), fill_gaps=False, dedupe_window=0)
+    b.add_trade(T0 + 10, 5.0, 1.0, "a")
+    b.add_trade(T0 + 20, 5.0, 1.0, "a")
+    assert b.duplicates == 0 and b.forming() == Bar(T0, 5.0, 5.0, 5.0, 5.0, 2.0)
+
+
 # --------------------------------------------------------------------------------------
 # BarBuilder from candles vs resample
 # --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from moodring.market.timeframe import Timeframe
 BarListener = Callable[[Bar], None]
 # hold() without a bound: hold everything until told how far the gap reaches
 HOLD_ALL = 2**62
+DEDUPE_WINDOW = 4096  # the latest trade ids a builder keeps, to drop a repeated trade
 
 
 class BarBuilder:
@@ -56,7 +57,7 @@ class BarBuilder:
         *,
         fill_gaps: bool = True,
         capacity: int = 2,
-        dedupe_window: int = 4096,
+        dedupe_window: int = DEDUPE_WINDOW,
     ) -> None:
         self.timeframe = timeframe
         self.fill_gaps = fill_gaps
@@ -69,7 +70,8 @@ class BarBuilder:
         self.duplicates = 0
         self.late = 0
         self._listeners: list[BarListener] = []
-        self._seen_ids: set[object] = set()
+        # none with a window of 0: for a feed that drops repeats itself
+        self._seen_ids: set[object] | None = set() if dedupe_window else None
         self._recent_ids: deque[object] = deque(maxlen=dedupe_window)
         self._sub_time = -1
         self._base: tuple[float, float, float, float] | None = None
@@ -126,8 +128,8 @@ class BarBuilder:
     ) -> None:
         """Add one trade; a duplicate id or a trade older than the forming bar is dropped."""
         self._from_trades = True
-        if trade_id is not None:
-            seen = self._seen_ids
+        seen = self._seen_ids
+        if seen is not None and trade_id is not None:
             if trade_id in seen:
                 self.duplicates += 1
                 return

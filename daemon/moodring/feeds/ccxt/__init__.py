@@ -24,6 +24,13 @@ class CcxtFeedConfig(FeedConfig):
     exchange: str = "binance"
     stream: Literal["trades", "ohlcv"] = "trades"
 
+    @property
+    def repeats_dropped(self) -> bool:
+        """Return whether the exchange numbers its trades: a feed drops an id it has passed."""
+        from moodring.feeds.ccxt.venues import venue
+
+        return venue(self.exchange).trade_ids != "none"
+
 
 class CcxtSource:
     """Feeds of ccxt.pro exchanges."""

@@ -590,6 +590,7 @@ class ExchangeFeeds(FeedPart):
     ) -> None:
         last_id, take, heard = self._last_id, self.sink.trade, self._heard
         now = time.monotonic()
+        taken = len(names)
         for name in names:
             heard[name] = now
             if name in self._stale:
@@ -604,12 +605,17 @@ class ExchangeFeeds(FeedPart):
                 last = last_id.get(name)
                 if last is not None and seq == last + 1:
                     last_id[name] = seq  # the next id: no gap (the usual case)
+                elif last is not None and seq <= last:
+                    # a copy of it, stamped ahead, waited for this frame and was just taken
+                    self.stats.duplicates += 1
+                    taken -= 1
+                    continue
                 else:
                     self._check_sequence(name, seq, t)
             take(name, t, price, amount, trade_id)
             if name in self._may_hold:
                 self._repair_held(name)
-        self.stats.trades += len(names)
+        self.stats.trades += taken
 
     def _hold(self, name: str, builder: BarBuilder, through_ms: int) -> None:
         """Hold a builder's closed bars through ``through_ms``; its feed's trades then check it."""
