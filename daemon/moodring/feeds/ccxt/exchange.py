@@ -606,7 +606,7 @@ class ExchangeFeeds(FeedPart):
                 if last is not None and seq == last + 1:
                     last_id[name] = seq  # the next id: no gap (the usual case)
                 elif last is not None and seq <= last:
-                    # a copy of it, stamped ahead, waited for this frame and was just taken
+                    # a copy of it was taken since it came (one of the two waited for a frame)
                     self.stats.duplicates += 1
                     taken -= 1
                     continue
