@@ -1,10 +1,11 @@
 """Benchmark moodring's own work per trade, without a socket, ccxt or the fake in the way.
 
 Run: python benchmarks/per_trade.py [--runs N]
-The real Binance capture's trades, parsed by ccxt.pro as it hands them to the tap, go through a real
-daemon's exchange part (checks, clocks, gap detection), its sink and pipeline into the bar
-builders of the shipped metric kinds on 1-minute bars (``pipeline.py``'s settings). Prints
-microseconds per trade for each run and, last, one JSON line with the median.
+The real Binance capture's trades, parsed by ccxt.pro as it hands them to the tap, go
+through a real daemon's exchange part (checks, clocks, gap detection), its sink and pipeline
+into the bar builders of the shipped metric kinds on 1-minute bars (``pipeline.py``'s
+settings). Prints microseconds per trade for each run and, last, one JSON line with the
+median.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class CcxtFeedConfig(FeedConfig):
         """Return whether the exchange numbers its trades: a feed drops an id it has passed."""
         from moodring.feeds.ccxt.venues import venue
 
-        return venue(self.exchange).trade_ids != "none"
+        return venue(self.exchange).numbered
 
 
 class CcxtSource:

@@ -145,7 +145,7 @@ class ExchangeFeeds(FeedPart):
         self.reconnect_every = reconnect_every
         self.stats = ExchangeStats()
         self.venue: Venue = venue(exchange)
-        self._numbered = self.venue.trade_ids != "none"  # ids tell duplicates and gaps
+        self._numbered = self.venue.numbered
         self.restricted_retry = RESTRICTED_RETRY
         self.offset_ms: int | None = None  # the exchange's clock less ours, once measured
         self.last_error: str | None = None  # why the latest connection failed

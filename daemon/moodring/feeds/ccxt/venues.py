@@ -75,6 +75,11 @@ class Venue:
     # what the venue calls volume (for docs and ``check-feeds``)
     volume: str = "base units"
 
+    @property
+    def numbered(self) -> bool:
+        """Return whether trade ids only go up: a feed tells repeats and gaps by them."""
+        return self.trade_ids != "none"
+
     def configure(self, client: Any, ws_url: str | None, rest_url: str | None) -> None:
         """Point a ccxt.pro client of this venue at other endpoints (a proxy, a fake)."""
         api = client.urls["api"]
