@@ -11,7 +11,7 @@ import numpy as np
 
 from moodring.service.daemon import Daemon
 from moodring.testing.fake_exchange import FakeExchange
-from tests.support.captures import CAPTURES, expected_bars, recorded, settings_for
+from tests.support.captures import CAPTURES, expected_bars, recorded, settings_for, until_settled
 from tests.support.wait import until
 from tests.support.ws_proxy import WebsocketProxy
 
@@ -71,8 +71,7 @@ async def test_bad_timestamps_and_ids_cost_only_their_own_trades(tmp_path: Path)
             stats = daemon.parts[0].stats
             await asyncio.wait_for(fake.replay_done.wait(), 120)
             await until(lambda: stats.trades >= total, timeout=30)
-            builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
-            await until(lambda: not any(b.holding for b in builders), timeout=30)
+            await until_settled(daemon)
     finally:
         await proxy.stop()
         await fake.stop()

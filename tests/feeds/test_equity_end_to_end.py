@@ -277,7 +277,11 @@ def test_silence_over_a_holiday_and_a_weekend_raises_nothing(tmp_path: Path) -> 
     rut = session_bars(daily.between(JUL3 - DAY, JUL3 + 5 * DAY), shape)
     monday = JUL3 + 4 * DAY + 13 * H + 30 * 60_000  # 7 July 09:30 New York
     assert not MarketCalendar().is_open(JUL3 + DAY + 15 * H)  # the holiday, in session hours
-    assert asyncio.run(closed_days(tmp_path, rut, monday)) == []
+    # only the closed days are judged: a loaded machine that stalls past 0.3 s in the half
+    # day's last minutes or Monday's first ones is stale there, rightly
+    alerts = asyncio.run(closed_days(tmp_path, rut, monday))
+    fired = [a.time for a in alerts if a.state == "firing"]
+    assert [iso_time(t) for t in fired if CLOSE <= t < monday] == []
 
 
 async def closed_days(tmp: Path, rut: BarFrame, monday: int) -> list[Alert]:

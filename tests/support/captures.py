@@ -15,9 +15,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from moodring.service.daemon import Daemon
 from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange
+from moodring.times import iso_time
 from tests.support.paths import BTC_CAPTURE, CAPTURE_DIR, ETH_CAPTURE
+from tests.support.wait import until
 
 __all__ = [
     "BTC_CAPTURE",
@@ -128,3 +131,19 @@ def assert_bars_equal(got: list[list[float]], want: list[list[float]]) -> None:
     for g, w in zip(got, want, strict=True):
         assert g[1:5] == w[1:5], (g, w)
         assert g[5] == pytest.approx(w[5], rel=1e-9, abs=1e-9), (g, w)
+
+
+async def until_settled(daemon: Daemon, feeds: tuple[str, ...] = ("eth", "btc")) -> None:
+    """Wait until no builder of ``feeds`` holds bars; on time-out say what each still holds."""
+    part = daemon.parts[0]
+    held = [(f, b) for f in feeds for b in daemon.engine.builders(f)]
+
+    def holding() -> str:
+        return "; ".join(
+            f"{feed} {b.timeframe} holds {iso_time(b.held_from)}..{iso_time(b.held_until)}"
+            f" (through {b.hold_through}), its clock at {iso_time(part.clock_ms(feed))}"
+            for feed, b in held
+            if b.holding
+        )
+
+    await until(lambda: not any(b.holding for _, b in held), holding, timeout=30)

@@ -9,16 +9,20 @@ from collections.abc import Awaitable, Callable
 
 async def until(
     condition: Callable[[], bool | Awaitable[bool]],
-    what: str = "the condition",
+    what: str | Callable[[], str] = "the condition",
     *,
     timeout: float = 30.0,
 ) -> None:
-    """Wait until ``condition()`` (awaited if need be) holds; fail naming ``what`` on time-out."""
+    """Wait until ``condition()`` (awaited if need be) holds; fail naming ``what`` on time-out.
+
+    ``what`` may be a function: it is called at the time-out, to say the state then.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await _holds(condition):
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {said}")
         await asyncio.sleep(0.01)
 
 
