@@ -3,9 +3,11 @@
 Run: python benchmarks/markets.py
 A ccxt.pro binance client (spot markets, as moodring's feeds set it up) loads N markets from
 a Binance-shaped ``exchangeInfo`` answer (the fake exchange's symbol entries), each N in a
-fresh process. Prints the RSS growth per N and, last, one JSON line. The fake serves only
-the markets it replays, so ``pipeline.py``'s RSS figures leave this out; Binance spot lists
-about 3,000 markets, Kraken and Coinbase several hundred each.
+fresh process; then, as moodring's feeds load them, only 2 of 3,000 listed markets (the
+answer names only the markets ``symbols=`` asks for, as Binance's does). Prints the RSS
+growth of each and, last, one JSON line. The fake serves only the markets it replays, so
+``pipeline.py``'s RSS figures leave this out; Binance spot lists about 3,000 markets,
+Kraken and Coinbase several hundred each.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import subprocess
 import sys
 
 COUNTS = (2, 500, 3000)
+LISTED, ASKED = 3000, 2  # the filtered load
 
 CHILD = """
 import asyncio, gc, json, sys
 import ccxt.pro as ccxtpro
+from moodring.feeds.ccxt.exchange import load_markets
+from moodring.feeds.ccxt.venues import venue
 from moodring.testing.fake_exchange.binance import symbol_info
 
 def rss_mb():
@@ -26,20 +31,27 @@ def rss_mb():
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
 
-count = int(sys.argv[1])
+count, asked = int(sys.argv[1]), int(sys.argv[2])
 names = [f"C{i:04d}" + q for i in range((count + 1) // 2) for q in ("USDT", "BTC")][:count]
-answer = json.dumps({"timezone": "UTC", "serverTime": 0, "rateLimits": [],
-                     "exchangeFilters": [], "symbols": [symbol_info(n, 4, 6) for n in names]})
+head = {"timezone": "UTC", "serverTime": 0, "rateLimits": [], "exchangeFilters": []}
+answer = json.dumps({**head, "symbols": [symbol_info(n, 4, 6) for n in names]})
 
 async def main():
     client = ccxtpro.binance({"options": {"fetchMarkets": {"types": ["spot"]},
                                           "defaultType": "spot"}})
     async def exchange_info(params={}):
-        return json.loads(answer)
+        if "symbols" not in params:
+            return json.loads(answer)
+        named = [symbol_info(n, 4, 6) for n in json.loads(params["symbols"]) if n in names]
+        return json.loads(json.dumps({**head, "symbols": named}))
     client.publicGetExchangeInfo = exchange_info
     gc.collect()
     before = rss_mb()
-    await client.load_markets()
+    if asked:
+        symbols = [n[:5] + "/" + n[5:] for n in names[:asked]]
+        await load_markets(client, venue("binance"), symbols)
+    else:
+        await client.load_markets()
     gc.collect()
     print(len(client.markets), rss_mb() - before)
     await client.close()
@@ -48,10 +60,13 @@ asyncio.run(main())
 """
 
 
-def grown_mb(count: int) -> tuple[int, float]:
-    """Return the markets loaded and the RSS growth in MB of loading ``count`` of them."""
+def grown_mb(count: int, asked: int = 0) -> tuple[int, float]:
+    """Return the markets loaded and the RSS growth in MB of loading ``count`` (or ``asked``)."""
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(count)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, str(count), str(asked)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     return int(out[0]), float(out[1])
 
@@ -63,7 +78,16 @@ def main() -> int:
         loaded, grown = grown_mb(count)
         figures[str(loaded)] = round(grown, 1)
         print(f"{loaded:>6,} markets: RSS +{grown:.1f} MB")
-    print(json.dumps({"load_markets_rss_mb": figures}))
+    loaded, filtered = grown_mb(LISTED, ASKED)
+    print(f"{loaded:>6,} markets of {LISTED:,} listed, asked for by name: RSS +{filtered:.1f} MB")
+    print(
+        json.dumps(
+            {
+                "load_markets_rss_mb": figures,
+                "filtered_rss_mb": {f"{loaded} of {LISTED}": round(filtered, 1)},
+            }
+        )
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ import ccxt.pro as ccxtpro
 from ccxt.base.errors import BadSymbol, BaseError
 
 from moodring.feeds.ccxt import CcxtFeedConfig
+from moodring.feeds.ccxt.exchange import load_markets
 from moodring.feeds.ccxt.venues import Venue, client_setup, venue
 from moodring.feeds.check import FeedCheck
 from moodring.settings import FeedConfig
@@ -44,7 +45,7 @@ async def check(name: str, feed: FeedConfig, timeout: float) -> FeedCheck:
         known.configure(client, feed.ws_url, feed.rest_url)
         try:
             async with asyncio.timeout(timeout):
-                await client.load_markets()
+                await load_markets(client, known, [feed.symbol])
         except (BaseError, TimeoutError, OSError) as exc:
             found.reason = _why(exc, "REST", known) if str(exc) else "REST: no answer in time"
             return found

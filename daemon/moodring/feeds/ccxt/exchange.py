@@ -10,12 +10,12 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import ccxt.pro as ccxtpro
-from ccxt.base.errors import BaseError, NetworkError
+from ccxt.base.errors import BadRequest, BaseError, NetworkError
 
 from moodring.backoff import Backoff
 from moodring.feeds.base import FeedSink
@@ -326,7 +326,7 @@ class ExchangeFeeds(FeedPart):
         self._lost.clear()
         rest = self._rest
         async with asyncio.timeout(self.timeout):
-            await rest.load_markets()
+            await load_markets(rest, self.venue, [feed.symbol for feed in self.feeds.values()])
         if self._client is not rest and not self._client.markets:
             self._client.set_markets(rest.markets, rest.currencies)  # no REST per reconnect
         if time.monotonic() - self._offset_at >= OFFSET_EVERY:
@@ -889,6 +889,24 @@ class ExchangeFeeds(FeedPart):
                 await client.close()
         except (Exception, TimeoutError) as exc:  # closing a broken client must not stop us
             log.debug("%s: close: %s", self.exchange, exc)
+
+
+async def load_markets(client: Any, known: Venue, symbols: Sequence[str]) -> None:
+    """Load the markets of ``symbols`` only where the venue can ask for them, else all."""
+    params = known.markets_params(symbols) if known.markets_params else None
+    if params is None:
+        await client.load_markets()
+        return
+    known.spot_only(client)
+    try:
+        await client.load_markets(params=params)
+    except BadRequest as exc:  # BadSymbol too
+        # an id guessed wrong (ccxt renames some currencies) or an unknown symbol: load all,
+        # as without asking, so the market is found or told missing as ever
+        text = " ".join(str(exc).split())[:200]
+        named = ", ".join(symbols)
+        log.info("%s refused the markets %s (%s); loading all", known.name, named, text)
+        await client.load_markets(reload=True)
 
 
 def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:

@@ -8,8 +8,9 @@ found by disconnects only, and endpoint overrides are a best guess.
 Per exchange (what the metrics see; every volume is in base units, e.g. ETH of ETH/USD):
 
 - ``binance``, ``binanceus``: trades ``@trade`` with consecutive ids per symbol (a jump is
-  a gap); candles ``@kline`` with a closed flag; REST klines 1000 a call. Binance.com
-  refuses US locations with HTTP 451.
+  a gap); candles ``@kline`` with a closed flag; REST klines 1000 a call; only the
+  configured spot markets are loaded (``exchangeInfo?symbols=``). Binance.com refuses US
+  locations with HTTP 451.
 - ``coinbase`` (Advanced Trade): ``market_trades`` with consecutive ids per product, every
   message numbered per connection (``sequence_num``: a jump is a lost message); ccxt.pro
   streams no candles (``stream: ohlcv`` watches trades); REST candles 300 a call, empty
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +41,8 @@ _REFUSED = re.compile(r"\b(?:GET|POST) \S+ (451|403) ")
 _REFUSED_WORDS = re.compile(r"(?i)restricted location|block access from your country|forbidden")
 _WS_GUESSES = (("ws",), ("ws", "spot"), ("ws", "public"), ("ws", "public", "spot"))
 _REST_GUESSES = (("public",), ("rest",), ("spot",), ("public", "spot"))
+# a spot market's unified symbol (``ETH/USDT``): a derivative's has a settle suffix (``:USDT``)
+_SPOT_SYMBOL = re.compile(r"([A-Z0-9]+)/([A-Z0-9]+)")
 ALTERNATIVES = ("binanceus", "coinbase", "kraken")
 
 
@@ -64,6 +67,9 @@ class Venue:
     trades_since: bool = True
     # client options set with an override (spot only: one market call instead of several)
     spot_options: bool = False
+    # the configured symbols -> the ``load_markets`` params asking for only their markets
+    # (None: the venue cannot ask, or not for these symbols; all markets are loaded)
+    markets_params: Callable[[Sequence[str]], dict[str, str] | None] | None = None
     # the JSON keys naming a frame's stream or market (to count a bad frame against a feed)
     stream_pattern: re.Pattern[str] = field(default_factory=lambda: _stream_keys("stream", "s"))
     # a candle update's closed flag and event time, from the raw message ccxt parsed it from
@@ -88,12 +94,16 @@ class Venue:
         if rest_url:
             _set(api, self.rest_keys or _guess(api, *_REST_GUESSES), rest_url)
             if self.spot_options:
-                fetch_markets = client.options.get("fetchMarkets")
-                if isinstance(fetch_markets, dict):
-                    client.options["fetchMarkets"] = {**fetch_markets, "types": ["spot"]}
-                else:
-                    client.options["fetchMarkets"] = {"types": ["spot"]}
-                client.options["defaultType"] = "spot"
+                self.spot_only(client)
+
+    def spot_only(self, client: Any) -> None:
+        """Make a client load spot markets only (one market call instead of several)."""
+        fetch_markets = client.options.get("fetchMarkets")
+        if isinstance(fetch_markets, dict):
+            client.options["fetchMarkets"] = {**fetch_markets, "types": ["spot"]}
+        else:
+            client.options["fetchMarkets"] = {"types": ["spot"]}
+        client.options["defaultType"] = "spot"
 
     def stream_name(self, frame: object) -> str | None:
         """Return the stream (topic, product, symbol) a websocket frame names, parsed or not."""
@@ -184,6 +194,18 @@ def _coinbase_sequence(text: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _binance_markets(symbols: Sequence[str]) -> dict[str, str] | None:
+    """Return ``exchangeInfo``'s ``symbols`` naming these spot markets (None for others)."""
+    ids = []
+    for symbol in symbols:
+        spot = _SPOT_SYMBOL.fullmatch(symbol)
+        if spot is None:
+            return None
+        ids.append(spot.group(1) + spot.group(2))
+    # a market named twice is an error (-1151)
+    return {"symbols": json.dumps(list(dict.fromkeys(ids)), separators=(",", ":"))} if ids else None
+
+
 def _binance_control(message: Any) -> bool:
     return isinstance(message, dict) and "id" in message and "data" not in message
 
@@ -207,6 +229,7 @@ _BINANCE = {
     "rest_keys": ("public",),
     "trade_ids": "consecutive",
     "spot_options": True,
+    "markets_params": _binance_markets,
     "candle_flags": _binance_candle,
     "control": _binance_control,
 }

@@ -588,7 +588,7 @@ class FakeExchange:
         self.position = 0
         self.passes = 0
         self.drops = 0
-        self.rest_requests: list[str] = []
+        self.rest_requests: list[str] = []  # each REST request's path and query, as received
         self.rate_limited = 0  # REST requests answered 429 (over ``weight_limit``)
         self._weight_minute = 0
         self._weight_used = 0

@@ -1,0 +1,156 @@
+"""Only the configured markets are loaded: ccxt.pro for real against a fake listing many."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+
+from moodring.feeds.ccxt import CcxtFeedConfig
+from moodring.feeds.ccxt.check import check
+from moodring.feeds.ccxt.exchange import ExchangeFeeds
+from moodring.feeds.ccxt.venues import venue
+from moodring.market.frame import BarFrame
+from moodring.service.daemon import Daemon
+from moodring.settings import Settings
+from moodring.testing.fake_exchange import FakeExchange
+from tests.support.captures import CAPTURES, expected_bars, record_lines, recorded, settings_for
+from tests.support.wait import until
+
+DAY_MS = 86_400_000
+TODAY = 1_700_006_400_000  # 2023-11-15 00:00 UTC: the universe's day, not the captures'
+# ccxt calls Binance's YOYO currency YOYOW: the market YOYOW/USDT has the id YOYOUSDT, not
+# the YOYOWUSDT a filtered load asks for (here it replays the ETHUSDT capture)
+RENAMED = {"YOYOUSDT": "ETHUSDT"}
+
+
+def universe(count: int) -> dict[str, BarFrame]:
+    """Return ``count`` markets of two flat daily bars, listed on ``TODAY``."""
+    days = np.array([TODAY - DAY_MS, TODAY], dtype=np.int64)
+    flat = np.ones(2)
+    return {
+        f"C{i:03d}USDT": BarFrame(days, flat, flat.copy(), flat.copy(), flat.copy(), flat.copy())
+        for i in range(count)
+    }
+
+
+def market_queries(fake: FakeExchange) -> list[dict[str, str]]:
+    """Return the query of every ``exchangeInfo`` request the fake served, in order."""
+    queries = []
+    for path in fake.rest_requests:
+        parts = urlsplit(path)
+        if parts.path.endswith("/exchangeInfo"):
+            queries.append({k: v[-1] for k, v in parse_qs(parts.query).items()})
+    return queries
+
+
+def renamed_settings(fake: FakeExchange, tmp_path: Path) -> Settings:
+    """``settings_for``'s, the eth feed on the market YOYOW/USDT (the ETH trades renamed)."""
+    settings = settings_for(fake, tmp_path)
+    eth = settings.feeds["eth"].model_copy(update={"symbol": "YOYOW/USDT"})
+    return settings.model_copy(update={"feeds": {**settings.feeds, "eth": eth}})
+
+
+async def stream(fake: FakeExchange, settings: Settings, record: Path) -> ExchangeFeeds:
+    """Run a daemon over the whole replay until its bars are recorded; return its feeds."""
+    async with Daemon(settings, record=record) as daemon:
+        part = daemon.parts[0]
+        assert isinstance(part, ExchangeFeeds)
+        await asyncio.wait_for(fake.replay_done.wait(), 120)
+        builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
+        wants = {"eth": expected_bars(fake, "ETHUSDT"), "btc": expected_bars(fake, "BTCUSDT")}
+
+        def complete() -> bool:  # all but maybe the final bar recorded (slow when loaded)
+            return not any(b.holding for b in builders) and all(
+                record_lines(record / f"{f}_1m.csv") >= len(w) - 1 for f, w in wants.items()
+            )
+
+        await until(complete, "the capture's bars recorded", timeout=60)
+    return part
+
+
+def assert_recorded_capture(fake: FakeExchange, record: Path) -> None:
+    """Assert the recorded minute bars are the capture's (ETH's under the eth feed)."""
+    for feed, symbol in (("eth", "ETHUSDT"), ("btc", "BTCUSDT")):
+        want = expected_bars(fake, symbol)
+        got = recorded(record / f"{feed}_1m.csv")
+        assert len(got) >= len(want) - 1, feed
+        want = want.iloc[: len(got)]
+        assert list(got.index) == list(want.index), feed
+        np.testing.assert_array_equal(got["close"], want["close"], err_msg=feed)
+
+
+async def test_a_daemon_loads_only_its_markets_of_an_exchange_listing_hundreds(
+    tmp_path: Path,
+) -> None:
+    fake = FakeExchange(CAPTURES, speed=40.0, universe=universe(300), today=TODAY)
+    assert len(fake.universe_symbols) >= 300
+    record = tmp_path / "record"
+    async with fake:
+        part = await stream(fake, settings_for(fake, tmp_path), record)
+    assert set(part._rest.markets) == {"ETH/USDT", "BTC/USDT"}
+    assert set(part._client.markets) == {"ETH/USDT", "BTC/USDT"}
+    assert market_queries(fake) == [{"symbols": '["ETHUSDT","BTCUSDT"]'}]
+    assert part.stats.reconnects == 0
+    assert_recorded_capture(fake, record)
+
+
+async def test_a_market_refused_under_its_guessed_id_is_found_among_all_markets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "moodring.feeds.ccxt")
+    fake = FakeExchange(CAPTURES, speed=40.0, relabel=RENAMED)
+    record = tmp_path / "record"
+    async with fake:
+        part = await stream(fake, renamed_settings(fake, tmp_path), record)
+    # one refused filtered load, then one full load: what the daemon loaded before filtering
+    assert market_queries(fake) == [{"symbols": '["YOYOWUSDT","BTCUSDT"]'}, {}]
+    assert set(part._rest.markets) == {"ETH/USDT", "BTC/USDT", "YOYOW/USDT"}
+    assert part._rest.market("YOYOW/USDT")["id"] == "YOYOUSDT"
+    assert part.stats.reconnects == 0
+    refused = [r for r in caplog.records if "refused the markets" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.INFO]
+    assert_recorded_capture(fake, record)
+
+
+@pytest.mark.parametrize(
+    ("symbol", "market", "queries"),
+    [
+        ("BTC/USDT", "BTC/USDT (id BTCUSDT)", [{"symbols": '["BTCUSDT"]'}]),
+        ("YOYOW/USDT", "YOYOW/USDT (id YOYOUSDT)", [{"symbols": '["YOYOWUSDT"]'}, {}]),
+    ],
+    ids=["filtered", "refused-then-all"],
+)
+async def test_check_feeds_loads_the_checked_market_or_all_if_refused(
+    symbol: str, market: str, queries: list[dict[str, str]]
+) -> None:
+    async with FakeExchange(CAPTURES, speed=40.0, loop=True, relabel=RENAMED) as fake:
+        feed = CcxtFeedConfig(symbol=symbol, ws_url=fake.ws_url, rest_url=fake.rest_url)
+        found = await check("feed", feed, timeout=20.0)
+    assert found.usable, found.reason
+    assert found.market == market
+    assert market_queries(fake) == queries
+
+
+@pytest.mark.parametrize("exchange", ["binance", "binanceus"])
+def test_binance_asks_for_the_spot_markets_by_their_ids(exchange: str) -> None:
+    params = venue(exchange).markets_params
+    assert params is not None
+    assert params(["ETH/USDT", "BTC/USDT"]) == {"symbols": '["ETHUSDT","BTCUSDT"]'}
+    assert params(["ETH/USDT", "ETH/USDT"]) == {"symbols": '["ETHUSDT"]'}  # twice: -1151
+
+
+@pytest.mark.parametrize("symbols", [["ETH/USDT", "BTC/USDT:USDT"], ["ETHUSDT"], ["eth/usdt"], []])
+def test_binance_loads_every_market_for_symbols_it_cannot_name(symbols: list[str]) -> None:
+    params = venue("binance").markets_params
+    assert params is not None
+    assert params(symbols) is None
+
+
+@pytest.mark.parametrize("exchange", ["coinbase", "kraken", "bybit", "okx"])
+def test_other_venues_load_every_market(exchange: str) -> None:
+    assert venue(exchange).markets_params is None
