@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import struct
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -172,6 +173,10 @@ class FakeStreamer:
         for step in script:
             if step[0] == "send":
                 await ws.send(step[1])
+            elif step[0] == "sleep":
+                await asyncio.sleep(step[1])
+            elif step[0] == "hold":  # hold up the whole event loop, as a busy machine may
+                time.sleep(step[1])
             elif step[0] == "close":
                 await ws.close()
                 return
@@ -292,6 +297,21 @@ async def test_cancelling_a_busy_streamer_ends_it() -> None:
             await asyncio.sleep(0.01)
     assert task in done and task.cancelled()
     assert streamer.ticks < len(frames)
+
+
+async def test_a_frame_that_came_while_the_loop_was_held_up_is_read_not_taken_for_silence():
+    # the loop held up past the 1 s timeout as a frame came in: the frame and the time-out
+    # of the read waiting for it fall due together; the frame is read, the connection kept
+    frames = [tick_frame(f"2026-02-19T15:00:0{i}", 2650.0 + i, 1_000_000 + i) for i in range(3)]
+    script = [("send", frames[0]), ("sleep", 0.3), ("send", frames[1]), ("hold", 1.5)]
+    fake = FakeStreamer([*script, ("sleep", 0.3), ("send", frames[2])])
+    async with streamer_server(fake) as url:
+        sink = RecordingSink()
+        streamer = YahooStreamer("rut", "^RUT", sink, url=url, timeout=1.0, backoff=fast_backoff())
+        async with streamer:
+            await until(lambda: streamer.ticks == 3, "three ticks")
+    assert (streamer.connects, streamer.reconnects) == (1, 0)
+    assert [p for _, _, p, _ in sink.trades] == [2650.0, 2651.0, 2652.0]
 
 
 async def test_reconnects_after_server_close_and_keeps_counting_volume() -> None:

@@ -312,6 +312,27 @@ class EquityStreamer(Component):
         """Take one frame; return why the connection must be given up, or None."""
         raise NotImplementedError
 
+    async def _receive(self, ws: ClientConnection) -> str | bytes | None:
+        """Return the next frame, or None when none came within the poll (none is waiting)."""
+        for wait in (self._poll, 0.0):
+            try:
+                # not wait_for: on 3.11 it loses a cancel that comes as a frame arrives
+                async with asyncio.timeout(wait):
+                    return await ws.recv()
+            except TimeoutError:
+                # a frame may have come as the time ran out (the loop held up): a read that
+                # need not wait takes it
+                continue
+        return None
+
+    def _silence(self, now: float, start: float, in_session: bool) -> str | None:
+        """Return why a connection with no frame waiting is given up for silence, or None."""
+        if in_session and self.stale_after is not None:
+            since = max(start, self._session_start, self._last_tick)
+            if now - since >= self.stale_after:
+                return f"stale, no {self.unit} for {now - since:.1f}s in session"
+        return None
+
     async def _tend(self, ws: ClientConnection, now: float, in_session: bool) -> str | None:
         """Look after the connection between frames; return why to give it up, or None."""
         return None
@@ -340,8 +361,11 @@ class EquityStreamer(Component):
         start = self._last_frame = loop.time()
         self._conn_ticks = 0
         healthy = False
+        # Silence is judged only once a read found no frame waiting: after the loop was held
+        # up (a busy machine, a flood from another connection), frames may sit unread.
+        idle = False
         while True:
-            in_session = self._refresh_state()
+            in_session = self._refresh_state(idle=idle)
             now = loop.time()
             if (
                 not healthy
@@ -350,18 +374,16 @@ class EquityStreamer(Component):
             ):
                 healthy = True
                 self.backoff.reset()
-            if in_session and self.stale_after is not None:
-                since = max(start, self._session_start, self._last_tick)
-                if now - since >= self.stale_after:
-                    return f"stale, no {self.unit} for {now - since:.1f}s in session"
+            if idle:
+                problem = self._silence(now, start, in_session)
+                if problem is not None:
+                    return problem
             problem = await self._tend(ws, now, in_session)
             if problem is not None:
                 return problem
-            try:
-                # not wait_for: on 3.11 it loses a cancel that comes as a frame arrives
-                async with asyncio.timeout(self._poll):
-                    frame = await ws.recv()
-            except TimeoutError:
+            frame = await self._receive(ws)
+            idle = frame is None
+            if frame is None:
                 continue
             self._last_frame = loop.time()
             self._frame += 1
@@ -437,12 +459,13 @@ class EquityStreamer(Component):
         )
         self.sink.bad_frame(self.feed, reason, f"{detail} | {shown}" if detail else shown)
 
-    def _refresh_state(self) -> bool:
+    def _refresh_state(self, *, idle: bool = True) -> bool:
         """Re-evaluate session (by the data's time) and staleness; return True in session.
 
         Silence is measured in the local clock's seconds: in session the data's time moves
         as the local clock does between trades, so a silent replay goes stale as a live
-        stream does, and one running fast through the night does not.
+        stream does, and one running fast through the night does not. Staleness is judged
+        only when ``idle`` (no frame waiting to be read).
         """
         now_ms = self.data_ms()
         told = self.stream_clock.time() is not None
@@ -454,7 +477,7 @@ class EquityStreamer(Component):
         self._in_session = in_session
         if not in_session:
             self._set_state("closed", now_ms)
-        elif self.stale_after is not None:
+        elif idle and self.stale_after is not None:
             since = max(self._session_start, self._last_tick)
             if asyncio.get_running_loop().time() - since >= self.stale_after:
                 self._set_state("stale", now_ms)

@@ -276,10 +276,16 @@ class YahooStreamer(EquityStreamer):
         self._last_sub = asyncio.get_running_loop().time()
         return None
 
-    async def _tend(self, ws: ClientConnection, now: float, in_session: bool) -> str | None:
-        """Give up a connection silent for ``timeout`` in session; resubscribe as a keep-alive."""
-        if in_session and now - max(self._last_frame, self._session_start) >= self.timeout:
+    def _silence(self, now: float, start: float, in_session: bool) -> str | None:
+        """Give up a connection stale, or silent for ``timeout``, in session."""
+        problem = super()._silence(now, start, in_session)
+        silent = now - max(self._last_frame, self._session_start)
+        if problem is None and in_session and silent >= self.timeout:
             return f"no frame for {self.timeout:g}s in session"
+        return problem
+
+    async def _tend(self, ws: ClientConnection, now: float, in_session: bool) -> str | None:
+        """Resubscribe now and then as a keep-alive."""
         if now - self._last_sub >= self.resubscribe_every:
             async with asyncio.timeout(self.timeout):
                 await ws.send(self._subscribe)
