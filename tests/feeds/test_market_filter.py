@@ -136,6 +136,48 @@ async def test_check_feeds_loads_the_checked_market_or_all_if_refused(
     assert market_queries(fake) == queries
 
 
+@pytest.mark.parametrize(
+    ("symbol", "queries", "market"),
+    [
+        ("BTC/USD", [{"pair": "XBTUSD"}], "BTC/USD (id XXBTZUSD)"),
+        ("LUNC/USD", [{"pair": "LUNCUSD"}, {}], "LUNC/USD (id LUNAUSD)"),
+        ("LUNA/USD", [{"pair": "LUNAUSD"}, {}], None),
+    ],
+    ids=["asked-by-altname", "refused-then-all", "left-out-then-all"],
+)
+async def test_kraken_loads_the_pair_asked_for_by_its_altname_or_all(
+    symbol: str, queries: list[dict[str, str]], market: str | None
+) -> None:
+    # ccxt calls Kraken's LUNA (replaying ETH here) LUNC: asked for as LUNCUSD it is refused;
+    # LUNAUSD sends it, but as LUNC/USD, not the LUNA/USD asked for (Kraken's LUNA2)
+    relabel = {"LUNAUSDT": "ETHUSDT"}
+    async with FakeExchange(
+        CAPTURES, speed=40.0, loop=True, exchange="kraken", relabel=relabel
+    ) as fake:
+        feed = CcxtFeedConfig(
+            exchange="kraken", symbol=symbol, ws_url=fake.ws_url, rest_url=fake.rest_url
+        )
+        found = await check("feed", feed, timeout=20.0)
+    pairs = [
+        {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
+        for path in fake.rest_requests
+        if urlsplit(path).path.endswith("/AssetPairs")
+    ]
+    assert pairs == queries
+    if market is None:
+        assert not found.usable and found.reason == f"kraken has no market {symbol}"
+    else:
+        assert found.usable, found.reason
+        assert found.market == market
+
+
+def test_kraken_names_bitcoin_xbt() -> None:
+    params = venue("kraken").markets_params
+    assert params is not None
+    assert params(["ETH/USD", "BTC/USD", "DOGE/USD"]) == {"pair": "ETHUSD,XBTUSD,XDGUSD"}
+    assert params(["BTC/USD:USD"]) is None
+
+
 @pytest.mark.parametrize("exchange", ["binance", "binanceus"])
 def test_binance_asks_for_the_spot_markets_by_their_ids(exchange: str) -> None:
     params = venue(exchange).markets_params
@@ -151,6 +193,6 @@ def test_binance_loads_every_market_for_symbols_it_cannot_name(symbols: list[str
     assert params(symbols) is None
 
 
-@pytest.mark.parametrize("exchange", ["coinbase", "kraken", "bybit", "okx"])
+@pytest.mark.parametrize("exchange", ["coinbase", "bybit", "okx"])
 def test_other_venues_load_every_market(exchange: str) -> None:
     assert venue(exchange).markets_params is None

@@ -124,8 +124,10 @@ class Client:
     def __init__(self) -> None:
         self.klines: list[list[float]] = []
         self.fetched: list[int] = []
+        self.options: dict[str, Any] = {}
+        self.markets: dict[str, Any] = {"ETH/USDT": {}, "BTC/USDT": {}}
 
-    async def load_markets(self) -> None:
+    async def load_markets(self, reload: bool = False, params: object = None) -> None:
         await asyncio.Event().wait()  # never connects: the tests call the handlers
 
     async def fetch_ohlcv(self, symbol: str, timeframe: str, since: int, limit: int) -> list:
@@ -403,7 +405,7 @@ async def test_the_clock_offset_is_kept_when_the_exchange_stops_telling_its_time
     replay_ms = NOW - 400 * 24 * 60 * MINUTE  # a replay: the exchange's clock is a year behind
     told = [replay_ms]
 
-    async def load_markets() -> None:
+    async def load_markets(reload: bool = False, params: object = None) -> None:
         pass
 
     async def fetch_time() -> int:

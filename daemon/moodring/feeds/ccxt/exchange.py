@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import ccxt.pro as ccxtpro
-from ccxt.base.errors import BadRequest, BaseError, NetworkError
+from ccxt.base.errors import BaseError, ExchangeError, NetworkError
 
 from moodring.backoff import Backoff
 from moodring.feeds.base import FeedSink
@@ -898,14 +898,20 @@ async def load_markets(client: Any, known: Venue, symbols: Sequence[str]) -> Non
         await client.load_markets()
         return
     known.spot_only(client)
+    # an id guessed wrong (ccxt renames some currencies) or an unknown symbol: all markets
+    # are loaded, as without asking, so the market is found or told missing as ever
     try:
         await client.load_markets(params=params)
-    except BadRequest as exc:  # BadSymbol too
-        # an id guessed wrong (ccxt renames some currencies) or an unknown symbol: load all,
-        # as without asking, so the market is found or told missing as ever
+    except ExchangeError as exc:  # BadSymbol; Kraken's unknown pair is plain ExchangeError
         text = " ".join(str(exc).split())[:200]
         named = ", ".join(symbols)
         log.info("%s refused the markets %s (%s); loading all", known.name, named, text)
+        await client.load_markets(reload=True)
+        return
+    missing = [symbol for symbol in symbols if symbol not in client.markets]
+    if missing:
+        named = ", ".join(missing)
+        log.info("%s sent no market %s when asked for it; loading all", known.name, named)
         await client.load_markets(reload=True)
 
 

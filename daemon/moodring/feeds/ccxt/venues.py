@@ -17,7 +17,8 @@ Per exchange (what the metrics see; every volume is in base units, e.g. ETH of E
   buckets left out; a (re)subscription re-sends the last 100 trades (dropped as seen).
 - ``kraken`` (websocket v2): trades with sequential ids per pair; candles ``ohlc`` without a
   closed flag (a candle is final once a later one opens); REST OHLC only the latest 720.
-  Markets are ``ETH/USD`` and ``BTC/USD`` (Kraken's ``XBT`` shows as BTC).
+  Markets are ``ETH/USD`` and ``BTC/USD`` (Kraken's ``XBT`` shows as BTC); only the
+  configured pairs are loaded (``AssetPairs?pair=``).
 - ``bybit`` (spot v5): trade ids increase with gaps (only disconnects tell a gap); candles
   ``kline`` with ``confirm``; REST klines 1000 a call, recent trades only 60 (repairs use
   candles). Bybit answers refused locations with HTTP 403 (ccxt: ``RateLimitExceeded``).
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,6 +44,9 @@ _WS_GUESSES = (("ws",), ("ws", "spot"), ("ws", "public"), ("ws", "public", "spot
 _REST_GUESSES = (("public",), ("rest",), ("spot",), ("public", "spot"))
 # a spot market's unified symbol (``ETH/USDT``): a derivative's has a settle suffix (``:USDT``)
 _SPOT_SYMBOL = re.compile(r"([A-Z0-9]+)/([A-Z0-9]+)")
+# Kraken's own codes of currencies ccxt renames, as its pairs' altnames spell them; a code
+# guessed wrong loads every market (``exchange.load_markets``)
+_KRAKEN_NAMES = {"BTC": "XBT", "DOGE": "XDG"}
 ALTERNATIVES = ("binanceus", "coinbase", "kraken")
 
 
@@ -194,16 +198,30 @@ def _coinbase_sequence(text: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _binance_markets(symbols: Sequence[str]) -> dict[str, str] | None:
-    """Return ``exchangeInfo``'s ``symbols`` naming these spot markets (None for others)."""
+def _spot_ids(symbols: Sequence[str], names: Mapping[str, str]) -> list[str] | None:
+    """Return spot symbols' ids (base and quote as ``names`` renames them), once each.
+
+    None if a symbol is not a spot market's, or there is none.
+    """
     ids = []
     for symbol in symbols:
         spot = _SPOT_SYMBOL.fullmatch(symbol)
         if spot is None:
             return None
-        ids.append(spot.group(1) + spot.group(2))
-    # a market named twice is an error (-1151)
-    return {"symbols": json.dumps(list(dict.fromkeys(ids)), separators=(",", ":"))} if ids else None
+        ids.append("".join(names.get(code, code) for code in spot.groups()))
+    return list(dict.fromkeys(ids)) or None  # Binance refuses a market named twice (-1151)
+
+
+def _binance_markets(symbols: Sequence[str]) -> dict[str, str] | None:
+    """Return ``exchangeInfo``'s ``symbols`` naming these spot markets (None for others)."""
+    ids = _spot_ids(symbols, {})
+    return None if ids is None else {"symbols": json.dumps(ids, separators=(",", ":"))}
+
+
+def _kraken_markets(symbols: Sequence[str]) -> dict[str, str] | None:
+    """Return ``AssetPairs``' ``pair`` naming these pairs by altname (None for others)."""
+    ids = _spot_ids(symbols, _KRAKEN_NAMES)
+    return None if ids is None else {"pair": ",".join(ids)}
 
 
 def _binance_control(message: Any) -> bool:
@@ -252,6 +270,7 @@ VENUES: dict[str, Venue] = {
         rest_keys=("public",),
         trade_ids="consecutive",
         klines_limit=720,
+        markets_params=_kraken_markets,
         stream_pattern=_stream_keys("symbol"),
         control=_kraken_control,
     ),
