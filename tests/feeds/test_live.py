@@ -16,9 +16,9 @@ from moodring.testing.fake_exchange import FakeExchange
 from tests.support.captures import (
     CAPTURES,
     expected_bars,
-    record_lines,
     recorded,
     settings_for,
+    until_recorded,
 )
 from tests.support.wait import until
 
@@ -31,15 +31,7 @@ async def replay(tmp_path: Path, *, drop_every: float | None) -> tuple[FakeExcha
         async with Daemon(settings_for(fake, tmp_path), record=record) as daemon:
             await asyncio.wait_for(fake.replay_done.wait(), 120)
             # let the last repairs finish: no closed bar waits any more
-            builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
-            wants = {"eth": expected_bars(fake, "ETHUSDT"), "btc": expected_bars(fake, "BTCUSDT")}
-
-            def complete() -> bool:  # all but maybe the final bar recorded (slow when loaded)
-                return not any(b.holding for b in builders) and all(
-                    record_lines(record / f"{f}_1m.csv") >= len(w) - 1 for f, w in wants.items()
-                )
-
-            await until(complete, "the capture's bars recorded", timeout=60)
+            await until_recorded(daemon, fake, record)
     finally:
         await fake.stop()
     return fake, record

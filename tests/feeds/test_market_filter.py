@@ -18,8 +18,7 @@ from moodring.market.frame import BarFrame
 from moodring.service.daemon import Daemon
 from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange
-from tests.support.captures import CAPTURES, expected_bars, record_lines, recorded, settings_for
-from tests.support.wait import until
+from tests.support.captures import CAPTURES, expected_bars, recorded, settings_for, until_recorded
 
 DAY_MS = 86_400_000
 TODAY = 1_700_006_400_000  # 2023-11-15 00:00 UTC: the universe's day, not the captures'
@@ -61,15 +60,7 @@ async def stream(fake: FakeExchange, settings: Settings, record: Path) -> Exchan
         part = daemon.parts[0]
         assert isinstance(part, ExchangeFeeds)
         await asyncio.wait_for(fake.replay_done.wait(), 120)
-        builders = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
-        wants = {"eth": expected_bars(fake, "ETHUSDT"), "btc": expected_bars(fake, "BTCUSDT")}
-
-        def complete() -> bool:  # all but maybe the final bar recorded (slow when loaded)
-            return not any(b.holding for b in builders) and all(
-                record_lines(record / f"{f}_1m.csv") >= len(w) - 1 for f, w in wants.items()
-            )
-
-        await until(complete, "the capture's bars recorded", timeout=60)
+        await until_recorded(daemon, fake, record)
     return part
 
 

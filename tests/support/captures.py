@@ -147,3 +147,16 @@ async def until_settled(daemon: Daemon, feeds: tuple[str, ...] = ("eth", "btc"))
         )
 
     await until(lambda: not any(b.holding for _, b in held), holding, timeout=30)
+
+
+async def until_recorded(daemon: Daemon, fake: FakeExchange, record: Path) -> None:
+    """Wait until no bar is held and the capture's minute bars are recorded (all but the last)."""
+    held = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
+    wants = {"eth": expected_bars(fake, "ETHUSDT"), "btc": expected_bars(fake, "BTCUSDT")}
+
+    def complete() -> bool:  # all but maybe the final bar recorded (slow when loaded)
+        return not any(b.holding for b in held) and all(
+            record_lines(record / f"{f}_1m.csv") >= len(w) - 1 for f, w in wants.items()
+        )
+
+    await until(complete, "the capture's bars recorded", timeout=60)

@@ -897,22 +897,22 @@ async def load_markets(client: Any, known: Venue, symbols: Sequence[str]) -> Non
     if params is None:
         await client.load_markets()
         return
-    known.spot_only(client)
+    if known.spot_options:
+        known.spot_only(client)
     # an id guessed wrong (ccxt renames some currencies) or an unknown symbol: all markets
     # are loaded, as without asking, so the market is found or told missing as ever
     try:
         await client.load_markets(params=params)
     except ExchangeError as exc:  # BadSymbol; Kraken's unknown pair is plain ExchangeError
         text = " ".join(str(exc).split())[:200]
-        named = ", ".join(symbols)
-        log.info("%s refused the markets %s (%s); loading all", known.name, named, text)
-        await client.load_markets(reload=True)
-        return
-    missing = [symbol for symbol in symbols if symbol not in client.markets]
-    if missing:
-        named = ", ".join(missing)
-        log.info("%s sent no market %s when asked for it; loading all", known.name, named)
-        await client.load_markets(reload=True)
+        why = f"refused the markets {', '.join(symbols)} ({text})"
+    else:
+        missing = [symbol for symbol in symbols if symbol not in client.markets]
+        if not missing:
+            return
+        why = f"sent no market {', '.join(missing)} when asked for it"
+    log.info("%s %s; loading all", known.name, why)
+    await client.load_markets(reload=True)
 
 
 def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:
