@@ -36,6 +36,7 @@ from typing import Any
 import ccxt.pro as ccxtpro
 import numpy as np
 
+from moodring.feeds.ccxt.exchange import ExchangeFeeds
 from moodring.service.daemon import Daemon
 from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange, configure_ccxt
@@ -46,6 +47,12 @@ CAPTURES = [
     DATA / "ws/hftbacktest_binance_spot/btcusdt_20240808.gz",
 ]
 SYMBOLS = ["ETH/USDT", "BTC/USDT"]
+# the libraries ``moodring run`` imports (with charts, minus aiomqtt: MQTT is off here);
+# their RSS alone is the floor under the daemon's, whatever moodring's own code weighs
+LIBRARIES = (
+    "ccxt.pro, numpy, pydantic_settings, yaml, jinja2.sandbox, aiohttp.web, "
+    "prometheus_client.aiohttp, sqlite3, argparse, cronsim"
+)
 QUOTE = {"coinbase": "USD", "kraken": "USD"}
 # the captures replayed this many times over (time-shifted) per frame-rate run: a longer
 # window than one pass's ~2 s, so a shared machine's slow spell weighs less
@@ -173,7 +180,9 @@ async def daemon_rate(exchange: str = "binance") -> tuple[float, float]:
     settle_fake()
     with tempfile.TemporaryDirectory() as state:
         async with Daemon(settings_for(fake, Path(state), exchange=exchange)) as daemon:
-            stats = daemon.parts[0].stats
+            part = daemon.parts[0]
+            assert isinstance(part, ExchangeFeeds)
+            stats = part.stats
             want = total_trades(fake, exchange)
             while stats.trades == 0:
                 await asyncio.sleep(0.001)
@@ -333,7 +342,7 @@ def settings_for_yaml(
     class Stub:
         ws_url, rest_url = urls["ws_url"], urls["rest_url"]
 
-    settings = settings_for(Stub(), tmp / "state", receiver, charts=charts)  # type: ignore[arg-type]
+    settings = settings_for(Stub(), tmp / "state", receiver, charts=charts)
     data = settings.model_dump(mode="json", exclude_none=True, by_alias=True)
     if receiver:
         data["notify"]["urls"] = [receiver]  # the dump masks secrets, URLs among them
@@ -498,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     bare = statistics.median(b[0] for b, _ in pairs)
     ours = statistics.median(o[0] for _, o in pairs)
     bare_rss = peak_rss_mb([sys.executable, "-c", "import ccxt.pro"])
+    floor = peak_rss_mb([sys.executable, "-c", f"import {LIBRARIES}"])
     rss = daemon_rss_mb()
     latencies = asyncio.run(frame_to_notify())
     plain = daemon_rss_after_alerts(charts=False)
@@ -507,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         ("bare ccxt.pro watch_trades_for_symbols", f"{bare:,.0f} frames/s"),
         ("moodring daemon (same replay)", f"{ours:,.0f} frames/s"),
         ("peak RSS: import ccxt.pro", f"{bare_rss:.0f} MB"),
+        ("peak RSS: import the daemon's libraries", f"{floor:.0f} MB"),
         ("peak RSS: daemon after the replay", f"{rss:.0f} MB"),
         ("frame to apprise POST, median", f"{statistics.median(latencies):.1f} ms"),
         ("frame to apprise POST, p99", f"{p99:.1f} ms ({len(latencies)} alerts)"),
@@ -522,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "pipeline_vs_bare_ccxt": round(statistics.median(ratios(pairs)), 3),
                 "rss_vs_bare_ccxt": round(rss / bare_rss, 3),
+                "libraries_rss_vs_bare_ccxt": round(floor / bare_rss, 3),
                 "frame_to_notify_p99_ms": round(p99, 1),
                 "rss_after_alerts_vs_bare_ccxt": round(plain["after"] / bare_rss, 3),
                 "rss_after_charts_vs_bare_ccxt": round(charted["after"] / bare_rss, 3),

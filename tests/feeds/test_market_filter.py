@@ -7,13 +7,14 @@ import logging
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import ccxt.pro as ccxtpro
 import numpy as np
 import pytest
 
 from moodring.feeds.ccxt import CcxtFeedConfig
 from moodring.feeds.ccxt.check import check
-from moodring.feeds.ccxt.exchange import ExchangeFeeds
-from moodring.feeds.ccxt.venues import venue
+from moodring.feeds.ccxt.exchange import ExchangeFeeds, load_markets
+from moodring.feeds.ccxt.venues import client_setup, venue
 from moodring.market.frame import BarFrame
 from moodring.service.daemon import Daemon
 from moodring.settings import Settings
@@ -162,6 +163,65 @@ async def test_kraken_loads_the_pair_asked_for_by_its_altname_or_all(
         assert found.market == market
 
 
+def product_ids(fake: FakeExchange) -> list[list[str] | None]:
+    """Return each spot products request's ``product_ids`` (None: every product), in order."""
+    asked = []
+    for path in fake.rest_requests:
+        parts = urlsplit(path)
+        query = parse_qs(parts.query)
+        if parts.path.endswith("/market/products") and "product_type" not in query:
+            asked.append(query.get("product_ids"))
+    return asked
+
+
+@pytest.mark.parametrize(
+    ("symbol", "asked", "market"),
+    [
+        ("ETH/USD", [["ETH-USD"]], "ETH/USD (id ETH-USD)"),
+        ("CELO/USD", [["CELO-USD"], None], "CELO/USD (id CGLD-USD)"),
+        ("NONE/USD", [["NONE-USD"], None], None),
+    ],
+    ids=["asked-by-id", "left-out-then-all", "unknown"],
+)
+async def test_coinbase_loads_the_product_asked_for_by_its_id_or_all(
+    symbol: str, asked: list[list[str] | None], market: str | None
+) -> None:
+    # ccxt calls Coinbase's CGLD (replaying ETH here) CELO: the product CELO-USD asked for
+    # does not exist, so the products call leaves it out and every product is loaded
+    relabel = {f"C{i:03d}USDT": "ETHUSDT" for i in range(20)} | {"CGLDUSDT": "ETHUSDT"}
+    async with FakeExchange(
+        CAPTURES, speed=40.0, loop=True, exchange="coinbase", relabel=relabel, relabel_thin=50
+    ) as fake:
+        feed = CcxtFeedConfig(
+            exchange="coinbase", symbol=symbol, ws_url=fake.ws_url, rest_url=fake.rest_url
+        )
+        found = await check("feed", feed, timeout=20.0)
+    assert product_ids(fake) == asked
+    if market is None:
+        assert not found.usable and found.reason == f"coinbase has no market {symbol}"
+    else:
+        assert found.usable, found.reason
+        assert found.market == market
+
+
+async def test_a_coinbase_client_holds_only_the_configured_products() -> None:
+    relabel = {f"C{i:03d}USDT": "ETHUSDT" for i in range(20)}
+    async with FakeExchange(
+        CAPTURES, speed=40.0, exchange="coinbase", relabel=relabel, relabel_thin=50
+    ) as fake:
+        client = ccxtpro.coinbase({"enableRateLimit": False})
+        try:
+            client_setup("coinbase", client)
+            known = venue("coinbase")
+            known.configure(client, fake.ws_url, fake.rest_url)
+            await load_markets(client, known, ["ETH/USD", "BTC/USD"])
+        finally:
+            await client.close()
+    assert len(fake.markets) == 22
+    assert set(client.markets) == {"ETH/USD", "BTC/USD"}
+    assert product_ids(fake) == [["ETH-USD", "BTC-USD"]]
+
+
 def test_kraken_names_bitcoin_xbt() -> None:
     params = venue("kraken").markets_params
     assert params is not None
@@ -184,6 +244,13 @@ def test_binance_loads_every_market_for_symbols_it_cannot_name(symbols: list[str
     assert params(symbols) is None
 
 
-@pytest.mark.parametrize("exchange", ["coinbase", "bybit", "okx"])
+def test_coinbase_asks_for_the_products_by_their_ids() -> None:
+    params = venue("coinbase").markets_params
+    assert params is not None
+    assert params(["ETH/USD", "BTC/USDC", "ETH/USD"]) == {"product_ids": ["ETH-USD", "BTC-USDC"]}
+    assert params(["BTC/USD:USD"]) is None
+
+
+@pytest.mark.parametrize("exchange", ["bybit", "okx"])
 def test_other_venues_load_every_market(exchange: str) -> None:
     assert venue(exchange).markets_params is None

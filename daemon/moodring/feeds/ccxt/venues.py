@@ -36,6 +36,8 @@ from typing import Any, Literal
 # duplicate); ``increasing``: ids only grow (repeats are duplicates, jumps say nothing);
 # ``none``: only a disconnect tells a gap.
 TradeIds = Literal["consecutive", "increasing", "none"]
+# a ``load_markets`` call's query params (a list: the key once per value)
+MarketsParams = dict[str, str | list[str]]
 # The HTTP answer of a location an exchange refuses, as ccxt words its error:
 # "<id> GET <url> 451 Unavailable For Legal Reasons <body>".
 _REFUSED = re.compile(r"\b(?:GET|POST) \S+ (451|403) ")
@@ -73,7 +75,7 @@ class Venue:
     spot_options: bool = False
     # the configured symbols -> the ``load_markets`` params asking for only their markets
     # (None: the venue cannot ask, or not for these symbols; all markets are loaded)
-    markets_params: Callable[[Sequence[str]], dict[str, str] | None] | None = None
+    markets_params: Callable[[Sequence[str]], MarketsParams | None] | None = None
     # the JSON keys naming a frame's stream or market (to count a bad frame against a feed)
     stream_pattern: re.Pattern[str] = field(default_factory=lambda: _stream_keys("stream", "s"))
     # a candle update's closed flag and event time, from the raw message ccxt parsed it from
@@ -198,30 +200,36 @@ def _coinbase_sequence(text: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _spot_ids(symbols: Sequence[str], names: Mapping[str, str]) -> list[str] | None:
-    """Return spot symbols' ids (base and quote as ``names`` renames them), once each.
+def _spot_ids(symbols: Sequence[str], names: Mapping[str, str], sep: str = "") -> list[str] | None:
+    """Return spot symbols' ids (base and quote as ``names`` renames them, joined by ``sep``).
 
-    None if a symbol is not a spot market's, or there is none.
+    Each once; None if a symbol is not a spot market's, or there is none.
     """
     ids = []
     for symbol in symbols:
         spot = _SPOT_SYMBOL.fullmatch(symbol)
         if spot is None:
             return None
-        ids.append("".join(names.get(code, code) for code in spot.groups()))
+        ids.append(sep.join(names.get(code, code) for code in spot.groups()))
     return list(dict.fromkeys(ids)) or None  # Binance refuses a market named twice (-1151)
 
 
-def _binance_markets(symbols: Sequence[str]) -> dict[str, str] | None:
+def _binance_markets(symbols: Sequence[str]) -> MarketsParams | None:
     """Return ``exchangeInfo``'s ``symbols`` naming these spot markets (None for others)."""
     ids = _spot_ids(symbols, {})
     return None if ids is None else {"symbols": json.dumps(ids, separators=(",", ":"))}
 
 
-def _kraken_markets(symbols: Sequence[str]) -> dict[str, str] | None:
+def _kraken_markets(symbols: Sequence[str]) -> MarketsParams | None:
     """Return ``AssetPairs``' ``pair`` naming these pairs by altname (None for others)."""
     ids = _spot_ids(symbols, _KRAKEN_NAMES)
     return None if ids is None else {"pair": ",".join(ids)}
+
+
+def _coinbase_markets(symbols: Sequence[str]) -> MarketsParams | None:
+    """Return the products calls' ``product_ids`` (``ETH-USD``; None for other symbols)."""
+    ids = _spot_ids(symbols, {}, sep="-")
+    return None if ids is None else {"product_ids": ids}  # ccxt repeats the key per id
 
 
 def _binance_control(message: Any) -> bool:
@@ -260,6 +268,7 @@ VENUES: dict[str, Venue] = {
         rest_keys=("rest",),
         trade_ids="consecutive",
         klines_limit=300,
+        markets_params=_coinbase_markets,
         stream_pattern=_stream_keys("product_id"),
         sequence=_coinbase_sequence,
         control=_coinbase_control,

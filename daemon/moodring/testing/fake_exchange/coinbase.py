@@ -9,7 +9,9 @@ URLs a feed sets (``ws_url=`` and ``rest_url=`` on the CLI's second line):
 - No options are needed. ``load_markets`` makes five calls: ``/v2/currencies``,
   ``/v2/currencies/crypto``, ``/v2/exchange-rates`` (ccxt's ``fetch_currencies``), then
   ``/api/v3/brokerage/market/products`` and the same with ``product_type=FUTURE`` (empty).
-  Setting ``exchange.has["fetchCurrencies"] = False`` leaves the two products calls.
+  Setting ``exchange.has["fetchCurrencies"] = False`` leaves the two products calls. A
+  ``product_ids`` query (repeated, or comma-separated) lists only those products; an
+  unknown id is left out, not refused.
 
 Frames follow the Advanced Trade session recorded in
 ``shared/data/ws/cryptofeed/COINBASE.jsonl.gz``: every message is
@@ -102,6 +104,53 @@ def _seconds(query: dict[str, str], key: str, required: bool) -> int | None:
         return int(value)
     except ValueError:
         raise _error(400, "INVALID_ARGUMENT", f"invalid {key} {value!r}") from None
+
+
+def product_info(
+    product_id: str, base: str, quote: str, price: str, price_decimals: int, qty_decimals: int
+) -> dict[str, Any]:
+    """Return one product as ``/api/v3/brokerage/market/products`` lists it."""
+    tick = plain(Decimal(1).scaleb(-price_decimals))
+    step = plain(Decimal(1).scaleb(-qty_decimals))
+    return {
+        "product_id": product_id,
+        "price": price,
+        "price_percentage_change_24h": "0",
+        "volume_24h": "0",
+        "volume_percentage_change_24h": "0",
+        "base_increment": step,
+        "quote_increment": tick,
+        "quote_min_size": "1",
+        "quote_max_size": "150000000",
+        "base_min_size": step,
+        "base_max_size": "42000",
+        "base_name": _NAMES.get(base, base),
+        "quote_name": _NAMES.get(quote, quote),
+        "watched": False,
+        "is_disabled": False,
+        "new": False,
+        "status": "online",
+        "cancel_only": False,
+        "limit_only": False,
+        "post_only": False,
+        "trading_disabled": False,
+        "auction_mode": False,
+        "product_type": "SPOT",
+        "quote_currency_id": quote,
+        "base_currency_id": base,
+        "fcm_trading_session_details": None,
+        "mid_market_price": "",
+        "alias": "",
+        "alias_to": [],
+        "base_display_symbol": base,
+        "quote_display_symbol": quote,
+        "view_only": False,
+        "price_increment": tick,
+        "display_name": product_id,
+        "product_venue": "CBE",
+        "approximate_quote_24h_volume": "0",
+        "new_at": "2023-01-01T00:00:00Z",
+    }
 
 
 def trade_json(market: Market, trade: dict[str, Any]) -> str:
@@ -352,53 +401,27 @@ class CoinbaseProtocol(Protocol):
     def _product(self, market: Market) -> dict[str, Any]:
         """Return one product as ``/api/v3/brokerage/market/products`` lists it."""
         last = market.replayed[-1]["p"] if market.replayed else market.trades[0]["p"]
-        tick = plain(Decimal(1).scaleb(-market.price_decimals))
-        step = plain(Decimal(1).scaleb(-market.qty_decimals))
-        return {
-            "product_id": market.id,
-            "price": trim(last),
-            "price_percentage_change_24h": "0",
-            "volume_24h": "0",
-            "volume_percentage_change_24h": "0",
-            "base_increment": step,
-            "quote_increment": tick,
-            "quote_min_size": "1",
-            "quote_max_size": "150000000",
-            "base_min_size": step,
-            "base_max_size": "42000",
-            "base_name": _NAMES.get(market.base, market.base),
-            "quote_name": _NAMES.get(market.quote, market.quote),
-            "watched": False,
-            "is_disabled": False,
-            "new": False,
-            "status": "online",
-            "cancel_only": False,
-            "limit_only": False,
-            "post_only": False,
-            "trading_disabled": False,
-            "auction_mode": False,
-            "product_type": "SPOT",
-            "quote_currency_id": market.quote,
-            "base_currency_id": market.base,
-            "fcm_trading_session_details": None,
-            "mid_market_price": "",
-            "alias": "",
-            "alias_to": [],
-            "base_display_symbol": market.base,
-            "quote_display_symbol": market.quote,
-            "view_only": False,
-            "price_increment": tick,
-            "display_name": market.id,
-            "product_venue": "CBE",
-            "approximate_quote_24h_volume": "0",
-            "new_at": "2023-01-01T00:00:00Z",
-        }
+        return product_info(
+            market.id,
+            market.base,
+            market.quote,
+            trim(last),
+            market.price_decimals,
+            market.qty_decimals,
+        )
 
     def _products(self, query: dict[str, str]) -> dict[str, Any]:
-        """Return the spot products (none for ``product_type=FUTURE``)."""
+        """Return the spot products (none for ``product_type=FUTURE``), those of ``product_ids``.
+
+        Like Coinbase, an unknown id in ``product_ids`` is left out, not refused.
+        """
+        markets = list(self.fake._markets.values())
+        if "product_ids" in query:
+            asked = set(query["product_ids"].split(","))
+            markets = [m for m in markets if m.id in asked]
         products = []
         if query.get("product_type", "SPOT").upper() == "SPOT":
-            products = [self._product(m) for m in self.fake._markets.values()]
+            products = [self._product(m) for m in markets]
         return {"products": products, "num_products": len(products)}
 
     def _candles(self, market: Market, query: dict[str, str]) -> list[dict[str, str]]:

@@ -1165,7 +1165,8 @@ class FakeExchange:
             return None
         parts = urlsplit(request.path)
         path = parts.path.rstrip("/")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        # a key given once per value (Coinbase's product_ids): its values joined by commas
+        query = {k: ",".join(v) for k, v in parse_qs(parts.query).items()}
         self.rest_requests.append(request.path)
         log.debug("GET %s", request.path)
         protocol = self.protocol
