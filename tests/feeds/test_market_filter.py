@@ -10,16 +10,18 @@ from urllib.parse import parse_qs, urlsplit
 import ccxt.pro as ccxtpro
 import numpy as np
 import pytest
+from aiohttp import ClientSession, web
 
 from moodring.feeds.ccxt import CcxtFeedConfig
 from moodring.feeds.ccxt.check import check
-from moodring.feeds.ccxt.exchange import ExchangeFeeds, load_markets
+from moodring.feeds.ccxt.exchange import ASKED_MARKETS_MAX, ExchangeFeeds, load_markets
 from moodring.feeds.ccxt.venues import client_setup, venue
 from moodring.market.frame import BarFrame
 from moodring.service.daemon import Daemon
 from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange
 from tests.support.captures import CAPTURES, expected_bars, recorded, settings_for, until_recorded
+from tests.support.http import serving
 
 DAY_MS = 86_400_000
 TODAY = 1_700_006_400_000  # 2023-11-15 00:00 UTC: the universe's day, not the captures'
@@ -174,6 +176,21 @@ def product_ids(fake: FakeExchange) -> list[list[str] | None]:
     return asked
 
 
+async def coinbase_markets(
+    fake: FakeExchange, symbols: list[str], rest_url: str | None = None
+) -> set[str]:
+    """Load ``symbols``' markets as the feeds do, with a real ccxt.pro coinbase client."""
+    client = ccxtpro.coinbase()
+    try:
+        client_setup("coinbase", client)
+        known = venue("coinbase")
+        known.configure(client, fake.ws_url, rest_url or fake.rest_url)
+        await load_markets(client, known, symbols)
+    finally:
+        await client.close()
+    return set(client.markets)
+
+
 @pytest.mark.parametrize(
     ("symbol", "asked", "market"),
     [
@@ -209,17 +226,50 @@ async def test_a_coinbase_client_holds_only_the_configured_products() -> None:
     async with FakeExchange(
         CAPTURES, speed=40.0, exchange="coinbase", relabel=relabel, relabel_thin=50
     ) as fake:
-        client = ccxtpro.coinbase({"enableRateLimit": False})
-        try:
-            client_setup("coinbase", client)
-            known = venue("coinbase")
-            known.configure(client, fake.ws_url, fake.rest_url)
-            await load_markets(client, known, ["ETH/USD", "BTC/USD"])
-        finally:
-            await client.close()
+        markets = await coinbase_markets(fake, ["ETH/USD", "BTC/USD"])
     assert len(fake.markets) == 22
-    assert set(client.markets) == {"ETH/USD", "BTC/USD"}
+    assert markets == {"ETH/USD", "BTC/USD"}
     assert product_ids(fake) == [["ETH-USD", "BTC-USD"]]
+
+
+@pytest.mark.parametrize(
+    ("extra", "asked"), [(ASKED_MARKETS_MAX - 2, True), (ASKED_MARKETS_MAX - 1, False)]
+)
+async def test_a_client_asks_for_at_most_so_many_markets_by_name(extra: int, asked: bool) -> None:
+    # 400 Coinbase ids would make a 9 KB query: past the 8 KB request lines CDNs take
+    symbols = ["ETH/USD", "BTC/USD"] + [f"C{i:03d}/USD" for i in range(extra)]
+    async with FakeExchange(CAPTURES, speed=40.0, exchange="coinbase") as fake:
+        markets = await coinbase_markets(fake, symbols)
+    assert markets == {"ETH/USD", "BTC/USD"}
+    first = product_ids(fake)[0]
+    assert (first is not None and len(first) == len(symbols)) == asked
+
+
+async def test_a_filtered_load_answered_http_400_loads_every_market(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "moodring.feeds.ccxt")
+    async with FakeExchange(CAPTURES, speed=40.0, exchange="coinbase") as fake:
+
+        async def front(request: web.Request) -> web.Response:
+            """Refuse a products call naming products, as a proxy might; relay the rest."""
+            if "product_ids" in request.query:
+                return web.Response(status=400, text="Bad Request")
+            async with (
+                ClientSession() as session,
+                session.get(fake.rest_url + request.path_qs) as r,
+            ):
+                body = await r.read()
+                return web.Response(status=r.status, body=body, content_type=r.content_type)
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", front)
+        async with serving(app) as front_url:
+            markets = await coinbase_markets(fake, ["ETH/USD", "BTC/USD"], front_url)
+    assert markets == {"ETH/USD", "BTC/USD"}
+    assert product_ids(fake) == [None]  # only the load of every product got through
+    refused = [r.getMessage() for r in caplog.records if "refused the markets" in r.getMessage()]
+    assert len(refused) == 1 and "400" in refused[0], refused
 
 
 def test_kraken_names_bitcoin_xbt() -> None:

@@ -21,6 +21,7 @@ from moodring.feeds.streamer import EquityStreamer
 from moodring.feeds.yahoo.history import HistoryError, fetch_history, parse_chart
 from moodring.feeds.yahoo.stream import FrameError, YahooStreamer, decode_pricing, frame_payload
 from moodring.market.calendar import MarketCalendar
+from tests.support.http import serving
 from tests.support.wait import until
 from tests.support.yahoo import (
     RUT_FIELDS,
@@ -531,15 +532,8 @@ async def chart_server() -> AsyncIterator[tuple[str, list[web.Request]]]:
 
     app = web.Application()
     app.router.add_get("/v8/finance/chart/{symbol}", chart)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, seen
 
 
 async def test_fetch_history_daily_bars(chart_server: tuple[str, list[web.Request]]) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import ccxt.pro as ccxtpro
-from ccxt.base.errors import BaseError, ExchangeError, NetworkError
+from ccxt.base.errors import BaseError, ExchangeError, ExchangeNotAvailable, NetworkError
 
 from moodring.backoff import Backoff
 from moodring.feeds.base import FeedSink
@@ -53,6 +53,9 @@ CLOSE_TIMEOUT = 1.0
 CACHE_LIMIT = 10
 # The most klines one REST call asks for (Binance's cap; each venue has its own).
 KLINES_LIMIT = 1000
+# The most markets a client asks for by name; more load every market. 400 Coinbase ids make
+# a 9 KB query, past the 8 KB request lines CDNs and servers commonly take.
+ASKED_MARKETS_MAX = 100
 # The parts of a stream name or ccxt message hash: ``ethusdt@trade``, ``trade::ETH/USDT``.
 _STREAM_PARTS = re.compile(r"[@:.|\s]+")
 
@@ -893,17 +896,22 @@ class ExchangeFeeds(FeedPart):
 
 async def load_markets(client: Any, known: Venue, symbols: Sequence[str]) -> None:
     """Load the markets of ``symbols`` only where the venue can ask for them, else all."""
-    params = known.markets_params(symbols) if known.markets_params else None
+    params = None
+    if known.markets_params and len(symbols) <= ASKED_MARKETS_MAX:
+        params = known.markets_params(symbols)
     if params is None:
         await client.load_markets()
         return
     if known.spot_options:
         known.spot_only(client)
-    # an id guessed wrong (ccxt renames some currencies) or an unknown symbol: all markets
-    # are loaded, as without asking, so the market is found or told missing as ever
+    # an id guessed wrong (ccxt renames some currencies), an unknown symbol or a request
+    # refused as such (HTTP 400 is ccxt's ExchangeNotAvailable): all markets are loaded, as
+    # without asking, so the market is found or told missing as ever
     try:
         await client.load_markets(params=params)
-    except ExchangeError as exc:  # BadSymbol; Kraken's unknown pair is plain ExchangeError
+    except (ExchangeError, ExchangeNotAvailable) as exc:  # BadSymbol; Kraken's plain one
+        if known.refused(exc):
+            raise  # this location is refused: every market would be too
         text = " ".join(str(exc).split())[:200]
         why = f"refused the markets {', '.join(symbols)} ({text})"
     else:
