@@ -21,7 +21,7 @@ from moodring.service.daemon import Daemon
 from moodring.settings import Settings
 from moodring.testing.fake_exchange import FakeExchange
 from tests.support.captures import CAPTURES, expected_bars, recorded, settings_for, until_recorded
-from tests.support.http import serving
+from tests.support.webapp import serving
 
 DAY_MS = 86_400_000
 TODAY = 1_700_006_400_000  # 2023-11-15 00:00 UTC: the universe's day, not the captures'

@@ -21,8 +21,8 @@ from moodring.feeds.streamer import EquityStreamer
 from moodring.feeds.yahoo.history import HistoryError, fetch_history, parse_chart
 from moodring.feeds.yahoo.stream import FrameError, YahooStreamer, decode_pricing, frame_payload
 from moodring.market.calendar import MarketCalendar
-from tests.support.http import serving
 from tests.support.wait import until
+from tests.support.webapp import serving
 from tests.support.yahoo import (
     RUT_FIELDS,
     RecordingSink,

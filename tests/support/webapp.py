@@ -1,4 +1,7 @@
-"""A local HTTP server for tests that answer as an exchange (or a proxy before one) would."""
+"""A local aiohttp server for tests that answer as an exchange (or a proxy before one) would.
+
+Not named http: a driver script run from tests/support has it first on sys.path, hiding the stdlib.
+"""
 
 from __future__ import annotations
 
