@@ -40,14 +40,21 @@ def universe(count: int) -> dict[str, BarFrame]:
     }
 
 
-def market_queries(fake: FakeExchange) -> list[dict[str, str]]:
-    """Return the query of every ``exchangeInfo`` request the fake served, in order."""
-    queries = []
-    for path in fake.rest_requests:
-        parts = urlsplit(path)
-        if parts.path.endswith("/exchangeInfo"):
-            queries.append({k: v[-1] for k, v in parse_qs(parts.query).items()})
-    return queries
+def market_queries(fake: FakeExchange, path_end: str = "/exchangeInfo") -> list[dict[str, str]]:
+    """Return the query of every request to a path ending ``path_end`` the fake served, in order.
+
+    A key given more than once keeps its last value.
+    """
+    return [{k: v[-1] for k, v in query.items()} for query in _queries(fake, path_end)]
+
+
+def _queries(fake: FakeExchange, path_end: str) -> list[dict[str, list[str]]]:
+    """Return every query (each key's values) of the fake's requests to ``...path_end``."""
+    return [
+        parse_qs(urlsplit(path).query)
+        for path in fake.rest_requests
+        if urlsplit(path).path.endswith(path_end)
+    ]
 
 
 def renamed_settings(fake: FakeExchange, tmp_path: Path) -> Settings:
@@ -152,12 +159,7 @@ async def test_kraken_loads_the_pair_asked_for_by_its_altname_or_all(
             exchange="kraken", symbol=symbol, ws_url=fake.ws_url, rest_url=fake.rest_url
         )
         found = await check("feed", feed, timeout=20.0)
-    pairs = [
-        {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
-        for path in fake.rest_requests
-        if urlsplit(path).path.endswith("/AssetPairs")
-    ]
-    assert pairs == queries
+    assert market_queries(fake, "/AssetPairs") == queries
     if market is None:
         assert not found.usable and found.reason == f"kraken has no market {symbol}"
     else:
@@ -167,13 +169,8 @@ async def test_kraken_loads_the_pair_asked_for_by_its_altname_or_all(
 
 def product_ids(fake: FakeExchange) -> list[list[str] | None]:
     """Return each spot products request's ``product_ids`` (None: every product), in order."""
-    asked = []
-    for path in fake.rest_requests:
-        parts = urlsplit(path)
-        query = parse_qs(parts.query)
-        if parts.path.endswith("/market/products") and "product_type" not in query:
-            asked.append(query.get("product_ids"))
-    return asked
+    spot = [q for q in _queries(fake, "/market/products") if "product_type" not in q]
+    return [query.get("product_ids") for query in spot]
 
 
 async def coinbase_markets(

@@ -133,7 +133,9 @@ def assert_bars_equal(got: list[list[float]], want: list[list[float]]) -> None:
         assert g[5] == pytest.approx(w[5], rel=1e-9, abs=1e-9), (g, w)
 
 
-async def until_settled(daemon: Daemon, feeds: tuple[str, ...] = ("eth", "btc")) -> None:
+async def until_settled(
+    daemon: Daemon, feeds: tuple[str, ...] = ("eth", "btc"), *, timeout: float = 30.0
+) -> None:
     """Wait until no builder of ``feeds`` holds bars; on time-out say what each still holds."""
     part = daemon.parts[0]
     held = [(f, b) for f in feeds for b in daemon.engine.builders(f)]
@@ -146,17 +148,15 @@ async def until_settled(daemon: Daemon, feeds: tuple[str, ...] = ("eth", "btc"))
             if b.holding
         )
 
-    await until(lambda: not any(b.holding for _, b in held), holding, timeout=30)
+    await until(lambda: not any(b.holding for _, b in held), holding, timeout=timeout)
 
 
 async def until_recorded(daemon: Daemon, fake: FakeExchange, record: Path) -> None:
     """Wait until no bar is held and the capture's minute bars are recorded (all but the last)."""
-    held = [b for f in ("eth", "btc") for b in daemon.engine.builders(f)]
+    await until_settled(daemon, timeout=60)
     wants = {"eth": expected_bars(fake, "ETHUSDT"), "btc": expected_bars(fake, "BTCUSDT")}
 
     def complete() -> bool:  # all but maybe the final bar recorded (slow when loaded)
-        return not any(b.holding for b in held) and all(
-            record_lines(record / f"{f}_1m.csv") >= len(w) - 1 for f, w in wants.items()
-        )
+        return all(record_lines(record / f"{f}_1m.csv") >= len(w) - 1 for f, w in wants.items())
 
     await until(complete, "the capture's bars recorded", timeout=60)

@@ -14,7 +14,8 @@ Per exchange (what the metrics see; every volume is in base units, e.g. ETH of E
 - ``coinbase`` (Advanced Trade): ``market_trades`` with consecutive ids per product, every
   message numbered per connection (``sequence_num``: a jump is a lost message); ccxt.pro
   streams no candles (``stream: ohlcv`` watches trades); REST candles 300 a call, empty
-  buckets left out; a (re)subscription re-sends the last 100 trades (dropped as seen).
+  buckets left out; a (re)subscription re-sends the last 100 trades (dropped as seen); only
+  the configured products are loaded (``market/products?product_ids=``).
 - ``kraken`` (websocket v2): trades with sequential ids per pair; candles ``ohlc`` without a
   closed flag (a candle is final once a later one opens); REST OHLC only the latest 720.
   Markets are ``ETH/USD`` and ``BTC/USD`` (Kraken's ``XBT`` shows as BTC); only the
