@@ -39,6 +39,7 @@ from ccxt.base.errors import BadSymbol, BaseError, NetworkError
 from moodring.backoff import Backoff
 from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
 from moodring.feeds.ccxt.patch import guarded
+from moodring.feeds.ccxt.venues import share_tls
 from moodring.lifecycle import Component, first_completed
 from moodring.metrics.altseason import (
     DAY_MS,
@@ -142,6 +143,7 @@ class AltseasonFeed(Component):
         if cls is None:
             raise ValueError(f"ccxt.pro has no exchange {self.config.exchange!r}")
         client = guarded(cls, self._bad_frame)({"enableRateLimit": True, "newUpdates": True})
+        share_tls(client)
         fetch_markets = client.options.get("fetchMarkets")
         if isinstance(fetch_markets, dict) and "types" in fetch_markets:
             fetch_markets["types"] = ["spot"]  # derivatives' markets would cost requests

@@ -28,6 +28,7 @@ from ccxt.base.errors import BaseError, NetworkError
 from moodring.feeds.altseason_feed import busiest
 from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
 from moodring.feeds.ccxt.limits import RateLimitedError, heeding_retry_after
+from moodring.feeds.ccxt.venues import share_tls
 from moodring.lifecycle import Component
 from moodring.metrics.ranking import Daily, rank_by_volume, ranked_members
 from moodring.settings import Member, WatchlistConfig
@@ -54,6 +55,7 @@ def _client(config: WatchlistConfig) -> Any:
     if cls is None:
         raise ValueError(f"ccxt.pro has no exchange {config.exchange!r}")
     client = cls({"enableRateLimit": True})
+    share_tls(client)
     fetch_markets = client.options.get("fetchMarkets")
     if isinstance(fetch_markets, dict) and "types" in fetch_markets:
         fetch_markets["types"] = ["spot"]  # derivatives' markets would cost requests

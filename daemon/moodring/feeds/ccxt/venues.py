@@ -27,8 +27,10 @@ Per exchange (what the metrics see; every volume is in base units, e.g. ETH of E
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -313,5 +315,22 @@ def venue(exchange: str) -> Venue:
 
 def client_setup(exchange: str, client: Any) -> None:
     """Adjust a fresh client of ``exchange`` (fewer REST calls where ccxt makes needless ones)."""
+    share_tls(client)
     if exchange == "coinbase":
         client.has["fetchCurrencies"] = False  # load_markets: 2 calls instead of 5
+
+
+def share_tls(client: Any) -> None:
+    """Give a fresh client the process's TLS context for its CA file (ccxt makes one per client).
+
+    A context holds its parsed CA bundle (0.3-0.7 MB); a feed has two clients per exchange
+    and a new websocket one per connection, the Altcoin Season feed one per refresh.
+    """
+    if client.verify and client.ssl_context is None:
+        client.ssl_context = _tls_context(client.cafile)
+
+
+@functools.cache
+def _tls_context(cafile: str) -> ssl.SSLContext:
+    """Return a verifying TLS context trusting ``cafile``, as ccxt's own ``open`` makes it."""
+    return ssl.create_default_context(cafile=cafile)
