@@ -26,6 +26,7 @@ stream; a closed client is spent); ``clock`` gives the time in epoch seconds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -33,13 +34,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import ccxt.pro as ccxtpro
 from ccxt.base.errors import BadSymbol, BaseError, NetworkError
 
 from moodring.backoff import Backoff
-from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
+from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, spot_client
 from moodring.feeds.ccxt.patch import guarded
-from moodring.feeds.ccxt.venues import share_tls
 from moodring.lifecycle import Component, first_completed
 from moodring.metrics.altseason import (
     DAY_MS,
@@ -139,17 +138,9 @@ class AltseasonFeed(Component):
 
     def _make_client(self) -> Any:
         """Return a new rate-limited ccxt.pro client of the configured exchange."""
-        cls = getattr(ccxtpro, self.config.exchange, None)
-        if cls is None:
-            raise ValueError(f"ccxt.pro has no exchange {self.config.exchange!r}")
-        client = guarded(cls, self._bad_frame)({"enableRateLimit": True, "newUpdates": True})
-        share_tls(client)
-        fetch_markets = client.options.get("fetchMarkets")
-        if isinstance(fetch_markets, dict) and "types" in fetch_markets:
-            fetch_markets["types"] = ["spot"]  # derivatives' markets would cost requests
-        if self.config.ws_url or self.config.rest_url:
-            configure_urls(client, self.config.ws_url, self.config.rest_url)
-        return client
+        config = self.config
+        wrap = functools.partial(guarded, on_bad=self._bad_frame)
+        return spot_client(config.exchange, config.ws_url, config.rest_url, wrap)
 
     def _bad_frame(self, reason: str, frame: object) -> None:
         """Log a websocket frame ccxt could not take; the stream goes on."""

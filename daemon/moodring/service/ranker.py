@@ -21,14 +21,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import ccxt.pro as ccxtpro
 import numpy as np
 from ccxt.base.errors import BaseError, NetworkError
 
 from moodring.feeds.altseason_feed import busiest
-from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, configure_urls
+from moodring.feeds.ccxt.exchange import CLOSE_TIMEOUT, spot_client
 from moodring.feeds.ccxt.limits import RateLimitedError, heeding_retry_after
-from moodring.feeds.ccxt.venues import share_tls
 from moodring.lifecycle import Component
 from moodring.metrics.ranking import Daily, rank_by_volume, ranked_members
 from moodring.settings import Member, WatchlistConfig
@@ -51,17 +49,7 @@ MembersListener = Callable[[str, Members], Awaitable[None]]
 
 def _client(config: WatchlistConfig) -> Any:
     """Return a new rate-limited ccxt.pro client of the watchlist's exchange (spot only)."""
-    cls = getattr(ccxtpro, config.exchange, None)
-    if cls is None:
-        raise ValueError(f"ccxt.pro has no exchange {config.exchange!r}")
-    client = cls({"enableRateLimit": True})
-    share_tls(client)
-    fetch_markets = client.options.get("fetchMarkets")
-    if isinstance(fetch_markets, dict) and "types" in fetch_markets:
-        fetch_markets["types"] = ["spot"]  # derivatives' markets would cost requests
-    if config.rest_url:
-        configure_urls(client, None, config.rest_url)
-    return client
+    return spot_client(config.exchange, rest_url=config.rest_url)
 
 
 async def rank_watchlist(

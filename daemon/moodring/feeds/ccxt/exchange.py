@@ -21,7 +21,7 @@ from moodring.backoff import Backoff
 from moodring.feeds.base import FeedSink
 from moodring.feeds.ccxt import CcxtFeedConfig
 from moodring.feeds.ccxt.patch import guarded
-from moodring.feeds.ccxt.venues import GENERIC, Venue, client_setup, venue
+from moodring.feeds.ccxt.venues import GENERIC, Venue, client_setup, share_tls, venue
 from moodring.feeds.clock import EARLY_MS, FUTURE_MS, StreamClock
 from moodring.feeds.frames import trade_problem
 from moodring.feeds.source import Clock, FeedPart
@@ -926,6 +926,29 @@ async def load_markets(client: Any, known: Venue, symbols: Sequence[str]) -> Non
 def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> None:
     """Point a ccxt.pro client at other endpoints (testnet, proxy, fake), as its venue lays them."""
     venue(str(getattr(client, "id", ""))).configure(client, ws_url, rest_url)
+
+
+def spot_client(
+    exchange: str,
+    ws_url: str | None = None,
+    rest_url: str | None = None,
+    wrap: Callable[[type], type] = lambda cls: cls,
+) -> Any:
+    """Return a new rate-limited ccxt.pro client of ``exchange`` loading spot markets only.
+
+    ``wrap`` wraps the client class (``guarded``, to hear its bad frames).
+    """
+    cls = getattr(ccxtpro, exchange, None)
+    if cls is None:
+        raise ValueError(f"ccxt.pro has no exchange {exchange!r}")
+    client = wrap(cls)({"enableRateLimit": True, "newUpdates": True})
+    share_tls(client)
+    fetch_markets = client.options.get("fetchMarkets")
+    if isinstance(fetch_markets, dict) and "types" in fetch_markets:
+        fetch_markets["types"] = ["spot"]  # derivatives' markets would cost requests
+    if ws_url or rest_url:
+        configure_urls(client, ws_url, rest_url)
+    return client
 
 
 def _bar(row: Any) -> Bar:
