@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import talib
 from talib import stream
 
@@ -26,7 +26,9 @@ from moodring.delivery.dispatcher import Dispatcher
 from moodring.delivery.outbox import Outbox
 from moodring.market.bar import Bar
 from moodring.market.frame import BarFrame
-from moodring.metrics.mfi import MFI
+from moodring.metrics.breakout import BreakoutConfig
+from moodring.metrics.correlation import CorrelationConfig
+from moodring.metrics.mfi import MFI, MFIConfig
 from moodring.pipeline import Pipeline
 from moodring.rules.alert import Alert
 from moodring.settings import Settings
@@ -157,9 +159,12 @@ def bench_recompute(settings: Settings, trades: list, ticks: int = 300) -> list[
         )
 
     eth, btc, rut = tail(frames["eth"]), tail(frames["btc"]), tail(frames["rut"])
-    corr_w = settings.metrics["eth_rut_corr"].window
-    mfi_p = settings.metrics["eth_mfi"].period
-    look = settings.metrics["ethbtc_breakout"].lookback
+    corr, mfi, breakout = (
+        settings.metrics[k] for k in ("eth_rut_corr", "eth_mfi", "ethbtc_breakout")
+    )
+    assert isinstance(corr, CorrelationConfig) and isinstance(mfi, MFIConfig)
+    assert isinstance(breakout, BreakoutConfig)
+    corr_w, mfi_p, look = corr.window, mfi.period, breakout.lookback
     costs = []
     last = {"eth": eth["close"].iloc[-1], "btc": btc["close"].iloc[-1]}
     for feed, _, price, _, _ in trades[:ticks]:
@@ -204,7 +209,8 @@ def bench_mfi() -> tuple[float, float]:
         return (time.perf_counter_ns() - start) / 1000 / len(rows)
 
     def theirs() -> float:
-        s = stream.MFI(*(np.array(x[:15]) for x in (h, lo, c, v)), timeperiod=14)
+        first = [np.array(x[:15]) for x in (h, lo, c, v)]
+        s = stream.MFI(first[0], first[1], first[2], first[3], timeperiod=14)
         update = s.update
         start = time.perf_counter_ns()
         for hi, low, close, vol in rows:
