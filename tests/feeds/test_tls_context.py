@@ -19,9 +19,8 @@ def clients() -> list[Any]:
     """Return a client of each kind moodring makes: feeds of two exchanges, Altseason, ranker."""
     made = []
     for exchange, symbol in (("binance", "ETH/USDT"), ("kraken", "ETH/USD")):
-        feeds = ExchangeFeeds(
-            exchange, {"eth": CcxtFeedConfig(symbol=symbol)}, None, lambda name: []
-        )  # type: ignore[arg-type]
+        config = {"eth": CcxtFeedConfig(symbol=symbol)}
+        feeds = ExchangeFeeds(exchange, config, sink=None, builders=lambda name: [])  # no stream
         made += [feeds._client, feeds._rest]
     made.append(AltseasonFeed(AltseasonConfig(rest_url=CLOSED), lambda *_: None)._make_client())
     made.append(watchlist_client(WatchlistConfig(top=5, refresh="7d", rest_url=CLOSED)))
