@@ -242,6 +242,23 @@ async def test_a_client_asks_for_at_most_so_many_markets_by_name(extra: int, ask
     assert (first is not None and len(first) == len(symbols)) == asked
 
 
+@pytest.mark.parametrize("extra", [0, ASKED_MARKETS_MAX])
+async def test_spot_symbols_load_only_spot_markets_however_many(extra: int) -> None:
+    # every Binance REST host pointed at the fake (not through configure, which makes the
+    # client spot-only itself): a derivatives' markets call would show as another request
+    symbols = ["ETH/USDT", "BTC/USDT"] + [f"C{i:03d}/USDT" for i in range(extra)]
+    async with FakeExchange(CAPTURES, speed=40.0) as fake:
+        client = ccxtpro.binance()
+        try:
+            api = client.urls["api"]
+            api.update({key: fake.rest_url for key in api if "ublic" in key})
+            await load_markets(client, venue("binance"), symbols)
+        finally:
+            await client.close()
+    assert {"ETH/USDT", "BTC/USDT"} <= set(client.markets)
+    assert len(market_queries(fake)) == 1
+
+
 async def test_a_filtered_load_answered_http_400_loads_every_market(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -896,14 +896,12 @@ class ExchangeFeeds(FeedPart):
 
 async def load_markets(client: Any, known: Venue, symbols: Sequence[str]) -> None:
     """Load the markets of ``symbols`` only where the venue can ask for them, else all."""
-    params = None
-    if known.markets_params and len(symbols) <= ASKED_MARKETS_MAX:
-        params = known.markets_params(symbols)
-    if params is None:
+    params = known.markets_params(symbols) if known.markets_params else None
+    if params is not None and known.spot_options:
+        known.spot_only(client)  # spot symbols only: spot markets are all a load needs
+    if params is None or len(symbols) > ASKED_MARKETS_MAX:
         await client.load_markets()
         return
-    if known.spot_options:
-        known.spot_only(client)
     # an id guessed wrong (ccxt renames some currencies), an unknown symbol or a request
     # refused as such (HTTP 400 is ccxt's ExchangeNotAvailable): all markets are loaded, as
     # without asking, so the market is found or told missing as ever
