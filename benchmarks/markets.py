@@ -43,12 +43,11 @@ products = {f"{b}-{q}": product_info(f"{b}-{q}", b, q, "1", 4, 6) for b, q in pa
 listing = json.dumps(list(products.values()))
 
 async def main():
-    if exchange == "binance":
-        client = ccxtpro.binance({"options": {"fetchMarkets": {"types": ["spot"]},
-                                              "defaultType": "spot"}})
-    else:
-        client = ccxtpro.coinbase()
-        client_setup("coinbase", client)
+    client = getattr(ccxtpro, exchange)()
+    client_setup(exchange, client)
+    known = venue(exchange)
+    if known.spot_options:
+        known.spot_only(client)
     async def exchange_info(params={}):
         if "symbols" not in params:
             return json.loads(answer)
@@ -65,7 +64,7 @@ async def main():
     before = rss_mb()
     if asked:
         symbols = [f"{base}/{quote}" for base, quote in pairs[:asked]]
-        await load_markets(client, venue(exchange), symbols)
+        await load_markets(client, known, symbols)
     else:
         await client.load_markets()
     gc.collect()

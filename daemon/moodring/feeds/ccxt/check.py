@@ -6,11 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-import ccxt.pro as ccxtpro
 from ccxt.base.errors import BadSymbol, BaseError
 
 from moodring.feeds.ccxt import CcxtFeedConfig
-from moodring.feeds.ccxt.exchange import load_markets
+from moodring.feeds.ccxt.exchange import exchange_class, load_markets
 from moodring.feeds.ccxt.venues import Venue, client_setup, venue
 from moodring.feeds.check import FeedCheck
 from moodring.settings import FeedConfig
@@ -34,9 +33,10 @@ async def check(name: str, feed: FeedConfig, timeout: float) -> FeedCheck:
     """Load the markets, read the clock and a recent candle over REST, then watch one trade."""
     assert isinstance(feed, CcxtFeedConfig)
     found = FeedCheck(name, f"ccxt {feed.exchange}", False)
-    cls = getattr(ccxtpro, feed.exchange, None)
-    if cls is None:
-        found.reason = f"ccxt.pro has no exchange {feed.exchange!r}"
+    try:
+        cls = exchange_class(feed.exchange)
+    except ValueError as exc:
+        found.reason = str(exc)
         return found
     known = venue(feed.exchange)
     client: Any = cls({"enableRateLimit": True, "newUpdates": True})

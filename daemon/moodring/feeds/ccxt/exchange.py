@@ -234,11 +234,8 @@ class ExchangeFeeds(FeedPart):
         Only the REST client is rate-limited: ccxt throttles websocket messages by the REST
         limit too (Kraken: one a second), which would hold a second subscription back.
         """
-        cls = getattr(ccxtpro, self.exchange, None)
-        if cls is None:
-            raise ValueError(f"ccxt.pro has no exchange {self.exchange!r}")
         client = guarded(
-            cls,
+            exchange_class(self.exchange),
             self._bad_frame,
             self._on_trade,
             self._on_candle,
@@ -926,6 +923,14 @@ def configure_urls(client: Any, ws_url: str | None, rest_url: str | None) -> Non
     venue(str(getattr(client, "id", ""))).configure(client, ws_url, rest_url)
 
 
+def exchange_class(exchange: str) -> type:
+    """Return ccxt.pro's client class of ``exchange``; ValueError naming it if there is none."""
+    cls = getattr(ccxtpro, exchange, None)
+    if cls is None:
+        raise ValueError(f"ccxt.pro has no exchange {exchange!r}")
+    return cls
+
+
 def spot_client(
     exchange: str,
     ws_url: str | None = None,
@@ -936,10 +941,7 @@ def spot_client(
 
     ``wrap`` wraps the client class (``guarded``, to hear its bad frames).
     """
-    cls = getattr(ccxtpro, exchange, None)
-    if cls is None:
-        raise ValueError(f"ccxt.pro has no exchange {exchange!r}")
-    client = wrap(cls)({"enableRateLimit": True, "newUpdates": True})
+    client = wrap(exchange_class(exchange))({"enableRateLimit": True, "newUpdates": True})
     share_tls(client)
     fetch_markets = client.options.get("fetchMarkets")
     if isinstance(fetch_markets, dict) and "types" in fetch_markets:
